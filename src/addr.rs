@@ -1,0 +1,199 @@
+//! A compact, canonical IP address key.
+//!
+//! [`Addr`] stores every address in 16 bytes with IPv4 as an IPv4-mapped IPv6 address
+//! (`::ffff:a.b.c.d`), exactly as Zeek's `addr` type does internally. So `10.0.0.1` and
+//! `::ffff:10.0.0.1` are the same key and both print as `10.0.0.1`. The byte array has
+//! alignment 1, which keeps catch-and-release table slots small (see `cnr::watch`), and it
+//! hashes as one `u128`, which keeps the per-packet lookup cheap.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+/// An IPv4 or IPv6 address in canonical 16-byte form.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Addr([u8; 16]);
+
+const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+
+impl Addr {
+    /// An IPv4 address from its four network-order bytes.
+    #[inline]
+    pub const fn from_v4(b: [u8; 4]) -> Addr {
+        Addr([
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, b[0], b[1], b[2], b[3],
+        ])
+    }
+
+    /// An IPv6 address from its sixteen network-order bytes. IPv4-mapped addresses are
+    /// IPv4 addresses.
+    #[inline]
+    pub const fn from_v6(b: [u8; 16]) -> Addr {
+        Addr(b)
+    }
+
+    /// Whether this is an IPv4 address.
+    #[inline]
+    pub fn is_v4(&self) -> bool {
+        self.0[..12] == V4_MAPPED_PREFIX
+    }
+
+    /// The prefix length of a host route for this address: 32 or 128.
+    pub fn host_prefix_len(&self) -> u8 {
+        if self.is_v4() { 32 } else { 128 }
+    }
+
+    /// The standard-library form, with IPv4-mapped addresses as IPv4.
+    pub fn to_ip(self) -> IpAddr {
+        if self.is_v4() {
+            IpAddr::V4(Ipv4Addr::new(
+                self.0[12], self.0[13], self.0[14], self.0[15],
+            ))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(self.0))
+        }
+    }
+
+    /// The sixteen canonical bytes.
+    pub fn octets(&self) -> [u8; 16] {
+        self.0
+    }
+}
+
+impl Hash for Addr {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.0));
+    }
+}
+
+impl From<IpAddr> for Addr {
+    fn from(ip: IpAddr) -> Addr {
+        match ip {
+            IpAddr::V4(v4) => Addr::from_v4(v4.octets()),
+            IpAddr::V6(v6) => Addr::from_v6(v6.octets()),
+        }
+    }
+}
+
+impl From<Ipv4Addr> for Addr {
+    fn from(ip: Ipv4Addr) -> Addr {
+        Addr::from_v4(ip.octets())
+    }
+}
+
+impl From<Ipv6Addr> for Addr {
+    fn from(ip: Ipv6Addr) -> Addr {
+        Addr::from_v6(ip.octets())
+    }
+}
+
+impl From<Addr> for IpAddr {
+    fn from(a: Addr) -> IpAddr {
+        a.to_ip()
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.to_ip(), f)
+    }
+}
+
+impl fmt::Debug for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Why a string is not a single address that catch-and-release can watch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    /// Not an IP address at all.
+    #[error("`{0}` is not an IP address")]
+    Invalid(String),
+    /// A subnet wider than one host.
+    #[error(
+        "`{0}` is a subnet: catch-and-release works on single addresses (a /32 or /128), not subnets"
+    )]
+    Subnet(String),
+}
+
+impl FromStr for Addr {
+    type Err = AddrError;
+
+    /// Parses a single address. A host prefix (`/32` for IPv4, `/128` for IPv6) is accepted
+    /// as the address itself; any wider prefix is rejected with [`AddrError::Subnet`].
+    fn from_str(s: &str) -> Result<Addr, AddrError> {
+        let s = s.trim();
+        if let Some((addr, len)) = s.split_once('/') {
+            let net: ipnet::IpNet = s.parse().map_err(|_| AddrError::Invalid(s.to_string()))?;
+            let ip: IpAddr = addr
+                .parse()
+                .map_err(|_| AddrError::Invalid(s.to_string()))?;
+            if net.prefix_len() != net.max_prefix_len() || len.is_empty() {
+                return Err(AddrError::Subnet(s.to_string()));
+            }
+            return Ok(Addr::from(ip));
+        }
+        // Accept bracketed IPv6 as people paste it from URLs.
+        let bare = s
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(s);
+        bare.parse::<IpAddr>()
+            .map(Addr::from)
+            .map_err(|_| AddrError::Invalid(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v4_is_v4_mapped_and_prints_as_v4() {
+        let a: Addr = "10.0.0.1".parse().unwrap();
+        let b: Addr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(a, b);
+        assert!(a.is_v4());
+        assert_eq!(b.to_string(), "10.0.0.1");
+        assert_eq!(a.host_prefix_len(), 32);
+    }
+
+    #[test]
+    fn v6_round_trips() {
+        let a: Addr = "2001:db8::1".parse().unwrap();
+        assert!(!a.is_v4());
+        assert_eq!(a.to_string(), "2001:db8::1");
+        assert_eq!(a.host_prefix_len(), 128);
+    }
+
+    #[test]
+    fn host_prefixes_accepted_subnets_rejected() {
+        assert_eq!(
+            "10.0.0.1/32".parse::<Addr>().unwrap(),
+            "10.0.0.1".parse::<Addr>().unwrap()
+        );
+        assert!("2001:db8::1/128".parse::<Addr>().is_ok());
+        assert!(matches!(
+            "10.0.0.0/24".parse::<Addr>(),
+            Err(AddrError::Subnet(_))
+        ));
+        assert!(matches!(
+            "2001:db8::/64".parse::<Addr>(),
+            Err(AddrError::Subnet(_))
+        ));
+        assert!(matches!(
+            "10.0.0.300".parse::<Addr>(),
+            Err(AddrError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn addr_is_sixteen_bytes_with_alignment_one() {
+        assert_eq!(std::mem::size_of::<Addr>(), 16);
+        assert_eq!(std::mem::align_of::<Addr>(), 1);
+    }
+}

@@ -1,0 +1,693 @@
+//! The catch-and-release engine: Zeek's state machine, with no I/O and no clock.
+//!
+//! [`Engine`] reproduces zeek/zeek:`scripts/policy/frameworks/netcontrol/catch-and-release.zeek`
+//! on top of the NetControl rule model in [`netcontrol`], on a standalone node. It is a
+//! sans-I/O state machine in the quinn-proto mould:
+//!
+//! * **Time comes in as an argument.** Every mutating call takes `now`; network time only
+//!   moves forward. [`Engine::advance`] fires due timers (block expiries scheduled by
+//!   NetControl, the table-expiry sweep that forgets addresses) the way Zeek does when a
+//!   packet arrives.
+//! * **Zeek's event queue is modelled.** Backend answers and packet sightings are queued
+//!   [`Event`]s, and [`Engine::drain`] runs them in rounds, each round taking every event
+//!   queued before it began. That is what decides, for example, that a sighting on the very
+//!   packet that expires a block still finds the rule in place. Replays drain
+//!   [`ZEEK_ROUNDS_PER_PACKET`] rounds per packet, as Zeek does.
+//! * **Decisions come out as values.** Log records and notifications are [`Output`]s,
+//!   collected with [`Engine::poll_output`]; the caller decides where they go.
+//!
+//! Backends ([`Backend`]) are the only plug-in point. They are called synchronously and must
+//! not block; the built-in [`AcceptingBackend`] does no I/O, so an engine built with it is
+//! entirely deterministic.
+//!
+//! The table of watched addresses is a [`Watchlist`] behind an `Arc`, so capture threads
+//! and the API can read it while the engine, its only writer, changes it.
+
+mod intervals;
+pub mod netcontrol;
+pub mod record;
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub use intervals::{DEFAULT_INTERVALS, Intervals, IntervalsError, MAX_STEPS};
+pub use netcontrol::{
+    AcceptingBackend, Answer, Answers, Backend, MAX_BACKENDS, PluginId, Rule, RuleId, RuleType,
+    Target,
+};
+pub use record::{Action, CatchReleaseRecord, Category, DropRecord, NetControlRecord, State};
+pub use watch::{BlockInfo, Watchlist};
+
+use crate::addr::Addr;
+use crate::time::{Interval, Time};
+use netcontrol::{NetControl, host_net};
+use watch::Entry;
+
+/// Rounds of queued events Zeek runs per packet when reading a trace: `dispatch_packet`
+/// drains the queue (two rounds) and the main loop drains it again (two more). Zeek's own
+/// catch-and-release baseline shows it: re-drops chained through `rule_added` handlers
+/// advance three steps on the first packet and two on the next.
+pub const ZEEK_ROUNDS_PER_PACKET: usize = 4;
+
+/// Zeek's `table_expire_interval`: how often the watch table is swept for addresses whose
+/// watch has ended.
+pub const DEFAULT_SWEEP_INTERVAL: Interval = Interval::from_secs(10);
+
+/// Zeek's `max_timer_expires`: at most this many timers fire per packet.
+pub const ZEEK_MAX_TIMER_EXPIRES: usize = 300;
+
+/// A guard against a backend that answers every answer with another: the most rounds a
+/// full drain ([`Engine::drain_all`]) runs.
+const MAX_DRAIN_ROUNDS: usize = 10_000;
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The escalation ladder (`NetControl::catch_release_intervals`).
+    pub intervals: Intervals,
+    /// Log an INFO line when a still-blocked address is seen
+    /// (`catch_release_warn_blocked_ip_encountered`).
+    pub warn_blocked: bool,
+    /// Period of the forget sweep (`table_expire_interval`).
+    pub sweep_interval: Interval,
+    /// Timers fired per [`Engine::advance`] (`max_timer_expires`); `None` for no limit.
+    pub max_timer_expires: Option<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            intervals: Intervals::default(),
+            warn_blocked: false,
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            max_timer_expires: Some(ZEEK_MAX_TIMER_EXPIRES),
+        }
+    }
+}
+
+/// A queued event, named after the Zeek event it stands for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// `NetControl::rule_added`.
+    RuleAdded {
+        /// The rule.
+        rule: Arc<Rule>,
+        /// The answering backend.
+        plugin: PluginId,
+        /// Its message.
+        msg: String,
+    },
+    /// `NetControl::rule_exists`.
+    RuleExists {
+        /// The rule.
+        rule: Arc<Rule>,
+        /// The answering backend.
+        plugin: PluginId,
+        /// Its message.
+        msg: String,
+    },
+    /// `NetControl::rule_removed`.
+    RuleRemoved {
+        /// The rule.
+        rule: Arc<Rule>,
+        /// The answering backend.
+        plugin: PluginId,
+        /// Its message.
+        msg: String,
+    },
+    /// `NetControl::rule_timeout`.
+    RuleTimeout {
+        /// The rule.
+        rule: Arc<Rule>,
+        /// The backend whose copy expired.
+        plugin: PluginId,
+    },
+    /// `NetControl::rule_error`.
+    RuleError {
+        /// The rule.
+        rule: Arc<Rule>,
+        /// The answering backend.
+        plugin: PluginId,
+        /// Its message.
+        msg: String,
+    },
+    /// `NetControl::rule_expire`: NetControl's own expiry, scheduled at `rule_added`.
+    RuleExpire {
+        /// The rule.
+        rule: Arc<Rule>,
+        /// The backend it expires on.
+        plugin: PluginId,
+    },
+    /// A connection originator was seen (`new_connection` and friends calling
+    /// `catch_release_seen`).
+    Seen(Addr),
+}
+
+impl Event {
+    fn from_answer(rule: Arc<Rule>, plugin: PluginId, a: Answer) -> Event {
+        match a {
+            Answer::Added(msg) => Event::RuleAdded { rule, plugin, msg },
+            Answer::Exists(msg) => Event::RuleExists { rule, plugin, msg },
+            Answer::Error(msg) => Event::RuleError { rule, plugin, msg },
+            Answer::Removed(msg) => Event::RuleRemoved { rule, plugin, msg },
+            Answer::Timeout => Event::RuleTimeout { rule, plugin },
+        }
+    }
+}
+
+/// Something the engine produced for the outside world.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// A `netcontrol_catch_release.log` line.
+    CatchRelease(CatchReleaseRecord),
+    /// A `netcontrol.log` line.
+    NetControl(NetControlRecord),
+    /// A `netcontrol_drop.log` line.
+    Drop(DropRecord),
+    /// `NetControl::catch_release_forgotten(a, bi)`: the address is no longer tracked.
+    Forgotten {
+        /// The address.
+        addr: Addr,
+        /// Its last state.
+        info: BlockInfo,
+    },
+    /// A `Reporter::error` message, e.g. a drop no backend would take.
+    Error(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum TimerKind {
+    /// The watch-table sweep (`TableValTimer`).
+    Sweep,
+    /// A scheduled `rule_expire` event.
+    RuleExpire { rule: Arc<Rule>, plugin: PluginId },
+}
+
+#[derive(Debug)]
+struct Timer {
+    at: Time,
+    seq: u64,
+    kind: TimerKind,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Timer) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Timer) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, other: &Timer) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// Zeek's catch-and-release, standalone, as a deterministic state machine.
+pub struct Engine {
+    cfg: Config,
+    /// Network time.
+    now: Time,
+    watch: Arc<Watchlist>,
+    nc: NetControl,
+    queue: VecDeque<Event>,
+    timers: BinaryHeap<Reverse<Timer>>,
+    timer_seq: u64,
+    out: VecDeque<Output>,
+}
+
+impl Engine {
+    /// Builds an engine and activates `backends` (with their priorities), logging the
+    /// plugin activation lines at network time 0 as Zeek does from `zeek_init`.
+    ///
+    /// # Panics
+    /// With more than [`MAX_BACKENDS`] backends.
+    pub fn new(cfg: Config, backends: Vec<(Box<dyn Backend>, i64)>) -> Engine {
+        let mut e = Engine {
+            watch: Arc::new(Watchlist::new(cfg.intervals.clone())),
+            cfg,
+            now: Time::ZERO,
+            nc: NetControl::new(),
+            queue: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            out: VecDeque::new(),
+        };
+        // Zeek arms the sweep timer at time 1 so that it fires on the first packet.
+        e.schedule(Time::from_micros(1_000_000), TimerKind::Sweep);
+        e.activate(backends);
+        e
+    }
+
+    /// An engine with the built-in [`AcceptingBackend`] at priority 0.
+    pub fn with_accepting_backend(cfg: Config, name: &str) -> Engine {
+        Engine::new(cfg, vec![(Box::new(AcceptingBackend::new(name)), 0)])
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Current network time.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// The shared table of watched addresses.
+    pub fn watchlist(&self) -> &Arc<Watchlist> {
+        &self.watch
+    }
+
+    /// The earliest pending timer, i.e. when [`advance`](Engine::advance) next has work.
+    pub fn next_deadline(&self) -> Option<Time> {
+        self.timers.peek().map(|t| t.0.at)
+    }
+
+    /// Whether events are waiting for [`drain`](Engine::drain).
+    pub fn has_pending_events(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Takes the next output.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Whether outputs are waiting for [`poll_output`](Engine::poll_output).
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Moves network time to `now` (it never goes back) and fires due timers in time
+    /// order, at most `max_timer_expires` of them. The forget sweep runs at once (FORGOTTEN
+    /// lines come out now); block expiries are queued as events for the next drain.
+    ///
+    /// Returns whether more timers are due (only possible with a timer limit).
+    pub fn advance(&mut self, now: Time) -> bool {
+        if now > self.now {
+            self.now = now;
+        }
+        let limit = self.cfg.max_timer_expires.unwrap_or(usize::MAX);
+        let mut fired = 0;
+        while fired < limit {
+            match self.timers.peek() {
+                Some(Reverse(t)) if t.at <= self.now => {}
+                _ => return false,
+            }
+            let Some(Reverse(timer)) = self.timers.pop() else {
+                return false;
+            };
+            fired += 1;
+            match timer.kind {
+                TimerKind::Sweep => {
+                    self.sweep();
+                    self.schedule(self.now + self.cfg.sweep_interval, TimerKind::Sweep);
+                }
+                TimerKind::RuleExpire { rule, plugin } => {
+                    self.queue.push_back(Event::RuleExpire { rule, plugin });
+                }
+            }
+        }
+        self.timers.peek().is_some_and(|t| t.0.at <= self.now)
+    }
+
+    fn schedule(&mut self, at: Time, kind: TimerKind) {
+        self.timer_seq += 1;
+        self.timers.push(Reverse(Timer {
+            at,
+            seq: self.timer_seq,
+            kind,
+        }));
+    }
+
+    /// Runs up to `rounds` rounds of queued events.
+    pub fn drain(&mut self, rounds: usize) {
+        self.drain_with(rounds, |_, _| {});
+    }
+
+    /// Runs queued events until none are left (bounded, against runaway backends).
+    pub fn drain_all(&mut self) {
+        self.drain(MAX_DRAIN_ROUNDS);
+    }
+
+    /// Runs up to `rounds` rounds of queued events, calling `hook` after each event's
+    /// handlers, as a lower-priority Zeek handler of that event would run.
+    pub fn drain_with(&mut self, rounds: usize, mut hook: impl FnMut(&mut Engine, &Event)) {
+        for _ in 0..rounds {
+            let n = self.queue.len();
+            if n == 0 {
+                return;
+            }
+            for _ in 0..n {
+                let Some(ev) = self.queue.pop_front() else {
+                    break;
+                };
+                self.dispatch(&ev);
+                hook(self, &ev);
+            }
+        }
+    }
+
+    /// Shuts down as Zeek does at the end of a trace: pending expiries will do nothing,
+    /// queued events still run, and no further timers fire.
+    pub fn finish(&mut self) {
+        self.nc.terminating = true;
+        self.drain_all();
+    }
+
+    /// Runs one event's handlers in Zeek's priority order.
+    fn dispatch(&mut self, ev: &Event) {
+        match ev {
+            Event::RuleAdded { rule, plugin, msg } => {
+                self.nc_rule_added(rule, *plugin, false, msg);
+                self.cr_rule_answer(rule, *plugin, Action::Dropped, non_empty(msg));
+            }
+            Event::RuleExists { rule, plugin, msg } => {
+                self.nc_rule_added(rule, *plugin, true, msg);
+                let text = format!("{msg}Existing rule encountered while inserting rule");
+                self.cr_rule_answer(rule, *plugin, Action::Info, Some(text));
+            }
+            Event::RuleError { rule, plugin, msg } => {
+                let text = format!("Error occurred during rule operation: {msg}");
+                self.cr_rule_answer(rule, *plugin, Action::Info, Some(text));
+                self.nc_rule_error(rule, *plugin, msg);
+            }
+            Event::RuleTimeout { rule, plugin } => {
+                self.cr_rule_timeout(rule, *plugin);
+                self.nc_rule_timeout(rule, *plugin);
+            }
+            Event::RuleRemoved { rule, plugin, msg } => self.nc_rule_removed(rule, *plugin, msg),
+            Event::RuleExpire { rule, plugin } => self.nc_rule_expire(rule, *plugin),
+            Event::Seen(a) => self.seen_impl(*a),
+        }
+    }
+
+    /// A backend's late answer about a rule it accepted, queued like the event Zeek's
+    /// plugins raise.
+    pub fn answer(&mut self, now: Time, rule: Arc<Rule>, plugin: PluginId, answer: Answer) {
+        self.advance(now);
+        self.queue
+            .push_back(Event::from_answer(rule, plugin, answer));
+    }
+
+    fn report(&mut self, msg: String) {
+        self.out.push_back(Output::Error(msg));
+    }
+
+    // ----- catch-and-release -----
+
+    /// A log record for `a` in state `e` (`populate_log_record`).
+    fn cr_record(&self, a: Addr, e: &Entry, action: Action) -> CatchReleaseRecord {
+        let iv = &self.cfg.intervals;
+        let k = usize::from(e.step);
+        CatchReleaseRecord {
+            ts: self.now,
+            rule_id: e.rule,
+            ip: a,
+            action,
+            block_interval: iv.block(k),
+            watch_interval: iv.watch(k),
+            blocked_until: e.block_until(iv),
+            watched_until: e.watch_until(iv),
+            num_blocked: u64::from(e.reblocked) + 1,
+            location: self.watch.location(e.location),
+            message: None,
+            plugin: None,
+        }
+    }
+
+    fn emit(&mut self, mut rec: CatchReleaseRecord, message: Option<String>) {
+        rec.message = message;
+        self.out.push_back(Output::CatchRelease(rec));
+    }
+
+    /// `drop_address_catch_release`: starts catch-and-release for `a` at step 0, or adopts
+    /// an existing DROP rule for it (ADDED), or reports the duplicate (INFO). Returns the
+    /// resulting [`BlockInfo`]; `watch_until` is 0 if no backend took the drop.
+    pub fn drop_catch_release(
+        &mut self,
+        now: Time,
+        a: impl Into<Addr>,
+        location: &str,
+    ) -> BlockInfo {
+        let a = a.into();
+        self.advance(now);
+        if let Some(e) = self.watch.entry(&a) {
+            let rec = self.cr_record(a, &e, Action::Info);
+            self.emit(
+                rec,
+                Some("Already blocked using catch-and-release - ignoring duplicate".into()),
+            );
+            return self.watch.block_info(&e);
+        }
+        let t = self.now;
+        if let Some(existing) = self.nc.drop_rule_for(a) {
+            let e = Entry {
+                start: t,
+                expire_ref: t,
+                rule: Some(existing),
+                location: self.watch.intern_location(location),
+                reblocked: 0,
+                step: 0,
+                adopted: true,
+            };
+            let rec = self.cr_record(a, &e, Action::Added);
+            self.emit(rec, Some("Address already blocked outside of catch-and-release. Catch and release will monitor and only actively block if it appears in network traffic.".into()));
+            self.watch.put(a, &e);
+            return self.watch.block_info(&e);
+        }
+        let block = self.cfg.intervals.block(0);
+        match self.nc_drop(host_net(a), block, location) {
+            Some(id) => {
+                let e = Entry {
+                    start: t,
+                    expire_ref: t,
+                    rule: Some(id),
+                    location: self.watch.intern_location(location),
+                    reblocked: 0,
+                    step: 0,
+                    adopted: false,
+                };
+                self.watch.put(a, &e);
+                let rec = self.cr_record(a, &e, Action::DropRequested);
+                self.emit(rec, None);
+                self.watch.block_info(&e)
+            }
+            None => {
+                self.report(format!(
+                    "Catch and release could not add block for {a}; failing."
+                ));
+                BlockInfo::unknown()
+            }
+        }
+    }
+
+    /// `catch_release_seen`, called directly: re-blocks one step higher if `a` is watched
+    /// and no DROP rule for it is in place.
+    pub fn seen(&mut self, now: Time, a: impl Into<Addr>) {
+        self.advance(now);
+        self.seen_impl(a.into());
+    }
+
+    /// A sighting from traffic: queues `catch_release_seen(a)` as a connection event would,
+    /// to run at the next [`drain`](Engine::drain). Does nothing for unwatched addresses
+    /// (the check Zeek's function does first).
+    pub fn sighting(&mut self, now: Time, a: Addr) {
+        self.advance(now);
+        if self.watch.contains(&a) {
+            self.queue.push_back(Event::Seen(a));
+        }
+    }
+
+    fn seen_impl(&mut self, a: Addr) {
+        let Some(mut e) = self.watch.entry(&a) else {
+            return;
+        };
+        if self.nc.drop_rule_for(a).is_some() {
+            if self.cfg.warn_blocked {
+                let rec = self.cr_record(a, &e, Action::Info);
+                self.emit(
+                    rec,
+                    Some("Block seen while in rule_entities. No action taken.".into()),
+                );
+            }
+            return;
+        }
+        let k = self.cfg.intervals.escalate(usize::from(e.step));
+        e.step = k as u8;
+        e.start = self.now;
+        e.adopted = false;
+        e.count_reblock();
+        let location = self.watch.location(e.location);
+        let redrop = format!(
+            "Re-drop by catch-and-release: {}",
+            location.as_deref().unwrap_or("")
+        );
+        e.rule = self.nc_drop(host_net(a), self.cfg.intervals.block(k), &redrop);
+        self.watch.put(a, &e);
+        let rec = self.cr_record(a, &e, Action::SeenAgain);
+        self.emit(rec, None);
+    }
+
+    /// `unblock_address_catch_release`: stops tracking `a`, removing its block if
+    /// catch-and-release put one in place that has not ended. Returns false if `a` was not
+    /// tracked.
+    pub fn unblock_catch_release(&mut self, now: Time, a: impl Into<Addr>, reason: &str) -> bool {
+        let a = a.into();
+        self.advance(now);
+        let Some(e) = self.watch.entry(&a) else {
+            return false;
+        };
+        let rec = self.cr_record(a, &e, Action::Unblock);
+        self.emit(rec, non_empty(reason));
+        self.watch.remove(&a);
+        let block_until = e.block_until(&self.cfg.intervals);
+        if let (Some(bu), Some(id)) = (block_until, e.rule) {
+            if bu > self.now {
+                self.nc_remove_rule(id, reason);
+            }
+        }
+        true
+    }
+
+    /// `get_catch_release_info`: the [`BlockInfo`] of `a`, with `watch_until` 0 when unknown.
+    pub fn info(&self, a: impl Into<Addr>) -> BlockInfo {
+        self.watch.get(&a.into()).unwrap_or_else(BlockInfo::unknown)
+    }
+
+    /// The catch-and-release handler of `rule_added`, `rule_exists` and `rule_error`: one
+    /// DROPPED or INFO line per answering backend, if the rule is for a watched host.
+    fn cr_rule_answer(&mut self, r: &Rule, p: PluginId, action: Action, message: Option<String>) {
+        let Some((a, e)) = self.cr_check_rule(r) else {
+            return;
+        };
+        let mut rec = self.cr_record(a, &e, action);
+        rec.plugin = self.nc.plugin_name(p);
+        self.emit(rec, message);
+    }
+
+    /// The catch-and-release handler of `rule_timeout`: UNBLOCK, with a note when network
+    /// time is more than a minute away from `block_until`.
+    fn cr_rule_timeout(&mut self, r: &Rule, p: PluginId) {
+        let Some((a, e)) = self.cr_check_rule(r) else {
+            return;
+        };
+        let mut rec = self.cr_record(a, &e, Action::Unblock);
+        rec.plugin = self.nc.plugin_name(p);
+        let message = rec.blocked_until.and_then(|bu| {
+            let diff = self.now - bu;
+            (diff.abs() > Interval::from_secs(60)).then(|| {
+                format!("Difference between network_time and block time excessive: {diff}")
+            })
+        });
+        self.emit(rec, message);
+    }
+
+    /// `cr_check_rule`: a DROP of a single host that catch-and-release tracks.
+    fn cr_check_rule(&self, r: &Rule) -> Option<(Addr, Entry)> {
+        if r.ty != RuleType::Drop {
+            return None;
+        }
+        let a = r.host()?;
+        Some((a, self.watch.entry(&a)?))
+    }
+
+    /// The table-expiry sweep over `blocks` with `per_block_interval` as expire function:
+    /// an entry is looked at when its reference time has passed; it is forgotten if its
+    /// watch has ended (`watch_until <= now`), otherwise its reference moves to
+    /// `watch_until`. Forgotten addresses come out ordered by `watch_until`, then address,
+    /// so logs are reproducible (Zeek's order is its hash order).
+    ///
+    /// Zeek sweeps large tables in chunks of 5000 entries, 10 ms apart; this sweep visits
+    /// every entry at once, which gives the same result for up to 5000 watched addresses.
+    fn sweep(&mut self) {
+        let now = self.now;
+        let iv = self.cfg.intervals.clone();
+        let mut gone: Vec<(Addr, Entry)> = Vec::new();
+        self.watch.sweep(|a, e| {
+            // An entry inserted before network time existed keeps reference 0 and never
+            // expires, as in Zeek.
+            if e.expire_ref == Time::ZERO || e.expire_ref >= now {
+                return true;
+            }
+            let wu = e.watch_until(&iv);
+            if wu > now {
+                e.expire_ref = wu;
+                return true;
+            }
+            gone.push((a, *e));
+            false
+        });
+        gone.sort_unstable_by_key(|(a, e)| (e.watch_until(&iv), *a));
+        for (a, e) in gone {
+            let rec = self.cr_record(a, &e, Action::Forgotten);
+            let info = self.watch.block_info(&e);
+            self.emit(rec, None);
+            self.out.push_back(Output::Forgotten { addr: a, info });
+            self.watch.release_location(e.location);
+        }
+    }
+
+    // ----- NetControl, for callers -----
+
+    /// `NetControl::drop_address` for an address or subnet, outside catch-and-release.
+    /// Returns the rule id, or `None` if the drop was refused (logged as FAILED).
+    pub fn drop_address(
+        &mut self,
+        now: Time,
+        entity: ipnet::IpNet,
+        expire: Interval,
+        location: &str,
+    ) -> Option<RuleId> {
+        self.advance(now);
+        self.nc_drop(entity.trunc(), expire, location)
+    }
+
+    /// `NetControl::remove_rule`: asks backends to remove a rule.
+    pub fn remove_rule(&mut self, now: Time, id: RuleId, reason: &str) -> bool {
+        self.advance(now);
+        self.nc_remove_rule(id, reason)
+    }
+
+    /// `NetControl::delete_rule`: forgets a rule without telling backends.
+    pub fn delete_rule(&mut self, now: Time, id: RuleId, reason: &str) -> bool {
+        self.advance(now);
+        self.nc_delete_rule(id, reason)
+    }
+
+    /// The live rule with this id.
+    pub fn rule(&self, id: RuleId) -> Option<Arc<Rule>> {
+        self.nc.rule(id).cloned()
+    }
+
+    /// The DROP rule in place for exactly this address, if any.
+    pub fn drop_rule_for(&self, a: IpAddr) -> Option<RuleId> {
+        self.nc.drop_rule_for(Addr::from(a))
+    }
+
+    /// The `plugin` column name of a backend.
+    pub fn plugin_name(&self, id: PluginId) -> Option<Arc<str>> {
+        self.nc.plugin_name(id)
+    }
+
+    /// The number of live NetControl rules.
+    pub fn rule_count(&self) -> usize {
+        self.nc.rule_count()
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}

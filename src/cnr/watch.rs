@@ -1,0 +1,391 @@
+//! The watch table: Zeek's `blocks: table[addr] of BlockInfo`, shared for reading.
+//!
+//! [`Watchlist`] is a `DashMap` from [`Addr`] to a packed 28-byte [`Slot`]. Only the engine
+//! writes to it; capture threads ask [`Watchlist::contains`] for every candidate packet and
+//! the API reads [`Watchlist::get`] concurrently. That is what the sharded map buys.
+//!
+//! # Why the slot is packed
+//!
+//! hashbrown keeps its load factor between 7/16 and 7/8, so at 1M entries a table has 2^21
+//! buckets and each entry costs about 2.1 × (key + value + 1) bytes. With a 16-byte key the
+//! value must stay at or under 28 bytes for the 100 bytes-per-address budget. A slot
+//! therefore stores:
+//!
+//! * `start`: when the current (re)block was requested. `block_until` and `watch_until` are
+//!   derived from it and the step (`start + I[k]`, `start + W(k)`), which is exactly how Zeek
+//!   computes them;
+//! * `expire_ref`: Zeek's table-expiry reference time (see `Engine::sweep`);
+//! * the rule id, an interned location, and one word holding `num_reblocked` (24 bits,
+//!   saturating), the step (7 bits) and the "adopted" flag (no `block_until`, from ADDED).
+//!
+//! Times are split into two `u32`s so the slot has alignment 4 and no padding.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use dashmap::DashMap;
+
+use crate::addr::Addr;
+use crate::time::Time;
+
+use super::intervals::Intervals;
+use super::netcontrol::RuleId;
+
+/// Zeek's `NetControl::BlockInfo`: everything catch-and-release knows about an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// Absolute end of the current block. Unset for an adopted (ADDED) block.
+    pub block_until: Option<Time>,
+    /// Absolute end of watching. [`Time::ZERO`] means "unknown to catch-and-release".
+    pub watch_until: Time,
+    /// How many times the address was re-blocked after being seen again.
+    pub num_reblocked: u32,
+    /// Index into the intervals (`k`).
+    pub current_interval: usize,
+    /// The rule of the current block, if any.
+    pub current_block_id: Option<RuleId>,
+    /// Where the first drop came from.
+    pub location: Option<Arc<str>>,
+}
+
+impl BlockInfo {
+    /// What Zeek's `get_catch_release_info` returns for an unknown address.
+    pub fn unknown() -> BlockInfo {
+        BlockInfo {
+            block_until: None,
+            watch_until: Time::ZERO,
+            num_reblocked: 0,
+            current_interval: 0,
+            current_block_id: None,
+            location: None,
+        }
+    }
+
+    /// Whether catch-and-release knows the address (`watch_until != 0`).
+    pub fn is_known(&self) -> bool {
+        self.watch_until != Time::ZERO
+    }
+}
+
+const REBLOCKED_BITS: u32 = 24;
+const REBLOCKED_MAX: u32 = (1 << REBLOCKED_BITS) - 1;
+const STEP_SHIFT: u32 = REBLOCKED_BITS;
+const STEP_MASK: u32 = 0x7f;
+const ADOPTED_BIT: u32 = 1 << 31;
+
+/// The packed per-address record stored in the map. 28 bytes, alignment 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    start: [u32; 2],
+    expire_ref: [u32; 2],
+    rule: u32,
+    location: u32,
+    meta: u32,
+}
+
+/// The engine's unpacked working copy of a [`Slot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// When the current (re)block was requested.
+    pub(crate) start: Time,
+    /// Zeek's table-expiry reference time.
+    pub(crate) expire_ref: Time,
+    /// `current_block_id`.
+    pub(crate) rule: Option<RuleId>,
+    /// Interned location (0 = none).
+    pub(crate) location: u32,
+    /// `num_reblocked`, saturating at 2^24 - 1.
+    pub(crate) reblocked: u32,
+    /// `current_interval`.
+    pub(crate) step: u8,
+    /// Adopted from an outside block (ADDED): no `block_until`.
+    pub(crate) adopted: bool,
+}
+
+fn split(t: Time) -> [u32; 2] {
+    let v = t.as_micros() as u64;
+    [v as u32, (v >> 32) as u32]
+}
+
+fn join(p: [u32; 2]) -> Time {
+    Time::from_micros(((u64::from(p[1]) << 32) | u64::from(p[0])) as i64)
+}
+
+impl Entry {
+    fn pack(&self) -> Slot {
+        let mut meta = self.reblocked.min(REBLOCKED_MAX);
+        meta |= (u32::from(self.step) & STEP_MASK) << STEP_SHIFT;
+        if self.adopted {
+            meta |= ADOPTED_BIT;
+        }
+        Slot {
+            start: split(self.start),
+            expire_ref: split(self.expire_ref),
+            rule: self.rule.map_or(0, RuleId::get),
+            location: self.location,
+            meta,
+        }
+    }
+
+    fn unpack(s: &Slot) -> Entry {
+        Entry {
+            start: join(s.start),
+            expire_ref: join(s.expire_ref),
+            rule: RuleId::new(s.rule),
+            location: s.location,
+            reblocked: s.meta & REBLOCKED_MAX,
+            step: ((s.meta >> STEP_SHIFT) & STEP_MASK) as u8,
+            adopted: s.meta & ADOPTED_BIT != 0,
+        }
+    }
+
+    /// `block_until`, derived: `start + I[k]`, unset when adopted.
+    pub(crate) fn block_until(&self, iv: &Intervals) -> Option<Time> {
+        (!self.adopted).then(|| self.start + iv.block(usize::from(self.step)))
+    }
+
+    /// `watch_until`, derived: `start + W(k)`.
+    pub(crate) fn watch_until(&self, iv: &Intervals) -> Time {
+        self.start + iv.watch(usize::from(self.step))
+    }
+
+    /// Adds one re-block, saturating where the slot runs out of bits.
+    pub(crate) fn count_reblock(&mut self) {
+        self.reblocked = (self.reblocked + 1).min(REBLOCKED_MAX);
+    }
+}
+
+/// Interned location strings with reference counts. Locations repeat a lot in practice
+/// (script names, notice types), and a `u32` id keeps them out of the slot.
+#[derive(Default, Debug)]
+struct Locations {
+    ids: HashMap<Arc<str>, u32>,
+    /// Index `id - 1`: the string and how many slots use it.
+    strings: Vec<Option<(Arc<str>, u32)>>,
+    free: Vec<u32>,
+}
+
+impl Locations {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            if let Some((_, refs)) = self.strings[id as usize - 1].as_mut() {
+                *refs += 1;
+            }
+            return id;
+        }
+        let arc: Arc<str> = Arc::from(s);
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.strings[id as usize - 1] = Some((arc.clone(), 1));
+                id
+            }
+            None => {
+                self.strings.push(Some((arc.clone(), 1)));
+                self.strings.len() as u32
+            }
+        };
+        self.ids.insert(arc, id);
+        id
+    }
+
+    fn release(&mut self, id: u32) {
+        if id == 0 {
+            return;
+        }
+        let cell = &mut self.strings[id as usize - 1];
+        if let Some((s, refs)) = cell.as_mut() {
+            *refs -= 1;
+            if *refs == 0 {
+                self.ids.remove(s);
+                *cell = None;
+                self.free.push(id);
+            }
+        }
+    }
+
+    fn get(&self, id: u32) -> Option<Arc<str>> {
+        if id == 0 {
+            return None;
+        }
+        self.strings
+            .get(id as usize - 1)
+            .and_then(|c| c.as_ref().map(|(s, _)| s.clone()))
+    }
+}
+
+type Map = DashMap<Addr, Slot, foldhash::fast::RandomState>;
+
+/// The set of addresses catch-and-release currently tracks, readable from any thread.
+#[derive(Debug)]
+pub struct Watchlist {
+    map: Map,
+    locations: RwLock<Locations>,
+    intervals: Intervals,
+}
+
+impl Watchlist {
+    pub(crate) fn new(intervals: Intervals) -> Watchlist {
+        Watchlist {
+            map: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            locations: RwLock::new(Locations::default()),
+            intervals,
+        }
+    }
+
+    /// Whether `a` is tracked (blocked or watched). This is the per-packet check: one hash
+    /// and one probe of one shard, under that shard's read lock.
+    #[inline]
+    pub fn contains(&self, a: &Addr) -> bool {
+        self.map.contains_key(a)
+    }
+
+    /// The address's [`BlockInfo`], if tracked.
+    pub fn get(&self, a: &Addr) -> Option<BlockInfo> {
+        let e = self.entry(a)?;
+        Some(self.block_info(&e))
+    }
+
+    /// How many addresses are tracked.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Every tracked address with its [`BlockInfo`], sorted by address.
+    pub fn snapshot(&self) -> Vec<(Addr, BlockInfo)> {
+        let mut v: Vec<(Addr, Entry)> = self
+            .map
+            .iter()
+            .map(|r| (*r.key(), Entry::unpack(r.value())))
+            .collect();
+        v.sort_unstable_by_key(|(a, _)| *a);
+        v.into_iter()
+            .map(|(a, e)| (a, self.block_info(&e)))
+            .collect()
+    }
+
+    /// The ladder the slots are interpreted with.
+    pub fn intervals(&self) -> &Intervals {
+        &self.intervals
+    }
+
+    pub(crate) fn entry(&self, a: &Addr) -> Option<Entry> {
+        // Copy out of the guard at once: never hold a shard lock longer than this.
+        self.map.get(a).map(|r| Entry::unpack(r.value()))
+    }
+
+    /// Inserts a new entry or overwrites an existing one.
+    pub(crate) fn put(&self, a: Addr, e: &Entry) {
+        self.map.insert(a, e.pack());
+    }
+
+    /// Removes an entry and releases its location.
+    pub(crate) fn remove(&self, a: &Addr) -> Option<Entry> {
+        let (_, slot) = self.map.remove(a)?;
+        let e = Entry::unpack(&slot);
+        self.release_location(e.location);
+        Some(e)
+    }
+
+    pub(crate) fn intern_location(&self, s: &str) -> u32 {
+        if s.is_empty() {
+            return 0;
+        }
+        self.locations
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .intern(s)
+    }
+
+    pub(crate) fn release_location(&self, id: u32) {
+        if id != 0 {
+            self.locations
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .release(id);
+        }
+    }
+
+    pub(crate) fn location(&self, id: u32) -> Option<Arc<str>> {
+        if id == 0 {
+            return None;
+        }
+        self.locations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+    }
+
+    pub(crate) fn block_info(&self, e: &Entry) -> BlockInfo {
+        BlockInfo {
+            block_until: e.block_until(&self.intervals),
+            watch_until: e.watch_until(&self.intervals),
+            num_reblocked: e.reblocked,
+            current_interval: usize::from(e.step),
+            current_block_id: e.rule,
+            location: self.location(e.location),
+        }
+    }
+
+    /// Visits every entry with a mutable working copy; the closure returns whether to keep
+    /// it. Changes to kept entries are written back. Removed entries keep their location
+    /// until the caller releases it with [`release_location`](Watchlist::release_location),
+    /// so it can still be logged. Used by the expiry sweep only.
+    pub(crate) fn sweep(&self, mut f: impl FnMut(Addr, &mut Entry) -> bool) {
+        self.map.retain(|a, slot| {
+            let mut e = Entry::unpack(slot);
+            let keep = f(*a, &mut e);
+            if keep {
+                *slot = e.pack();
+            }
+            keep
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_is_28_bytes_with_alignment_4() {
+        assert_eq!(std::mem::size_of::<Slot>(), 28);
+        assert_eq!(std::mem::align_of::<Slot>(), 4);
+        assert_eq!(std::mem::size_of::<(Addr, Slot)>(), 44);
+    }
+
+    #[test]
+    fn pack_round_trips() {
+        let e = Entry {
+            start: Time::from_timeval(1398529018, 678276),
+            expire_ref: Time::from_timeval(1398532618, 678276),
+            rule: RuleId::new(7),
+            location: 3,
+            reblocked: 12345,
+            step: 126,
+            adopted: true,
+        };
+        assert_eq!(Entry::unpack(&e.pack()), e);
+        let mut big = e;
+        big.reblocked = u32::MAX;
+        assert_eq!(Entry::unpack(&big.pack()).reblocked, REBLOCKED_MAX);
+    }
+
+    #[test]
+    fn locations_are_shared_and_freed() {
+        let w = Watchlist::new(Intervals::default());
+        let a = w.intern_location("scan");
+        let b = w.intern_location("scan");
+        assert_eq!(a, b);
+        w.release_location(a);
+        assert_eq!(w.location(a).as_deref(), Some("scan"));
+        w.release_location(b);
+        assert_eq!(w.location(a), None);
+        let c = w.intern_location("other");
+        assert_eq!(c, a, "freed ids are reused");
+    }
+}

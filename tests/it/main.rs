@@ -1,0 +1,4 @@
+//! The one integration-test binary (see Cargo.toml `[[test]]`).
+
+mod baselines;
+mod support;
