@@ -1,1 +1,713 @@
-//! TODO
+//! `catchd replay`: catch-and-release over trace files, on packet time.
+//!
+//! Network time is packet time, as when Zeek reads a trace. For each packet the replay
+//! applies the drops that are due, moves the engine's clock to the packet's timestamp
+//! (which fires block expiries and the forget sweep in timestamp order), queues a
+//! sighting if the packet comes from a watched connection originator, and runs
+//! [`ZEEK_ROUNDS_PER_PACKET`] rounds of events. Several files are merged by timestamp, as
+//! Zeek does with several `-r` options.
+//!
+//! Drops are timed inputs: `ADDR[@TIME][=LOCATION]` on the command line or `ts,addr,location`
+//! rows in a CSV file. A drop without a time happens at the first packet; `+DURATION`
+//! counts from the first packet. Each drop runs like a script handler in the first
+//! round of its moment.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use crate::addr::{Addr, AddrError};
+use crate::capture::{self, Frame, TraceFile};
+use crate::cnr::{
+    Action, Config, Engine, Intervals, Output, ZEEK_MAX_TIMER_EXPIRES, ZEEK_ROUNDS_PER_PACKET,
+};
+use crate::packet::{self, LinkType, Sightings, SkipCounts};
+use crate::time::{Interval, Time};
+use crate::zeeklog::{self, Format, LogSet};
+
+/// When a drop happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// At the first packet's time.
+    FirstPacket,
+    /// At an absolute time.
+    At(Time),
+    /// This long after the first packet.
+    AfterFirst(Interval),
+}
+
+/// A timed catch-and-release drop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DropSpec {
+    /// The address.
+    pub addr: Addr,
+    /// When.
+    pub when: When,
+    /// The location text (may be empty).
+    pub location: String,
+}
+
+/// Why a drop specification is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DropSpecError {
+    /// Bad address (or a subnet).
+    #[error(transparent)]
+    Addr(#[from] AddrError),
+    /// Bad time.
+    #[error("bad drop time: {0}")]
+    Time(#[from] crate::time::ParseError),
+}
+
+fn parse_when(s: &str) -> Result<When, DropSpecError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(When::FirstPacket);
+    }
+    if let Some(rel) = s.strip_prefix('+') {
+        return Ok(When::AfterFirst(rel.parse()?));
+    }
+    Ok(When::At(s.parse()?))
+}
+
+impl FromStr for DropSpec {
+    type Err = DropSpecError;
+
+    /// `ADDR[@TIME][=LOCATION]`, where TIME is epoch seconds, RFC 3339, or `+DURATION`
+    /// after the first packet.
+    fn from_str(s: &str) -> Result<DropSpec, DropSpecError> {
+        let (head, location) = s.split_once('=').unwrap_or((s, ""));
+        let (addr, when) = match head.split_once('@') {
+            Some((a, t)) => (a, parse_when(t)?),
+            None => (head, When::FirstPacket),
+        };
+        Ok(DropSpec {
+            addr: addr.parse()?,
+            when,
+            location: location.to_string(),
+        })
+    }
+}
+
+/// Reads a drops CSV: columns `ts,addr,location` (a header row with those names is
+/// skipped; `#` starts a comment line; `ts` may be empty, epoch seconds, RFC 3339 or
+/// `+DURATION`; `location` may be missing).
+///
+/// # Errors
+/// [`Error::DropsCsv`] naming the line and the problem.
+pub fn read_drops_csv(path: &Path) -> Result<Vec<DropSpec>, Error> {
+    let err = |line: u64, msg: String| Error::DropsCsv {
+        path: path.to_path_buf(),
+        line,
+        msg,
+    };
+    let file = std::fs::File::open(path).map_err(|e| err(0, e.to_string()))?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .comment(Some(b'#'))
+        .trim(csv::Trim::All)
+        .from_reader(file);
+    let mut out = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            err(line, e.to_string())
+        })?;
+        let line = rec.position().map_or(0, |p| p.line());
+        if rec.iter().all(str::is_empty) {
+            continue;
+        }
+        if out.is_empty() && rec.get(0) == Some("ts") && rec.get(1) == Some("addr") {
+            continue;
+        }
+        if rec.len() < 2 {
+            return Err(err(line, "expected ts,addr[,location]".into()));
+        }
+        let when = parse_when(&rec[0]).map_err(|e| err(line, e.to_string()))?;
+        let addr: Addr = rec[1]
+            .parse()
+            .map_err(|e: AddrError| err(line, e.to_string()))?;
+        out.push(DropSpec {
+            addr,
+            when,
+            location: rec.get(2).unwrap_or("").to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Everything a replay needs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Trace files, merged by timestamp.
+    pub files: Vec<PathBuf>,
+    /// Timed drops.
+    pub drops: Vec<DropSpec>,
+    /// The escalation ladder.
+    pub intervals: Intervals,
+    /// Forget-sweep period.
+    pub sweep_interval: Interval,
+    /// Log INFO when a blocked address is seen.
+    pub warn_blocked: bool,
+    /// What counts as a sighting.
+    pub sightings: Sightings,
+    /// Where the logs go.
+    pub log_dir: PathBuf,
+    /// TSV or JSON.
+    pub format: Format,
+    /// The built-in backend's name in the `plugin` columns.
+    pub plugin_name: String,
+    /// Draw a progress line on stderr (only if it is a terminal).
+    pub progress: bool,
+}
+
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A trace could not be opened.
+    #[error(transparent)]
+    Capture(#[from] capture::Error),
+    /// A log could not be written.
+    #[error(transparent)]
+    Log(#[from] zeeklog::Error),
+    /// A bad drops CSV.
+    #[error("{path}:{line}: {msg}")]
+    DropsCsv {
+        /// The file.
+        path: PathBuf,
+        /// The line (1-based; 0 if unknown).
+        line: u64,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// What a replay did.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Trace files read.
+    pub files: usize,
+    /// Packets read.
+    pub packets: u64,
+    /// Captured bytes.
+    pub bytes: u64,
+    /// Skipped frames by reason.
+    pub skips: SkipCounts,
+    /// Sightings of watched addresses.
+    pub sightings: u64,
+    /// Catch-and-release log lines by action (indexed like [`Action::ALL`]).
+    pub actions: [u64; 7],
+    /// `Reporter::error` messages (e.g. drops no backend took).
+    pub errors: u64,
+    /// Drops that could not be placed in time (no packets to anchor them).
+    pub drops_skipped: usize,
+    /// Damaged trace files, with the message.
+    pub damaged: Vec<String>,
+    /// First and last packet times.
+    pub span: Option<(Time, Time)>,
+    /// Wall-clock time of the run.
+    pub wall: Duration,
+    /// Where the logs are.
+    pub log_dir: PathBuf,
+    /// The log format.
+    pub json: bool,
+}
+
+impl Summary {
+    /// The count of one action.
+    pub fn action(&self, a: Action) -> u64 {
+        self.actions[Action::ALL.iter().position(|x| *x == a).unwrap_or(0)]
+    }
+
+    /// Packets per second of wall time.
+    pub fn packets_per_sec(&self) -> f64 {
+        let s = self.wall.as_secs_f64();
+        if s > 0.0 {
+            self.packets as f64 / s
+        } else {
+            0.0
+        }
+    }
+}
+
+fn human(n: f64) -> String {
+    if n >= 1e9 {
+        format!("{:.2}G", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.2}M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.1}k", n / 1e3)
+    } else {
+        format!("{n:.0}")
+    }
+}
+
+/// A time as `2023-11-14 22:13:20.000000 UTC`.
+fn utc(t: Time) -> String {
+    chrono::DateTime::from_timestamp_micros(t.as_micros()).map_or_else(
+        || t.to_string(),
+        |d| d.format("%Y-%m-%d %H:%M:%S%.6f UTC").to_string(),
+    )
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "replayed     {} packets, {}B from {} file{} in {:.3} s ({} packets/s)",
+            self.packets,
+            human(self.bytes as f64),
+            self.files,
+            if self.files == 1 { "" } else { "s" },
+            self.wall.as_secs_f64(),
+            human(self.packets_per_sec())
+        )?;
+        if let Some((a, b)) = self.span {
+            writeln!(
+                f,
+                "trace time   {} .. {} ({} s)",
+                utc(a),
+                utc(b),
+                (b - a).as_secs_f64()
+            )?;
+        }
+        let skipped: u64 = self.skips.nonzero().map(|(_, n)| n).sum();
+        write!(f, "skipped      {skipped}")?;
+        let parts: Vec<String> = self
+            .skips
+            .nonzero()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
+        if !parts.is_empty() {
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "sightings    {} (packets from watched originators)",
+            self.sightings
+        )?;
+        writeln!(
+            f,
+            "drops        {} (added {}), re-drops {}, dropped {}, unblocked {}, forgotten {}, info {}",
+            self.action(Action::DropRequested),
+            self.action(Action::Added),
+            self.action(Action::SeenAgain),
+            self.action(Action::Dropped),
+            self.action(Action::Unblock),
+            self.action(Action::Forgotten),
+            self.action(Action::Info),
+        )?;
+        if self.errors > 0 {
+            writeln!(f, "errors       {}", self.errors)?;
+        }
+        if self.drops_skipped > 0 {
+            writeln!(
+                f,
+                "not applied  {} drops (no packet to time them by)",
+                self.drops_skipped
+            )?;
+        }
+        for d in &self.damaged {
+            writeln!(f, "damaged      {d}")?;
+        }
+        write!(
+            f,
+            "logs         {} ({})",
+            self.log_dir.display(),
+            if self.json { "JSON" } else { "TSV" }
+        )
+    }
+}
+
+/// A progress line on stderr for long replays.
+struct Progress {
+    total: u64,
+    done: u64,
+    started: Instant,
+    last: Instant,
+    drawn: bool,
+}
+
+impl Progress {
+    /// Only for inputs of at least this size, and only on a terminal.
+    const MIN_BYTES: u64 = 64 << 20;
+
+    fn new(total: u64, wanted: bool) -> Option<Progress> {
+        (wanted && total >= Progress::MIN_BYTES && std::io::stderr().is_terminal()).then(|| {
+            let now = Instant::now();
+            Progress {
+                total,
+                done: 0,
+                started: now,
+                last: now,
+                drawn: false,
+            }
+        })
+    }
+
+    fn tick(&mut self, packets: u64) {
+        let now = Instant::now();
+        if now.duration_since(self.last) < Duration::from_millis(200) {
+            return;
+        }
+        self.last = now;
+        let frac = (self.done as f64 / self.total as f64).min(1.0);
+        let width = 30;
+        let filled = (frac * width as f64) as usize;
+        let rate = packets as f64 / now.duration_since(self.started).as_secs_f64().max(1e-9);
+        eprint!(
+            "\r[{}{}] {:3.0}%  {} packets  {} packets/s ",
+            "#".repeat(filled),
+            "-".repeat(width - filled),
+            frac * 100.0,
+            human(packets as f64),
+            human(rate)
+        );
+        let _ = std::io::stderr().flush();
+        self.drawn = true;
+    }
+
+    fn clear(&self) {
+        if self.drawn {
+            eprint!("\r{}\r", " ".repeat(78));
+        }
+    }
+}
+
+/// One frame held back while several files are merged.
+struct Pending {
+    ts: Time,
+    wire_len: u32,
+    data: Vec<u8>,
+}
+
+/// Drives an engine with packets and drops on packet time, writing its logs.
+pub struct Replay {
+    engine: Engine,
+    logs: LogSet,
+    sightings: Sightings,
+    /// Drops given relative to the first packet, until it is seen.
+    unanchored: Vec<DropSpec>,
+    /// Drops in time order.
+    drops: VecDeque<(Time, Addr, String)>,
+    summary: Summary,
+}
+
+impl Replay {
+    /// Builds the engine (built-in backend at priority 0) and creates the logs.
+    ///
+    /// # Errors
+    /// [`Error::Log`] if the logs cannot be created.
+    pub fn new(opts: &Options) -> Result<Replay, Error> {
+        let cfg = Config {
+            intervals: opts.intervals.clone(),
+            warn_blocked: opts.warn_blocked,
+            sweep_interval: opts.sweep_interval,
+            max_timer_expires: Some(ZEEK_MAX_TIMER_EXPIRES),
+        };
+        let engine = Engine::with_accepting_backend(cfg, &opts.plugin_name);
+        let logs = LogSet::create(&opts.log_dir, opts.format)?;
+        let mut unanchored = Vec::new();
+        let mut drops = Vec::new();
+        for d in &opts.drops {
+            match d.when {
+                When::At(t) => drops.push((t, d.addr, d.location.clone())),
+                _ => unanchored.push(d.clone()),
+            }
+        }
+        drops.sort_by_key(|(t, _, _)| *t);
+        let mut r = Replay {
+            engine,
+            logs,
+            sightings: opts.sightings,
+            unanchored,
+            drops: drops.into(),
+            summary: Summary {
+                log_dir: opts.log_dir.clone(),
+                json: opts.format == Format::Json,
+                ..Summary::default()
+            },
+        };
+        r.flush()?;
+        Ok(r)
+    }
+
+    /// The engine (for inspection).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn anchor(&mut self, first: Time) {
+        if self.unanchored.is_empty() {
+            return;
+        }
+        let mut all: Vec<(Time, Addr, String)> = self.drops.drain(..).collect();
+        for d in self.unanchored.drain(..) {
+            let t = match d.when {
+                When::FirstPacket => first,
+                When::AfterFirst(i) => first + i,
+                When::At(t) => t,
+            };
+            all.push((t, d.addr, d.location));
+        }
+        // Stable: drops at the same time keep the order they were given in.
+        all.sort_by_key(|(t, _, _)| *t);
+        self.drops = all.into();
+    }
+
+    fn apply_drop(&mut self) -> Result<(), Error> {
+        if let Some((t, a, loc)) = self.drops.pop_front() {
+            self.engine.advance(t);
+            self.engine.drop_catch_release(t, a, &loc);
+            // The drop ran as a handler in the first round of this moment.
+            self.engine.drain(ZEEK_ROUNDS_PER_PACKET - 1);
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Processes one packet.
+    ///
+    /// # Errors
+    /// [`Error::Log`] if a log line cannot be written.
+    #[inline]
+    pub fn packet(&mut self, link: LinkType, f: Frame<'_>) -> Result<(), Error> {
+        match &mut self.summary.span {
+            Some((_, last)) => *last = (*last).max(f.ts),
+            None => {
+                self.summary.span = Some((f.ts, f.ts));
+                self.anchor(f.ts);
+            }
+        }
+        while self.drops.front().is_some_and(|(t, _, _)| *t <= f.ts) {
+            self.apply_drop()?;
+        }
+        self.summary.packets += 1;
+        self.summary.bytes += f.data.len() as u64;
+        self.engine.advance(f.ts);
+        match packet::parse(link, f.data) {
+            Ok(obs) => {
+                if let Some(a) = self.sightings.originator(&obs) {
+                    if self.engine.sighting(f.ts, a) {
+                        self.summary.sightings += 1;
+                    }
+                }
+            }
+            Err(skip) => self.summary.skips.add(skip),
+        }
+        if self.engine.has_pending_events() {
+            self.engine.drain(ZEEK_ROUNDS_PER_PACKET);
+        }
+        if self.engine.has_output() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        while let Some(o) = self.engine.poll_output() {
+            match &o {
+                Output::CatchRelease(r) => {
+                    if let Some(i) = Action::ALL.iter().position(|a| *a == r.action) {
+                        self.summary.actions[i] += 1;
+                    }
+                }
+                Output::Error(msg) => {
+                    self.summary.errors += 1;
+                    tracing::warn!("{msg}");
+                }
+                _ => {}
+            }
+            self.logs.write(&o)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the remaining drops, lets queued events run as Zeek does at the end of a
+    /// trace, and closes the logs.
+    ///
+    /// # Errors
+    /// [`Error::Log`] if the logs cannot be written.
+    pub fn finish(mut self) -> Result<Summary, Error> {
+        if self.summary.span.is_none() {
+            self.summary.drops_skipped = self.unanchored.len();
+            if !self.unanchored.is_empty() {
+                tracing::warn!(
+                    "{} drops are timed by the first packet, but there are no packets; not applied",
+                    self.unanchored.len()
+                );
+            }
+        }
+        while !self.drops.is_empty() {
+            self.apply_drop()?;
+        }
+        self.engine.finish();
+        self.flush()?;
+        self.logs.close()?;
+        Ok(self.summary)
+    }
+}
+
+/// Replays `opts.files` and writes the three NetControl logs.
+///
+/// # Errors
+/// [`Error::Capture`] if a file cannot be opened (before anything is written), or
+/// [`Error::Log`] on a write error. A file damaged part way is not an error: it is read up
+/// to the damage, with a warning, and listed in the summary.
+pub fn run(opts: &Options) -> Result<Summary, Error> {
+    let mut files = opts
+        .files
+        .iter()
+        .map(|p| TraceFile::open(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let total: u64 = files.iter().map(TraceFile::size).sum();
+    let mut progress = Progress::new(total, opts.progress);
+    let started = Instant::now();
+    let mut replay = Replay::new(opts)?;
+    replay.summary.files = files.len();
+    let mut damaged = Vec::new();
+    if files.len() == 1 {
+        // The common case, read in place without copying frames.
+        let file = &mut files[0];
+        let link = file.link();
+        loop {
+            match file.next_frame() {
+                Some(Ok(frame)) => {
+                    replay.packet(link, frame)?;
+                    if replay.summary.packets & 0xffff == 0 {
+                        if let Some(p) = progress.as_mut() {
+                            p.done = replay.summary.bytes + 16 * replay.summary.packets;
+                            p.tick(replay.summary.packets);
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    damaged.push(e.to_string());
+                    break;
+                }
+                None => break,
+            }
+        }
+    } else {
+        merge(&mut files, &mut replay, &mut damaged, &mut progress)?;
+    }
+    if let Some(p) = &progress {
+        p.clear();
+    }
+    for d in &damaged {
+        tracing::warn!("{d}; processed the packets before it");
+    }
+    replay.summary.damaged = damaged;
+    let mut summary = replay.finish()?;
+    summary.wall = started.elapsed();
+    Ok(summary)
+}
+
+/// Reads several files in timestamp order (ties go to the file given first).
+fn merge(
+    files: &mut [TraceFile],
+    replay: &mut Replay,
+    damaged: &mut Vec<String>,
+    progress: &mut Option<Progress>,
+) -> Result<(), Error> {
+    fn refill(f: &mut TraceFile, slot: &mut Option<Pending>, damaged: &mut Vec<String>) {
+        match f.next_frame() {
+            Some(Ok(frame)) => {
+                let p = slot.get_or_insert_with(|| Pending {
+                    ts: frame.ts,
+                    wire_len: 0,
+                    data: Vec::with_capacity(2048),
+                });
+                p.ts = frame.ts;
+                p.wire_len = frame.wire_len;
+                p.data.clear();
+                p.data.extend_from_slice(frame.data);
+            }
+            Some(Err(e)) => {
+                damaged.push(e.to_string());
+                *slot = None;
+            }
+            None => *slot = None,
+        }
+    }
+    let mut pending: Vec<Option<Pending>> = Vec::with_capacity(files.len());
+    for f in files.iter_mut() {
+        let mut slot = None;
+        refill(f, &mut slot, damaged);
+        pending.push(slot);
+    }
+    loop {
+        let next = pending
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().map(|p| (p.ts, i)))
+            .min();
+        let Some((_, i)) = next else {
+            return Ok(());
+        };
+        if let Some(p) = &pending[i] {
+            let frame = Frame {
+                ts: p.ts,
+                data: &p.data,
+                wire_len: p.wire_len,
+            };
+            replay.packet(files[i].link(), frame)?;
+        }
+        refill(&mut files[i], &mut pending[i], damaged);
+        if replay.summary.packets & 0xffff == 0 {
+            if let Some(p) = progress.as_mut() {
+                p.done = replay.summary.bytes + 16 * replay.summary.packets;
+                p.tick(replay.summary.packets);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_specs_parse() {
+        let d: DropSpec = "10.0.0.1".parse().unwrap();
+        assert_eq!(d.when, When::FirstPacket);
+        assert_eq!(d.location, "");
+        let d: DropSpec = "2001:db8::1@1254722767.5=scan=wide".parse().unwrap();
+        assert_eq!(d.addr.to_string(), "2001:db8::1");
+        assert_eq!(d.when, When::At(Time::from_timeval(1254722767, 500_000)));
+        assert_eq!(d.location, "scan=wide");
+        let d: DropSpec = "10.0.0.1@+10m=later".parse().unwrap();
+        assert_eq!(d.when, When::AfterFirst(Interval::from_secs(600)));
+        assert!(matches!(
+            "10.0.0.0/8".parse::<DropSpec>(),
+            Err(DropSpecError::Addr(AddrError::Subnet(_)))
+        ));
+        assert!(matches!(
+            "10.0.0.1@yesterday".parse::<DropSpec>(),
+            Err(DropSpecError::Time(_))
+        ));
+    }
+
+    #[test]
+    fn drops_csv_reads_header_comments_and_quotes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.csv");
+        std::fs::write(
+            &p,
+            "ts,addr,location\n# a comment\n1254722767.5,10.0.0.1,\"scan, wide\"\n,2001:db8::2\n+5s,10.0.0.3,later\n",
+        )
+        .unwrap();
+        let d = read_drops_csv(&p).unwrap();
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[0].location, "scan, wide");
+        assert_eq!(d[1].when, When::FirstPacket);
+        assert_eq!(d[2].when, When::AfterFirst(Interval::from_secs(5)));
+        std::fs::write(&p, "ts,addr\n1,10.0.0.0/24\n").unwrap();
+        let e = read_drops_csv(&p).unwrap_err().to_string();
+        assert!(e.ends_with(":2: `10.0.0.0/24` is a subnet: catch-and-release works on single addresses (a /32 or /128), not subnets"), "{e}");
+    }
+}

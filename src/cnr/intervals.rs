@@ -48,7 +48,7 @@ pub enum IntervalsError {
         source: crate::time::ParseError,
     },
     /// A zero or negative entry: a zero-length drop would never expire.
-    #[error("interval {index} ({value}s) must be greater than zero")]
+    #[error("interval {index} ({}) must be greater than zero", humantime::format_duration(std::time::Duration::from_micros(value.as_micros().max(0) as u64)))]
     NotPositive {
         /// One-based position in the list.
         index: usize,

@@ -503,12 +503,15 @@ impl Engine {
 
     /// A sighting from traffic: queues `catch_release_seen(a)` as a connection event would,
     /// to run at the next [`drain`](Engine::drain). Does nothing for unwatched addresses
-    /// (the check Zeek's function does first).
-    pub fn sighting(&mut self, now: Time, a: Addr) {
+    /// (the check Zeek's function does first). Returns whether the sighting was queued.
+    #[inline]
+    pub fn sighting(&mut self, now: Time, a: Addr) -> bool {
         self.advance(now);
-        if self.watch.contains(&a) {
+        let watched = self.watch.contains(&a);
+        if watched {
             self.queue.push_back(Event::Seen(a));
         }
+        watched
     }
 
     fn seen_impl(&mut self, a: Addr) {
