@@ -95,9 +95,121 @@ impl From<Addr> for IpAddr {
     }
 }
 
+/// An address's text, on the stack (see [`Addr::text`]).
+#[derive(Clone, Copy)]
+pub struct AddrText {
+    buf: [u8; 48],
+    len: u8,
+}
+
+impl AddrText {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits, hex letters, dots and colons are ever written.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("?")
+    }
+}
+
+#[inline]
+fn push_octet(buf: &mut [u8; 48], n: &mut usize, o: u8) {
+    if o >= 100 {
+        buf[*n] = b'0' + o / 100;
+        *n += 1;
+    }
+    if o >= 10 {
+        buf[*n] = b'0' + o / 10 % 10;
+        *n += 1;
+    }
+    buf[*n] = b'0' + o % 10;
+    *n += 1;
+}
+
+fn push_dotted(buf: &mut [u8; 48], n: &mut usize, b: &[u8]) {
+    for (i, o) in b.iter().enumerate() {
+        if i > 0 {
+            buf[*n] = b'.';
+            *n += 1;
+        }
+        push_octet(buf, n, *o);
+    }
+}
+
+impl Addr {
+    /// The address as Zeek prints it (`IPAddr::AsString`, which is `inet_ntop`): a dotted
+    /// quad for IPv4; for IPv6, lowercase hex groups with the longest run of two or more
+    /// zero groups (the first, on a tie) written `::`, and the last 32 bits as a dotted
+    /// quad when the first 96 are zero (`::1.2.3.4`, as glibc writes IPv4-compatible
+    /// addresses; Rust's own `Ipv6Addr` prints `::102:304`). Built on the stack, without
+    /// `core::fmt`, because logs print a lot of addresses.
+    pub fn text(&self) -> AddrText {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let b = self.0;
+        let mut buf = [0u8; 48];
+        let mut n = 0;
+        if self.is_v4() {
+            push_dotted(&mut buf, &mut n, &b[12..]);
+            return AddrText { buf, len: n as u8 };
+        }
+        let w: [u16; 8] = std::array::from_fn(|i| u16::from_be_bytes([b[2 * i], b[2 * i + 1]]));
+        // The longest run of zero groups, if at least two long.
+        let (mut best, mut best_len, mut cur, mut cur_len) = (usize::MAX, 0, 0, 0);
+        for (i, g) in w.iter().enumerate() {
+            if *g == 0 {
+                if cur_len == 0 {
+                    cur = i;
+                }
+                cur_len += 1;
+                if cur_len > best_len {
+                    best = cur;
+                    best_len = cur_len;
+                }
+            } else {
+                cur_len = 0;
+            }
+        }
+        if best_len < 2 {
+            best = usize::MAX;
+        }
+        let mut i = 0;
+        while i < 8 {
+            if i == best {
+                buf[n] = b':';
+                n += 1;
+                i += best_len;
+                if i == 8 {
+                    buf[n] = b':';
+                    n += 1;
+                }
+                continue;
+            }
+            if i > 0 {
+                buf[n] = b':';
+                n += 1;
+            }
+            if i == 6 && best == 0 && best_len == 6 {
+                push_dotted(&mut buf, &mut n, &b[12..]);
+                break;
+            }
+            let g = w[i];
+            let mut started = false;
+            for shift in [12, 8, 4, 0] {
+                let d = (g >> shift) & 0xf;
+                if d != 0 || started || shift == 0 {
+                    buf[n] = HEX[usize::from(d)];
+                    n += 1;
+                    started = true;
+                }
+            }
+            i += 1;
+        }
+        AddrText { buf, len: n as u8 }
+    }
+}
+
+/// Zeek's text form, see [`Addr::text`].
 impl fmt::Display for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.to_ip(), f)
+        f.pad(self.text().as_str())
     }
 }
 
@@ -189,6 +301,62 @@ mod tests {
             "10.0.0.300".parse::<Addr>(),
             Err(AddrError::Invalid(_))
         ));
+    }
+
+    /// glibc's `inet_ntop`, which Zeek uses.
+    fn inet_ntop6(b: [u8; 16]) -> String {
+        let mut buf = [0 as libc_char; 64];
+        // SAFETY: the buffer is large enough for any IPv6 address (INET6_ADDRSTRLEN = 46).
+        let r = unsafe { inet_ntop(10, b.as_ptr().cast(), buf.as_mut_ptr(), buf.len() as u32) };
+        assert!(!r.is_null());
+        // SAFETY: inet_ntop wrote a NUL-terminated string.
+        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    #[allow(non_camel_case_types)]
+    type libc_char = std::ffi::c_char;
+
+    unsafe extern "C" {
+        fn inet_ntop(
+            af: i32,
+            src: *const std::ffi::c_void,
+            dst: *mut libc_char,
+            size: u32,
+        ) -> *const libc_char;
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ipv6_text_matches_inet_ntop(groups in proptest::collection::vec(
+            proptest::prop_oneof![3 => proptest::prelude::Just(0u16), 1 => proptest::prelude::Just(1u16), 2 => proptest::prelude::any::<u16>()], 8)) {
+            let mut b = [0u8; 16];
+            for (i, g) in groups.iter().enumerate() {
+                b[2 * i..2 * i + 2].copy_from_slice(&g.to_be_bytes());
+            }
+            let a = Addr::from_v6(b);
+            let want = if a.is_v4() { a.to_ip().to_string() } else { inet_ntop6(b) };
+            proptest::prop_assert_eq!(a.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn ipv6_text_examples() {
+        for (a, want) in [
+            ("2001:db8::1", "2001:db8::1"),
+            ("::", "::"),
+            ("::1", "::1"),
+            ("1::", "1::"),
+            ("2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"),
+            ("2001:0:0:1:0:0:0:1", "2001:0:0:1::1"),
+            ("1:0:2:3:4:5:6:7", "1:0:2:3:4:5:6:7"),
+            ("::102:304", "::1.2.3.4"),
+        ] {
+            let a: Addr = a.parse().unwrap();
+            assert_eq!(a.to_string(), want);
+        }
     }
 
     #[test]

@@ -65,11 +65,48 @@ pub enum Error {
 
 /// A pcap or pcapng file opened for reading.
 pub struct TraceFile {
+    // Declared before `_stdio_buf`: fields drop in order, and libpcap's stream must be
+    // closed before the buffer it reads into is freed.
     cap: pcap::Capture<pcap::Offline>,
+    _stdio_buf: Option<Box<[u8]>>,
     link: LinkType,
     path: PathBuf,
     size: u64,
     packets: u64,
+    damage: Option<Error>,
+}
+
+/// The stdio buffer libpcap reads trace files through. glibc's default is the file
+/// system block size (4 KiB), which costs a `read` system call every few packets; with
+/// 1 MiB a bare libpcap read loop ran 15-20 % faster here.
+const STDIO_BUFFER: usize = 1 << 20;
+
+/// Gives libpcap's stream for an opened trace a large buffer. glibc allows this after the
+/// file header has been read: `setvbuf` syncs the stream first, seeking the descriptor back
+/// over what was buffered but not yet consumed. Other C libraries do not promise that, so
+/// there the default buffer stays.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn enlarge_stdio_buffer(cap: &pcap::Capture<pcap::Offline>) -> Option<Box<[u8]>> {
+    use std::ffi::{c_char, c_int, c_void};
+    unsafe extern "C" {
+        fn pcap_file(p: *mut c_void) -> *mut c_void;
+        fn setvbuf(stream: *mut c_void, buf: *mut c_char, mode: c_int, size: usize) -> c_int;
+    }
+    const IOFBF: c_int = 0;
+    let mut buf = vec![0u8; STDIO_BUFFER].into_boxed_slice();
+    // SAFETY: `as_ptr` is libpcap's live handle for this capture; `pcap_file` returns its
+    // stream (or null). The buffer is kept alive in the TraceFile until after the capture,
+    // and with it the stream, is closed.
+    let ok = unsafe {
+        let stream = pcap_file(cap.as_ptr().cast());
+        !stream.is_null() && setvbuf(stream, buf.as_mut_ptr().cast(), IOFBF, buf.len()) == 0
+    };
+    ok.then_some(buf)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn enlarge_stdio_buffer(_cap: &pcap::Capture<pcap::Offline>) -> Option<Box<[u8]>> {
+    None
 }
 
 impl TraceFile {
@@ -107,12 +144,15 @@ impl TraceFile {
             dlt: dlt.0,
             name: dlt.get_name().unwrap_or_else(|_| "unknown".to_string()),
         })?;
+        let stdio_buf = enlarge_stdio_buffer(&cap);
         Ok(TraceFile {
             cap,
+            _stdio_buf: stdio_buf,
             link,
             path: path.to_path_buf(),
             size: meta.len(),
             packets: 0,
+            damage: None,
         })
     }
 
@@ -131,29 +171,71 @@ impl TraceFile {
         self.size
     }
 
-    /// The next frame; `None` at the end of the file.
-    ///
-    /// # Errors
-    /// [`Error::Damaged`] when the file is cut off or corrupt; frames before the damage
-    /// have been returned.
-    #[inline]
-    pub fn next_frame(&mut self) -> Option<Result<Frame<'_>, Error>> {
+    /// The next frame; `None` at the end of the file or where it is damaged (see
+    /// [`damage`](TraceFile::damage)).
+    #[inline(always)]
+    pub fn next_frame(&mut self) -> Option<Frame<'_>> {
         match self.cap.next_packet() {
             Ok(p) => {
                 self.packets += 1;
-                Some(Ok(Frame {
+                Some(Frame {
                     ts: Time::from_timeval(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64),
                     data: p.data,
                     wire_len: p.header.len,
-                }))
+                })
             }
             Err(pcap::Error::NoMorePackets) => None,
-            Err(e) => Some(Err(Error::Damaged {
-                path: self.path.clone(),
-                packets: self.packets,
-                msg: pcap_message(&e),
-            })),
+            Err(e) => {
+                self.damage = Some(Error::Damaged {
+                    path: self.path.clone(),
+                    packets: self.packets,
+                    msg: pcap_message(&e),
+                });
+                None
+            }
         }
+    }
+
+    /// Calls `f` with every remaining frame, in one `pcap_loop` (libpcap's own loop over
+    /// the file, as tcpdump reads), which saves a library call per packet over
+    /// [`next_frame`](TraceFile::next_frame). `f` returns `false` to stop early. A damaged
+    /// file ends the loop and is reported by [`damage`](TraceFile::damage).
+    pub fn for_each_frame(&mut self, mut f: impl FnMut(Frame<'_>) -> bool) {
+        let mut stopped = false;
+        let mut packets = self.packets;
+        let breaker = self.cap.breakloop_handle();
+        let r = self.cap.for_each(None, |p| {
+            if stopped {
+                return;
+            }
+            packets += 1;
+            let frame = Frame {
+                ts: Time::from_timeval(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64),
+                data: p.data,
+                wire_len: p.header.len,
+            };
+            if !f(frame) {
+                stopped = true;
+                breaker.breakloop();
+            }
+        });
+        self.packets = packets;
+        match r {
+            Err(e) if !stopped => {
+                self.damage = Some(Error::Damaged {
+                    path: self.path.clone(),
+                    packets: self.packets,
+                    msg: pcap_message(&e),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Why reading stopped early, if the file is damaged ([`Error::Damaged`]); frames
+    /// before the damage were returned.
+    pub fn damage(&mut self) -> Option<Error> {
+        self.damage.take()
     }
 }
 

@@ -155,8 +155,17 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
         progress: !a.no_progress,
     };
     let summary = replay::run(&opts)?;
-    println!("{summary}");
-    Ok(())
+    print_stdout(&format!("{summary}\n"))
+}
+
+/// Writes to stdout; a closed pipe (`catchd replay … | head`) is not an error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 #[cfg(test)]

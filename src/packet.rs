@@ -18,7 +18,8 @@
 use std::fmt;
 
 use etherparse::{
-    EtherType, Ethernet2HeaderSlice, IpNumber, LaxIpSlice, LinuxSllHeaderSlice,
+    EtherType, Ethernet2HeaderSlice, IpAuthHeaderSlice, IpNumber, Ipv4HeaderSlice,
+    Ipv6ExtensionSlice, Ipv6ExtensionsSlice, Ipv6HeaderSlice, LinuxSllHeaderSlice,
     LinuxSllProtocolType, SingleVlanHeaderSlice,
 };
 
@@ -110,8 +111,6 @@ pub mod tcp {
 }
 
 const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const PROTO_SCTP: u8 = 132;
 
 /// Why a frame was skipped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -230,7 +229,7 @@ impl Sightings {
 ///
 /// # Errors
 /// A [`Skip`] saying why the frame yields no observation.
-#[inline]
+#[inline(always)]
 pub fn parse(link: LinkType, frame: &[u8]) -> Result<Observation, Skip> {
     match link {
         LinkType::Ethernet => ethernet(frame),
@@ -242,12 +241,14 @@ pub fn parse(link: LinkType, frame: &[u8]) -> Result<Observation, Skip> {
     }
 }
 
+#[inline(always)]
 fn ethernet(frame: &[u8]) -> Result<Observation, Skip> {
     let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| Skip::LinkTruncated)?;
     ether_payload(eth.ether_type(), &frame[eth.slice().len()..])
 }
 
 /// Follows VLAN tags, MPLS labels and PPPoE sessions down to IP.
+#[inline(always)]
 fn ether_payload(mut ether_type: EtherType, mut rest: &[u8]) -> Result<Observation, Skip> {
     loop {
         match ether_type {
@@ -285,6 +286,7 @@ fn ether_payload(mut ether_type: EtherType, mut rest: &[u8]) -> Result<Observati
     }
 }
 
+#[inline(always)]
 fn sll(frame: &[u8]) -> Result<Observation, Skip> {
     let hdr = LinuxSllHeaderSlice::from_slice(frame).map_err(|e| match e {
         etherparse::err::linux_sll::HeaderSliceError::Len(_) => Skip::LinkTruncated,
@@ -298,6 +300,7 @@ fn sll(frame: &[u8]) -> Result<Observation, Skip> {
 
 /// SLL2: protocol (2), reserved (2), interface index (4), ARPHRD type (2), packet type
 /// (1), address length (1), address (8). etherparse has no slice type for it.
+#[inline(always)]
 fn sll2(frame: &[u8]) -> Result<Observation, Skip> {
     let hdr = frame.get(..20).ok_or(Skip::LinkTruncated)?;
     let arphrd = u16::from_be_bytes([hdr[8], hdr[9]]);
@@ -312,6 +315,7 @@ fn sll2(frame: &[u8]) -> Result<Observation, Skip> {
 /// BSD loopback: a 4-byte address family. `DLT_NULL` uses the writer's byte order (libpcap
 /// swaps it for files written on a machine of the other order, but not always), so both
 /// orders are accepted; `DLT_LOOP` is network order.
+#[inline(always)]
 fn null(frame: &[u8], network_order: bool) -> Result<Observation, Skip> {
     let hdr = frame.get(..4).ok_or(Skip::LinkTruncated)?;
     let b = [hdr[0], hdr[1], hdr[2], hdr[3]];
@@ -333,40 +337,101 @@ fn null(frame: &[u8], network_order: bool) -> Result<Observation, Skip> {
     }
 }
 
+/// An IPv4 or IPv6 packet, by its version nibble.
+#[inline(always)]
 fn ip(pkt: &[u8]) -> Result<Observation, Skip> {
-    use etherparse::err::ip::LaxHeaderSliceError as E;
-    let (ip, ext_err) = LaxIpSlice::from_slice(pkt).map_err(|e| match e {
+    match pkt.first().map(|b| b >> 4) {
+        Some(4) => ipv4(pkt),
+        Some(6) => ipv6(pkt),
+        Some(_) => Err(Skip::IpMalformed),
+        None => Err(Skip::IpTruncated),
+    }
+}
+
+/// The IP payload, leniently: a length field pointing past the capture (a snap length) or
+/// inside the header is replaced by what was captured, as etherparse's lax slicing does.
+#[inline(always)]
+fn ip_payload(pkt: &[u8], header_len: usize, total_len: usize) -> &[u8] {
+    let end = if total_len < header_len || total_len > pkt.len() {
+        pkt.len()
+    } else {
+        total_len
+    };
+    &pkt[header_len..end]
+}
+
+#[inline(always)]
+fn ipv4(pkt: &[u8]) -> Result<Observation, Skip> {
+    use etherparse::err::ipv4::HeaderSliceError as E;
+    let h = Ipv4HeaderSlice::from_slice(pkt).map_err(|e| match e {
         E::Len(_) => Skip::IpTruncated,
         E::Content(_) => Skip::IpMalformed,
     })?;
-    if ext_err.is_some() {
-        return Err(Skip::IpMalformed);
+    let hl = h.slice().len();
+    let mut payload = ip_payload(pkt, hl, usize::from(h.total_len()));
+    let mut proto = h.protocol();
+    if proto == IpNumber::AUTHENTICATION_HEADER {
+        let ah = IpAuthHeaderSlice::from_slice(payload).map_err(|_| Skip::IpMalformed)?;
+        proto = ah.next_header();
+        payload = &payload[ah.slice().len()..];
     }
-    let (src, dst, later_fragment) = match &ip {
-        LaxIpSlice::Ipv4(v4) => {
-            let h = v4.header();
-            (
-                Addr::from_v4(h.source()),
-                Addr::from_v4(h.destination()),
-                h.fragments_offset().value() != 0,
-            )
+    transport(
+        Addr::from_v4(h.source()),
+        Addr::from_v4(h.destination()),
+        proto,
+        payload,
+        h.fragments_offset().value() != 0,
+    )
+}
+
+#[inline(always)]
+fn ipv6(pkt: &[u8]) -> Result<Observation, Skip> {
+    use etherparse::err::ipv6::HeaderSliceError as E;
+    let h = Ipv6HeaderSlice::from_slice(pkt).map_err(|e| match e {
+        E::Len(_) => Skip::IpTruncated,
+        E::Content(_) => Skip::IpMalformed,
+    })?;
+    let len = usize::from(h.payload_length());
+    // A payload length of 0 is a jumbogram (or unset): use what was captured.
+    let total = if len == 0 { pkt.len() } else { 40 + len };
+    let mut payload = ip_payload(pkt, 40, total);
+    let mut proto = h.next_header();
+    let mut later_fragment = false;
+    if proto.is_ipv6_ext_header_value() {
+        use etherparse::err::ipv6_exts::HeaderSliceError as X;
+        let (exts, next, rest, err) = Ipv6ExtensionsSlice::from_slice_lax(proto, payload);
+        match err {
+            Some((X::Len(_), _)) => return Err(Skip::IpTruncated),
+            Some((X::Content(_), _)) => return Err(Skip::IpMalformed),
+            None => {}
         }
-        LaxIpSlice::Ipv6(v6) => {
-            let h = v6.header();
-            let later = v6.payload().fragmented
-                && v6.extensions().clone().into_iter().any(|ext| match ext {
-                    etherparse::Ipv6ExtensionSlice::Fragment(f) => f.fragment_offset().value() != 0,
-                    _ => false,
-                });
-            (
-                Addr::from_v6(h.source()),
-                Addr::from_v6(h.destination()),
-                later,
-            )
-        }
-    };
-    let payload = ip.payload();
-    let proto = payload.ip_number;
+        later_fragment = exts.is_fragmenting_payload()
+            && exts.into_iter().any(|ext| match ext {
+                Ipv6ExtensionSlice::Fragment(f) => f.fragment_offset().value() != 0,
+                _ => false,
+            });
+        proto = next;
+        payload = rest;
+    }
+    transport(
+        Addr::from_v6(h.source()),
+        Addr::from_v6(h.destination()),
+        proto,
+        payload,
+        later_fragment,
+    )
+}
+
+/// Reads ports and TCP flags from the transport header. Only the fixed part is needed:
+/// 14 bytes of TCP (ports, flags), 4 of UDP or SCTP (ports).
+#[inline(always)]
+fn transport(
+    src: Addr,
+    dst: Addr,
+    proto: IpNumber,
+    l4: &[u8],
+    later_fragment: bool,
+) -> Result<Observation, Skip> {
     let mut o = Observation {
         src,
         dst,
@@ -379,7 +444,6 @@ fn ip(pkt: &[u8]) -> Result<Observation, Skip> {
     if later_fragment {
         return Ok(o);
     }
-    let l4 = payload.payload;
     match proto {
         IpNumber::TCP => {
             let h = l4.get(..14).ok_or(Skip::TransportTruncated)?;
@@ -394,8 +458,6 @@ fn ip(pkt: &[u8]) -> Result<Observation, Skip> {
         }
         _ => {}
     }
-    debug_assert!(o.proto != PROTO_UDP || l4.len() >= 4);
-    debug_assert!(o.proto != PROTO_SCTP || l4.len() >= 4);
     Ok(o)
 }
 

@@ -108,8 +108,7 @@ pub fn read_drops_csv(path: &Path) -> Result<Vec<DropSpec>, Error> {
         .has_headers(false)
         .flexible(true)
         .comment(Some(b'#'))
-        .trim(csv::Trim::All)
-        .from_reader(file);
+        .from_reader(std::io::BufReader::with_capacity(1 << 16, file));
     let mut out = Vec::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| {
@@ -394,6 +393,8 @@ pub struct Replay {
     unanchored: Vec<DropSpec>,
     /// Drops in time order.
     drops: VecDeque<(Time, Addr, String)>,
+    /// The time of the first pending drop (`Time::MAX` when none), checked per packet.
+    next_drop: Time,
     summary: Summary,
 }
 
@@ -408,6 +409,7 @@ impl Replay {
             warn_blocked: opts.warn_blocked,
             sweep_interval: opts.sweep_interval,
             max_timer_expires: Some(ZEEK_MAX_TIMER_EXPIRES),
+            watch_capacity: opts.drops.len().max(crate::cnr::DEFAULT_WATCH_CAPACITY),
         };
         let engine = Engine::with_accepting_backend(cfg, &opts.plugin_name);
         let logs = LogSet::create(&opts.log_dir, opts.format)?;
@@ -425,6 +427,7 @@ impl Replay {
             logs,
             sightings: opts.sightings,
             unanchored,
+            next_drop: drops.first().map_or(Time::MAX, |d| d.0),
             drops: drops.into(),
             summary: Summary {
                 log_dir: opts.log_dir.clone(),
@@ -457,10 +460,21 @@ impl Replay {
         // Stable: drops at the same time keep the order they were given in.
         all.sort_by_key(|(t, _, _)| *t);
         self.drops = all.into();
+        self.next_drop = self.drops.front().map_or(Time::MAX, |d| d.0);
+    }
+
+    #[inline(never)]
+    fn apply_due_drops(&mut self, now: Time) -> Result<(), Error> {
+        while self.next_drop <= now {
+            self.apply_drop()?;
+        }
+        Ok(())
     }
 
     fn apply_drop(&mut self) -> Result<(), Error> {
-        if let Some((t, a, loc)) = self.drops.pop_front() {
+        let next = self.drops.pop_front();
+        self.next_drop = self.drops.front().map_or(Time::MAX, |d| d.0);
+        if let Some((t, a, loc)) = next {
             self.engine.advance(t);
             self.engine.drop_catch_release(t, a, &loc);
             // The drop ran as a handler in the first round of this moment.
@@ -474,7 +488,7 @@ impl Replay {
     ///
     /// # Errors
     /// [`Error::Log`] if a log line cannot be written.
-    #[inline]
+    #[inline(always)]
     pub fn packet(&mut self, link: LinkType, f: Frame<'_>) -> Result<(), Error> {
         match &mut self.summary.span {
             Some((_, last)) => *last = (*last).max(f.ts),
@@ -483,8 +497,8 @@ impl Replay {
                 self.anchor(f.ts);
             }
         }
-        while self.drops.front().is_some_and(|(t, _, _)| *t <= f.ts) {
-            self.apply_drop()?;
+        if self.next_drop <= f.ts {
+            self.apply_due_drops(f.ts)?;
         }
         self.summary.packets += 1;
         self.summary.bytes += f.data.len() as u64;
@@ -508,6 +522,7 @@ impl Replay {
         Ok(())
     }
 
+    #[inline(never)]
     fn flush(&mut self) -> Result<(), Error> {
         while let Some(o) = self.engine.poll_output() {
             match &o {
@@ -574,23 +589,25 @@ pub fn run(opts: &Options) -> Result<Summary, Error> {
         // The common case, read in place without copying frames.
         let file = &mut files[0];
         let link = file.link();
-        loop {
-            match file.next_frame() {
-                Some(Ok(frame)) => {
-                    replay.packet(link, frame)?;
-                    if replay.summary.packets & 0xffff == 0 {
-                        if let Some(p) = progress.as_mut() {
-                            p.done = replay.summary.bytes + 16 * replay.summary.packets;
-                            p.tick(replay.summary.packets);
-                        }
-                    }
-                }
-                Some(Err(e)) => {
-                    damaged.push(e.to_string());
-                    break;
-                }
-                None => break,
+        let mut failed = None;
+        file.for_each_frame(|frame| {
+            if let Err(e) = replay.packet(link, frame) {
+                failed = Some(e);
+                return false;
             }
+            if replay.summary.packets & 0xffff == 0 {
+                if let Some(p) = progress.as_mut() {
+                    p.done = replay.summary.bytes + 16 * replay.summary.packets;
+                    p.tick(replay.summary.packets);
+                }
+            }
+            true
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Some(e) = file.damage() {
+            damaged.push(e.to_string());
         }
     } else {
         merge(&mut files, &mut replay, &mut damaged, &mut progress)?;
@@ -616,7 +633,7 @@ fn merge(
 ) -> Result<(), Error> {
     fn refill(f: &mut TraceFile, slot: &mut Option<Pending>, damaged: &mut Vec<String>) {
         match f.next_frame() {
-            Some(Ok(frame)) => {
+            Some(frame) => {
                 let p = slot.get_or_insert_with(|| Pending {
                     ts: frame.ts,
                     wire_len: 0,
@@ -627,11 +644,12 @@ fn merge(
                 p.data.clear();
                 p.data.extend_from_slice(frame.data);
             }
-            Some(Err(e)) => {
-                damaged.push(e.to_string());
+            None => {
+                if let Some(e) = f.damage() {
+                    damaged.push(e.to_string());
+                }
                 *slot = None;
             }
-            None => *slot = None,
         }
     }
     let mut pending: Vec<Option<Pending>> = Vec::with_capacity(files.len());

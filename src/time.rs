@@ -30,6 +30,9 @@ impl Time {
     /// The epoch; also Zeek's network time before the first packet.
     pub const ZERO: Time = Time(0);
 
+    /// The latest representable time ("never").
+    pub const MAX: Time = Time(i64::MAX);
+
     /// Builds a time from microseconds since the epoch.
     pub const fn from_micros(us: i64) -> Time {
         Time(us)

@@ -78,7 +78,13 @@ pub struct Config {
     pub sweep_interval: Interval,
     /// Timers fired per [`Engine::advance`] (`max_timer_expires`); `None` for no limit.
     pub max_timer_expires: Option<usize>,
+    /// How many watched addresses to size the per-packet pre-filter for (one byte each).
+    /// More addresses still work; lookups of unwatched ones just reach the map more often.
+    pub watch_capacity: usize,
 }
+
+/// The default [`Config::watch_capacity`]: a million addresses (a 1 MiB filter).
+pub const DEFAULT_WATCH_CAPACITY: usize = 1_000_000;
 
 impl Default for Config {
     fn default() -> Config {
@@ -87,6 +93,7 @@ impl Default for Config {
             warn_blocked: false,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
             max_timer_expires: Some(ZEEK_MAX_TIMER_EXPIRES),
+            watch_capacity: DEFAULT_WATCH_CAPACITY,
         }
     }
 }
@@ -223,6 +230,9 @@ pub struct Engine {
     queue: VecDeque<Event>,
     timers: BinaryHeap<Reverse<Timer>>,
     timer_seq: u64,
+    /// The earliest timer (`Time::MAX` when none): what [`Engine::advance`] compares
+    /// against on every packet, without touching the heap.
+    next_timer: Time,
     out: VecDeque<Output>,
 }
 
@@ -234,13 +244,14 @@ impl Engine {
     /// With more than [`MAX_BACKENDS`] backends.
     pub fn new(cfg: Config, backends: Vec<(Box<dyn Backend>, i64)>) -> Engine {
         let mut e = Engine {
-            watch: Arc::new(Watchlist::new(cfg.intervals.clone())),
+            watch: Arc::new(Watchlist::new(cfg.intervals.clone(), cfg.watch_capacity)),
             cfg,
             now: Time::ZERO,
             nc: NetControl::new(),
             queue: VecDeque::new(),
             timers: BinaryHeap::new(),
             timer_seq: 0,
+            next_timer: Time::MAX,
             out: VecDeque::new(),
         };
         // Zeek arms the sweep timer at time 1 so that it fires on the first packet.
@@ -271,10 +282,11 @@ impl Engine {
 
     /// The earliest pending timer, i.e. when [`advance`](Engine::advance) next has work.
     pub fn next_deadline(&self) -> Option<Time> {
-        self.timers.peek().map(|t| t.0.at)
+        (self.next_timer != Time::MAX).then_some(self.next_timer)
     }
 
     /// Whether events are waiting for [`drain`](Engine::drain).
+    #[inline]
     pub fn has_pending_events(&self) -> bool {
         !self.queue.is_empty()
     }
@@ -286,6 +298,7 @@ impl Engine {
     }
 
     /// Whether outputs are waiting for [`poll_output`](Engine::poll_output).
+    #[inline]
     pub fn has_output(&self) -> bool {
         !self.out.is_empty()
     }
@@ -295,10 +308,19 @@ impl Engine {
     /// lines come out now); block expiries are queued as events for the next drain.
     ///
     /// Returns whether more timers are due (only possible with a timer limit).
+    #[inline]
     pub fn advance(&mut self, now: Time) -> bool {
         if now > self.now {
             self.now = now;
         }
+        if self.next_timer > self.now {
+            return false;
+        }
+        self.fire_timers()
+    }
+
+    /// Fires due timers, at most `max_timer_expires`; returns whether more are due.
+    fn fire_timers(&mut self) -> bool {
         let limit = self.cfg.max_timer_expires.unwrap_or(usize::MAX);
         let mut fired = 0;
         while fired < limit {
@@ -309,6 +331,7 @@ impl Engine {
             let Some(Reverse(timer)) = self.timers.pop() else {
                 return false;
             };
+            self.next_timer = self.timers.peek().map_or(Time::MAX, |t| t.0.at);
             fired += 1;
             match timer.kind {
                 TimerKind::Sweep => {
@@ -324,6 +347,7 @@ impl Engine {
     }
 
     fn schedule(&mut self, at: Time, kind: TimerKind) {
+        self.next_timer = self.next_timer.min(at);
         self.timer_seq += 1;
         self.timers.push(Reverse(Timer {
             at,

@@ -263,9 +263,9 @@ struct RuleState {
 pub(super) struct NetControl {
     /// Sorted by descending priority; activation order within a priority.
     plugins: Vec<Plugin>,
-    rules: HashMap<RuleId, RuleState>,
+    rules: HashMap<RuleId, RuleState, foldhash::fast::RandomState>,
     /// `rule_entities`: at most one rule per (entity, type).
-    entities: HashMap<(IpNet, RuleType), RuleId>,
+    entities: HashMap<(IpNet, RuleType), RuleId, foldhash::fast::RandomState>,
     /// `rule_counter`.
     counter: u32,
     /// Set at shutdown: scheduled expiries then do nothing (`zeek_is_terminating()`).
@@ -276,8 +276,8 @@ impl NetControl {
     pub(super) fn new() -> NetControl {
         NetControl {
             plugins: Vec::new(),
-            rules: HashMap::new(),
-            entities: HashMap::new(),
+            rules: HashMap::default(),
+            entities: HashMap::default(),
             counter: 1,
             terminating: false,
         }

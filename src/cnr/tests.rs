@@ -901,6 +901,7 @@ mod model {
                 warn_blocked: warn,
                 sweep_interval: Interval::from_secs(sweep),
                 max_timer_expires: None,
+                watch_capacity: 1000,
             };
             let mut e = Engine::with_accepting_backend(cfg.clone(), "m");
             let mut m = Model {

@@ -19,8 +19,20 @@
 //!   saturating), the step (7 bits) and the "adopted" flag (no `block_until`, from ADDED).
 //!
 //! Times are split into two `u32`s so the slot has alignment 4 and no padding.
+//!
+//! # Why there is a filter in front of the map
+//!
+//! Almost every packet comes from an address nobody watches, and a `DashMap` read costs
+//! two atomic read-modify-writes on a shard lock. [`Filter`] answers "certainly not
+//! watched" with one plain load from a bitmap indexed by a hash of the address (two bits in
+//! one 64-bit word: a register-blocked Bloom filter), so only
+//! addresses that may be watched reach the map. Bits are set on insert and left stale on
+//! removal; once removals pile up, the writer recomputes the bitmap and stores it word by
+//! word. A word then goes from a superset of the live bits straight to exactly the live
+//! bits, so a concurrent reader never misses a watched address.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
@@ -213,30 +225,150 @@ impl Locations {
     }
 }
 
+/// The bitmap pre-filter in front of the map (see the module docs).
+#[derive(Debug)]
+struct Filter {
+    words: Box<[AtomicU64]>,
+    /// `64 - log2(bits)`: the hash's top bits pick the bit.
+    shift: u32,
+    seed: [u64; 2],
+    /// Removals since the bitmap was last recomputed (stale bits).
+    stale: AtomicUsize,
+}
+
+/// The smallest filter: 2^20 bits (128 KiB).
+const MIN_FILTER_BITS: u32 = 20;
+/// Bits per address of the capacity the filter is sized for. With two bits set per address
+/// in one 64-bit word, 8 bits per watched address let about 5 % of unwatched lookups
+/// through to the map (one bit would let 12 % through), and a million addresses need
+/// 1 MiB, which stays in a core's L2 cache.
+const FILTER_BITS_PER_ADDR: usize = 8;
+
+#[inline(always)]
+fn folded_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+impl Filter {
+    fn new(capacity: usize) -> Filter {
+        let want = capacity
+            .saturating_mul(FILTER_BITS_PER_ADDR)
+            .max(1 << MIN_FILTER_BITS);
+        let log2 = want.next_power_of_two().trailing_zeros().min(40);
+        let words = (1usize << log2) / 64;
+        let rs = foldhash::fast::RandomState::default();
+        use std::hash::BuildHasher;
+        let seed = [rs.hash_one(0x5eed_u64) | 1, rs.hash_one(0xfeed_u64) | 1];
+        Filter {
+            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            shift: 64 - log2,
+            seed,
+            stale: AtomicUsize::new(0),
+        }
+    }
+
+    /// The word an address hashes to, and the two bits it sets in that word (a
+    /// register-blocked Bloom filter: two hash functions, one memory access).
+    #[inline(always)]
+    fn slot(&self, a: &Addr) -> (usize, u64) {
+        let b = a.octets();
+        let hi = u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        let lo = u64::from_ne_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
+        let h =
+            folded_mul(lo ^ self.seed[0], hi ^ self.seed[1]).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let word = (h >> (self.shift + 6)) as usize;
+        let mask = (1u64 << (h & 63)) | (1u64 << ((h >> 6) & 63));
+        (word, mask)
+    }
+
+    #[inline(always)]
+    fn may_contain(&self, a: &Addr) -> bool {
+        let (w, m) = self.slot(a);
+        self.words[w].load(Ordering::Acquire) & m == m
+    }
+
+    fn insert(&self, a: &Addr) {
+        let (w, m) = self.slot(a);
+        self.words[w].fetch_or(m, Ordering::Release);
+    }
+
+    /// Recomputes the bitmap from the live addresses.
+    fn rebuild<'a>(&self, live: impl Iterator<Item = &'a Addr>) {
+        let mut fresh = vec![0u64; self.words.len()];
+        for a in live {
+            let (w, m) = self.slot(a);
+            fresh[w] |= m;
+        }
+        for (word, v) in self.words.iter().zip(fresh) {
+            word.store(v, Ordering::Release);
+        }
+        self.stale.store(0, Ordering::Relaxed);
+    }
+
+    fn bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+}
+
 type Map = DashMap<Addr, Slot, foldhash::fast::RandomState>;
 
 /// The set of addresses catch-and-release currently tracks, readable from any thread.
 #[derive(Debug)]
 pub struct Watchlist {
     map: Map,
+    filter: Filter,
     locations: RwLock<Locations>,
     intervals: Intervals,
 }
 
 impl Watchlist {
-    pub(crate) fn new(intervals: Intervals) -> Watchlist {
+    /// A table whose pre-filter is sized for `capacity` addresses (more still work, with
+    /// more lookups reaching the map).
+    pub(crate) fn new(intervals: Intervals, capacity: usize) -> Watchlist {
         Watchlist {
             map: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            filter: Filter::new(capacity),
             locations: RwLock::new(Locations::default()),
             intervals,
         }
     }
 
-    /// Whether `a` is tracked (blocked or watched). This is the per-packet check: one hash
-    /// and one probe of one shard, under that shard's read lock.
+    /// Whether `a` is tracked (blocked or watched). This is the per-packet check: for an
+    /// unwatched address usually one load from the filter's bitmap; otherwise one probe of
+    /// one map shard under its read lock.
     #[inline]
     pub fn contains(&self, a: &Addr) -> bool {
-        self.map.contains_key(a)
+        self.filter.may_contain(a) && self.map.contains_key(a)
+    }
+
+    /// Heap bytes held by the table: map buckets (an estimate from their capacity), the
+    /// filter, and the interned locations.
+    pub fn heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(Addr, Slot)>() + 1;
+        let buckets: usize = self
+            .map
+            .shards()
+            .iter()
+            .map(|s| {
+                let cap = s.read().capacity();
+                // hashbrown keeps at most 7/8 of a power-of-two bucket count in use.
+                if cap == 0 {
+                    0
+                } else {
+                    (cap * 8 / 7).next_power_of_two()
+                }
+            })
+            .sum();
+        let loc = self.locations.read().unwrap_or_else(|p| p.into_inner());
+        let loc_bytes: usize = loc
+            .strings
+            .iter()
+            .flatten()
+            .map(|(s, _)| s.len() + 16 + 48)
+            .sum::<usize>()
+            + loc.strings.capacity() * std::mem::size_of::<Option<(Arc<str>, u32)>>();
+        buckets * slot + self.filter.bytes() + loc_bytes
     }
 
     /// The address's [`BlockInfo`], if tracked.
@@ -280,6 +412,8 @@ impl Watchlist {
 
     /// Inserts a new entry or overwrites an existing one.
     pub(crate) fn put(&self, a: Addr, e: &Entry) {
+        // Filter first: a reader that finds the entry must not be turned away.
+        self.filter.insert(&a);
         self.map.insert(a, e.pack());
     }
 
@@ -288,7 +422,20 @@ impl Watchlist {
         let (_, slot) = self.map.remove(a)?;
         let e = Entry::unpack(&slot);
         self.release_location(e.location);
+        self.note_removed(1);
         Some(e)
+    }
+
+    /// Counts removals and recomputes the filter once stale bits outnumber live entries
+    /// (and there are at least 4096 of them): amortised O(1) per removal.
+    fn note_removed(&self, n: usize) {
+        let stale = self.filter.stale.fetch_add(n, Ordering::Relaxed) + n;
+        if stale >= self.map.len().max(4096) {
+            // Addresses are copied out of each shard before the filter is touched, so no
+            // shard lock is held while the bitmap is rewritten.
+            let live: Vec<Addr> = self.map.iter().map(|r| *r.key()).collect();
+            self.filter.rebuild(live.iter());
+        }
     }
 
     pub(crate) fn intern_location(&self, s: &str) -> u32 {
@@ -336,20 +483,62 @@ impl Watchlist {
     /// until the caller releases it with [`release_location`](Watchlist::release_location),
     /// so it can still be logged. Used by the expiry sweep only.
     pub(crate) fn sweep(&self, mut f: impl FnMut(Addr, &mut Entry) -> bool) {
+        let mut removed = 0;
         self.map.retain(|a, slot| {
             let mut e = Entry::unpack(slot);
             let keep = f(*a, &mut e);
             if keep {
                 *slot = e.pack();
+            } else {
+                removed += 1;
             }
             keep
         });
+        if removed > 0 {
+            self.note_removed(removed);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            start: Time::from_timeval(1, 0),
+            expire_ref: Time::from_timeval(1, 0),
+            rule: None,
+            location: 0,
+            reblocked: 0,
+            step: 0,
+            adopted: false,
+        }
+    }
+
+    #[test]
+    fn filter_never_hides_a_watched_address_and_forgets_removed_ones() {
+        let w = Watchlist::new(Intervals::default(), 1000);
+        let addrs: Vec<Addr> = (0..20_000u32)
+            .map(|i| Addr::from_v4((0x0a00_0000 + i).to_be_bytes()))
+            .collect();
+        for a in &addrs {
+            w.put(*a, &entry());
+        }
+        assert!(addrs.iter().all(|a| w.contains(a)));
+        for a in &addrs[..15_000] {
+            w.remove(a);
+        }
+        assert!(addrs[15_000..].iter().all(|a| w.contains(a)));
+        assert!(addrs[..15_000].iter().all(|a| !w.contains(a)));
+        // After the rebuild triggered by the removals, most removed addresses no longer
+        // pass the filter (the map is not even asked).
+        let passing = addrs[..15_000]
+            .iter()
+            .filter(|a| w.filter.may_contain(a))
+            .count();
+        assert!(passing < 15_000 / 4, "{passing} stale bits");
+    }
 
     #[test]
     fn slot_is_28_bytes_with_alignment_4() {
@@ -377,7 +566,7 @@ mod tests {
 
     #[test]
     fn locations_are_shared_and_freed() {
-        let w = Watchlist::new(Intervals::default());
+        let w = Watchlist::new(Intervals::default(), 1000);
         let a = w.intern_location("scan");
         let b = w.intern_location("scan");
         assert_eq!(a, b);
