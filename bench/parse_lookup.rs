@@ -98,10 +98,9 @@ fn bench(c: &mut Criterion) {
                 for &(off, len) in &f.spans {
                     if let Ok(o) =
                         packet::parse(LinkType::Ethernet, black_box(&f.buf[off..off + len]))
+                        && let Some(a) = s.originator(&o)
                     {
-                        if let Some(a) = s.originator(&o) {
-                            hits += u32::from(watch.contains(&a));
-                        }
+                        hits += u32::from(watch.contains(&a));
                     }
                 }
                 hits

@@ -179,7 +179,7 @@ impl TraceFile {
             Ok(p) => {
                 self.packets += 1;
                 Some(Frame {
-                    ts: Time::from_timeval(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64),
+                    ts: Time::from_timeval(p.header.ts.tv_sec, p.header.ts.tv_usec),
                     data: p.data,
                     wire_len: p.header.len,
                 })
@@ -210,7 +210,7 @@ impl TraceFile {
             }
             packets += 1;
             let frame = Frame {
-                ts: Time::from_timeval(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64),
+                ts: Time::from_timeval(p.header.ts.tv_sec, p.header.ts.tv_usec),
                 data: p.data,
                 wire_len: p.header.len,
             };

@@ -209,6 +209,8 @@ pub struct Summary {
     pub span: Option<(Time, Time)>,
     /// Wall-clock time of the run.
     pub wall: Duration,
+    /// The part of `wall` spent applying drops (and writing their log lines).
+    pub drops_wall: Duration,
     /// Where the logs are.
     pub log_dir: PathBuf,
     /// The log format.
@@ -224,6 +226,16 @@ impl Summary {
     /// Packets per second of wall time.
     pub fn packets_per_sec(&self) -> f64 {
         let s = self.wall.as_secs_f64();
+        if s > 0.0 {
+            self.packets as f64 / s
+        } else {
+            0.0
+        }
+    }
+
+    /// Packets per second of the time not spent applying drops.
+    pub fn packet_phase_per_sec(&self) -> f64 {
+        let s = self.wall.saturating_sub(self.drops_wall).as_secs_f64();
         if s > 0.0 {
             self.packets as f64 / s
         } else {
@@ -300,6 +312,16 @@ impl fmt::Display for Summary {
             self.action(Action::Forgotten),
             self.action(Action::Info),
         )?;
+        let applied = self.action(Action::DropRequested) + self.action(Action::Added);
+        if applied > 0 {
+            writeln!(
+                f,
+                "timing       {:.3} s applying drops, {:.3} s on packets ({} packets/s)",
+                self.drops_wall.as_secs_f64(),
+                self.wall.saturating_sub(self.drops_wall).as_secs_f64(),
+                human(self.packet_phase_per_sec())
+            )?;
+        }
         if self.errors > 0 {
             writeln!(f, "errors       {}", self.errors)?;
         }
@@ -409,7 +431,9 @@ impl Replay {
             warn_blocked: opts.warn_blocked,
             sweep_interval: opts.sweep_interval,
             max_timer_expires: Some(ZEEK_MAX_TIMER_EXPIRES),
-            watch_capacity: opts.drops.len().max(crate::cnr::DEFAULT_WATCH_CAPACITY),
+            // A replay watches exactly the dropped addresses. A filter sized for them stays
+            // in cache while the trace streams through it.
+            watch_capacity: opts.drops.len(),
         };
         let engine = Engine::with_accepting_backend(cfg, &opts.plugin_name);
         let logs = LogSet::create(&opts.log_dir, opts.format)?;
@@ -465,9 +489,11 @@ impl Replay {
 
     #[inline(never)]
     fn apply_due_drops(&mut self, now: Time) -> Result<(), Error> {
-        while self.next_drop <= now {
+        let started = Instant::now();
+        while !self.drops.is_empty() && self.next_drop <= now {
             self.apply_drop()?;
         }
+        self.summary.drops_wall += started.elapsed();
         Ok(())
     }
 
@@ -505,10 +531,10 @@ impl Replay {
         self.engine.advance(f.ts);
         match packet::parse(link, f.data) {
             Ok(obs) => {
-                if let Some(a) = self.sightings.originator(&obs) {
-                    if self.engine.sighting(f.ts, a) {
-                        self.summary.sightings += 1;
-                    }
+                if let Some(a) = self.sightings.originator(&obs)
+                    && self.engine.sighting(f.ts, a)
+                {
+                    self.summary.sightings += 1;
                 }
             }
             Err(skip) => self.summary.skips.add(skip),
@@ -557,9 +583,7 @@ impl Replay {
                 );
             }
         }
-        while !self.drops.is_empty() {
-            self.apply_drop()?;
-        }
+        self.apply_due_drops(Time::MAX)?;
         self.engine.finish();
         self.flush()?;
         self.logs.close()?;
@@ -595,11 +619,11 @@ pub fn run(opts: &Options) -> Result<Summary, Error> {
                 failed = Some(e);
                 return false;
             }
-            if replay.summary.packets & 0xffff == 0 {
-                if let Some(p) = progress.as_mut() {
-                    p.done = replay.summary.bytes + 16 * replay.summary.packets;
-                    p.tick(replay.summary.packets);
-                }
+            if replay.summary.packets & 0xffff == 0
+                && let Some(p) = progress.as_mut()
+            {
+                p.done = replay.summary.bytes + 16 * replay.summary.packets;
+                p.tick(replay.summary.packets);
             }
             true
         });
@@ -676,11 +700,11 @@ fn merge(
             replay.packet(files[i].link(), frame)?;
         }
         refill(&mut files[i], &mut pending[i], damaged);
-        if replay.summary.packets & 0xffff == 0 {
-            if let Some(p) = progress.as_mut() {
-                p.done = replay.summary.bytes + 16 * replay.summary.packets;
-                p.tick(replay.summary.packets);
-            }
+        if replay.summary.packets & 0xffff == 0
+            && let Some(p) = progress.as_mut()
+        {
+            p.done = replay.summary.bytes + 16 * replay.summary.packets;
+            p.tick(replay.summary.packets);
         }
     }
 }

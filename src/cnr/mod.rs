@@ -47,7 +47,7 @@ pub use watch::{BlockInfo, Watchlist};
 use crate::addr::Addr;
 use crate::time::{Interval, Time};
 use netcontrol::{NetControl, host_net};
-use watch::Entry;
+use watch::{Entry, Sweep};
 
 /// Rounds of queued events Zeek runs per packet when reading a trace: `dispatch_packet`
 /// drains the queue (two rounds) and the main loop drains it again (two more). Zeek's own
@@ -294,7 +294,11 @@ impl Engine {
     /// Takes the next output.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        let o = self.out.pop_front();
+        if o.is_none() {
+            shrink_deque(&mut self.out);
+        }
+        o
     }
 
     /// Whether outputs are waiting for [`poll_output`](Engine::poll_output).
@@ -331,6 +335,9 @@ impl Engine {
             let Some(Reverse(timer)) = self.timers.pop() else {
                 return false;
             };
+            if should_shrink(self.timers.len(), self.timers.capacity()) {
+                self.timers.shrink_to(self.timers.len() * 2);
+            }
             self.next_timer = self.timers.peek().map_or(Time::MAX, |t| t.0.at);
             fired += 1;
             match timer.kind {
@@ -372,6 +379,7 @@ impl Engine {
         for _ in 0..rounds {
             let n = self.queue.len();
             if n == 0 {
+                shrink_deque(&mut self.queue);
                 return;
             }
             for _ in 0..n {
@@ -581,10 +589,10 @@ impl Engine {
         self.emit(rec, non_empty(reason));
         self.watch.remove(&a);
         let block_until = e.block_until(&self.cfg.intervals);
-        if let (Some(bu), Some(id)) = (block_until, e.rule) {
-            if bu > self.now {
-                self.nc_remove_rule(id, reason);
-            }
+        if let (Some(bu), Some(id)) = (block_until, e.rule)
+            && bu > self.now
+        {
+            self.nc_remove_rule(id, reason);
         }
         true
     }
@@ -647,15 +655,15 @@ impl Engine {
             // An entry inserted before network time existed keeps reference 0 and never
             // expires, as in Zeek.
             if e.expire_ref == Time::ZERO || e.expire_ref >= now {
-                return true;
+                return Sweep::Keep;
             }
             let wu = e.watch_until(&iv);
             if wu > now {
                 e.expire_ref = wu;
-                return true;
+                return Sweep::Update;
             }
             gone.push((a, *e));
-            false
+            Sweep::Remove
         });
         gone.sort_unstable_by_key(|(a, e)| (e.watch_until(&iv), *a));
         for (a, e) in gone {
@@ -717,4 +725,21 @@ impl Engine {
 
 fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Collections keep their peak capacity; after a burst (a mass expiry, a bulk drop) a
+/// long-running engine would hold on to it for good. These return most of it once the
+/// collection is mostly empty. Shrinking to twice the length costs O(len) and can only
+/// happen again after the length has shrunk by half or grown by a quarter of the
+/// capacity, so it is amortised O(1) per operation.
+const SHRINK_ABOVE: usize = 4096;
+
+pub(crate) fn should_shrink(len: usize, capacity: usize) -> bool {
+    capacity > SHRINK_ABOVE && len < capacity / 4
+}
+
+fn shrink_deque<T>(d: &mut VecDeque<T>) {
+    if should_shrink(d.len(), d.capacity()) {
+        d.shrink_to(d.len() * 2);
+    }
 }

@@ -504,6 +504,11 @@ impl Engine {
         if self.nc.entities.get(&key) == Some(&id) {
             self.nc.entities.remove(&key);
         }
+        let nc = &mut self.nc;
+        if super::should_shrink(nc.rules.len(), nc.rules.capacity()) {
+            nc.rules.shrink_to(nc.rules.len() * 2);
+            nc.entities.shrink_to(nc.entities.len() * 2);
+        }
     }
 
     /// `NetControl::delete_rule`: forgets a rule without telling backends.

@@ -808,10 +808,10 @@ mod model {
                     if self.blocks.contains_key(&a) {
                         self.line(a, "UNBLOCK", Some("reason".into()), false);
                         let e = self.blocks.remove(&a).unwrap();
-                        if let (Some(bu), Some(id)) = (e.block_until, e.rule) {
-                            if bu > now {
-                                self.rules.retain(|r| r.id != id);
-                            }
+                        if let (Some(bu), Some(id)) = (e.block_until, e.rule)
+                            && bu > now
+                        {
+                            self.rules.retain(|r| r.id != id);
                         }
                     }
                 }

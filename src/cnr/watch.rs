@@ -167,6 +167,17 @@ impl Entry {
     }
 }
 
+/// What the sweep does with one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sweep {
+    /// Leave it as it is.
+    Keep,
+    /// Keep it, with the changes made to the working copy.
+    Update,
+    /// Remove it.
+    Remove,
+}
+
 /// Interned location strings with reference counts. Locations repeat a lot in practice
 /// (script names, notice types), and a `u32` id keeps them out of the slot.
 #[derive(Default, Debug)]
@@ -429,6 +440,10 @@ impl Watchlist {
     /// Counts removals and recomputes the filter once stale bits outnumber live entries
     /// (and there are at least 4096 of them): amortised O(1) per removal.
     fn note_removed(&self, n: usize) {
+        let len = self.map.len();
+        if super::should_shrink(len, self.map.capacity()) {
+            self.map.shrink_to_fit();
+        }
         let stale = self.filter.stale.fetch_add(n, Ordering::Relaxed) + n;
         if stale >= self.map.len().max(4096) {
             // Addresses are copied out of each shard before the filter is touched, so no
@@ -478,21 +493,26 @@ impl Watchlist {
         }
     }
 
-    /// Visits every entry with a mutable working copy; the closure returns whether to keep
-    /// it. Changes to kept entries are written back. Removed entries keep their location
-    /// until the caller releases it with [`release_location`](Watchlist::release_location),
-    /// so it can still be logged. Used by the expiry sweep only.
-    pub(crate) fn sweep(&self, mut f: impl FnMut(Addr, &mut Entry) -> bool) {
+    /// Visits every entry with a working copy; the closure says what to do with it. Only
+    /// updated slots are written back, so a sweep that changes little dirties little
+    /// memory. Removed entries keep their location until the caller releases it with
+    /// [`release_location`](Watchlist::release_location), so it can still be logged. Used
+    /// by the expiry sweep only.
+    pub(crate) fn sweep(&self, mut f: impl FnMut(Addr, &mut Entry) -> Sweep) {
         let mut removed = 0;
         self.map.retain(|a, slot| {
             let mut e = Entry::unpack(slot);
-            let keep = f(*a, &mut e);
-            if keep {
-                *slot = e.pack();
-            } else {
-                removed += 1;
+            match f(*a, &mut e) {
+                Sweep::Keep => true,
+                Sweep::Update => {
+                    *slot = e.pack();
+                    true
+                }
+                Sweep::Remove => {
+                    removed += 1;
+                    false
+                }
             }
-            keep
         });
         if removed > 0 {
             self.note_removed(removed);

@@ -42,10 +42,10 @@ fn delete_then_seen(
             rule, plugin: p, ..
         } = ev
         {
-            if let Some(name) = plugin {
-                if e.plugin_name(*p).as_deref() != Some(name) {
-                    return;
-                }
+            if let Some(name) = plugin
+                && e.plugin_name(*p).as_deref() != Some(name)
+            {
+                return;
             }
             if handled < limit {
                 handled += 1;
