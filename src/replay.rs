@@ -529,18 +529,21 @@ impl Replay {
         self.summary.packets += 1;
         self.summary.bytes += f.data.len() as u64;
         self.engine.advance(f.ts);
+        let mut rounds = ZEEK_ROUNDS_PER_PACKET;
         match packet::parse(link, f.data) {
             Ok(obs) => {
-                if let Some(a) = self.sightings.originator(&obs)
-                    && self.engine.sighting(f.ts, a)
-                {
-                    self.summary.sightings += 1;
+                if let Some(a) = self.sightings.originator(&obs) {
+                    let s = self.engine.sighting(f.ts, a);
+                    if s.watched() {
+                        self.summary.sightings += 1;
+                        rounds = s.rounds(rounds);
+                    }
                 }
             }
             Err(skip) => self.summary.skips.add(skip),
         }
         if self.engine.has_pending_events() {
-            self.engine.drain(ZEEK_ROUNDS_PER_PACKET);
+            self.engine.drain(rounds);
         }
         if self.engine.has_output() {
             self.flush()?;

@@ -188,6 +188,34 @@ pub enum Output {
     Error(String),
 }
 
+/// What [`Engine::sighting`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Sighting {
+    /// The address is not tracked: nothing happened.
+    Unwatched,
+    /// `catch_release_seen` ran at once, as the first round's only event: drain one round
+    /// fewer this moment.
+    Ran,
+    /// Queued behind earlier events: drain as usual.
+    Queued,
+}
+
+impl Sighting {
+    /// Whether the address is tracked.
+    pub fn watched(self) -> bool {
+        self != Sighting::Unwatched
+    }
+
+    /// How many rounds to drain this moment, given the usual number.
+    pub fn rounds(self, usual: usize) -> usize {
+        match self {
+            Sighting::Ran => usual.saturating_sub(1),
+            _ => usual,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 enum TimerKind {
     /// The watch-table sweep (`TableValTimer`).
@@ -422,7 +450,9 @@ impl Engine {
             }
             Event::RuleRemoved { rule, plugin, msg } => self.nc_rule_removed(rule, *plugin, msg),
             Event::RuleExpire { rule, plugin } => self.nc_rule_expire(rule, *plugin),
-            Event::Seen(a) => self.seen_impl(*a),
+            Event::Seen(a) => {
+                self.seen_impl(*a);
+            }
         }
     }
 
@@ -533,22 +563,37 @@ impl Engine {
         self.seen_impl(a.into());
     }
 
-    /// A sighting from traffic: queues `catch_release_seen(a)` as a connection event would,
-    /// to run at the next [`drain`](Engine::drain). Does nothing for unwatched addresses
-    /// (the check Zeek's function does first). Returns whether the sighting was queued.
+    /// A sighting from traffic: `catch_release_seen(a)` as a connection event calls it,
+    /// i.e. as an event in the first round of this moment's drain. Returns what happened;
+    /// see [`Sighting`] for how many rounds the caller then drains.
+    ///
+    /// When nothing is queued yet, the sighting would be the only event of that round, so
+    /// it runs at once, which spares the queue for the common case of an unwatched or
+    /// still-blocked address. Otherwise it is queued behind what is already there.
     #[inline]
-    pub fn sighting(&mut self, now: Time, a: Addr) -> bool {
+    pub fn sighting(&mut self, now: Time, a: Addr) -> Sighting {
         self.advance(now);
-        let watched = self.watch.contains(&a);
-        if watched {
-            self.queue.push_back(Event::Seen(a));
+        if !self.watch.may_contain(&a) {
+            return Sighting::Unwatched;
         }
-        watched
+        if self.queue.is_empty() {
+            return if self.seen_impl(a) {
+                Sighting::Ran
+            } else {
+                Sighting::Unwatched
+            };
+        }
+        if !self.watch.contains(&a) {
+            return Sighting::Unwatched;
+        }
+        self.queue.push_back(Event::Seen(a));
+        Sighting::Queued
     }
 
-    fn seen_impl(&mut self, a: Addr) {
+    /// `catch_release_seen`; returns whether `a` is tracked.
+    fn seen_impl(&mut self, a: Addr) -> bool {
         let Some(mut e) = self.watch.entry(&a) else {
-            return;
+            return false;
         };
         if self.nc.drop_rule_for(a).is_some() {
             if self.cfg.warn_blocked {
@@ -558,7 +603,7 @@ impl Engine {
                     Some("Block seen while in rule_entities. No action taken.".into()),
                 );
             }
-            return;
+            return true;
         }
         let k = self.cfg.intervals.escalate(usize::from(e.step));
         e.step = k as u8;
@@ -574,6 +619,7 @@ impl Engine {
         self.watch.put(a, &e);
         let rec = self.cr_record(a, &e, Action::SeenAgain);
         self.emit(rec, None);
+        true
     }
 
     /// `unblock_address_catch_release`: stops tracking `a`, removing its block if

@@ -54,8 +54,8 @@ fn run(e: &mut Engine, steps: &[(f64, Op)]) -> Vec<String> {
                 e.drain(ZEEK_ROUNDS_PER_PACKET - 1);
             }
             Op::Packet(a) => {
-                e.sighting(now, addr(a));
-                e.drain(ZEEK_ROUNDS_PER_PACKET);
+                let s = e.sighting(now, addr(a));
+                e.drain(s.rounds(ZEEK_ROUNDS_PER_PACKET));
             }
             Op::Tick => e.drain(ZEEK_ROUNDS_PER_PACKET),
             Op::Unblock(a, reason) => {

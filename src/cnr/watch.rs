@@ -353,6 +353,12 @@ impl Watchlist {
         self.filter.may_contain(a) && self.map.contains_key(a)
     }
 
+    /// The per-packet pre-check alone: `false` means certainly not tracked.
+    #[inline]
+    pub fn may_contain(&self, a: &Addr) -> bool {
+        self.filter.may_contain(a)
+    }
+
     /// Heap bytes held by the table: map buckets (an estimate from their capacity), the
     /// filter, and the interned locations.
     pub fn heap_bytes(&self) -> usize {

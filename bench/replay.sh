@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Whole-process comparison of `catchd replay` with bare libpcap read loops, on the same
+# file, in the same run (see bench/README.md).
+#
+#   bench/replay.sh [ROUNDS]        (default 9; ROUNDS=1 for a quick look)
+#
+# Generates bench/out/big.pcap (1M packets, realistic mix) and a 100 000-address watch
+# list if missing, builds catchd and bench/pcaploop.c, then runs every variant ROUNDS
+# times, interleaved, and reports the median wall time of each whole process, its
+# packets/s, and its ratio to each bare loop. Timings are wall clock on a shared machine:
+# read the spread, not just the median.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-${ROUNDS:-9}}
+OUT=bench/out
+mkdir -p "$OUT"
+
+need=()
+command -v tcpdump >/dev/null || need+=(tcpdump)
+command -v gcc >/dev/null || need+=(gcc)
+[ -e /usr/include/pcap/pcap.h ] || need+=(libpcap-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q "${need[@]}" >/dev/null
+fi
+
+cargo build --release -q --bin catchd --example pcapgen
+gcc -O2 -Wall -o "$OUT/pcaploop" bench/pcaploop.c -lpcap
+CATCHD=target/release/catchd
+PCAP=$OUT/big.pcap
+WATCH=$OUT/watch100k.csv
+if [ ! -f "$PCAP" ] || [ ! -f "$WATCH" ]; then
+  echo "generating $PCAP and $WATCH" >&2
+  target/release/examples/pcapgen big "$PCAP" --packets 1000000 --watch 100000 --drops "$WATCH"
+fi
+PACKETS=$("$OUT/pcaploop" "$PCAP" | awk '{print $1}')
+# Pin to one CPU when possible, so the runs compete less with everything else.
+PIN=()
+command -v taskset >/dev/null && PIN=(taskset -c "$(($(nproc) - 1))")
+
+names=(tcpdump c_next_ex c_loop c_loop_bigbuf catchd_none catchd_100k)
+declare -A label=(
+  [tcpdump]="tcpdump -r FILE -w /dev/null"
+  [c_next_ex]="C pcap_next_ex loop"
+  [c_loop]="C pcap_loop"
+  [c_loop_bigbuf]="C pcap_loop, 1 MiB stdio buffer"
+  [catchd_none]="catchd replay, nothing watched"
+  [catchd_100k]="catchd replay, 100k watched"
+)
+run() {
+  case $1 in
+    tcpdump) "${PIN[@]}" tcpdump -r "$PCAP" -w /dev/null 2>/dev/null ;;
+    c_next_ex) "${PIN[@]}" "$OUT/pcaploop" "$PCAP" >/dev/null ;;
+    c_loop) "${PIN[@]}" "$OUT/pcaploop" --loop "$PCAP" >/dev/null ;;
+    c_loop_bigbuf) "${PIN[@]}" "$OUT/pcaploop" --loop --bigbuf "$PCAP" >/dev/null ;;
+    catchd_none) "${PIN[@]}" "$CATCHD" replay "$PCAP" --log-dir "$OUT/logs" --no-progress >/dev/null ;;
+    catchd_100k) "${PIN[@]}" "$CATCHD" replay "$PCAP" --drops "$WATCH" --log-dir "$OUT/logs" \
+      --no-progress >"$OUT/last-100k.txt" ;;
+  esac
+}
+
+declare -A times
+phase=()
+for ((r = 1; r <= ROUNDS; r++)); do
+  for n in "${names[@]}"; do
+    t0=$EPOCHREALTIME
+    run "$n"
+    t1=$EPOCHREALTIME
+    times[$n]+="$(echo "$t1 - $t0" | bc -l) "
+  done
+  # The 100k replay's own split: time applying the drops vs time on packets.
+  phase+=("$(awk '/^timing/ {print $2, $6}' "$OUT/last-100k.txt")")
+  echo "round $r/$ROUNDS done" >&2
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+range() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {printf "%.3f-%.3f", lo, hi}'; }
+declare -A med
+for n in "${names[@]}"; do med[$n]=$(echo "${times[$n]}" | median); done
+drop_med=$(printf '%s\n' "${phase[@]}" | awk '{print $1}' | tr '\n' ' ' | median)
+pkt_med=$(printf '%s\n' "${phase[@]}" | awk '{print $2}' | tr '\n' ' ' | median)
+
+{
+  echo "## catchd replay vs bare libpcap loops"
+  echo
+  echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs),"
+  echo "$PACKETS packets ($(du -m "$PCAP" | cut -f1) MB), $ROUNDS interleaved rounds, whole-process wall time."
+  echo
+  echo "| variant | median s | range s | packets/s | vs C next_ex | vs C loop | vs C loop+1MiB |"
+  echo "|---|---|---|---|---|---|---|"
+  for n in "${names[@]}"; do
+    m=${med[$n]}
+    printf '| %s | %.3f | %s | %.2fM | %.2f | %.2f | %.2f |\n' "${label[$n]}" "$m" \
+      "$(echo "${times[$n]}" | range)" "$(echo "$PACKETS / $m / 1000000" | bc -l)" \
+      "$(echo "${med[c_next_ex]} / $m" | bc -l)" "$(echo "${med[c_loop]} / $m" | bc -l)" \
+      "$(echo "${med[c_loop_bigbuf]} / $m" | bc -l)"
+  done
+  echo
+  printf 'catchd replay with 100k watched, split by its own summary: %.3f s applying the 100 000 drops\n' "$drop_med"
+  printf '(500 000 Zeek log lines), %.3f s on the packets: %.2fM packets/s, %.2f of C loop, %.2f of C loop+1MiB.\n' \
+    "$pkt_med" "$(echo "$PACKETS / $pkt_med / 1000000" | bc -l)" \
+    "$(echo "${med[c_loop]} / $pkt_med" | bc -l)" "$(echo "${med[c_loop_bigbuf]} / $pkt_med" | bc -l)"
+} | tee "$OUT/replay-results.md"
