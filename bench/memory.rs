@@ -10,14 +10,14 @@
 //!
 //! The watch table's own share is also shown from its capacity (`Watchlist::heap_bytes`).
 
-#[path = "../fixtures/synth.rs"]
-mod synth;
+mod common;
+
+use common::synth;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use catchd::addr::Addr;
-use catchd::cnr::{Config, Engine};
+use catchd::cnr::Config;
 use catchd::time::{Interval, Time};
 
 struct Counting;
@@ -58,19 +58,8 @@ const N: u64 = 1_000_000;
 fn main() {
     // `cargo bench` passes --bench; nothing to parse.
     let base = LIVE.load(Ordering::Relaxed);
-    let mut e = Engine::with_accepting_backend(Config::default(), "bench");
+    let mut e = common::engine_watching(N, Config::default());
     let t0 = Time::from_timeval(synth::T0 as i64, 0);
-    e.advance(t0);
-    for i in 0..N {
-        e.drop_catch_release(t0, Addr::from(synth::watched(i)), "");
-        if i % 4096 == 0 {
-            e.drain_all();
-            while e.poll_output().is_some() {}
-        }
-    }
-    e.drain_all();
-    while e.poll_output().is_some() {}
-    assert_eq!(e.watchlist().len() as u64, N);
     let blocked = LIVE.load(Ordering::Relaxed) - base;
     let table = e.watchlist().heap_bytes();
 

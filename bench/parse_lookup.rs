@@ -13,15 +13,14 @@
 //!
 //! Per-packet time = reported time / 4096 (criterion's thrpt line gives packets/s).
 
-#[path = "../fixtures/synth.rs"]
-mod synth;
+mod common;
+
+use common::synth;
 
 use std::hint::black_box;
 
-use catchd::addr::Addr;
-use catchd::cnr::{Config, Engine};
+use catchd::cnr::Config;
 use catchd::packet::{self, LinkType, Sightings};
-use catchd::time::Time;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const PACKETS: u64 = 4096;
@@ -47,32 +46,15 @@ fn frames() -> Frames {
     f
 }
 
-fn engine() -> Engine {
-    let mut e = Engine::with_accepting_backend(
+fn bench(c: &mut Criterion) {
+    let f = frames();
+    let e = common::engine_watching(
+        WATCHED,
         Config {
             max_timer_expires: None,
             ..Config::default()
         },
-        "bench",
     );
-    let t = Time::from_timeval(synth::T0 as i64, 0);
-    e.advance(t);
-    for i in 0..WATCHED {
-        e.drop_catch_release(t, Addr::from(synth::watched(i)), "");
-        if i % 4096 == 0 {
-            e.drain_all();
-            while e.poll_output().is_some() {}
-        }
-    }
-    e.drain_all();
-    while e.poll_output().is_some() {}
-    assert_eq!(e.watchlist().len() as u64, WATCHED);
-    e
-}
-
-fn bench(c: &mut Criterion) {
-    let f = frames();
-    let e = engine();
     let watch = e.watchlist().clone();
     let mut g = c.benchmark_group("per_packet");
     g.throughput(Throughput::Elements(PACKETS));

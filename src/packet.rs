@@ -179,11 +179,6 @@ impl SkipCounts {
         self.0[s.index()]
     }
 
-    /// All skips except [`Skip::NotIp`]: frames that were damaged.
-    pub fn malformed(&self) -> u64 {
-        self.0.iter().sum::<u64>() - self.get(Skip::NotIp)
-    }
-
     /// Non-zero counters, in [`Skip::ALL`] order.
     pub fn nonzero(&self) -> impl Iterator<Item = (Skip, u64)> + '_ {
         Skip::ALL

@@ -63,11 +63,6 @@ impl Time {
             .unwrap_or_default();
         Time(d.as_micros() as i64)
     }
-
-    /// Whole seconds since the epoch (rounded down).
-    pub const fn as_secs(self) -> i64 {
-        self.0.div_euclid(MICROS_PER_SEC)
-    }
 }
 
 impl Interval {

@@ -117,6 +117,11 @@ impl PluginId {
     pub fn get(self) -> u8 {
         self.0
     }
+
+    /// The id of the first backend activated.
+    pub fn first() -> PluginId {
+        PluginId(1)
+    }
 }
 
 /// The most backends one engine can activate (plugin ids are bits of a `u64`).
@@ -138,9 +143,6 @@ impl PluginSet {
     }
     fn is_empty(self) -> bool {
         self.0 == 0
-    }
-    fn len(self) -> u32 {
-        self.0.count_ones()
     }
     /// Members in ascending id order.
     fn iter(self) -> impl Iterator<Item = PluginId> {
@@ -694,13 +696,5 @@ impl Engine {
                 plugin: p,
             });
         }
-    }
-
-    /// Whether every backend that took the rule has it in place (Zeek's `_added`).
-    pub fn rule_fully_added(&self, id: RuleId) -> bool {
-        self.nc
-            .rules
-            .get(&id)
-            .is_some_and(|st| !st.plugins.is_empty() && st.plugins.len() == st.active.len())
     }
 }

@@ -467,6 +467,93 @@ fn without_backends_a_drop_fails_and_nothing_is_tracked() {
     )));
 }
 
+/// A backend that answers later, as a block manager does: it remembers the rules it took
+/// and the test answers for it through `Engine::answer`.
+#[derive(Default)]
+struct Deferred {
+    taken: std::sync::Arc<std::sync::Mutex<Vec<Arc<Rule>>>>,
+}
+impl Backend for Deferred {
+    fn name(&self) -> &str {
+        "manager"
+    }
+    fn add_rule(&mut self, r: &Arc<Rule>, _: &mut Answers) -> bool {
+        self.taken.lock().unwrap().push(r.clone());
+        true
+    }
+    fn remove_rule(&mut self, _: &Arc<Rule>, _: &str, _: &mut Answers) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_late_answer_confirms_the_drop_when_it_comes() {
+    let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let backend = Deferred {
+        taken: taken.clone(),
+    };
+    let mut e = Engine::new(Config::default(), vec![(Box::new(backend), 0)]);
+    let lines = run(&mut e, &[(0.0, Op::Drop("10.1.1.1", ""))]);
+    assert_eq!(lines, ["+0 10.1.1.1 DROP_REQUESTED 2 0 1"], "no answer yet");
+    let rule = taken.lock().unwrap()[0].clone();
+    let plugin = PluginId::first();
+    e.answer(at(3.0), rule, plugin, Answer::Added("installed".into()));
+    e.drain_all();
+    let lines = run(&mut e, &[]);
+    assert!(lines.is_empty());
+    let got: Vec<String> = std::iter::from_fn(|| e.poll_output())
+        .filter_map(|o| match o {
+            Output::CatchRelease(r) => Some(format!(
+                "{} {} {}",
+                r.action.as_str(),
+                r.message.unwrap_or_default(),
+                r.plugin.as_deref().unwrap_or("-")
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, ["NetControl::DROPPED installed manager"]);
+    // NetControl now expires the block 10 minutes after the answer, not the request.
+    assert_eq!(e.next_deadline(), Some(at(10.0)), "the next forget sweep");
+    let _ = run(&mut e, &[(10.0, Op::Tick)]);
+    assert_eq!(e.next_deadline(), Some(at(20.0)));
+    let lines = run(&mut e, &[(602.9, Op::Tick), (603.0, Op::Tick)]);
+    assert_eq!(lines, ["+603 10.1.1.1 UNBLOCK 2 0 1 <manager>"]);
+}
+
+#[test]
+fn the_watchlist_lists_every_tracked_address() {
+    let mut e = engine("10m,1h");
+    run(
+        &mut e,
+        &[
+            (0.0, Op::Drop("10.1.1.2", "b")),
+            (0.0, Op::Drop("2001:db8::1", "")),
+            (1.0, Op::Drop("10.1.1.1", "a")),
+        ],
+    );
+    let snap: Vec<(String, Option<String>, Time)> = e
+        .watchlist()
+        .snapshot()
+        .into_iter()
+        .map(|(a, bi)| {
+            (
+                a.to_string(),
+                bi.location.as_deref().map(String::from),
+                bi.watch_until,
+            )
+        })
+        .collect();
+    assert_eq!(
+        snap,
+        [
+            ("10.1.1.1".to_string(), Some("a".to_string()), at(3601.0)),
+            ("10.1.1.2".to_string(), Some("b".to_string()), at(3600.0)),
+            ("2001:db8::1".to_string(), None, at(3600.0)),
+        ]
+    );
+}
+
 /// A backend that errors on every add.
 struct Failing;
 impl Backend for Failing {

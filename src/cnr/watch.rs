@@ -417,11 +417,6 @@ impl Watchlist {
             .collect()
     }
 
-    /// The ladder the slots are interpreted with.
-    pub fn intervals(&self) -> &Intervals {
-        &self.intervals
-    }
-
     pub(crate) fn entry(&self, a: &Addr) -> Option<Entry> {
         // Copy out of the guard at once: never hold a shard lock longer than this.
         self.map.get(a).map(|r| Entry::unpack(r.value()))

@@ -28,6 +28,28 @@ fn later_packets() -> Vec<Time> {
         .collect()
 }
 
+/// Plays a Zeek test over `ecdhe.pcap`'s packets: `first` is what the test does in
+/// `connection_established` on the first packet (an event of the first drain round), then
+/// that packet's remaining rounds and `ZEEK_ROUNDS_PER_PACKET` rounds for each later
+/// packet run, with `hook` as the test's own `rule_added` handler. Returns what was logged.
+fn play(
+    e: &mut Engine,
+    first: impl FnOnce(&mut Engine, Time),
+    mut hook: impl FnMut(&mut Engine, &Event),
+) -> Collected {
+    let t0 = t("1398529018.678276");
+    e.advance(t0);
+    first(e, t0);
+    e.drain_with(ZEEK_ROUNDS_PER_PACKET - 1, &mut hook);
+    for p in later_packets() {
+        e.advance(p);
+        e.drain_with(ZEEK_ROUNDS_PER_PACKET, &mut hook);
+    }
+    let mut c = Collected::default();
+    c.take(e);
+    c
+}
+
 /// Runs a `rule_added` test handler: for the first `limit` events from `plugin` (any plugin
 /// when `None`), `delete_rule(r$id, reason)` then `catch_release_seen(ip)`.
 fn delete_then_seen(
@@ -60,25 +82,20 @@ fn delete_then_seen(
 #[test]
 fn scenario_a_duplicate_drop_then_five_delete_and_seen_cycles() {
     let ip: Addr = IP.parse().unwrap();
-    let t0 = t("1398529018.678276");
     let mut e = Engine::with_accepting_backend(Config::default(), "Debug-All");
-    let mut c = Collected::default();
-    let mut hook = delete_then_seen(5, "testing", None);
-
     // connection_established: drop twice.
-    e.advance(t0);
-    let first = e.drop_catch_release(t0, ip, "");
-    let dup = e.drop_catch_release(t0, ip, "");
-    assert_eq!(
-        first, dup,
-        "a duplicate drop returns the existing BlockInfo"
+    let c = play(
+        &mut e,
+        |e, t0| {
+            let first = e.drop_catch_release(t0, ip, "");
+            let dup = e.drop_catch_release(t0, ip, "");
+            assert_eq!(
+                first, dup,
+                "a duplicate drop returns the existing BlockInfo"
+            );
+        },
+        delete_then_seen(5, "testing", None),
     );
-    e.drain_with(ZEEK_ROUNDS_PER_PACKET - 1, &mut hook);
-    for p in later_packets() {
-        e.advance(p);
-        e.drain_with(ZEEK_ROUNDS_PER_PACKET, &mut hook);
-    }
-    c.take(&mut e);
 
     assert_text_eq(
         &tsv_log(&c.cr),
@@ -153,29 +170,25 @@ fn scenario_a_duplicate_drop_then_five_delete_and_seen_cycles() {
 #[test]
 fn scenario_b_adopts_an_outside_block_then_escalates_from_step_one() {
     let ip: Addr = IP.parse().unwrap();
-    let t0 = t("1398529018.678276");
     let mut e = Engine::with_accepting_backend(Config::default(), "Debug-All");
-    let mut c = Collected::default();
-    let mut hook = delete_then_seen(2, "", None);
-
-    e.advance(t0);
-    let rule = e
-        .drop_address(
-            t0,
-            "192.168.18.50/32".parse().unwrap(),
-            Interval::from_secs(120),
-            "",
-        )
-        .expect("the debug backend accepts");
-    let bi = e.drop_catch_release(t0, ip, "test drop");
-    assert_eq!(bi.block_until, None, "ADDED has no block_until");
-    assert_eq!(bi.current_block_id, Some(rule));
-    e.drain_with(ZEEK_ROUNDS_PER_PACKET - 1, &mut hook);
-    for p in later_packets() {
-        e.advance(p);
-        e.drain_with(ZEEK_ROUNDS_PER_PACKET, &mut hook);
-    }
-    c.take(&mut e);
+    // connection_established: NetControl::drop_address first, then catch-and-release.
+    let c = play(
+        &mut e,
+        |e, t0| {
+            let rule = e
+                .drop_address(
+                    t0,
+                    "192.168.18.50/32".parse().unwrap(),
+                    Interval::from_secs(120),
+                    "",
+                )
+                .expect("the debug backend accepts");
+            let bi = e.drop_catch_release(t0, ip, "test drop");
+            assert_eq!(bi.block_until, None, "ADDED has no block_until");
+            assert_eq!(bi.current_block_id, Some(rule));
+        },
+        delete_then_seen(2, "", None),
+    );
 
     assert_text_eq(
         &tsv_log(&c.cr),
@@ -318,7 +331,6 @@ impl Backend for Scripted {
 #[test]
 fn scenario_d_two_backends_give_two_dropped_lines_per_step() {
     let ip: Addr = IP.parse().unwrap();
-    let t0 = t("1398529018.678276");
     let added = || Answer::Added(String::new());
     let backends: Vec<(Box<dyn Backend>, i64)> = vec![
         (
@@ -337,17 +349,14 @@ fn scenario_d_two_backends_give_two_dropped_lines_per_step() {
         ),
     ];
     let mut e = Engine::new(Config::default(), backends);
-    let mut c = Collected::default();
-    let mut hook = delete_then_seen(5, "testing", Some("plugin-2"));
-    e.advance(t0);
-    e.drop_catch_release(t0, ip, "");
-    e.drop_catch_release(t0, ip, "");
-    e.drain_with(ZEEK_ROUNDS_PER_PACKET - 1, &mut hook);
-    for p in later_packets() {
-        e.advance(p);
-        e.drain_with(ZEEK_ROUNDS_PER_PACKET, &mut hook);
-    }
-    c.take(&mut e);
+    let c = play(
+        &mut e,
+        |e, t0| {
+            e.drop_catch_release(t0, ip, "");
+            e.drop_catch_release(t0, ip, "");
+        },
+        delete_then_seen(5, "testing", Some("plugin-2")),
+    );
 
     // Identical to A, except that each DROPPED line comes once per backend.
     let baseline = read(&fixture(
@@ -377,7 +386,6 @@ fn scenario_d_two_backends_give_two_dropped_lines_per_step() {
 #[test]
 fn scenario_e_exists_error_and_added_answers_each_get_their_line() {
     let ip: Addr = IP.parse().unwrap();
-    let t0 = t("1398529018.678276");
     let backends: Vec<(Box<dyn Backend>, i64)> = vec![
         (
             Box::new(Scripted {
@@ -402,16 +410,13 @@ fn scenario_e_exists_error_and_added_answers_each_get_their_line() {
         ),
     ];
     let mut e = Engine::new(Config::default(), backends);
-    let mut c = Collected::default();
-    let mut hook = delete_then_seen(5, "testing", Some("plugin-1"));
-    e.advance(t0);
-    e.drop_catch_release(t0, ip, "");
-    e.drain_with(ZEEK_ROUNDS_PER_PACKET - 1, &mut hook);
-    for p in later_packets() {
-        e.advance(p);
-        e.drain_with(ZEEK_ROUNDS_PER_PACKET, &mut hook);
-    }
-    c.take(&mut e);
+    let c = play(
+        &mut e,
+        |e, t0| {
+            e.drop_catch_release(t0, ip, "");
+        },
+        delete_then_seen(5, "testing", Some("plugin-1")),
+    );
 
     let steps: Vec<(String, String, String)> =
         c.cr.iter()
