@@ -463,11 +463,6 @@ impl Replay {
         Ok(r)
     }
 
-    /// The engine (for inspection).
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     fn anchor(&mut self, first: Time) {
         if self.unanchored.is_empty() {
             return;
