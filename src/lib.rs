@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod bhr;
 pub mod capture;
 pub mod cli;
 pub mod cnr;
