@@ -4,14 +4,18 @@
 //! into exit codes: 0 on success, 2 for bad input (arguments, files, drops), 1 for
 //! failures while running (such as a log that cannot be written).
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::auth::{self, Role, User};
 use crate::cnr::Intervals;
+use crate::config::{self, Config};
 use crate::packet::Sightings;
 use crate::replay::{self, DropSpec};
+use crate::store::{Store, Write};
 use crate::time::Interval;
 use crate::zeeklog::Format;
 
@@ -34,7 +38,121 @@ pub enum Command {
     /// Run catch-and-release over pcap/pcapng files on packet time and write Zeek's
     /// NetControl logs.
     Replay(ReplayArgs),
+
+    /// Serve the BHR HTTP API on the durable store.
+    Serve(ServeArgs),
+
+    /// Check a configuration file and print the settings it gives.
+    CheckConfig(CheckConfigArgs),
+
+    /// Manage the API's users and their tokens.
+    #[command(subcommand)]
+    User(UserCommand),
 }
+
+/// `catchd serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on [default: 127.0.0.1:8000, or server.listen].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Where the configuration and database are.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Where the configuration and the database are.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The SQLite database [default: catchd-data/catchd.db, or server.db].
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// Configuration file (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The configuration, with `--db` applied.
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(db) = &self.db {
+            c.server.db.clone_from(db);
+        }
+        Ok(c)
+    }
+}
+
+/// `catchd check-config`.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The file to check (the built-in defaults if none).
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// The file to check (the same as FILE).
+    #[arg(long = "config", value_name = "FILE", conflicts_with = "file")]
+    pub config: Option<PathBuf>,
+}
+
+/// `catchd user …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user and print its new API token.
+    Add {
+        /// User name (letters, digits and @.+-_; at most 150 characters).
+        name: String,
+        /// blocker (BHR Blockers), manager (BHR Block Managers), user (BHR Users) or admin.
+        #[arg(long)]
+        role: Role,
+        /// Also set a password for HTTP Basic, read from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        #[allow(missing_docs)] // StoreArgs documents itself; a doc comment would confuse clap.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the users.
+    List {
+        #[allow(missing_docs)] // StoreArgs documents itself; a doc comment would confuse clap.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Give a user a new API token (the old one stops working) and print it.
+    Token {
+        /// User name.
+        name: String,
+        #[allow(missing_docs)] // StoreArgs documents itself; a doc comment would confuse clap.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Set a user's password for HTTP Basic, read from the first line of stdin.
+    Password {
+        /// User name.
+        name: String,
+        #[allow(missing_docs)] // StoreArgs documents itself; a doc comment would confuse clap.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a user (the blocks it made stay).
+    Remove {
+        /// User name.
+        name: String,
+        #[allow(missing_docs)] // StoreArgs documents itself; a doc comment would confuse clap.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// A mistake in what the user asked for (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct InputError(String);
 
 /// `catchd replay`.
 #[derive(Debug, Args)]
@@ -90,6 +208,9 @@ pub struct ReplayArgs {
 
 /// Errors that are the user's input, as opposed to failures while running.
 fn is_input_error(e: &anyhow::Error) -> bool {
+    if e.is::<InputError>() || e.is::<config::Error>() {
+        return true;
+    }
     match e.downcast_ref::<replay::Error>() {
         Some(replay::Error::Capture(_) | replay::Error::DropsCsv { .. }) => true,
         Some(replay::Error::Log(_)) | None => false,
@@ -132,6 +253,176 @@ pub fn main(cli: Cli) -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Replay(args) => replay_cmd(args),
+        Command::Serve(args) => serve_cmd(&args),
+        Command::CheckConfig(args) => check_config_cmd(&args),
+        Command::User(cmd) => user_cmd(cmd),
+    }
+}
+
+fn serve_cmd(a: &ServeArgs) -> anyhow::Result<()> {
+    let mut c = a.store.load()?;
+    if let Some(l) = a.listen {
+        c.server.listen = l;
+    }
+    crate::server::run(&c, |_| ())?;
+    Ok(())
+}
+
+fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()> {
+    let file = a.file.as_ref().or(a.config.as_ref());
+    let c = match file {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let b = &c.bhr;
+    let l = &c.server.limits;
+    let nets: Vec<String> = b.local_networks.iter().map(ToString::to_string).collect();
+    let text = format!(
+        "{} is valid.\n\
+         [server]\nlisten = \"{}\"\ndb = \"{}\"\nmax_body = {}\nrequest_timeout = \"{}\"\n\
+         max_long_poll = \"{}\"\nmax_concurrent = {}\n\
+         [bhr]\ntime_window_factor = {:?}\nminimum_time_window = {:?}\n\
+         penalty_time_multiplier = {:?}\nreturn_to_base_multiplier = {:?}\n\
+         return_to_base_factor = {:?}\nminimum_prefixlen = {}\nminimum_prefixlen_v6 = {}\n\
+         local_networks = {:?}\nunauthenticated_limited_query = {}\n",
+        file.map_or_else(
+            || "The built-in configuration".to_string(),
+            |p| p.display().to_string()
+        ),
+        c.server.listen,
+        c.server.db.display(),
+        l.max_body,
+        humantime::format_duration(l.request_timeout),
+        humantime::format_duration(l.max_long_poll),
+        l.max_concurrent,
+        b.time_window_factor,
+        b.minimum_time_window,
+        b.penalty_time_multiplier,
+        b.return_to_base_multiplier,
+        b.return_to_base_factor,
+        b.minimum_prefixlen,
+        b.minimum_prefixlen_v6,
+        nets,
+        b.unauthenticated_limited_query,
+    );
+    print_stdout(&text)
+}
+
+/// Django's user name rule: letters, digits and `@.+-_`, 1 to 150 characters.
+fn check_user_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= 150
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || "@.+-_".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(InputError(format!(
+            "`{name}` is not a valid user name (letters, digits and @.+-_, at most 150)"
+        ))
+        .into())
+    }
+}
+
+fn open_store(a: &StoreArgs) -> anyhow::Result<Store> {
+    let c = a.load()?;
+    Ok(Store::open_sqlite(&c.server.db)?)
+}
+
+fn find_user(store: &Store, name: &str, db: &Path) -> anyhow::Result<User> {
+    store
+        .user_by_name_blocking(name)?
+        .ok_or_else(|| InputError(format!("no user `{name}` in {}", db.display())).into())
+}
+
+/// The first line of stdin, without its line ending.
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let pw = line.trim_end_matches(['\r', '\n']).to_string();
+    if pw.is_empty() {
+        return Err(InputError("no password on stdin".into()).into());
+    }
+    Ok(pw)
+}
+
+fn user_cmd(cmd: UserCommand) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Add {
+            name,
+            role,
+            password_stdin,
+            store: args,
+        } => {
+            check_user_name(&name)?;
+            let password_hash = if password_stdin {
+                Some(auth::hash_password(&read_password()?))
+            } else {
+                None
+            };
+            let store = open_store(&args)?;
+            if store.user_by_name_blocking(&name)?.is_some() {
+                return Err(InputError(format!(
+                    "user `{name}` exists (use `catchd user token {name}` for a new token)"
+                ))
+                .into());
+            }
+            let token = auth::new_token();
+            let user = User {
+                id: store.next_user_id_blocking()?,
+                name,
+                role,
+                token_hash: Some(auth::hash_token(&token)),
+                password_hash,
+            };
+            store.commit_blocking(vec![Write::User(user)])?;
+            print_stdout(&format!("{token}\n"))
+        }
+        UserCommand::List { store: args } => {
+            let store = open_store(&args)?;
+            let users = store.users_blocking()?;
+            let width = users.iter().map(|u| u.name.len()).max().unwrap_or(4).max(4);
+            let mut out = format!("{:<width$}  {:<7}  TOKEN  PASSWORD\n", "NAME", "ROLE");
+            for u in users {
+                out += &format!(
+                    "{:<width$}  {:<7}  {:<5}  {}\n",
+                    u.name,
+                    u.role.as_str(),
+                    if u.token_hash.is_some() { "yes" } else { "no" },
+                    if u.password_hash.is_some() {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                );
+            }
+            print_stdout(&out)
+        }
+        UserCommand::Token { name, store: args } => {
+            let c = args.load()?;
+            let store = Store::open_sqlite(&c.server.db)?;
+            let mut user = find_user(&store, &name, &c.server.db)?;
+            let token = auth::new_token();
+            user.token_hash = Some(auth::hash_token(&token));
+            store.commit_blocking(vec![Write::User(user)])?;
+            print_stdout(&format!("{token}\n"))
+        }
+        UserCommand::Password { name, store: args } => {
+            let c = args.load()?;
+            let store = Store::open_sqlite(&c.server.db)?;
+            let mut user = find_user(&store, &name, &c.server.db)?;
+            user.password_hash = Some(auth::hash_password(&read_password()?));
+            store.commit_blocking(vec![Write::User(user)])?;
+            Ok(())
+        }
+        UserCommand::Remove { name, store: args } => {
+            let c = args.load()?;
+            let store = Store::open_sqlite(&c.server.db)?;
+            let user = find_user(&store, &name, &c.server.db)?;
+            store.commit_blocking(vec![Write::UserDeleted(user.id)])?;
+            Ok(())
+        }
     }
 }
 
@@ -181,7 +472,9 @@ mod tests {
     #[test]
     fn defaults_match_zeek() {
         let cli = Cli::parse_from(["catchd", "replay", "x.pcap"]);
-        let Command::Replay(a) = cli.command;
+        let Command::Replay(a) = cli.command else {
+            panic!("not replay");
+        };
         assert_eq!(a.intervals, Intervals::default());
         assert_eq!(a.sweep_interval, crate::cnr::DEFAULT_SWEEP_INTERVAL);
         assert_eq!(a.plugin, "Debug-All");

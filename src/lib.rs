@@ -18,11 +18,15 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod auth;
 pub mod bhr;
 pub mod capture;
 pub mod cli;
 pub mod cnr;
+pub mod config;
 pub mod packet;
 pub mod replay;
+pub mod server;
+pub mod store;
 pub mod time;
 pub mod zeeklog;

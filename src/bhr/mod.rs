@@ -4,6 +4,7 @@
 //! * [`model`]: the records and settings.
 //! * [`duration`]: BHR's duration syntax.
 
+pub mod api;
 pub mod duration;
 pub mod model;
 pub mod registry;

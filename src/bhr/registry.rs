@@ -62,6 +62,8 @@ pub struct NewBlock {
     pub why: String,
     /// Requested seconds; 0 is indefinite, negative gives an already-expired block.
     pub seconds: i64,
+    /// An explicit end instead of `seconds`.
+    pub until: Option<Time>,
     /// Skip the whitelist, prefix-length and source-blacklist checks.
     pub skip_whitelist: bool,
     /// Extend an existing expected block for the same network.
@@ -107,6 +109,11 @@ struct BlockState {
     /// Whether the block counts as expected (as of the last attach).
     expected: bool,
 }
+
+/// Stored rows that cannot form a registry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("inconsistent stored registry: {0}")]
+pub struct Inconsistent(pub String);
 
 /// Why a block request is refused by the registry's rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,8 +196,9 @@ impl Registry {
 
     /// Rebuilds a registry from stored rows (ids dense from 1, as the store keeps them).
     ///
-    /// # Panics
-    /// If block or entry ids are not dense from 1 or an entry names a missing block.
+    /// # Errors
+    /// [`Inconsistent`] if block or entry ids are not dense from 1, an entry names a
+    /// missing block, or two expected blocks share a network.
     pub fn restore(
         settings: Settings,
         now: Time,
@@ -198,15 +206,39 @@ impl Registry {
         entries: Vec<Entry>,
         whitelist: Vec<WhitelistEntry>,
         source_blacklist: Vec<SourceBlacklistEntry>,
-    ) -> Registry {
+    ) -> Result<Registry, Inconsistent> {
         let mut r = Registry::new(settings);
         r.now = now;
         for b in blocks {
-            assert_eq!(b.id as usize, r.blocks.len() + 1, "block ids are dense");
+            if b.id as usize != r.blocks.len() + 1 {
+                return Err(Inconsistent(format!(
+                    "block ids are not dense: found {} after {}",
+                    b.id,
+                    r.blocks.len()
+                )));
+            }
+            if r.is_expected(&b) && r.expected_for(&b.cidr).is_some() {
+                return Err(Inconsistent(format!(
+                    "two expected blocks for {} (the second is {})",
+                    b.cidr, b.id
+                )));
+            }
             r.insert_block(b);
         }
         for mut e in entries {
-            assert_eq!(e.id as usize, r.entries.len() + 1, "entry ids are dense");
+            if e.id as usize != r.entries.len() + 1 {
+                return Err(Inconsistent(format!(
+                    "block entry ids are not dense: found {} after {}",
+                    e.id,
+                    r.entries.len()
+                )));
+            }
+            if e.block == 0 || e.block as usize > r.blocks.len() {
+                return Err(Inconsistent(format!(
+                    "block entry {} names block {}, which does not exist",
+                    e.id, e.block
+                )));
+            }
             e.ident = r.intern(&e.ident);
             r.insert_entry(e);
         }
@@ -214,7 +246,12 @@ impl Registry {
         r.whitelist = whitelist;
         r.next_blacklist = source_blacklist.iter().map(|s| s.id).max().unwrap_or(0) + 1;
         r.source_blacklist = source_blacklist;
-        r
+        Ok(r)
+    }
+
+    /// The time the registry was last moved to.
+    pub fn now(&self) -> Time {
+        self.now
     }
 
     /// The settings.
@@ -635,7 +672,10 @@ impl Registry {
     pub fn add_block(&mut self, req: &NewBlock, now: Time, changes: &mut Vec<Change>) -> Added {
         self.advance(now);
         let now = self.now;
-        let mut unblock_at = (req.seconds != 0).then(|| now + Interval::from_secs(req.seconds));
+        let mut unblock_at = match req.until {
+            Some(u) => Some(u),
+            None => (req.seconds != 0).then(|| now + Interval::from_secs(req.seconds)),
+        };
         if let Some(dup) = self.expected_for(&req.cidr) {
             let id = dup.id;
             let later = match (unblock_at, dup.unblock_at) {
@@ -657,7 +697,7 @@ impl Registry {
             }
             return Added { id, created: false };
         }
-        if req.autoscale && req.seconds != 0 {
+        if req.autoscale && req.until.is_none() && req.seconds != 0 {
             let secs = self.autoscale(&req.cidr, req.seconds as f64);
             unblock_at = Some(now + Interval::from_micros((secs * 1e6).round() as i64));
         }
@@ -684,13 +724,20 @@ impl Registry {
         }
         let id = self.blocks.len() as u64 + 1;
         let source = self.intern(&req.source);
+        // Creation times are unique and increase with the id (a batch made in one instant
+        // is spread over microseconds), so `list.csv?since=` readers that skip the row they
+        // saw last never see one twice.
+        let added = match self.blocks.last() {
+            Some(last) if last.block.added >= now => last.block.added + Interval::from_micros(1),
+            _ => now,
+        };
         let block = Block {
             id,
             cidr: req.cidr,
             who: req.who,
             source,
             why: Arc::from(req.why.as_str()),
-            added: now,
+            added,
             unblock_at,
             skip_whitelist: req.skip_whitelist,
             forced_unblock: false,

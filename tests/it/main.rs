@@ -1,5 +1,7 @@
 //! The one integration-test binary (see Cargo.toml `[[test]]`).
 
+mod api;
 mod baselines;
 mod replay;
+mod serve;
 mod support;

@@ -21,6 +21,7 @@ fn req(cidr: &str, seconds: i64) -> NewBlock {
         source: "test".into(),
         why: "because".into(),
         seconds,
+        until: None,
         skip_whitelist: false,
         extend: true,
         autoscale: false,
@@ -408,7 +409,8 @@ fn restore_rebuilds_the_same_state() {
         r.entries().cloned().collect(),
         r.whitelist().to_vec(),
         r.source_blacklist().to_vec(),
-    );
+    )
+    .unwrap();
     copy.assert_consistent();
     assert_eq!(copy.stats(), r.stats());
     assert_eq!(
@@ -477,4 +479,61 @@ mod prop {
             }
         }
     }
+}
+
+#[test]
+fn creation_times_are_unique_and_increase() {
+    let mut r = Registry::new(Settings::default());
+    for i in 0..5 {
+        add(&mut r, &req(&format!("192.0.2.{i}"), 60), at(10));
+    }
+    // The clock going back does not make times go back either.
+    add(&mut r, &req("192.0.2.9", 60), at(5));
+    add(&mut r, &req("192.0.2.10", 60), at(20));
+    let added: Vec<Time> = r.blocks().map(|b| b.added).collect();
+    let us = Interval::from_micros(1);
+    assert_eq!(
+        added,
+        [
+            at(10),
+            at(10) + us,
+            at(10) + us + us,
+            at(10) + us + us + us,
+            at(10) + us + us + us + us,
+            at(10) + us + us + us + us + us,
+            at(20),
+        ]
+    );
+    // The requested end is kept as asked.
+    assert_eq!(r.block(2).unwrap().unblock_at, Some(at(70)));
+}
+
+#[test]
+fn restore_refuses_inconsistent_rows() {
+    let mut r = Registry::new(Settings::default());
+    add(&mut r, &req("192.0.2.1", 60), at(0));
+    add(&mut r, &req("192.0.2.2", 60), at(1));
+    let mut ch = Vec::new();
+    r.set_blocked("m", &[1], at(2), &mut ch).unwrap();
+    let blocks: Vec<Block> = r.blocks().cloned().collect();
+    let entries: Vec<Entry> = r.entries().cloned().collect();
+    let restore = |b: Vec<Block>, e: Vec<Entry>| {
+        Registry::restore(Settings::default(), at(3), b, e, Vec::new(), Vec::new())
+            .err()
+            .map(|e| e.to_string())
+    };
+    assert_eq!(restore(blocks.clone(), entries.clone()), None);
+    let e = restore(blocks[1..].to_vec(), Vec::new()).unwrap();
+    assert!(e.contains("block ids are not dense"), "{e}");
+    let e = restore(blocks[..1].to_vec(), {
+        let mut e = entries.clone();
+        e[0].block = 7;
+        e
+    })
+    .unwrap();
+    assert!(e.contains("names block 7"), "{e}");
+    let mut twice = blocks.clone();
+    twice[1].cidr = twice[0].cidr;
+    let e = restore(twice, Vec::new()).unwrap();
+    assert!(e.contains("two expected blocks for 192.0.2.1/32"), "{e}");
 }

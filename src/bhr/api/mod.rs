@@ -1,0 +1,330 @@
+//! The BHR HTTP API (axum), compatible with BHR's clients (bhr.md §8).
+//!
+//! [`router`] builds the routes from an [`AppState`]; [`serve`] runs them with the
+//! hardening layers (body limit, timeouts, concurrency limit with load shedding) and a
+//! graceful shutdown.
+//!
+//! Every mutation follows one pattern: lock the registry, change it and render the answer,
+//! hand the changed rows to the store *while still holding the lock* (so they are committed
+//! in the order they were made), release the lock, and answer only once the store has
+//! committed. An acknowledged write is on disk.
+
+mod auth;
+mod error;
+mod handlers;
+mod input;
+mod output;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+
+pub use auth::Users;
+pub use error::ApiError;
+
+use crate::bhr::registry::Registry;
+use crate::store::Store;
+use crate::time::Time;
+
+/// The clock the API reads (a function, so tests can drive time).
+pub type Clock = Arc<dyn Fn() -> Time + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(Time::now)
+}
+
+/// Limits of the HTTP server.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+    /// Longest `queue/<ident>?timeout=` may wait (kept below the request timeout).
+    pub max_long_poll: Duration,
+    /// Requests served at once; more are refused with 503.
+    pub max_concurrent: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            // mblock of a few thousand records.
+            max_body: 4 << 20,
+            // Above the Python client's long poll (32 s) plus its 30 s timeout margin.
+            request_timeout: Duration::from_secs(90),
+            max_long_poll: Duration::from_secs(60),
+            max_concurrent: 1024,
+        }
+    }
+}
+
+/// Everything a request handler needs.
+pub struct AppState {
+    registry: Mutex<Registry>,
+    store: Store,
+    users: Users,
+    /// Woken whenever blocks are created (long-polling queue readers wait on it).
+    new_blocks: tokio::sync::Notify,
+    clock: Clock,
+    limits: Limits,
+    /// Set when the server is to stop (a signal, or a store failure).
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Why the server stopped, if it was a failure.
+    failure: Mutex<Option<String>>,
+}
+
+impl AppState {
+    /// State for a registry, its store and the user directory.
+    pub fn new(
+        registry: Registry,
+        store: Store,
+        users: Users,
+        clock: Clock,
+        limits: Limits,
+    ) -> Arc<AppState> {
+        Arc::new(AppState {
+            registry: Mutex::new(registry),
+            store,
+            users,
+            new_blocks: tokio::sync::Notify::new(),
+            clock,
+            limits,
+            stop: tokio::sync::watch::Sender::new(false),
+            failure: Mutex::new(None),
+        })
+    }
+
+    /// Asks the server to stop: no new connections, long polls answer at once, requests in
+    /// flight finish.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Stops the server because of a failure that makes going on unsafe.
+    pub fn fail(&self, why: &str) {
+        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            tracing::error!(error = why, "The store failed; stopping the server.");
+            *f = Some(why.to_string());
+        }
+        drop(f);
+        self.stop();
+    }
+
+    /// The failure that stopped the server, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Completes once [`stop`](AppState::stop) has been called.
+    pub async fn stopping(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// Locks the registry (a std mutex: it is never held across an `.await`).
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> Time {
+        (self.clock)()
+    }
+
+    /// The user directory.
+    pub fn users(&self) -> &Users {
+        &self.users
+    }
+}
+
+/// The router collections under `/bhr/api/` (listed by the API root; a GET without the
+/// trailing slash is redirected).
+const COLLECTIONS: [&str; 9] = [
+    "whitelist",
+    "blocks",
+    "blockentries",
+    "current_blocks",
+    "expected_blocks",
+    "pending_blocks",
+    "pending_removal_blocks",
+    "current_blocks_brief",
+    "source_blacklist",
+];
+
+/// The routes. Paths are BHR's; router collections need their trailing slash (without it
+/// a GET is redirected), and queue idents and query networks take the rest of the path.
+pub fn router(state: Arc<AppState>) -> Router {
+    use handlers as h;
+    let limited = state.registry().settings().unauthenticated_limited_query;
+    let mut api = Router::new()
+        .route("/bhr/api/", get(h::api_root))
+        .route("/bhr/api/block", post(h::block))
+        .route("/bhr/api/mblock", post(h::mblock))
+        .route("/bhr/api/unblock_now", post(h::unblock_now))
+        .route("/bhr/api/stats", get(h::stats))
+        .route("/bhr/api/source_stats", get(h::source_stats))
+        .route("/bhr/api/metrics", get(h::metrics))
+        .route("/bhr/api/queue/{*ident}", get(h::queue))
+        .route("/bhr/api/unblock_queue/{*ident}", get(h::unblock_queue))
+        .route(
+            "/bhr/api/set_blocked_multi/{*ident}",
+            post(h::set_blocked_multi),
+        )
+        .route("/bhr/api/set_unblocked_multi", post(h::set_unblocked_multi))
+        .route("/bhr/api/query/{*cidr}", get(h::query))
+        .route(
+            "/bhr/api/whitelist/",
+            get(h::whitelist_list).post(h::whitelist_add),
+        )
+        .route(
+            "/bhr/api/whitelist/{id}/",
+            get(h::whitelist_get).delete(h::whitelist_delete),
+        )
+        .route(
+            "/bhr/api/source_blacklist/",
+            get(h::source_blacklist_list).post(h::source_blacklist_add),
+        )
+        .route(
+            "/bhr/api/source_blacklist/{source}/",
+            get(h::source_blacklist_get).delete(h::source_blacklist_delete),
+        )
+        .route(
+            "/bhr/api/blocks/",
+            get(h::blocks_list).post(h::blocks_create),
+        )
+        .route("/bhr/api/blocks/{id}/", get(h::block_get))
+        .route(
+            "/bhr/api/blocks/{id}/set_blocked/",
+            post(h::block_set_blocked),
+        )
+        .route("/bhr/api/blockentries/", get(h::entries_list))
+        .route("/bhr/api/blockentries/{id}/", get(h::entry_get))
+        .route(
+            "/bhr/api/blockentries/{id}/set_unblocked/",
+            post(h::entry_set_unblocked),
+        )
+        .route("/bhr/api/current_blocks/", get(h::current_blocks))
+        .route("/bhr/api/current_blocks/{id}/", get(h::current_block))
+        .route("/bhr/api/expected_blocks/", get(h::expected_blocks))
+        .route("/bhr/api/expected_blocks/{id}/", get(h::expected_block))
+        .route("/bhr/api/pending_blocks/", get(h::pending_blocks))
+        .route("/bhr/api/pending_blocks/{id}/", get(h::pending_block))
+        .route(
+            "/bhr/api/pending_removal_blocks/",
+            get(h::pending_removal_blocks),
+        )
+        .route(
+            "/bhr/api/pending_removal_blocks/{id}/",
+            get(h::pending_removal_block),
+        )
+        .route(
+            "/bhr/api/current_blocks_brief/",
+            get(h::current_blocks_brief),
+        )
+        .route(
+            "/bhr/api/current_blocks_brief/{id}/",
+            get(h::current_block_brief),
+        )
+        .route("/bhr/list.csv", get(h::list_csv))
+        .route("/bhr/publist.csv", get(h::publist_csv));
+    if limited {
+        api = api.route("/bhr/api/query_limited/{*cidr}", get(h::query_limited));
+    }
+    for collection in COLLECTIONS {
+        api = api.route(&format!("/bhr/api/{collection}"), get(h::add_slash));
+    }
+    api = api
+        .route("/bhr/api", get(h::add_slash))
+        .route("/", get(h::root_redirect))
+        .route("/bhr", get(h::root_redirect))
+        .route("/bhr/", get(h::root_redirect));
+    api.fallback(h::not_found)
+        .layer(axum::middleware::from_fn(json_errors))
+        .with_state(state)
+}
+
+/// Makes every error a JSON body: axum's own 405, and what the limit layers produce.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let r = next.run(req).await;
+    let status = r.status();
+    if status.as_u16() < 400 {
+        return r;
+    }
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return r;
+    }
+    let msg = match status {
+        StatusCode::METHOD_NOT_ALLOWED => format!("Method \"{method}\" not allowed."),
+        StatusCode::PAYLOAD_TOO_LARGE => "Request body too large.".to_string(),
+        StatusCode::REQUEST_TIMEOUT => "Request timed out.".to_string(),
+        StatusCode::SERVICE_UNAVAILABLE => "Server busy; try again.".to_string(),
+        s => s.canonical_reason().unwrap_or("Error").to_string() + ".",
+    };
+    let mut out = Response::new(Body::from(serde_json::json!({ "detail": msg }).to_string()));
+    *out.status_mut() = status;
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    out
+}
+
+/// Serves the API on `listener` until `shutdown` completes or the state is stopped, then
+/// finishes the requests in flight.
+///
+/// # Errors
+/// An I/O error from the listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use tower::ServiceBuilder;
+    let limits = state.limits.clone();
+    let stopper = state.clone();
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => stopper.stop(),
+            () = stopper.stopping() => {}
+        }
+    };
+    let app = router(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    |_: tower::BoxError| async { (StatusCode::SERVICE_UNAVAILABLE, "busy") },
+                ))
+                .load_shed()
+                .concurrency_limit(limits.max_concurrent)
+                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    limits.request_timeout,
+                ))
+                .layer(tower_http::limit::RequestBodyLimitLayer::new(
+                    limits.max_body,
+                )),
+        )
+        // Outermost, so that what the layers above answer is JSON too.
+        .layer(axum::middleware::from_fn(json_errors));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,478 @@
+//! The configuration file (TOML): what it may contain, its defaults, and its checks.
+//!
+//! Every table refuses keys it does not know, and every error names the key
+//! (`bhr.minimum_prefixlen: must be at most 32`), so a typo never silently falls back to a
+//! default. Command-line flags override the file; the file overrides the built-in defaults.
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:8000"
+//! db = "catchd-data/catchd.db"
+//! max_body = 4194304          # bytes
+//! request_timeout = "90s"
+//! max_long_poll = "60s"
+//! max_concurrent = 1024
+//!
+//! [bhr]
+//! time_window_factor = 2.0
+//! minimum_time_window = 43200  # seconds, or a duration such as "12h"
+//! penalty_time_multiplier = 2.0
+//! return_to_base_multiplier = 2.0
+//! return_to_base_factor = 2.0
+//! minimum_prefixlen = 23
+//! minimum_prefixlen_v6 = 64
+//! local_networks = ["10.0.0.0/8"]
+//! unauthenticated_limited_query = false
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::bhr::api::Limits;
+use crate::bhr::model::Settings;
+use crate::time::Interval;
+
+/// Where the database lives unless told otherwise.
+pub const DEFAULT_DB: &str = "catchd-data/catchd.db";
+
+/// Where the API listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key, or a value of the wrong type.
+    #[error("{path}: {msg}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key, line and column.
+        msg: String,
+    },
+    /// A value of the right type that is out of range.
+    #[error("{path}: {key}: {msg}")]
+    Invalid {
+        /// The file (or `<defaults>`).
+        path: PathBuf,
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// The whole configuration, checked.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The HTTP server.
+    pub server: Server,
+    /// BHR's settings.
+    pub bhr: Settings,
+}
+
+/// The HTTP server's settings.
+#[derive(Clone, Debug)]
+pub struct Server {
+    /// Listening address.
+    pub listen: SocketAddr,
+    /// The SQLite database.
+    pub db: PathBuf,
+    /// Body size, time and concurrency limits.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            server: Server {
+                listen: DEFAULT_LISTEN.parse().expect("valid address"),
+                db: PathBuf::from(DEFAULT_DB),
+                limits: Limits::default(),
+            },
+            bhr: Settings::default(),
+        }
+    }
+}
+
+// ----- the file as written -----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    server: ServerFile,
+    #[serde(default)]
+    bhr: BhrFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    listen: Option<String>,
+    db: Option<PathBuf>,
+    max_body: Option<u64>,
+    request_timeout: Option<String>,
+    max_long_poll: Option<String>,
+    max_concurrent: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BhrFile {
+    time_window_factor: Option<f64>,
+    minimum_time_window: Option<Seconds>,
+    penalty_time_multiplier: Option<f64>,
+    return_to_base_multiplier: Option<f64>,
+    return_to_base_factor: Option<f64>,
+    minimum_prefixlen: Option<i64>,
+    minimum_prefixlen_v6: Option<i64>,
+    local_networks: Option<Vec<String>>,
+    unauthenticated_limited_query: Option<bool>,
+}
+
+/// Seconds as a number, or a duration string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Seconds {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    ///
+    /// # Errors
+    /// [`Error`], naming the key at fault.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and checks configuration text (`path` is only for messages).
+    ///
+    /// # Errors
+    /// [`Error`], naming the key at fault.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
+        let file: File = toml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            msg: describe(text, &e),
+        })?;
+        let invalid = |key: &str, msg: String| Error::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            msg,
+        };
+        let mut c = Config::default();
+
+        let s = file.server;
+        if let Some(l) = s.listen {
+            c.server.listen = l.parse().map_err(|_| {
+                invalid(
+                    "server.listen",
+                    format!("`{l}` is not an address and port such as 127.0.0.1:8000"),
+                )
+            })?;
+        }
+        if let Some(db) = s.db {
+            if db.as_os_str().is_empty() {
+                return Err(invalid("server.db", "must not be empty".into()));
+            }
+            c.server.db = db;
+        }
+        let l = &mut c.server.limits;
+        if let Some(n) = s.max_body {
+            if n < 1024 {
+                return Err(invalid(
+                    "server.max_body",
+                    "must be at least 1024 bytes".into(),
+                ));
+            }
+            l.max_body = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        let duration = |key: &str, text: &str| -> Result<Duration, Error> {
+            let i: Interval = text.parse().map_err(|e| invalid(key, format!("{e}")))?;
+            let us = i.as_micros();
+            if us <= 0 {
+                return Err(invalid(key, "must be positive".into()));
+            }
+            Ok(Duration::from_micros(us.unsigned_abs()))
+        };
+        if let Some(t) = s.request_timeout {
+            l.request_timeout = duration("server.request_timeout", &t)?;
+        }
+        if let Some(t) = s.max_long_poll {
+            l.max_long_poll = duration("server.max_long_poll", &t)?;
+        }
+        if l.max_long_poll >= l.request_timeout {
+            return Err(invalid(
+                "server.max_long_poll",
+                format!(
+                    "must be shorter than server.request_timeout ({})",
+                    humantime::format_duration(l.request_timeout)
+                ),
+            ));
+        }
+        if let Some(n) = s.max_concurrent {
+            if n == 0 {
+                return Err(invalid(
+                    "server.max_concurrent",
+                    "must be at least 1".into(),
+                ));
+            }
+            l.max_concurrent = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+
+        let b = file.bhr;
+        let st = &mut c.bhr;
+        let positive = |key: &str, v: f64| -> Result<f64, Error> {
+            if v.is_finite() && v > 0.0 {
+                Ok(v)
+            } else {
+                Err(invalid(key, format!("must be a positive number, not {v}")))
+            }
+        };
+        if let Some(v) = b.time_window_factor {
+            st.time_window_factor = positive("bhr.time_window_factor", v)?;
+        }
+        if let Some(v) = b.penalty_time_multiplier {
+            st.penalty_time_multiplier = positive("bhr.penalty_time_multiplier", v)?;
+        }
+        if let Some(v) = b.return_to_base_multiplier {
+            st.return_to_base_multiplier = positive("bhr.return_to_base_multiplier", v)?;
+        }
+        if let Some(v) = b.return_to_base_factor {
+            st.return_to_base_factor = positive("bhr.return_to_base_factor", v)?;
+        }
+        if let Some(w) = b.minimum_time_window {
+            let key = "bhr.minimum_time_window";
+            let secs = match w {
+                #[allow(clippy::cast_precision_loss)]
+                Seconds::Int(n) => n as f64,
+                Seconds::Float(f) => f,
+                Seconds::Text(t) => crate::bhr::duration::parse(&t)
+                    .map(|n| n as f64)
+                    .ok_or_else(|| {
+                        invalid(
+                            key,
+                            format!("`{t}` is not a duration (seconds, or such as 12h, 1d)"),
+                        )
+                    })?,
+            };
+            if !secs.is_finite() || secs < 0.0 {
+                return Err(invalid(
+                    key,
+                    format!("must be zero or more seconds, not {secs}"),
+                ));
+            }
+            st.minimum_time_window = secs;
+        }
+        let prefix = |key: &str, v: i64, max: i64| -> Result<u8, Error> {
+            if (0..=max).contains(&v) {
+                Ok(u8::try_from(v).expect("in range"))
+            } else {
+                Err(invalid(
+                    key,
+                    format!("must be between 0 and {max}, not {v}"),
+                ))
+            }
+        };
+        if let Some(v) = b.minimum_prefixlen {
+            st.minimum_prefixlen = prefix("bhr.minimum_prefixlen", v, 32)?;
+        }
+        if let Some(v) = b.minimum_prefixlen_v6 {
+            st.minimum_prefixlen_v6 = prefix("bhr.minimum_prefixlen_v6", v, 128)?;
+        }
+        if let Some(nets) = b.local_networks {
+            let mut out = Vec::with_capacity(nets.len());
+            for (i, n) in nets.iter().enumerate() {
+                let net: IpNet = n
+                    .parse()
+                    .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        invalid(
+                            &format!("bhr.local_networks[{i}]"),
+                            format!("`{n}` is not a network such as 10.0.0.0/8"),
+                        )
+                    })?;
+                if net.trunc() != net {
+                    return Err(invalid(
+                        &format!("bhr.local_networks[{i}]"),
+                        format!("`{n}` has host bits set (did you mean {}?)", net.trunc()),
+                    ));
+                }
+                out.push(net);
+            }
+            st.local_networks = out;
+        }
+        if let Some(v) = b.unauthenticated_limited_query {
+            st.unauthenticated_limited_query = v;
+        }
+        Ok(c)
+    }
+}
+
+/// The TOML parser's error as `LINE:COL: KEY: message`, naming the dotted key the error is
+/// on (found from the table header and the `key =` of the line it points at).
+fn describe(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return msg;
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = text[line_start..start].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let name = match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k}: "),
+        (None, Some(k)) => format!("{k}: "),
+        _ => String::new(),
+    };
+    format!("line {line_no}, column {col}: {name}{msg}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Error> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let c = parse("").unwrap();
+        let d = Settings::default();
+        assert_eq!(c.bhr.time_window_factor, 2.0);
+        assert_eq!(c.bhr.minimum_time_window, 43_200.0);
+        assert_eq!(c.bhr.minimum_prefixlen, 23);
+        assert_eq!(c.bhr.minimum_prefixlen_v6, 64);
+        assert_eq!(c.bhr.local_networks, d.local_networks);
+        assert!(!c.bhr.unauthenticated_limited_query);
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(c.server.db, PathBuf::from("catchd-data/catchd.db"));
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("config.rs");
+        let example: String = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").trim_start().to_string() + "\n")
+            .collect();
+        assert!(example.contains("[bhr]"));
+        let c = parse(&example).unwrap();
+        assert_eq!(c.server.limits.request_timeout, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn values_are_applied() {
+        let c = parse(
+            r#"
+            [server]
+            listen = "[::1]:9000"
+            db = "/tmp/x.db"
+            request_timeout = "2m"
+            max_long_poll = "30s"
+            [bhr]
+            minimum_time_window = "1d"
+            minimum_prefixlen = 24
+            minimum_prefixlen_v6 = 48
+            local_networks = ["192.0.2.0/24", "2001:db8::/32", "198.51.100.7"]
+            unauthenticated_limited_query = true
+            return_to_base_factor = 3
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.to_string(), "[::1]:9000");
+        assert_eq!(c.server.limits.request_timeout, Duration::from_secs(120));
+        assert_eq!(c.bhr.minimum_time_window, 86_400.0);
+        assert_eq!(c.bhr.minimum_prefixlen, 24);
+        assert_eq!(c.bhr.minimum_prefixlen_v6, 48);
+        assert_eq!(c.bhr.local_networks.len(), 3);
+        assert_eq!(c.bhr.return_to_base_factor, 3.0);
+        assert!(c.bhr.unauthenticated_limited_query);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, key) in [
+            ("[bhr]\nminimum_prefixlen = 33", "bhr.minimum_prefixlen"),
+            (
+                "[bhr]\nminimum_prefixlen_v6 = -1",
+                "bhr.minimum_prefixlen_v6",
+            ),
+            ("[bhr]\ntime_window_factor = 0", "bhr.time_window_factor"),
+            (
+                "[bhr]\nreturn_to_base_factor = -2.0",
+                "bhr.return_to_base_factor",
+            ),
+            (
+                "[bhr]\nminimum_time_window = \"soon\"",
+                "bhr.minimum_time_window",
+            ),
+            (
+                "[bhr]\nlocal_networks = [\"10.0.0.0/8\", \"banana\"]",
+                "bhr.local_networks[1]",
+            ),
+            (
+                "[bhr]\nlocal_networks = [\"10.0.0.1/8\"]",
+                "bhr.local_networks[0]",
+            ),
+            ("[server]\nlisten = \"localhost\"", "server.listen"),
+            ("[server]\nmax_long_poll = \"5m\"", "server.max_long_poll"),
+            ("[server]\nmax_concurrent = 0", "server.max_concurrent"),
+        ] {
+            let e = err(text);
+            assert!(e.contains(&format!("{key}: ")), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_refused_by_name() {
+        let e = err("[bhr]\nminimum_prefix_len = 24");
+        assert!(e.contains("minimum_prefix_len"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+        let e = err("[bhrr]\n");
+        assert!(e.contains("bhrr"), "{e}");
+        let e = err("[bhr]\nunauthenticated_limited_query = \"yes\"");
+        assert!(e.contains("bhr.unauthenticated_limited_query: "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = err("[bhr]\ntime_multiplier = 2.0");
+        assert!(e.contains("time_multiplier"), "{e}");
+    }
+}

@@ -1,0 +1,373 @@
+//! Durable storage. The only module that talks to a database.
+//!
+//! A [`Store`] is a handle to one writer thread that owns the database connection. Callers
+//! hand it batches of [`Write`]s and await the answer, which comes only after the batch is
+//! committed to disk. The thread takes every batch waiting when it starts a transaction
+//! (group commit): many concurrent requests share one commit and one `fsync`, so durability
+//! before the answer costs little throughput.
+//!
+//! The SQL lives behind [`Backend`] ([`Sqlite`] is the embedded default), so another
+//! database can be added without touching the API.
+
+mod sqlite;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use crate::auth::User;
+use crate::bhr::model::{Block, Entry, SourceBlacklistEntry, UserId, WhitelistEntry};
+use crate::bhr::registry::Change;
+
+pub use sqlite::Sqlite;
+
+/// Jobs the writer takes into one transaction at most.
+const MAX_BATCH: usize = 4096;
+
+/// One row to persist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// A registry row.
+    Bhr(Change),
+    /// A user row (inserted or replaced).
+    User(User),
+    /// A user removed, by id.
+    UserDeleted(UserId),
+}
+
+/// Everything stored, as loaded at start-up.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Blocks, by id.
+    pub blocks: Vec<Block>,
+    /// Block entries, by id.
+    pub entries: Vec<Entry>,
+    /// Whitelist entries.
+    pub whitelist: Vec<WhitelistEntry>,
+    /// Blacklisted sources.
+    pub source_blacklist: Vec<SourceBlacklistEntry>,
+    /// Users.
+    pub users: Vec<User>,
+}
+
+/// Why the store failed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Error {
+    /// The database could not be opened or created.
+    #[error("cannot open the database {path}: {msg}")]
+    Open {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        msg: String,
+    },
+    /// A database error.
+    #[error("database error: {0}")]
+    Db(String),
+    /// Stored data that does not parse (a damaged or foreign database).
+    #[error("bad stored data: {0}")]
+    Corrupt(String),
+    /// An earlier commit failed; the store takes no more writes until restarted.
+    #[error("the store failed earlier and accepts no more writes")]
+    Failed,
+    /// The writer thread is gone.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// A database the writer thread can drive.
+pub trait Backend: Send + 'static {
+    /// Reads everything.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    fn load(&mut self) -> Result<Snapshot, Error>;
+
+    /// Applies the writes of several jobs in one transaction and commits it durably.
+    ///
+    /// # Errors
+    /// [`Error::Db`]; nothing is committed then.
+    fn apply(&mut self, batch: &[&[Write]]) -> Result<(), Error>;
+
+    /// Looks a user up by token hash (for users added while the server runs).
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    fn user_by_token(&mut self, hash: &[u8; 32]) -> Result<Option<User>, Error>;
+
+    /// Looks a user up by name.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    fn user_by_name(&mut self, name: &str) -> Result<Option<User>, Error>;
+
+    /// Every user, by id.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    fn users(&mut self) -> Result<Vec<User>, Error>;
+
+    /// The next unused user id.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    fn next_user_id(&mut self) -> Result<UserId, Error>;
+}
+
+enum Job {
+    Write(Vec<Write>, oneshot::Sender<Result<(), Error>>),
+    UserByToken([u8; 32], oneshot::Sender<Result<Option<User>, Error>>),
+    UserByName(String, oneshot::Sender<Result<Option<User>, Error>>),
+    NextUserId(oneshot::Sender<Result<UserId, Error>>),
+    Users(oneshot::Sender<Result<Vec<User>, Error>>),
+    Load(oneshot::Sender<Result<Snapshot, Error>>),
+}
+
+/// Proof that this process is the one that serves a database: an exclusive lock on
+/// `<db>.lock`, held until dropped. Two servers on one database would hand out the same
+/// ids.
+#[derive(Debug)]
+pub struct OwnerLock {
+    _file: std::fs::File,
+}
+
+impl OwnerLock {
+    /// Takes the lock for the database at `db`, or fails at once if another process has it.
+    ///
+    /// # Errors
+    /// [`Error::Open`], saying another process holds it.
+    pub fn acquire(db: &Path) -> Result<OwnerLock, Error> {
+        let mut name = db.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let open_err = |msg: String| Error::Open {
+            path: path.clone(),
+            msg,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| open_err(e.to_string()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(OwnerLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(open_err(
+                "another catchd process is serving this database".into(),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(open_err(e.to_string())),
+        }
+    }
+}
+
+/// A handle to the writer thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Job>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path`, migrates it, and starts
+    /// the writer thread.
+    ///
+    /// # Errors
+    /// [`Error::Open`] if it cannot be opened or migrated.
+    pub fn open_sqlite(path: &Path) -> Result<Store, Error> {
+        let backend = Sqlite::open(path)?;
+        Store::start(backend)
+    }
+
+    /// Starts the writer thread on a backend.
+    ///
+    /// # Errors
+    /// If the thread cannot be started.
+    pub fn start(backend: impl Backend) -> Result<Store, Error> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = failed.clone();
+        std::thread::Builder::new()
+            .name("catchd-store".into())
+            .spawn(move || writer(backend, rx, flag))
+            .map_err(|e| Error::Db(format!("cannot start the store thread: {e}")))?;
+        Ok(Store { tx, failed })
+    }
+
+    /// Reads everything stored.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    pub async fn load(&self) -> Result<Snapshot, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Load(tx))?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Reads everything stored (at start-up; blocking).
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    pub fn load_blocking(&self) -> Result<Snapshot, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Load(tx))?;
+        rx.blocking_recv().map_err(|_| Error::Closed)?
+    }
+
+    fn send(&self, job: Job) -> Result<(), Error> {
+        self.tx.send(job).map_err(|_| Error::Closed)
+    }
+
+    /// Queues writes. The returned receiver answers once they are durable. Calls made in
+    /// some order are committed in that order.
+    pub fn submit(&self, writes: Vec<Write>) -> oneshot::Receiver<Result<(), Error>> {
+        let (done, rx) = oneshot::channel();
+        if self.failed.load(Ordering::Acquire) {
+            let _ = done.send(Err(Error::Failed));
+            return rx;
+        }
+        if let Err(Error::Closed) = self.send(Job::Write(writes, done)) {
+            // The sender went with the job; the receiver reports the closed channel.
+        }
+        rx
+    }
+
+    /// Writes and waits until they are durable.
+    ///
+    /// # Errors
+    /// The commit's error.
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<(), Error> {
+        self.submit(writes).await.map_err(|_| Error::Closed)?
+    }
+
+    /// [`commit`](Store::commit) for code outside an async runtime (the CLI).
+    ///
+    /// # Errors
+    /// The commit's error.
+    pub fn commit_blocking(&self, writes: Vec<Write>) -> Result<(), Error> {
+        self.submit(writes)
+            .blocking_recv()
+            .map_err(|_| Error::Closed)?
+    }
+
+    /// Looks a user up by token hash in the database.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn user_by_token(&self, hash: [u8; 32]) -> Result<Option<User>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::UserByToken(hash, tx))?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Looks a user up by name in the database (blocking; for the CLI).
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn user_by_name_blocking(&self, name: &str) -> Result<Option<User>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::UserByName(name.to_string(), tx))?;
+        rx.blocking_recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Looks a user up by name in the database.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn user_by_name(&self, name: &str) -> Result<Option<User>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::UserByName(name.to_string(), tx))?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Every user, read from the database (which other processes, such as `catchd user`,
+    /// may have changed).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn users(&self) -> Result<Vec<User>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Users(tx))?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// [`users`](Store::users) outside an async runtime (the CLI).
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn users_blocking(&self) -> Result<Vec<User>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Users(tx))?;
+        rx.blocking_recv().map_err(|_| Error::Closed)?
+    }
+
+    /// The next unused user id (blocking; for the CLI).
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn next_user_id_blocking(&self) -> Result<UserId, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::NextUserId(tx))?;
+        rx.blocking_recv().map_err(|_| Error::Closed)?
+    }
+}
+
+/// The writer thread: takes every job waiting, commits the writes among them in one
+/// transaction, then answers.
+fn writer(mut db: impl Backend, rx: mpsc::Receiver<Job>, failed: Arc<AtomicBool>) {
+    let mut jobs = Vec::with_capacity(64);
+    while let Ok(first) = rx.recv() {
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let writes: Vec<&[Write]> = jobs
+            .iter()
+            .filter_map(|j| match j {
+                Job::Write(w, _) => Some(w.as_slice()),
+                _ => None,
+            })
+            .collect();
+        let result = if writes.is_empty() {
+            Ok(())
+        } else if failed.load(Ordering::Acquire) {
+            Err(Error::Failed)
+        } else {
+            db.apply(&writes)
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "Commit failed; refusing further writes.");
+            failed.store(true, Ordering::Release);
+        }
+        for job in jobs.drain(..) {
+            match job {
+                Job::Write(_, done) => {
+                    let _ = done.send(result.clone());
+                }
+                Job::UserByToken(h, tx) => {
+                    let _ = tx.send(db.user_by_token(&h));
+                }
+                Job::UserByName(n, tx) => {
+                    let _ = tx.send(db.user_by_name(&n));
+                }
+                Job::NextUserId(tx) => {
+                    let _ = tx.send(db.next_user_id());
+                }
+                Job::Users(tx) => {
+                    let _ = tx.send(db.users());
+                }
+                Job::Load(tx) => {
+                    let _ = tx.send(db.load());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Route-level tests of the BHR API (bhr.md §4-§8), in-process with a driven clock.
+
+mod harness;
+
+mod auth;
+mod blocks;
+mod managers;
+mod reads;
+mod store;
