@@ -66,6 +66,77 @@ const MIGRATIONS: &[&str] = &[
 /// A SQLite database file.
 pub struct Sqlite {
     conn: Connection,
+    _checkpointer: Checkpointer,
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// WAL frames (pages) past which a checkpoint makes the writer start the WAL over.
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
+/// A thread with its own connection that checkpoints the WAL in the background, so that
+/// commits do not pay for checkpoints (SQLite's automatic checkpoint runs inside the
+/// commit that crosses its threshold). Checkpoints are `PASSIVE` (they neither wait for
+/// nor block the writer); under sustained writes that never lets the WAL start over, so
+/// once it holds [`WAL_RESTART_FRAMES`] a `RESTART` checkpoint waits for the writer once.
+/// The last checkpoint, when the store closes, truncates the WAL.
+struct Checkpointer {
+    stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer, String> {
+        let conn = Connection::open(path).map_err(|e| e.to_string())?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("catchd-checkpoint".into())
+            .spawn(move || {
+                let (m, cv) = &*flag;
+                let mut stopped = m.lock().unwrap_or_else(|p| p.into_inner());
+                while !*stopped {
+                    stopped = cv
+                        .wait_timeout(stopped, CHECKPOINT_EVERY)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    let mode = if *stopped { "TRUNCATE" } else { "PASSIVE" };
+                    let checkpoint = |mode: &str| {
+                        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                            r.get::<_, i64>(1)
+                        })
+                    };
+                    let r = checkpoint(mode).and_then(|frames| {
+                        if frames > WAL_RESTART_FRAMES && !*stopped {
+                            checkpoint("RESTART")
+                        } else {
+                            Ok(frames)
+                        }
+                    });
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        *self.stop.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn db(e: rusqlite::Error) -> Error {
@@ -102,10 +173,17 @@ impl Sqlite {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(open_err(format!("could not switch to WAL mode ({mode})")));
         }
-        conn.execute_batch("PRAGMA synchronous = FULL;")
-            .map_err(|e| open_err(e.to_string()))?;
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 0;
+             PRAGMA journal_size_limit = 67108864;",
+        )
+        .map_err(|e| open_err(e.to_string()))?;
         migrate(&mut conn).map_err(|e| open_err(e.to_string()))?;
-        Ok(Sqlite { conn })
+        let checkpointer = Checkpointer::start(path).map_err(open_err)?;
+        Ok(Sqlite {
+            conn,
+            _checkpointer: checkpointer,
+        })
     }
 }
 
@@ -479,5 +557,35 @@ mod tests {
             Err(Error::Corrupt(m)) => assert!(m.contains("unknown role `emperor`"), "{m}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_wal_is_truncated_on_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let wal = dir.path().join("t.db-wal");
+        let mut db = Sqlite::open(&path).unwrap();
+        let users: Vec<Write> = (1..=2000)
+            .map(|id| {
+                Write::User(User {
+                    id,
+                    name: format!("u{id}"),
+                    role: Role::Blocker,
+                    token_hash: None,
+                    password_hash: None,
+                })
+            })
+            .collect();
+        db.apply(&[&users]).unwrap();
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+        drop(db);
+        assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0);
+        let db = Sqlite::open(&path).unwrap();
+        assert_eq!(
+            db.conn
+                .query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))
+                .unwrap(),
+            2000
+        );
     }
 }

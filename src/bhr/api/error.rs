@@ -74,13 +74,39 @@ pub enum ApiError {
 pub const NOT_PROVIDED: &str = "Authentication credentials were not provided.";
 
 /// A JSON response.
-pub fn json(status: StatusCode, body: &Value) -> Response {
-    let mut r = (status, body.to_string()).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
+pub fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    Json::of(body).respond(status)
+}
+
+/// JSON text, serialised once (under the registry lock when it borrows from it).
+pub struct Json(Vec<u8>);
+
+impl Json {
+    /// Serialises a value. Our shapes always serialise; a failure becomes `null` and is
+    /// logged rather than a panic in the server.
+    pub fn of(v: &impl serde::Serialize) -> Json {
+        let mut out = Vec::with_capacity(256);
+        if let Err(e) = serde_json::to_writer(&mut out, v) {
+            tracing::error!(error = %e, "Cannot serialise a response.");
+            out = b"null".to_vec();
+        }
+        Json(out)
+    }
+
+    /// A JSON array of the items.
+    pub fn seq<T: serde::Serialize>(items: impl IntoIterator<Item = T>) -> Json {
+        Json::of(&items.into_iter().collect::<Vec<T>>())
+    }
+
+    /// The response.
+    pub fn respond(self, status: StatusCode) -> Response {
+        let mut r = (status, self.0).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    }
 }
 
 fn detail(status: StatusCode, msg: &str) -> Response {

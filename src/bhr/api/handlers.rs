@@ -19,9 +19,9 @@ use crate::time::Time;
 
 use super::AppState;
 use super::auth::{Caller, authenticate};
-use super::error::{ApiError, FieldErrors, json as json_response};
+use super::error::{ApiError, FieldErrors, Json, json as json_response};
 use super::input::{self, network, timestamp};
-use super::output::{self, Links, pystr};
+use super::output::{self, Cell, Links, PyStr};
 
 type Result<T> = std::result::Result<T, ApiError>;
 type St = State<Arc<AppState>>;
@@ -127,7 +127,7 @@ async fn create(
     user: &crate::auth::User,
     req: &NewBlock,
     echo: bool,
-) -> Result<(Value, u64)> {
+) -> Result<(Json, u64)> {
     let links = links(h);
     let names = names(s);
     let out = change(s, |reg, now, ch| {
@@ -138,7 +138,7 @@ async fn create(
         log_add(&req.cidr_text, b, added.created, &user.name, !ch.is_empty());
         let shown = (echo && added.created).then_some(req.cidr_text.as_str());
         Ok((
-            to_value(output::block(b, who(&names, b.who), &links, shown)),
+            Json::of(&output::block(b, who(&names, b.who), &links, shown)),
             added.id,
         ))
     })
@@ -153,11 +153,13 @@ pub async fn block(State(s): St, h: HeaderMap, body: Bytes) -> Result<Response> 
     let m = input::object(input::body(&h, &body)?)?;
     let req = input::block_request(&m, user.id).map_err(ApiError::Invalid)?;
     let (out, _) = create(&s, &h, &user, &req, true).await?;
-    Ok(json_response(StatusCode::CREATED, &out))
+    Ok(out.respond(StatusCode::CREATED))
 }
 
 fn log_add(cidr: &str, b: &Block, created: bool, user: &str, changed: bool) {
-    let until = b.unblock_at.map_or_else(|| "None".to_string(), pystr);
+    let until = b
+        .unblock_at
+        .map_or_else(|| "None".to_string(), |t| PyStr(t).to_string());
     let secs = b.duration_micros().map_or(0, |d| d / 1_000_000);
     if created {
         tracing::info!(
@@ -218,21 +220,28 @@ pub async fn mblock(State(s): St, h: HeaderMap, body: Bytes) -> Result<Response>
         if any_error {
             return Err(ApiError::InvalidJson(Value::Array(errors)));
         }
-        let mut out = Vec::with_capacity(reqs.len());
+        let mut made = Vec::with_capacity(reqs.len());
         for r in reqs.iter().flatten() {
             let before = ch.len();
             let added = reg.add_block(r, now, ch);
             let b = reg.block(added.id).expect("just added");
             let changed = ch.len() > before;
             log_add(&r.cidr_text, b, added.created, &user.name, changed);
-            let echo = added.created.then_some(r.cidr_text.as_str());
-            out.push(to_value(output::block(b, who(&names, b.who), &links, echo)));
+            made.push((added, r.cidr_text.as_str()));
         }
-        Ok(Value::Array(out))
+        let out: Vec<_> = made
+            .iter()
+            .map(|(added, text)| {
+                let b = reg.block(added.id).expect("just added");
+                let echo = added.created.then_some(*text);
+                output::block(b, who(&names, b.who), &links, echo)
+            })
+            .collect();
+        Ok(Json::of(&out))
     })
     .await?;
     s.new_blocks.notify_waiters();
-    Ok(json_response(StatusCode::CREATED, &out))
+    Ok(out.respond(StatusCode::CREATED))
 }
 
 /// `POST /bhr/api/unblock_now`.
@@ -380,20 +389,22 @@ pub async fn queue(
         let notified = s.new_blocks.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let rows: Vec<Value> = view(&s, |reg| {
-            reg.queue(&ident, since)
-                .into_iter()
-                .map(|b| to_value(output::queue_row(b, &links)))
-                .collect()
+        let rows = view(&s, |reg| {
+            let rows = reg.queue(&ident, since);
+            (!rows.is_empty())
+                .then(|| Json::seq(rows.into_iter().map(|b| output::queue_row(b, &links))))
         });
-        if !rows.is_empty() || tokio::time::Instant::now() >= deadline {
-            return Ok(json_response(StatusCode::OK, &Value::Array(rows)));
+        if let Some(rows) = rows {
+            return Ok(rows.respond(StatusCode::OK));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(json_response(StatusCode::OK, &json!([])));
         }
         tokio::select! {
             () = &mut notified => {}
             () = tokio::time::sleep_until(deadline) => {}
             () = s.stopping() => {
-                return Ok(json_response(StatusCode::OK, &Value::Array(Vec::new())));
+                return Ok(json_response(StatusCode::OK, &json!([])));
             }
         }
     }
@@ -407,16 +418,13 @@ pub async fn unblock_queue(
 ) -> Result<Response> {
     caller(&s, &h).await?.require(&[Perm::ChangeBlockEntry])?;
     let links = links(&h);
-    let rows: Vec<Value> = view(&s, |reg| {
-        reg.unblock_queue(&ident)
-            .into_iter()
-            .map(|e| {
-                let b = reg.block(e.block).expect("entries have blocks");
-                to_value(output::unblock_row(e, b, &links))
-            })
-            .collect()
+    let rows = view(&s, |reg| {
+        Json::seq(reg.unblock_queue(&ident).into_iter().map(|e| {
+            let b = reg.block(e.block).expect("entries have blocks");
+            output::unblock_row(e, b, &links)
+        }))
     });
-    Ok(json_response(StatusCode::OK, &Value::Array(rows)))
+    Ok(rows.respond(StatusCode::OK))
 }
 
 /// The `ids` list of `set_blocked_multi` / `set_unblocked_multi`: a JSON list of integers,
@@ -520,13 +528,14 @@ pub async fn query(State(s): St, h: HeaderMap, Path(cidr): Path<String>) -> Resu
     let net = query_net(&cidr)?;
     let links = links(&h);
     let names = names(&s);
-    let rows: Vec<Value> = view(&s, |reg| {
-        reg.query(&net)
-            .into_iter()
-            .map(|b| to_value(output::block(b, who(&names, b.who), &links, None)))
-            .collect()
+    let rows = view(&s, |reg| {
+        Json::seq(
+            reg.query(&net)
+                .into_iter()
+                .map(|b| output::block(b, who(&names, b.who), &links, None)),
+        )
     });
-    Ok(json_response(StatusCode::OK, &Value::Array(rows)))
+    Ok(rows.respond(StatusCode::OK))
 }
 
 /// `GET /bhr/api/query_limited/<cidr>` (public; only with `unauthenticated_limited_query`).
@@ -537,23 +546,10 @@ pub async fn query_limited(
 ) -> Result<Response> {
     caller(&s, &h).await?;
     let net = query_net(&cidr)?;
-    let rows: Vec<Value> = view(&s, |reg| {
-        reg.query(&net)
-            .into_iter()
-            .map(|b| to_value(output::limited(b)))
-            .collect()
+    let rows = view(&s, |reg| {
+        Json::seq(reg.query(&net).into_iter().map(output::limited))
     });
-    Ok(json_response(StatusCode::OK, &Value::Array(rows)))
-}
-
-fn block_list<'a>(s: &AppState, h: &HeaderMap, blocks: impl Iterator<Item = &'a Block>) -> Value {
-    let links = links(h);
-    let names = names(s);
-    Value::Array(
-        blocks
-            .map(|b| to_value(output::block(b, who(&names, b.who), &links, None)))
-            .collect(),
-    )
+    Ok(rows.respond(StatusCode::OK))
 }
 
 /// Reads one of the derived block sets, authenticated.
@@ -563,11 +559,16 @@ async fn block_set(
     pick: impl FnOnce(&Registry) -> Vec<&Block>,
 ) -> Result<Response> {
     caller(&s, &h).await?.user()?;
-    let v = view(&s, |reg| {
-        let blocks = pick(reg);
-        block_list(&s, &h, blocks.into_iter())
+    let links = links(&h);
+    let names = names(&s);
+    let rows = view(&s, |reg| {
+        Json::seq(
+            pick(reg)
+                .into_iter()
+                .map(|b| output::block(b, who(&names, b.who), &links, None)),
+        )
     });
-    Ok(json_response(StatusCode::OK, &v))
+    Ok(rows.respond(StatusCode::OK))
 }
 
 /// One block of a derived set, or 404.
@@ -579,17 +580,18 @@ async fn block_in_set(
 ) -> Result<Response> {
     caller(&s, &h).await?.user()?;
     let names = names(&s);
+    let links = links(&h);
     let v = view(&s, |reg| {
         let b = pick(reg).into_iter().find(|b| b.id == id)?;
-        Some(to_value(output::block(
+        Some(Json::of(&output::block(
             b,
             who(&names, b.who),
-            &links(&h),
+            &links,
             None,
         )))
     })
     .ok_or(ApiError::NotFound)?;
-    Ok(json_response(StatusCode::OK, &v))
+    Ok(v.respond(StatusCode::OK))
 }
 
 fn id_of(raw: &str) -> Result<u64> {
@@ -649,15 +651,14 @@ pub async fn expected_blocks(
 ) -> Result<Response> {
     caller(&s, &h).await?.user()?;
     let source = params(&q).remove("source");
-    let v = view(&s, |reg| {
-        Value::Array(
+    let rows = view(&s, |reg| {
+        Json::seq(
             reg.expected()
                 .filter(|b| source.as_deref().is_none_or(|src| *b.source == *src))
-                .map(|b| to_value(output::brief(b)))
-                .collect(),
+                .map(output::brief),
         )
     });
-    Ok(json_response(StatusCode::OK, &v))
+    Ok(rows.respond(StatusCode::OK))
 }
 
 /// One block of a derived set in the brief shape, or 404.
@@ -709,9 +710,9 @@ pub async fn current_blocks_brief(
         return Ok(json_response(StatusCode::OK, &v));
     }
     let mut body = String::new();
-    output::csv_row(&mut body, &["cidr"]);
+    output::csv_row(&mut body, &[Cell::Text("cidr")]);
     for c in &cidrs {
-        output::csv_row(&mut body, &[c]);
+        output::csv_row(&mut body, &[Cell::Text(c)]);
     }
     Ok(csv_response(body, "text/csv; charset=utf-8"))
 }
@@ -739,7 +740,7 @@ pub async fn blocks_create(State(s): St, h: HeaderMap, body: Bytes) -> Result<Re
     m.insert("extend".into(), Value::Bool(false));
     let req = input::block_request(&m, user.id).map_err(ApiError::Invalid)?;
     let (out, id) = create(&s, &h, &user, &req, false).await?;
-    let mut r = json_response(StatusCode::CREATED, &out);
+    let mut r = out.respond(StatusCode::CREATED);
     if let Ok(v) = HeaderValue::from_str(&links(&h).api(&format!("blocks/{id}/"))) {
         r.headers_mut().insert(header::LOCATION, v);
     }
@@ -777,17 +778,13 @@ pub async fn block_set_blocked(
 pub async fn entries_list(State(s): St, h: HeaderMap) -> Result<Response> {
     caller(&s, &h).await?.user()?;
     let links = links(&h);
-    let v = view(&s, |reg| {
-        Value::Array(
-            reg.entries()
-                .map(|e| {
-                    let b = reg.block(e.block).expect("entries have blocks");
-                    to_value(output::entry(e, b, &links))
-                })
-                .collect(),
-        )
+    let rows = view(&s, |reg| {
+        Json::seq(reg.entries().map(|e| {
+            let b = reg.block(e.block).expect("entries have blocks");
+            output::entry(e, b, &links)
+        }))
     });
-    Ok(json_response(StatusCode::OK, &v))
+    Ok(rows.respond(StatusCode::OK))
 }
 
 /// `GET /bhr/api/blockentries/<id>/`.
@@ -995,32 +992,27 @@ pub async fn list_csv(State(s): St, h: HeaderMap, RawQuery(q): RawQuery) -> Resu
     };
     let source = p.get("source");
     let names = names(&s);
-    let mut body = String::new();
-    output::csv_row(
-        &mut body,
-        &["cidr", "who", "source", "why", "added", "unblock_at"],
-    );
-    {
-        let mut reg = s.registry();
-        reg.advance(s.now());
+    let header = ["cidr", "who", "source", "why", "added", "unblock_at"].map(Cell::Text);
+    let body = view(&s, |reg| {
+        let mut body = String::with_capacity(128 * (reg.stats().expected as usize + 1));
+        output::csv_row(&mut body, &header);
         let rows: Box<dyn Iterator<Item = &Block>> = match since {
             Some(t) => Box::new(reg.expected_since(t)),
             None => Box::new(reg.expected()),
         };
         for b in rows.filter(|b| source.is_none_or(|src| *b.source == **src)) {
-            output::csv_row(
-                &mut body,
-                &[
-                    b.cidr.to_string(),
-                    who(&names, b.who).to_string(),
-                    b.source.to_string(),
-                    b.why.to_string(),
-                    pystr(b.added),
-                    b.unblock_at.map(pystr).unwrap_or_default(),
-                ],
-            );
+            let row = [
+                Cell::Net(&b.cidr),
+                Cell::Text(who(&names, b.who)),
+                Cell::Text(&b.source),
+                Cell::Text(&b.why),
+                Cell::Time(Some(b.added)),
+                Cell::Time(b.unblock_at),
+            ];
+            output::csv_row(&mut body, &row);
         }
-    }
+        body
+    });
     Ok(csv_response(body, "text/csv"))
 }
 
@@ -1033,22 +1025,19 @@ pub async fn publist_csv(State(s): St, h: HeaderMap) -> Result<Response> {
     if !public {
         c.user()?;
     }
-    let mut body = String::new();
-    output::csv_row(&mut body, &["cidr", "added", "unblock_at"]);
-    {
-        let mut reg = s.registry();
-        reg.advance(s.now());
+    let body = view(&s, |reg| {
+        let mut body = String::with_capacity(80 * (reg.stats().expected as usize + 1));
+        output::csv_row(&mut body, &["cidr", "added", "unblock_at"].map(Cell::Text));
         for b in reg.expected() {
-            output::csv_row(
-                &mut body,
-                &[
-                    b.cidr.to_string(),
-                    pystr(b.added),
-                    b.unblock_at.map(pystr).unwrap_or_default(),
-                ],
-            );
+            let row = [
+                Cell::Net(&b.cidr),
+                Cell::Time(Some(b.added)),
+                Cell::Time(b.unblock_at),
+            ];
+            output::csv_row(&mut body, &row);
         }
-    }
+        body
+    });
     Ok(csv_response(body, "text/csv"))
 }
 

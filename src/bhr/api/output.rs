@@ -5,38 +5,112 @@
 //! CSV times are Python's `str(datetime)` (`2026-11-21 13:51:53.360815+00:00`). Links are
 //! absolute, built from the request's `Host`.
 
-use serde::Serialize;
+use std::fmt;
+
+use ipnet::IpNet;
+use serde::{Serialize, Serializer};
 
 use crate::bhr::model::{Block, Entry, SourceBlacklistEntry, WhitelistEntry};
 use crate::time::Time;
 
-fn parts(t: Time) -> (String, u32) {
-    let us = t.as_micros();
-    let d = chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();
-    (
-        d.format("%Y-%m-%dT%H:%M:%S").to_string(),
-        us.rem_euclid(1_000_000) as u32,
-    )
+/// Year, month, day of a count of days since 1970-01-01 (proleptic Gregorian; Howard
+/// Hinnant's `civil_from_days`).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-/// DRF's JSON timestamp.
-pub fn iso(t: Time) -> String {
-    let (s, us) = parts(t);
-    if us == 0 {
-        format!("{s}Z")
-    } else {
-        format!("{s}.{us:06}Z")
+/// Writes `YYYY-MM-DD<sep>HH:MM:SS[.ffffff]<zone>` without allocating.
+fn write_time(f: &mut fmt::Formatter<'_>, t: Time, sep: u8, zone: &str) -> fmt::Result {
+    let us = t.as_micros();
+    let secs = us.div_euclid(1_000_000);
+    let frac = us.rem_euclid(1_000_000) as u32;
+    let (y, mo, d) = civil(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400) as u32;
+    if !(0..=9999).contains(&y) {
+        return write!(
+            f,
+            "{y:04}-{mo:02}-{d:02}{}{:02}:{:02}:{:02}",
+            sep as char,
+            sod / 3600,
+            sod / 60 % 60,
+            sod % 60
+        )
+        .and_then(|()| {
+            if frac == 0 {
+                Ok(())
+            } else {
+                write!(f, ".{frac:06}")
+            }
+        })
+        .and_then(|()| f.write_str(zone));
+    }
+    let mut b = *b"0000-00-00T00:00:00.000000";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for k in (at..at + width).rev() {
+            b[k] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y as u32);
+    put(5, 2, mo);
+    put(8, 2, d);
+    put(11, 2, sod / 3600);
+    put(14, 2, sod / 60 % 60);
+    put(17, 2, sod % 60);
+    put(20, 6, frac);
+    b[10] = sep;
+    let len = if frac == 0 { 19 } else { 26 };
+    f.write_str(std::str::from_utf8(&b[..len]).map_err(|_| fmt::Error)?)?;
+    f.write_str(zone)
+}
+
+/// DRF's JSON timestamp: `isoformat()` with `Z` for `+00:00`.
+#[derive(Clone, Copy, Debug)]
+pub struct Iso(pub Time);
+
+impl fmt::Display for Iso {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_time(f, self.0, b'T', "Z")
     }
 }
 
-/// Python's `str(datetime)` for an aware UTC time.
-pub fn pystr(t: Time) -> String {
-    let (s, us) = parts(t);
-    let s = s.replacen('T', " ", 1);
-    if us == 0 {
-        format!("{s}+00:00")
-    } else {
-        format!("{s}.{us:06}+00:00")
+impl Serialize for Iso {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Python's `str(datetime)` of an aware UTC time.
+#[derive(Clone, Copy, Debug)]
+pub struct PyStr(pub Time);
+
+impl fmt::Display for PyStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_time(f, self.0, b' ', "+00:00")
+    }
+}
+
+impl Serialize for PyStr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A network, written as it displays (`192.0.2.1/32`).
+#[derive(Clone, Copy, Debug)]
+pub struct Net<'a>(&'a IpNet);
+
+impl Serialize for Net<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self.0)
     }
 }
 
@@ -44,6 +118,33 @@ pub fn pystr(t: Time) -> String {
 #[derive(Clone, Debug)]
 pub struct Links {
     base: String,
+}
+
+/// One absolute link: `<base>/bhr/api/<collection>/<id>/<action>`.
+#[derive(Clone, Copy, Debug)]
+pub struct Link<'a> {
+    base: &'a str,
+    collection: &'static str,
+    id: u64,
+    action: &'static str,
+}
+
+impl fmt::Display for Link<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.base)?;
+        f.write_str("/bhr/api/")?;
+        f.write_str(self.collection)?;
+        f.write_str("/")?;
+        f.write_str(itoa::Buffer::new().format(self.id))?;
+        f.write_str("/")?;
+        f.write_str(self.action)
+    }
+}
+
+impl Serialize for Link<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl Links {
@@ -59,8 +160,13 @@ impl Links {
         format!("{}/bhr/api/{path}", self.base)
     }
 
-    fn block(&self, id: u64) -> String {
-        self.api(&format!("blocks/{id}/"))
+    fn link(&self, collection: &'static str, id: u64, action: &'static str) -> Link<'_> {
+        Link {
+            base: &self.base,
+            collection,
+            id,
+            action,
+        }
     }
 }
 
@@ -68,81 +174,91 @@ impl Links {
 #[derive(Serialize)]
 pub struct BlockOut<'a> {
     who: &'a str,
-    url: String,
-    cidr: String,
+    url: Link<'a>,
+    cidr: CidrOut<'a>,
     source: &'a str,
     why: &'a str,
-    added: String,
-    unblock_at: Option<String>,
+    added: Iso,
+    unblock_at: Option<Iso>,
     skip_whitelist: bool,
-    set_blocked: String,
+    set_blocked: Link<'a>,
+}
+
+/// The network of a block, or the text a create request sent.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum CidrOut<'a> {
+    Net(Net<'a>),
+    Text(&'a str),
 }
 
 /// A block as BHR shows it. `cidr` overrides the canonical network (a create echoes the
 /// request's text).
-pub fn block<'a>(b: &'a Block, who: &'a str, links: &Links, cidr: Option<&str>) -> BlockOut<'a> {
-    let url = links.block(b.id);
+pub fn block<'a>(
+    b: &'a Block,
+    who: &'a str,
+    links: &'a Links,
+    cidr: Option<&'a str>,
+) -> BlockOut<'a> {
     BlockOut {
         who,
-        set_blocked: format!("{url}set_blocked/"),
-        url,
-        cidr: cidr.map_or_else(|| b.cidr.to_string(), str::to_string),
+        url: links.link("blocks", b.id, ""),
+        cidr: cidr.map_or(CidrOut::Net(Net(&b.cidr)), CidrOut::Text),
         source: &b.source,
         why: &b.why,
-        added: iso(b.added),
-        unblock_at: b.unblock_at.map(iso),
+        added: Iso(b.added),
+        unblock_at: b.unblock_at.map(Iso),
         skip_whitelist: b.skip_whitelist,
+        set_blocked: links.link("blocks", b.id, "set_blocked/"),
     }
 }
 
 /// `BlockLimitedSerializer`.
 #[derive(Serialize)]
 pub struct LimitedOut<'a> {
-    cidr: String,
+    cidr: Net<'a>,
     source: &'a str,
-    added: String,
-    unblock_at: Option<String>,
+    added: Iso,
+    unblock_at: Option<Iso>,
 }
 
 /// The public view of a block.
 pub fn limited(b: &Block) -> LimitedOut<'_> {
     LimitedOut {
-        cidr: b.cidr.to_string(),
+        cidr: Net(&b.cidr),
         source: &b.source,
-        added: iso(b.added),
-        unblock_at: b.unblock_at.map(iso),
+        added: Iso(b.added),
+        unblock_at: b.unblock_at.map(Iso),
     }
 }
 
 /// `BlockBriefSerializer`.
 #[derive(Serialize)]
-pub struct BriefOut {
-    cidr: String,
+pub struct BriefOut<'a> {
+    cidr: Net<'a>,
 }
 
 /// Just the network.
-pub fn brief(b: &Block) -> BriefOut {
-    BriefOut {
-        cidr: b.cidr.to_string(),
-    }
+pub fn brief(b: &Block) -> BriefOut<'_> {
+    BriefOut { cidr: Net(&b.cidr) }
 }
 
 /// `BlockQueueSerializer`: `id` is the block's.
 #[derive(Serialize)]
-pub struct QueueOut {
+pub struct QueueOut<'a> {
     id: u64,
-    cidr: String,
-    set_blocked: String,
-    added: String,
+    cidr: Net<'a>,
+    set_blocked: Link<'a>,
+    added: Iso,
 }
 
 /// A block-queue row.
-pub fn queue_row(b: &Block, links: &Links) -> QueueOut {
+pub fn queue_row<'a>(b: &'a Block, links: &'a Links) -> QueueOut<'a> {
     QueueOut {
         id: b.id,
-        cidr: b.cidr.to_string(),
-        set_blocked: format!("{}set_blocked/", links.block(b.id)),
-        added: iso(b.added),
+        cidr: Net(&b.cidr),
+        set_blocked: links.link("blocks", b.id, "set_blocked/"),
+        added: Iso(b.added),
     }
 }
 
@@ -150,60 +266,60 @@ pub fn queue_row(b: &Block, links: &Links) -> QueueOut {
 #[derive(Serialize)]
 pub struct UnblockOut<'a> {
     id: u64,
-    block: BriefOut,
+    block: BriefOut<'a>,
     ident: &'a str,
-    added: String,
-    set_unblocked: String,
+    added: Iso,
+    set_unblocked: Link<'a>,
 }
 
 /// An unblock-queue row.
-pub fn unblock_row<'a>(e: &'a Entry, b: &Block, links: &Links) -> UnblockOut<'a> {
+pub fn unblock_row<'a>(e: &'a Entry, b: &'a Block, links: &'a Links) -> UnblockOut<'a> {
     UnblockOut {
         id: e.id,
         block: brief(b),
         ident: &e.ident,
-        added: iso(e.added),
-        set_unblocked: links.api(&format!("blockentries/{}/set_unblocked/", e.id)),
+        added: Iso(e.added),
+        set_unblocked: links.link("blockentries", e.id, "set_unblocked/"),
     }
 }
 
 /// `BlockEntrySerializer` (no id).
 #[derive(Serialize)]
 pub struct EntryOut<'a> {
-    block: BriefOut,
+    block: BriefOut<'a>,
     ident: &'a str,
-    added: String,
-    removed: Option<String>,
-    set_unblocked: String,
+    added: Iso,
+    removed: Option<Iso>,
+    set_unblocked: Link<'a>,
 }
 
 /// A block entry.
-pub fn entry<'a>(e: &'a Entry, b: &Block, links: &Links) -> EntryOut<'a> {
+pub fn entry<'a>(e: &'a Entry, b: &'a Block, links: &'a Links) -> EntryOut<'a> {
     EntryOut {
         block: brief(b),
         ident: &e.ident,
-        added: iso(e.added),
-        removed: e.removed.map(iso),
-        set_unblocked: links.api(&format!("blockentries/{}/set_unblocked/", e.id)),
+        added: Iso(e.added),
+        removed: e.removed.map(Iso),
+        set_unblocked: links.link("blockentries", e.id, "set_unblocked/"),
     }
 }
 
 /// The whitelist shape: `added` is `str(datetime)` here, and there is no id.
 #[derive(Serialize)]
 pub struct WhitelistOut<'a> {
-    cidr: String,
+    cidr: Net<'a>,
     who: &'a str,
     why: &'a str,
-    added: String,
+    added: PyStr,
 }
 
 /// A whitelist entry.
 pub fn whitelist<'a>(w: &'a WhitelistEntry, who: &'a str) -> WhitelistOut<'a> {
     WhitelistOut {
-        cidr: w.cidr.to_string(),
+        cidr: Net(&w.cidr),
         who,
         why: &w.why,
-        added: pystr(w.added),
+        added: PyStr(w.added),
     }
 }
 
@@ -213,7 +329,7 @@ pub struct SourceBlacklistOut<'a> {
     source: &'a str,
     who: &'a str,
     why: &'a str,
-    added: String,
+    added: Iso,
 }
 
 /// A source-blacklist entry.
@@ -222,28 +338,44 @@ pub fn source_blacklist<'a>(s: &'a SourceBlacklistEntry, who: &'a str) -> Source
         source: &s.source,
         who,
         why: &s.why,
-        added: iso(s.added),
+        added: Iso(s.added),
     }
 }
 
-/// Appends one CSV field, quoted as Python's `csv` module does (`QUOTE_MINIMAL`).
-fn csv_field(out: &mut String, s: &str) {
-    if s.contains([',', '"', '\r', '\n']) {
-        out.push('"');
-        out.push_str(&s.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(s);
-    }
+/// One CSV cell.
+#[derive(Clone, Copy, Debug)]
+pub enum Cell<'a> {
+    /// Free text, quoted when it must be.
+    Text(&'a str),
+    /// A network.
+    Net(&'a IpNet),
+    /// A time, as Python's `str(datetime)`; `None` is an empty cell.
+    Time(Option<Time>),
 }
 
-/// Appends a CSV row ending in CRLF.
-pub fn csv_row<S: AsRef<str>>(out: &mut String, fields: &[S]) {
-    for (i, f) in fields.iter().enumerate() {
+/// Appends a CSV row ending in CRLF, quoted as Python's `csv` module does
+/// (`QUOTE_MINIMAL`).
+pub fn csv_row(out: &mut String, cells: &[Cell<'_>]) {
+    use std::fmt::Write as _;
+    for (i, c) in cells.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        csv_field(out, f.as_ref());
+        match *c {
+            Cell::Text(s) if s.contains([',', '"', '\r', '\n']) => {
+                out.push('"');
+                out.push_str(&s.replace('"', "\"\""));
+                out.push('"');
+            }
+            Cell::Text(s) => out.push_str(s),
+            Cell::Net(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Cell::Time(Some(t)) => {
+                let _ = write!(out, "{}", PyStr(t));
+            }
+            Cell::Time(None) => {}
+        }
     }
     out.push_str("\r\n");
 }
@@ -251,6 +383,14 @@ pub fn csv_row<S: AsRef<str>>(out: &mut String, fields: &[S]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn iso(t: Time) -> String {
+        Iso(t).to_string()
+    }
+
+    fn pystr(t: Time) -> String {
+        PyStr(t).to_string()
+    }
 
     #[test]
     fn times_like_python() {
@@ -265,9 +405,41 @@ mod tests {
     }
 
     #[test]
+    fn dates_match_chrono_across_the_calendar() {
+        let mut t = -86_400 * 719_000i64; // year 1 (Python has no earlier years)
+        while t < 86_400 * 2_900_000 {
+            let us = t * 1_000_000 + (t.rem_euclid(7) * 123_457) % 1_000_000;
+            let d = chrono::DateTime::from_timestamp_micros(us).unwrap();
+            let want = if us % 1_000_000 == 0 {
+                d.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+            } else {
+                d.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+            };
+            assert_eq!(iso(Time::from_micros(us)), want, "{us}");
+            t += 86_400 * 37 + 3_611;
+        }
+    }
+
+    #[test]
     fn csv_quotes_minimally() {
         let mut s = String::new();
-        csv_row(&mut s, &["a", "b,c", "say \"hi\"", ""]);
-        assert_eq!(s, "a,\"b,c\",\"say \"\"hi\"\"\",\r\n");
+        let net: IpNet = "192.0.2.0/24".parse().unwrap();
+        let t = Time::from_timeval(1_795_269_113, 0);
+        csv_row(
+            &mut s,
+            &[
+                Cell::Text("a"),
+                Cell::Text("b,c"),
+                Cell::Text("say \"hi\""),
+                Cell::Text(""),
+                Cell::Net(&net),
+                Cell::Time(Some(t)),
+                Cell::Time(None),
+            ],
+        );
+        assert_eq!(
+            s,
+            "a,\"b,c\",\"say \"\"hi\"\"\",,192.0.2.0/24,2026-11-21 13:51:53+00:00,\r\n"
+        );
     }
 }
