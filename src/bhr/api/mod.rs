@@ -169,6 +169,7 @@ const COLLECTIONS: [&str; 9] = [
 pub fn router(state: Arc<AppState>) -> Router {
     use handlers as h;
     let limited = state.registry().settings().unauthenticated_limited_query;
+    let max_body = state.limits.max_body;
     let mut api = Router::new()
         .route("/bhr/api/", get(h::api_root))
         .route("/bhr/api/block", post(h::block))
@@ -252,6 +253,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/bhr", get(h::root_redirect))
         .route("/bhr/", get(h::root_redirect));
     api.fallback(h::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
 }

@@ -317,3 +317,33 @@ async fn malformed_bodies_are_400s_or_415s() {
     // Nothing was created by any of it.
     assert_eq!(api.json("/bhr/api/blocks/", Who::Person).await, json!([]));
 }
+
+#[tokio::test]
+async fn oversized_bodies_are_a_json_413() {
+    let api = Api::new().await;
+    let big = vec![b' '; 5 << 20];
+    let r = api
+        .call(
+            Method::POST,
+            "/bhr/api/mblock",
+            Who::Blocker,
+            Some("application/json"),
+            big,
+        )
+        .await
+        .expect(413);
+    assert_eq!(r.json(), json!({"detail": "Request body too large."}));
+    // Below the limit (4 MiB), a large mblock is fine.
+    let recs: Vec<serde_json::Value> = (0..5000)
+        .map(|i| json!({"cidr": format!("10.9.{}.{}", i / 250, i % 250), "source": "s", "why": "w", "duration": "1h"}))
+        .collect();
+    let r = api
+        .post_json(
+            "/bhr/api/mblock",
+            Who::Blocker,
+            &serde_json::Value::Array(recs),
+        )
+        .await
+        .expect(201);
+    assert_eq!(r.json().as_array().unwrap().len(), 5000);
+}
