@@ -30,12 +30,17 @@ async fn caller(s: &AppState, h: &HeaderMap) -> Result<Caller> {
     authenticate(&s.users, &s.store, h).await
 }
 
+/// Links as the client sees the server: its `Host`, and `https` when a TLS-terminating
+/// proxy says so with `X-Forwarded-Proto`.
 fn links(h: &HeaderMap) -> Links {
     let host = h
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("localhost");
-    Links::new(host)
+    let https = h
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    Links::new(if https { "https" } else { "http" }, host)
 }
 
 fn ok() -> Response {

@@ -148,10 +148,10 @@ impl Serialize for Link<'_> {
 }
 
 impl Links {
-    /// Links for requests that came to `host`.
-    pub fn new(host: &str) -> Links {
+    /// Links for requests that came to `scheme://host`.
+    pub fn new(scheme: &str, host: &str) -> Links {
         Links {
-            base: format!("http://{host}"),
+            base: format!("{scheme}://{host}"),
         }
     }
 

@@ -515,3 +515,36 @@ async fn navigation_redirects_and_unknown_paths() {
         .expect(405);
     assert_eq!(r.json(), json!({"detail": "Method \"POST\" not allowed."}));
 }
+
+#[tokio::test]
+async fn links_follow_the_host_and_a_proxys_scheme() {
+    let api = Api::new().await;
+    api.block_ok("192.0.2.1", "1h").await;
+    let get = |host: &'static str, proto: Option<&'static str>| {
+        let api = &api;
+        async move {
+            let mut b = axum::http::Request::builder()
+                .uri("/bhr/api/blocks/1/")
+                .header("host", host)
+                .header(
+                    "authorization",
+                    format!("Token {}", Who::Person.token().unwrap()),
+                );
+            if let Some(p) = proto {
+                b = b.header("x-forwarded-proto", p);
+            }
+            api.send(b.body(axum::body::Body::empty()).unwrap())
+                .await
+                .expect(200)
+                .json()
+        }
+    };
+    assert_eq!(
+        get("bhr.example.org", None).await["url"],
+        "http://bhr.example.org/bhr/api/blocks/1/"
+    );
+    assert_eq!(
+        get("bhr.example.org:8443", Some("https")).await["set_blocked"],
+        "https://bhr.example.org:8443/bhr/api/blocks/1/set_blocked/"
+    );
+}
