@@ -10,6 +10,11 @@ const SUFFIXES: [(&str, i64); 6] = [
     ("s", 1),
 ];
 
+/// The longest block, either way: 1000 years. Python's datetime (BHR) ends at year 9999
+/// and answers 500 beyond it; catchd refuses such durations as invalid and caps
+/// autoscaling here.
+pub const MAX_SECONDS: i64 = 1000 * 365 * 86_400;
+
 /// Parses a duration the way BHR does, returning seconds (0 means indefinite; negative
 /// values are allowed and give an already-expired block, as in BHR):
 ///
@@ -22,7 +27,10 @@ const SUFFIXES: [(&str, i64); 6] = [
 /// Returns `None` for anything else (`1.5h`, `5w`, `h`, `5ms`), which the API reports as
 /// `{"duration":["Invalid duration"]}`.
 pub fn parse(text: &str) -> Option<i64> {
-    let t = text.trim();
+    parse_unbounded(text.trim()).filter(|s| s.unsigned_abs() <= MAX_SECONDS.unsigned_abs())
+}
+
+fn parse_unbounded(t: &str) -> Option<i64> {
     if let Ok(v) = t.parse::<i64>() {
         return Some(v);
     }
@@ -67,6 +75,20 @@ fn humantime_secs(t: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::parse;
+
+    #[test]
+    fn durations_beyond_a_thousand_years_are_refused() {
+        assert_eq!(parse("1000y"), Some(super::MAX_SECONDS));
+        for text in [
+            "1001y",
+            "-1001y",
+            "99999999999999",
+            "9223372036854775807s",
+            "200000mo",
+        ] {
+            assert_eq!(parse(text), None, "{text}");
+        }
+    }
 
     #[test]
     fn bhr_examples() {

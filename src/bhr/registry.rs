@@ -698,7 +698,9 @@ impl Registry {
             return Added { id, created: false };
         }
         if req.autoscale && req.until.is_none() && req.seconds != 0 {
-            let secs = self.autoscale(&req.cidr, req.seconds as f64);
+            let secs = self
+                .autoscale(&req.cidr, req.seconds as f64)
+                .min(crate::bhr::duration::MAX_SECONDS as f64);
             unblock_at = Some(now + Interval::from_micros((secs * 1e6).round() as i64));
         }
         // The re-block race fix: a manager that has not yet processed the unblock of an
