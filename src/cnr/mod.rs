@@ -38,11 +38,11 @@ use std::sync::Arc;
 
 pub use intervals::{DEFAULT_INTERVALS, Intervals, IntervalsError, MAX_STEPS};
 pub use netcontrol::{
-    AcceptingBackend, Answer, Answers, Backend, MAX_BACKENDS, PluginId, Rule, RuleId, RuleType,
-    Target,
+    AcceptingBackend, Answer, Answers, Backend, MAX_BACKENDS, PluginId, Rule, RuleId, RuleIds,
+    RuleType, Target,
 };
 pub use record::{Action, CatchReleaseRecord, Category, DropRecord, NetControlRecord, State};
-pub use watch::{BlockInfo, Watchlist};
+pub use watch::{BlockInfo, WatchState, Watchlist};
 
 use crate::addr::Addr;
 use crate::time::{Interval, Time};
@@ -766,6 +766,90 @@ impl Engine {
     /// The number of live NetControl rules.
     pub fn rule_count(&self) -> usize {
         self.nc.rule_count()
+    }
+
+    /// The backends that accepted a live rule, and those on which it is in place.
+    pub fn rule_plugins(&self, id: RuleId) -> Option<(Vec<PluginId>, Vec<PluginId>)> {
+        self.nc.rule_plugins(id)
+    }
+
+    /// The backend logging as `name`.
+    pub fn plugin_id(&self, name: &str) -> Option<PluginId> {
+        self.nc.plugin_id(name)
+    }
+
+    /// Lets `ids` assign rule ids (and veto rules) instead of NetControl's counter.
+    pub fn set_rule_ids(&mut self, ids: Box<dyn RuleIds>) {
+        self.nc.ids = Some(ids);
+    }
+
+    // ----- persistence -----
+
+    /// The full state of a watched address, for a store.
+    pub fn watch_state(&self, a: impl Into<Addr>) -> Option<WatchState> {
+        let e = self.watch.entry(&a.into())?;
+        Some(WatchState {
+            start: e.start,
+            expire_ref: e.expire_ref,
+            rule: e.rule,
+            location: self.watch.location(e.location),
+            reblocked: e.reblocked,
+            step: e.step,
+            adopted: e.adopted,
+        })
+    }
+
+    /// Puts a watched address back as a store kept it, without logging anything. A step
+    /// beyond the ladder (the intervals were shortened) is clamped to its last step.
+    pub fn restore_watch(&mut self, a: impl Into<Addr>, st: &WatchState) {
+        let a = a.into();
+        let last = self.cfg.intervals.len().saturating_sub(1);
+        let e = Entry {
+            start: st.start,
+            expire_ref: st.expire_ref,
+            rule: st.rule,
+            location: self
+                .watch
+                .intern_location(st.location.as_deref().unwrap_or("")),
+            reblocked: st.reblocked,
+            step: st.step.min(u8::try_from(last).unwrap_or(u8::MAX)),
+            adopted: st.adopted,
+        };
+        if let Some(old) = self.watch.entry(&a) {
+            self.watch.release_location(old.location);
+        }
+        self.watch.put(a, &e);
+    }
+
+    /// Puts a live rule back (after a restart, or a block made elsewhere that NetControl
+    /// must know about), without logging or asking backends. `accepted` are the backends
+    /// that took it, `active` those on which it is in place. Backends that cannot expire
+    /// rules get NetControl's expiry at `expires_at`.
+    pub fn restore_rule(
+        &mut self,
+        rule: Rule,
+        accepted: &[PluginId],
+        active: &[PluginId],
+        expires_at: Option<Time>,
+    ) {
+        let rule = Arc::new(rule);
+        let expiring: Vec<PluginId> = active
+            .iter()
+            .copied()
+            .filter(|p| !self.nc.can_expire(*p))
+            .collect();
+        self.nc.restore(rule.clone(), accepted, active);
+        if let Some(at) = expires_at {
+            for plugin in expiring {
+                self.schedule(
+                    at,
+                    TimerKind::RuleExpire {
+                        rule: rule.clone(),
+                        plugin,
+                    },
+                );
+            }
+        }
     }
 }
 

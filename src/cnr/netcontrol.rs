@@ -181,6 +181,17 @@ impl Answers {
     }
 }
 
+/// Where rule ids come from when NetControl's own counter is not wanted: the daemon makes
+/// each DROP rule a block in the BHR registry, and the block id is the rule id.
+pub trait RuleIds: Send {
+    /// An id for a new rule, or why there must be no such rule (logged as FAILED).
+    ///
+    /// # Errors
+    /// The refusal, for the log.
+    fn assign(&mut self, entity: IpNet, expire: Interval, location: Option<&str>)
+    -> Result<RuleId, String>;
+}
+
 /// A NetControl plugin: something that puts drop rules in place.
 ///
 /// Calls are synchronous and must not block: a backend accepts or declines at once and
@@ -270,6 +281,8 @@ pub(super) struct NetControl {
     entities: HashMap<(IpNet, RuleType), RuleId, foldhash::fast::RandomState>,
     /// `rule_counter`.
     counter: u32,
+    /// Assigns ids instead of the counter, when set.
+    pub(super) ids: Option<Box<dyn RuleIds>>,
     /// Set at shutdown: scheduled expiries then do nothing (`zeek_is_terminating()`).
     pub(super) terminating: bool,
 }
@@ -281,6 +294,7 @@ impl NetControl {
             rules: HashMap::default(),
             entities: HashMap::default(),
             counter: 1,
+            ids: None,
             terminating: false,
         }
     }
@@ -311,6 +325,50 @@ impl NetControl {
     /// The name of a backend.
     pub(super) fn plugin_name(&self, id: PluginId) -> Option<Arc<str>> {
         self.plugin(id).map(|p| p.name.clone())
+    }
+
+    /// The backend with this name.
+    pub(super) fn plugin_id(&self, name: &str) -> Option<PluginId> {
+        self.plugins.iter().find(|p| &*p.name == name).map(|p| p.id)
+    }
+
+    /// Whether a backend expires rules itself.
+    pub(super) fn can_expire(&self, id: PluginId) -> bool {
+        self.plugin(id).is_some_and(|p| p.can_expire)
+    }
+
+    /// The accepted and active backends of a live rule.
+    pub(super) fn rule_plugins(&self, id: RuleId) -> Option<(Vec<PluginId>, Vec<PluginId>)> {
+        let st = self.rules.get(&id)?;
+        Some((st.plugins.iter().collect(), st.active.iter().collect()))
+    }
+
+    /// Inserts a live rule as it was, replacing any rule for the same entity.
+    pub(super) fn restore(&mut self, rule: Arc<Rule>, accepted: &[PluginId], active: &[PluginId]) {
+        let mut plugins = PluginSet::default();
+        let mut on = PluginSet::default();
+        for p in accepted {
+            plugins.insert(*p);
+        }
+        for p in active {
+            plugins.insert(*p);
+            on.insert(*p);
+        }
+        if let Some(old) = self.entities.insert((rule.entity, rule.ty), rule.id)
+            && old != rule.id
+        {
+            self.rules.remove(&old);
+        }
+        self.counter = self.counter.max(rule.id.get());
+        self.rules.insert(
+            rule.id,
+            RuleState {
+                rule,
+                plugins,
+                active: on,
+                no_expire: PluginSet::default(),
+            },
+        );
     }
 }
 
@@ -403,6 +461,23 @@ impl Engine {
         self.out.push_back(Output::NetControl(rec));
     }
 
+    /// A rule the id source refused: FAILED, without a rule id.
+    fn log_refused(&mut self, entity: IpNet, expire: Interval, location: Option<Arc<str>>, why: String) {
+        self.out.push_back(Output::NetControl(NetControlRecord {
+            ts: self.now,
+            category: Some(Category::Rule),
+            action: Some(RuleType::Drop),
+            target: Some(Target::Forward),
+            entity: Some(entity),
+            priority: Some(0),
+            expire: Some(expire),
+            location,
+            state: Some(State::Failed),
+            msg: Some(why),
+            ..NetControlRecord::default()
+        }));
+    }
+
     fn log_rule_no_plugin(&mut self, r: &Rule, state: State, msg: String) {
         let mut rec = rule_info(self.now, r);
         rec.category = Some(Category::Rule);
@@ -426,9 +501,28 @@ impl Engine {
         expire: Interval,
         location: Option<Arc<str>>,
     ) -> Option<RuleId> {
-        self.nc.counter = self.nc.counter.saturating_add(1);
+        let id = match self.nc.ids.as_mut() {
+            None => {
+                self.nc.counter = self.nc.counter.saturating_add(1);
+                RuleId::new(self.nc.counter).expect("the counter starts at 2")
+            }
+            Some(ids) => {
+                if let Some(existing) = self.nc.entities.get(&(entity, RuleType::Drop)) {
+                    let msg = format!("discarded duplicate insertion of rule {existing} for {entity}");
+                    self.report(msg);
+                    return None;
+                }
+                match ids.assign(entity, expire, location.as_deref()) {
+                    Ok(id) => id,
+                    Err(why) => {
+                        self.log_refused(entity, expire, location, why);
+                        return None;
+                    }
+                }
+            }
+        };
         let rule = Arc::new(Rule {
-            id: RuleId::new(self.nc.counter).expect("the counter starts at 2"),
+            id,
             ty: RuleType::Drop,
             target: Target::Forward,
             entity,

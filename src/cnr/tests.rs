@@ -1033,3 +1033,117 @@ mod model {
         }
     }
 }
+
+/// Ids from a registry: counting from 100, refusing one network.
+struct Registry(u32);
+
+impl RuleIds for Registry {
+    fn assign(
+        &mut self,
+        entity: ipnet::IpNet,
+        _expire: Interval,
+        _location: Option<&str>,
+    ) -> Result<RuleId, String> {
+        if entity.to_string() == "10.9.9.9/32" {
+            return Err("whitelisted: admin: ours".into());
+        }
+        self.0 += 1;
+        Ok(RuleId::new(self.0).unwrap())
+    }
+}
+
+#[test]
+fn rule_ids_can_come_from_outside_and_refuse_rules() {
+    let mut e = engine("10m,1h,24h,7d");
+    e.set_rule_ids(Box::new(Registry(100)));
+    let lines = run(
+        &mut e,
+        &[
+            (0.0, Op::Drop("10.1.1.1", "scan")),
+            (1.0, Op::Drop("10.9.9.9", "scan")),
+        ],
+    );
+    assert_eq!(
+        lines,
+        [
+            "+0 10.1.1.1 DROP_REQUESTED 101 0 1",
+            "+0 10.1.1.1 DROPPED 101 0 1 <Debug-All>",
+            "+1 error: Catch and release could not add block for 10.9.9.9; failing.",
+        ]
+    );
+    assert!(!e.info(addr("10.9.9.9")).is_known());
+    // The refusal is a FAILED rule line without an id.
+    let mut e = engine("10m,1h");
+    e.set_rule_ids(Box::new(Registry(100)));
+    e.drop_catch_release(at(0.0), addr("10.9.9.9"), "x");
+    let nc: Vec<NetControlRecord> = std::iter::from_fn(|| e.poll_output())
+        .filter_map(|o| match o {
+            Output::NetControl(r) if r.state == Some(State::Failed) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(nc.len(), 1);
+    assert_eq!(nc[0].rule_id, None);
+    assert_eq!(nc[0].msg.as_deref(), Some("whitelisted: admin: ours"));
+}
+
+#[test]
+fn a_restored_rule_is_adopted_and_expires_through_its_backend() {
+    let mut e = engine("10m,1h,24h,7d");
+    e.advance(at(0.0));
+    let rule = Rule {
+        id: RuleId::new(77).unwrap(),
+        ty: RuleType::Drop,
+        target: Target::Forward,
+        entity: netcontrol::host_net(addr("10.2.2.2")),
+        expire: secs(300.0),
+        priority: 0,
+        location: None,
+    };
+    let p = e.plugin_id("Debug-All").unwrap();
+    e.restore_rule(rule, &[p], &[p], Some(at(300.0)));
+    assert_eq!(e.rule_plugins(RuleId::new(77).unwrap()), Some((vec![p], vec![p])));
+    let lines = run(
+        &mut e,
+        &[(1.0, Op::Drop("10.2.2.2", "feed")), (300.0, Op::Tick), (301.0, Op::Packet("10.2.2.2"))],
+    );
+    assert_eq!(
+        lines,
+        [
+            "+1 10.2.2.2 ADDED 77 0 1 [Address already blocked outside of catch-and-release. Catch and release will monitor and only actively block if it appears in network traffic.]",
+            "+300 10.2.2.2 UNBLOCK 77 0 1 <Debug-All>",
+            "+301 10.2.2.2 SEEN_AGAIN 78 1 2",
+            "+301 10.2.2.2 DROPPED 78 1 2 <Debug-All>",
+        ]
+    );
+}
+
+#[test]
+fn watch_state_round_trips_into_a_new_engine() {
+    let mut e = engine("10m,1h,24h,7d");
+    run(
+        &mut e,
+        &[
+            (0.0, Op::Drop("10.3.3.3", "scan")),
+            (601.0, Op::Tick),
+            (700.0, Op::Packet("10.3.3.3")),
+        ],
+    );
+    let st = e.watch_state(addr("10.3.3.3")).unwrap();
+    assert_eq!(st.step, 1);
+    assert_eq!(st.reblocked, 1);
+    assert_eq!(st.location.as_deref(), Some("scan"));
+    let mut again = engine("10m,1h,24h,7d");
+    again.advance(at(700.0));
+    again.restore_watch(addr("10.3.3.3"), &st);
+    assert_eq!(again.info(addr("10.3.3.3")), e.info(addr("10.3.3.3")));
+    assert_eq!(again.watch_state(addr("10.3.3.3")).unwrap(), st);
+    // Without the rule (it lived in the other engine), the next sighting escalates.
+    let lines = run(&mut again, &[(701.0, Op::Packet("10.3.3.3"))]);
+    assert_eq!(lines[0], "+701 10.3.3.3 SEEN_AGAIN 2 2 3");
+    // A step beyond a shortened ladder is clamped.
+    let mut short = engine("10m,1h");
+    let deep = WatchState { step: 3, ..st };
+    short.restore_watch(addr("10.3.3.3"), &deep);
+    assert_eq!(short.info(addr("10.3.3.3")).current_interval, 1);
+}

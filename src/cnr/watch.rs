@@ -79,6 +79,31 @@ impl BlockInfo {
     }
 }
 
+/// Everything the engine keeps about one watched address, unpacked: what a store persists
+/// so that catch-and-release survives a restart ([`Engine::watch_state`],
+/// [`Engine::restore_watch`]).
+///
+/// [`Engine::watch_state`]: super::Engine::watch_state
+/// [`Engine::restore_watch`]: super::Engine::restore_watch
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchState {
+    /// When the current (re)block was requested; `block_until` and `watch_until` derive
+    /// from it and the step.
+    pub start: Time,
+    /// Zeek's table-expiry reference time.
+    pub expire_ref: Time,
+    /// `current_block_id`.
+    pub rule: Option<RuleId>,
+    /// Where the first drop came from.
+    pub location: Option<Arc<str>>,
+    /// `num_reblocked`.
+    pub reblocked: u32,
+    /// `current_interval`.
+    pub step: u8,
+    /// Adopted from a block made outside catch-and-release (ADDED): no `block_until`.
+    pub adopted: bool,
+}
+
 const REBLOCKED_BITS: u32 = 24;
 const REBLOCKED_MAX: u32 = (1 << REBLOCKED_BITS) - 1;
 const STEP_SHIFT: u32 = REBLOCKED_BITS;

@@ -18,7 +18,9 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
+use crate::addr::Addr;
 use crate::auth::User;
+use crate::cnr::WatchState;
 use crate::bhr::model::{Block, Entry, SourceBlacklistEntry, UserId, WhitelistEntry};
 use crate::bhr::registry::Change;
 
@@ -36,6 +38,12 @@ pub enum Write {
     User(User),
     /// A user removed, by id.
     UserDeleted(UserId),
+    /// Catch-and-release's state of a watched address (inserted or replaced).
+    Watch(Addr, WatchState),
+    /// An address catch-and-release no longer tracks.
+    Unwatch(Addr),
+    /// The network time catch-and-release's stored state is current to.
+    CrClock(crate::time::Time),
 }
 
 /// Everything stored, as loaded at start-up.
@@ -51,6 +59,10 @@ pub struct Snapshot {
     pub source_blacklist: Vec<SourceBlacklistEntry>,
     /// Users.
     pub users: Vec<User>,
+    /// Catch-and-release's watched addresses.
+    pub watch: Vec<(Addr, WatchState)>,
+    /// The time that state is current to (`None` before catch-and-release first ran).
+    pub cr_clock: Option<crate::time::Time>,
 }
 
 /// Why the store failed.

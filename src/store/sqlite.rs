@@ -7,7 +7,9 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::addr::Addr;
 use crate::auth::{Role, User};
+use crate::cnr::{RuleId, WatchState};
 use crate::bhr::model::{Block, Entry, SourceBlacklistEntry, UserId, WhitelistEntry};
 use crate::bhr::registry::Change;
 use crate::time::Time;
@@ -60,6 +62,21 @@ const MIGRATIONS: &[&str] = &[
         who INTEGER NOT NULL,
         why TEXT NOT NULL,
         added INTEGER NOT NULL
+    );",
+    // 2: catch-and-release's watched addresses, and the time they are current to.
+    "CREATE TABLE cr_watch (
+        addr TEXT PRIMARY KEY,
+        start INTEGER NOT NULL,
+        expire_ref INTEGER NOT NULL,
+        rule INTEGER,
+        location TEXT,
+        reblocked INTEGER NOT NULL,
+        step INTEGER NOT NULL,
+        adopted INTEGER NOT NULL
+    );
+    CREATE TABLE cr_meta (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
     );",
 ];
 
@@ -317,12 +334,45 @@ impl Backend for Sqlite {
                 })
             },
         )?;
+        let watch = all(
+            c,
+            "SELECT addr, start, expire_ref, rule, location, reblocked, step, adopted
+             FROM cr_watch",
+            |r| {
+                let text: String = r.get(0)?;
+                let addr: Addr = text
+                    .parse()
+                    .map_err(|_| corrupt(0, format!("bad address `{text}`")))?;
+                let rule: Option<i64> = r.get(3)?;
+                Ok((
+                    addr,
+                    WatchState {
+                        start: time(r.get(1)?),
+                        expire_ref: time(r.get(2)?),
+                        rule: rule.and_then(|v| u32::try_from(v).ok()).and_then(RuleId::new),
+                        location: r.get::<_, Option<String>>(4)?.map(Arc::from),
+                        reblocked: r.get(5)?,
+                        step: r.get(6)?,
+                        adopted: r.get(7)?,
+                    },
+                ))
+            },
+        )?;
+        let cr_clock = c
+            .query_row("SELECT value FROM cr_meta WHERE key = 'clock'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map_err(db)?
+            .map(time);
         Ok(Snapshot {
             blocks,
             entries,
             whitelist,
             source_blacklist,
             users: self.users()?,
+            watch,
+            cr_clock,
         })
     }
 
@@ -444,6 +494,33 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> 
                 u.token_hash.as_ref().map(|h| h.as_slice()),
                 u.password_hash.as_deref(),
             ])?;
+        }
+        Write::Watch(a, w) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO cr_watch
+                     (addr, start, expire_ref, rule, location, reblocked, step, adopted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                a.to_string(),
+                us(w.start),
+                us(w.expire_ref),
+                w.rule.map(RuleId::get),
+                w.location.as_deref(),
+                w.reblocked,
+                w.step,
+                w.adopted,
+            ])?;
+        }
+        Write::Unwatch(a) => {
+            tx.prepare_cached("DELETE FROM cr_watch WHERE addr = ?1")?
+                .execute([a.to_string()])?;
+        }
+        Write::CrClock(t) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO cr_meta (key, value) VALUES ('clock', ?1)",
+            )?
+            .execute([us(*t)])?;
         }
         Write::UserDeleted(id) => {
             tx.prepare_cached("DELETE FROM users WHERE id = ?1")?
@@ -587,5 +664,44 @@ mod tests {
                 .unwrap(),
             2000
         );
+    }
+
+    #[test]
+    fn catch_and_release_state_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut db = Sqlite::open(&path).unwrap();
+        let st = |step: u8, loc: Option<&str>| WatchState {
+            start: Time::from_timeval(1_700_000_000, 5),
+            expire_ref: Time::from_timeval(1_700_000_600, 0),
+            rule: RuleId::new(42),
+            location: loc.map(Arc::from),
+            reblocked: 3,
+            step,
+            adopted: step == 0,
+        };
+        let a: Addr = "192.0.2.7".parse().unwrap();
+        let b: Addr = "2001:db8::9".parse().unwrap();
+        let c: Addr = "198.51.100.1".parse().unwrap();
+        db.apply(&[&[
+            Write::Watch(a, st(1, Some("scan"))),
+            Write::Watch(b, st(0, None)),
+            Write::Watch(c, st(2, None)),
+            Write::CrClock(Time::from_timeval(1_700_000_100, 0)),
+        ]])
+        .unwrap();
+        db.apply(&[&[
+            Write::Unwatch(c),
+            Write::Watch(a, st(2, Some("scan"))),
+            Write::CrClock(Time::from_timeval(1_700_000_200, 0)),
+        ]])
+        .unwrap();
+        drop(db);
+        let mut db = Sqlite::open(&path).unwrap();
+        let snap = db.load().unwrap();
+        let mut watch = snap.watch;
+        watch.sort_by_key(|(a, _)| *a);
+        assert_eq!(watch, [(a, st(2, Some("scan"))), (b, st(0, None))]);
+        assert_eq!(snap.cr_clock, Some(Time::from_timeval(1_700_000_200, 0)));
     }
 }
