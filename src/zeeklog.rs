@@ -474,12 +474,20 @@ pub enum Error {
 
 /// One open log file.
 pub struct LogFile {
+    dir: PathBuf,
     path: PathBuf,
     schema: &'static Schema,
     format: Format,
     out: BufWriter<File>,
     line: Vec<u8>,
+    /// When the file was opened (its `#open`), for the rotated file's name.
+    opened: chrono::DateTime<chrono::Local>,
+    /// Bytes in the file.
+    size: u64,
 }
+
+/// Zeek's header and rotation time format.
+const STAMP: &str = "%Y-%m-%d-%H-%M-%S";
 
 impl LogFile {
     /// Creates (truncating) `<dir>/<path>.log` and writes the TSV header.
@@ -492,21 +500,130 @@ impl LogFile {
             path: path.clone(),
             source,
         })?;
+        LogFile::start(dir, path, file, schema, format)
+    }
+
+    fn start(
+        dir: &Path,
+        path: PathBuf,
+        file: File,
+        schema: &'static Schema,
+        format: Format,
+    ) -> Result<LogFile, Error> {
+        let opened = chrono::Local::now();
         let mut lf = LogFile {
+            dir: dir.to_path_buf(),
             path,
             schema,
             format,
             out: BufWriter::with_capacity(64 * 1024, file),
             line: Vec::with_capacity(256),
+            opened,
+            size: 0,
         };
         if format == Format::Tsv {
-            let header = tsv_header(schema, &header_timestamp());
+            let header = tsv_header(schema, &opened.format(STAMP).to_string());
             lf.put(header.as_bytes())?;
         }
         Ok(lf)
     }
 
+    /// Opens `<dir>/<path>.log` to append to it, as a daemon does across restarts. A TSV
+    /// file that was closed (`#close`) loses that footer and continues; a line cut off by a
+    /// crash is dropped; a file with another header (or format) is rotated away first. A
+    /// missing or empty file is created with a header.
+    ///
+    /// # Errors
+    /// [`Error::Write`] if the file cannot be read, renamed or written.
+    pub fn open_append(dir: &Path, schema: &'static Schema, format: Format) -> Result<LogFile, Error> {
+        let path = dir.join(format!("{}.log", schema.path));
+        let werr = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Write { path, source }
+        };
+        let existing = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(werr(&path)(e)),
+        };
+        if existing.is_empty() {
+            return LogFile::create(dir, schema, format);
+        }
+        let text = String::from_utf8_lossy(&existing);
+        let is_tsv = text.starts_with("#separator");
+        let same = match format {
+            Format::Tsv => {
+                is_tsv
+                    && text
+                        .lines()
+                        .find(|l| l.starts_with("#fields\t"))
+                        .is_some_and(|l| l == format!("#fields\t{}", schema.fields.join("\t")))
+            }
+            Format::Json => !is_tsv,
+        };
+        let opened_text = text
+            .lines()
+            .find_map(|l| l.strip_prefix("#open\t"))
+            .map(str::to_string);
+        if !same {
+            let old = LogFile::archive_name(dir, schema, &opened_text.unwrap_or_else(|| {
+                chrono::Local::now().format(STAMP).to_string()
+            }));
+            std::fs::rename(&path, &old).map_err(werr(&path))?;
+            return LogFile::create(dir, schema, format);
+        }
+        // Keep whole lines only, and reopen a closed log by dropping its footer.
+        let mut keep = existing.len();
+        if existing.last() != Some(&b'\n') {
+            keep = existing.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        }
+        let body = &existing[..keep];
+        let last_start = body[..body.len().saturating_sub(1)]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        if body[last_start..].starts_with(b"#close") {
+            keep = last_start;
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(werr(&path))?;
+        file.set_len(keep as u64).map_err(werr(&path))?;
+        drop(file);
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(werr(&path))?;
+        let opened = opened_text
+            .and_then(|t| chrono::NaiveDateTime::parse_from_str(&t, STAMP).ok())
+            .and_then(|n| n.and_local_timezone(chrono::Local).earliest())
+            .unwrap_or_else(chrono::Local::now);
+        Ok(LogFile {
+            dir: dir.to_path_buf(),
+            path,
+            schema,
+            format,
+            out: BufWriter::with_capacity(64 * 1024, file),
+            line: Vec::with_capacity(256),
+            opened,
+            size: keep as u64,
+        })
+    }
+
+    /// `<dir>/<path>.<stamp>.log`, with `-N` added while that name is taken.
+    fn archive_name(dir: &Path, schema: &Schema, stamp: &str) -> PathBuf {
+        let mut p = dir.join(format!("{}.{stamp}.log", schema.path));
+        let mut n = 1;
+        while p.exists() {
+            p = dir.join(format!("{}.{stamp}-{n}.log", schema.path));
+            n += 1;
+        }
+        p
+    }
+
     fn put(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.size += bytes.len() as u64;
         self.out.write_all(bytes).map_err(|source| Error::Write {
             path: self.path.clone(),
             source,
@@ -531,19 +648,57 @@ impl LogFile {
         r
     }
 
+    /// Hands what is buffered to the operating system.
+    ///
+    /// # Errors
+    /// [`Error::Write`] on an I/O error.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.out.flush().map_err(|source| Error::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Bytes in the file.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn footer(&mut self) -> Result<(), Error> {
+        if self.format == Format::Tsv {
+            let footer = format!("#close\t{}\n", header_timestamp());
+            self.put(footer.as_bytes())?;
+        }
+        self.flush()
+    }
+
+    /// Closes the file (`#close`) under the name `<path>.<open time>.log`, as Zeek's
+    /// rotation does, and starts a new `<path>.log` with a fresh header. Returns the name
+    /// the old file got.
+    ///
+    /// # Errors
+    /// [`Error::Write`] on an I/O error.
+    pub fn rotate(&mut self) -> Result<PathBuf, Error> {
+        self.footer()?;
+        let old = LogFile::archive_name(&self.dir, self.schema, &self.opened.format(STAMP).to_string());
+        std::fs::rename(&self.path, &old).map_err(|source| Error::Write {
+            path: self.path.clone(),
+            source,
+        })?;
+        let file = File::create(&self.path).map_err(|source| Error::Write {
+            path: self.path.clone(),
+            source,
+        })?;
+        *self = LogFile::start(&self.dir.clone(), self.path.clone(), file, self.schema, self.format)?;
+        Ok(old)
+    }
+
     /// Writes the `#close` footer (TSV) and flushes.
     ///
     /// # Errors
     /// [`Error::Write`] on an I/O error.
     pub fn close(mut self) -> Result<(), Error> {
-        if self.format == Format::Tsv {
-            let footer = format!("#close\t{}\n", header_timestamp());
-            self.put(footer.as_bytes())?;
-        }
-        self.out.flush().map_err(|source| Error::Write {
-            path: self.path.clone(),
-            source,
-        })
+        self.footer()
     }
 }
 
@@ -586,6 +741,51 @@ impl LogSet {
             Output::Drop(r) => self.drop.write(r),
             Output::Forgotten { .. } | Output::Error(_) => Ok(()),
         }
+    }
+
+    /// Opens the three logs to append to them (see [`LogFile::open_append`]).
+    ///
+    /// # Errors
+    /// [`Error`] if the directory or a file cannot be created or opened.
+    pub fn open_append(dir: &Path, format: Format) -> Result<LogSet, Error> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(LogSet {
+            catch_release: LogFile::open_append(dir, &CR_SCHEMA, format)?,
+            netcontrol: LogFile::open_append(dir, &NC_SCHEMA, format)?,
+            drop: LogFile::open_append(dir, &DROP_SCHEMA, format)?,
+        })
+    }
+
+    /// Hands what is buffered to the operating system.
+    ///
+    /// # Errors
+    /// [`Error::Write`] on an I/O error.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.catch_release.flush()?;
+        self.netcontrol.flush()?;
+        self.drop.flush()
+    }
+
+    /// The largest of the three files, in bytes.
+    pub fn largest(&self) -> u64 {
+        self.catch_release
+            .size()
+            .max(self.netcontrol.size())
+            .max(self.drop.size())
+    }
+
+    /// Rotates all three logs (see [`LogFile::rotate`]).
+    ///
+    /// # Errors
+    /// [`Error::Write`] on an I/O error.
+    pub fn rotate(&mut self) -> Result<(), Error> {
+        self.catch_release.rotate()?;
+        self.netcontrol.rotate()?;
+        self.drop.rotate()?;
+        Ok(())
     }
 
     /// Closes all three logs.
@@ -666,6 +866,93 @@ mod tests {
             text(|o| push_json_double(Time::from_timeval(1254722767, 492060).as_secs_f64(), o)),
             "1254722767.49206"
         );
+    }
+
+    fn rec(ts: i64) -> DropRecord {
+        DropRecord {
+            ts: Time::from_timeval(ts, 0),
+            rule_id: RuleId::new(2).unwrap(),
+            orig_h: "192.0.2.1".parse().unwrap(),
+            expire: Interval::from_secs(600),
+            location: None,
+        }
+    }
+
+    fn lines(p: &Path) -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn appending_continues_a_closed_or_cut_off_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("netcontrol_drop.log");
+        let mut f = LogFile::create(dir.path(), &DROP_SCHEMA, Format::Tsv).unwrap();
+        f.write(&rec(1)).unwrap();
+        f.close().unwrap();
+        assert!(lines(&path).last().unwrap().starts_with("#close\t"));
+        let mut f = LogFile::open_append(dir.path(), &DROP_SCHEMA, Format::Tsv).unwrap();
+        f.write(&rec(2)).unwrap();
+        f.flush().unwrap();
+        drop(f);
+        // A crash mid-line.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"3.000000\t2\t192.0")
+            .unwrap();
+        let mut f = LogFile::open_append(dir.path(), &DROP_SCHEMA, Format::Tsv).unwrap();
+        f.write(&rec(4)).unwrap();
+        f.close().unwrap();
+        let l = lines(&path);
+        assert_eq!(l.iter().filter(|x| x.starts_with("#fields")).count(), 1, "one header");
+        let data: Vec<&String> = l.iter().filter(|x| !x.starts_with('#')).collect();
+        assert_eq!(data.len(), 3, "{l:#?}");
+        assert!(data[0].starts_with("1.000000\t") && data[2].starts_with("4.000000\t"));
+        assert!(l.last().unwrap().starts_with("#close\t"));
+        assert_eq!(l.iter().filter(|x| x.starts_with("#close")).count(), 1);
+    }
+
+    #[test]
+    fn a_log_in_another_format_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = LogFile::create(dir.path(), &DROP_SCHEMA, Format::Tsv).unwrap();
+        f.write(&rec(1)).unwrap();
+        f.close().unwrap();
+        let mut f = LogFile::open_append(dir.path(), &DROP_SCHEMA, Format::Json).unwrap();
+        f.write(&rec(2)).unwrap();
+        f.close().unwrap();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let json = std::fs::read_to_string(dir.path().join("netcontrol_drop.log")).unwrap();
+        assert!(json.starts_with("{\"ts\":2.0"), "{json}");
+    }
+
+    #[test]
+    fn rotation_closes_renames_and_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = LogFile::create(dir.path(), &DROP_SCHEMA, Format::Tsv).unwrap();
+        f.write(&rec(1)).unwrap();
+        let old = f.rotate().unwrap();
+        f.write(&rec(2)).unwrap();
+        let old2 = f.rotate().unwrap();
+        f.close().unwrap();
+        assert_ne!(old, old2, "names never collide");
+        let name = old.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with("netcontrol_drop.20") && name.ends_with(".log"), "{name}");
+        let l = lines(&old);
+        assert!(l.iter().any(|x| x.starts_with("1.000000")));
+        assert!(l.last().unwrap().starts_with("#close"));
+        let cur = lines(&dir.path().join("netcontrol_drop.log"));
+        assert!(cur[0].starts_with("#separator"));
+        assert!(!cur.iter().any(|x| x.starts_with("1.000000") || x.starts_with("2.000000")));
     }
 
     #[test]
