@@ -1,8 +1,12 @@
 //! Packet sources. The only module that uses libpcap (through the `pcap` crate).
 //!
-//! [`TraceFile`] reads a pcap or pcapng file and hands out borrowed [`Frame`]s: libpcap's
-//! own buffer, no copy, valid until the next call. Timestamps come at microsecond
-//! precision, as Zeek reads them.
+//! [`TraceFile`] reads a pcap or pcapng file and [`Live`] captures from an interface; both
+//! hand out borrowed [`Frame`]s: libpcap's own buffer, no copy, valid until the next call.
+//! Timestamps come at microsecond precision, as Zeek reads them.
+//!
+//! A live capture is non-blocking and waits with `poll(2)` on libpcap's selectable file
+//! descriptor, so a quiet link never blocks a reader forever (libpcap's read timeout only
+//! starts once a packet has arrived; see environment.md).
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +22,208 @@ pub struct Frame<'a> {
     pub data: &'a [u8],
     /// The frame's length on the wire.
     pub wire_len: u32,
+}
+
+/// Settings of a live capture.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveOptions {
+    /// The interface, as `ip link` names it.
+    pub interface: String,
+    /// Bytes kept of each packet (headers are all catchd reads).
+    pub snaplen: i32,
+    /// Whether to see traffic not addressed to this host (a tap or span port).
+    pub promisc: bool,
+    /// The kernel's capture buffer, in bytes.
+    pub buffer_size: i32,
+    /// A BPF filter (tcpdump syntax), if any.
+    pub filter: Option<String>,
+}
+
+impl LiveOptions {
+    /// Defaults for `interface`: snap length 256, promiscuous, 64 MiB buffer, no filter.
+    pub fn new(interface: &str) -> LiveOptions {
+        LiveOptions {
+            interface: interface.to_string(),
+            snaplen: 256,
+            promisc: true,
+            buffer_size: 64 << 20,
+            filter: None,
+        }
+    }
+}
+
+/// Why a live capture failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// The interface cannot be captured on (no such interface, no permission …).
+    #[error("cannot capture on {interface}: {msg}")]
+    Open {
+        /// The interface.
+        interface: String,
+        /// libpcap's message.
+        msg: String,
+    },
+    /// The BPF filter does not compile.
+    #[error("bad capture filter for {interface} ({filter:?}): {msg}")]
+    Filter {
+        /// The interface.
+        interface: String,
+        /// The filter.
+        filter: String,
+        /// libpcap's message.
+        msg: String,
+    },
+    /// A link layer catchd does not decode.
+    #[error("{interface}: link type {dlt} ({name}) is not supported")]
+    UnsupportedLink {
+        /// The interface.
+        interface: String,
+        /// The DLT value.
+        dlt: i32,
+        /// libpcap's name for it.
+        name: String,
+    },
+    /// Reading failed (the interface went away …).
+    #[error("capture on {interface} failed: {msg}")]
+    Read {
+        /// The interface.
+        interface: String,
+        /// The cause.
+        msg: String,
+    },
+}
+
+/// libpcap's counters for a live capture (since it was opened).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveStats {
+    /// Packets the kernel passed to the capture.
+    pub received: u64,
+    /// Packets dropped because the capture buffer was full.
+    pub dropped: u64,
+    /// Packets dropped by the interface or its driver.
+    pub if_dropped: u64,
+}
+
+/// A live capture on one interface.
+pub struct Live {
+    cap: pcap::Capture<pcap::Active>,
+    interface: String,
+    link: LinkType,
+}
+
+impl Live {
+    /// Opens a capture (immediate mode, non-blocking) and applies the filter.
+    ///
+    /// # Errors
+    /// [`LiveError`] naming the interface.
+    pub fn open(o: &LiveOptions) -> Result<Live, LiveError> {
+        let open_err = |e: pcap::Error| LiveError::Open {
+            interface: o.interface.clone(),
+            msg: pcap_message(&e),
+        };
+        let cap = pcap::Capture::from_device(o.interface.as_str())
+            .map_err(open_err)?
+            .promisc(o.promisc)
+            .snaplen(o.snaplen)
+            .buffer_size(o.buffer_size)
+            .immediate_mode(true)
+            .timeout(100)
+            .open()
+            .map_err(open_err)?;
+        let mut cap = cap.setnonblock().map_err(open_err)?;
+        if let Some(f) = &o.filter {
+            cap.filter(f, true).map_err(|e| LiveError::Filter {
+                interface: o.interface.clone(),
+                filter: f.clone(),
+                msg: pcap_message(&e),
+            })?;
+        }
+        let dl = cap.get_datalink();
+        let link = LinkType::from_dlt(dl.0).ok_or_else(|| LiveError::UnsupportedLink {
+            interface: o.interface.clone(),
+            dlt: dl.0,
+            name: dl.get_name().unwrap_or_else(|_| "unknown".into()),
+        })?;
+        Ok(Live {
+            cap,
+            interface: o.interface.clone(),
+            link,
+        })
+    }
+
+    /// The interface.
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    /// The link type of the frames.
+    pub fn link(&self) -> LinkType {
+        self.link
+    }
+
+    /// Hands up to `max` waiting packets to `f`. If none is waiting, waits up to `wait`
+    /// for some first. Never blocks longer than `wait`. Returns how many were handled.
+    ///
+    /// # Errors
+    /// [`LiveError::Read`].
+    pub fn poll(
+        &mut self,
+        wait: std::time::Duration,
+        max: usize,
+        mut f: impl FnMut(Frame<'_>),
+    ) -> Result<usize, LiveError> {
+        use std::os::fd::AsFd;
+        let n = self.dispatch(max, &mut f)?;
+        if n > 0 {
+            return Ok(n);
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            self.cap.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let timeout = nix::poll::PollTimeout::try_from(wait).unwrap_or(nix::poll::PollTimeout::MAX);
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                return Err(LiveError::Read {
+                    interface: self.interface.clone(),
+                    msg: e.to_string(),
+                });
+            }
+        }
+        self.dispatch(max, &mut f)
+    }
+
+    fn dispatch(&mut self, max: usize, f: &mut impl FnMut(Frame<'_>)) -> Result<usize, LiveError> {
+        self.cap
+            .dispatch(Some(max), |p| {
+                f(Frame {
+                    ts: Time::from_timeval(p.header.ts.tv_sec, p.header.ts.tv_usec),
+                    data: p.data,
+                    wire_len: p.header.len,
+                });
+            })
+            .map_err(|e| LiveError::Read {
+                interface: self.interface.clone(),
+                msg: pcap_message(&e),
+            })
+    }
+
+    /// libpcap's counters.
+    ///
+    /// # Errors
+    /// [`LiveError::Read`].
+    pub fn stats(&mut self) -> Result<LiveStats, LiveError> {
+        let s = self.cap.stats().map_err(|e| LiveError::Read {
+            interface: self.interface.clone(),
+            msg: pcap_message(&e),
+        })?;
+        Ok(LiveStats {
+            received: u64::from(s.received),
+            dropped: u64::from(s.dropped),
+            if_dropped: u64::from(s.if_dropped),
+        })
+    }
 }
 
 /// Why a capture could not be opened or read.

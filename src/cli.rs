@@ -39,7 +39,11 @@ pub enum Command {
     /// NetControl logs.
     Replay(ReplayArgs),
 
-    /// Serve the BHR HTTP API on the durable store.
+    /// Run the daemon: live capture, catch-and-release on the BHR registry, the BHR and
+    /// catch-and-release APIs, and the Zeek logs.
+    Run(RunArgs),
+
+    /// Serve the BHR HTTP API on the durable store (no capture, no catch-and-release).
     Serve(ServeArgs),
 
     /// Check a configuration file and print the settings it gives.
@@ -56,6 +60,35 @@ pub struct ServeArgs {
     /// Address and port to listen on [default: 127.0.0.1:8000, or server.listen].
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
+
+    /// Where the configuration and database are.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `catchd run`. Every flag overrides the configuration file.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Capture on this interface (repeatable) [default: capture.interfaces].
+    #[arg(long = "interface", short = 'i', value_name = "IF")]
+    pub interfaces: Vec<String>,
+
+    /// Address and port of the HTTP APIs [default: 127.0.0.1:8000, or server.listen].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Directory of the Zeek logs [default: catchd-data/logs, or logs.dir].
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+
+    /// Catch-and-release block lengths, comma-separated [default: 10m,1h,24h,7d, or
+    /// cnr.intervals].
+    #[arg(long, value_name = "LIST")]
+    pub intervals: Option<Intervals>,
+
+    /// Write the logs in Zeek's JSON format.
+    #[arg(long)]
+    pub json_logs: bool,
 
     /// Where the configuration and database are.
     #[command(flatten)]
@@ -211,6 +244,9 @@ fn is_input_error(e: &anyhow::Error) -> bool {
     if e.is::<InputError>() || e.is::<config::Error>() {
         return true;
     }
+    if let Some(crate::daemon::Error::Capture(c)) = e.downcast_ref::<crate::daemon::Error>() {
+        return !matches!(c, crate::capture::LiveError::Read { .. });
+    }
     match e.downcast_ref::<replay::Error>() {
         Some(replay::Error::Capture(_) | replay::Error::DropsCsv { .. }) => true,
         Some(replay::Error::Log(_)) | None => false,
@@ -253,10 +289,36 @@ pub fn main(cli: Cli) -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Replay(args) => replay_cmd(args),
+        Command::Run(args) => run_cmd(&args),
         Command::Serve(args) => serve_cmd(&args),
         Command::CheckConfig(args) => check_config_cmd(&args),
         Command::User(cmd) => user_cmd(cmd),
     }
+}
+
+fn run_cmd(a: &RunArgs) -> anyhow::Result<()> {
+    let mut c = a.store.load()?;
+    if !a.interfaces.is_empty() {
+        for name in &a.interfaces {
+            config::check_interface_name(name)
+                .map_err(|msg| InputError(format!("--interface: {msg}")))?;
+        }
+        c.capture.interfaces.clone_from(&a.interfaces);
+    }
+    if let Some(l) = a.listen {
+        c.server.listen = l;
+    }
+    if let Some(d) = &a.log_dir {
+        c.logs.dir.clone_from(d);
+    }
+    if let Some(iv) = &a.intervals {
+        c.cnr.intervals = iv.clone();
+    }
+    if a.json_logs {
+        c.logs.json = true;
+    }
+    crate::daemon::run(&c, |_| ())?;
+    Ok(())
 }
 
 fn serve_cmd(a: &ServeArgs) -> anyhow::Result<()> {

@@ -13,6 +13,33 @@
 //! max_long_poll = "60s"
 //! max_concurrent = 1024
 //!
+//! [capture]
+//! interfaces = ["eth1"]       # none: no capture (the API and timers still run)
+//! snaplen = 256
+//! promisc = true
+//! buffer_size = 67108864      # bytes of kernel buffer per interface
+//! filter = ""                 # BPF, tcpdump syntax
+//! any_packet = false          # count every packet, not only connection starts
+//! queue = 65536               # sightings waiting for the engine; more are dropped
+//!
+//! [cnr]
+//! intervals = "10m,1h,24h,7d"
+//! sweep_interval = "10s"
+//! warn_blocked = false
+//! source = "catch-and-release"   # source of the registry blocks it makes
+//! block_managers = []            # idents whose set_blocked confirms a drop
+//! hand_over_sources = []         # BHR requests for single addresses from these sources
+//!                                # are handed to catch-and-release
+//!
+//! [logs]
+//! dir = "catchd-data/logs"
+//! json = false
+//! rotate_interval = "0s"      # 0: never (SIGHUP always rotates)
+//! rotate_size = 0             # bytes; 0: never
+//!
+//! [daemon]
+//! user = ""                   # run as this user once the captures are open
+//!
 //! [bhr]
 //! time_window_factor = 2.0
 //! minimum_time_window = 43200  # seconds, or a duration such as "12h"
@@ -34,6 +61,7 @@ use serde::Deserialize;
 
 use crate::bhr::api::Limits;
 use crate::bhr::model::Settings;
+use crate::cnr::Intervals;
 use crate::time::Interval;
 
 /// Where the database lives unless told otherwise.
@@ -80,6 +108,111 @@ pub struct Config {
     pub server: Server,
     /// BHR's settings.
     pub bhr: Settings,
+    /// Live capture.
+    pub capture: Capture,
+    /// Catch-and-release.
+    pub cnr: Cnr,
+    /// The Zeek logs.
+    pub logs: Logs,
+    /// The process.
+    pub daemon: Daemon,
+}
+
+/// Live capture settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capture {
+    /// Interfaces to capture on.
+    pub interfaces: Vec<String>,
+    /// Bytes kept per packet.
+    pub snaplen: i32,
+    /// Promiscuous mode.
+    pub promisc: bool,
+    /// Kernel buffer per interface, bytes.
+    pub buffer_size: i32,
+    /// BPF filter.
+    pub filter: Option<String>,
+    /// Count every packet from a watched address, not only connection starts.
+    pub any_packet: bool,
+    /// Capacity of the sighting channel.
+    pub queue: usize,
+}
+
+/// Catch-and-release settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cnr {
+    /// The escalation ladder.
+    pub intervals: Intervals,
+    /// Period of the forget sweep.
+    pub sweep_interval: Interval,
+    /// Log sightings of still-blocked addresses.
+    pub warn_blocked: bool,
+    /// `source` of the registry blocks catch-and-release makes.
+    pub source: String,
+    /// Block-manager idents whose `set_blocked` confirms a drop (NetControl plugins).
+    pub block_managers: Vec<String>,
+    /// BHR block requests of single addresses from these sources go to catch-and-release.
+    pub hand_over_sources: Vec<String>,
+}
+
+/// Log settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Logs {
+    /// Where the three NetControl logs go.
+    pub dir: PathBuf,
+    /// Zeek's JSON format instead of TSV.
+    pub json: bool,
+    /// Rotate this often (`None`: only on SIGHUP or size).
+    pub rotate_interval: Option<Duration>,
+    /// Rotate when a file reaches this many bytes (`None`: never).
+    pub rotate_size: Option<u64>,
+}
+
+/// Process settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Daemon {
+    /// Switch to this user once the captures are open.
+    pub user: Option<String>,
+}
+
+/// Where the logs go unless told otherwise.
+pub const DEFAULT_LOG_DIR: &str = "catchd-data/logs";
+
+impl Default for Capture {
+    fn default() -> Capture {
+        Capture {
+            interfaces: Vec::new(),
+            snaplen: 256,
+            promisc: true,
+            buffer_size: 64 << 20,
+            filter: None,
+            any_packet: false,
+            queue: 65_536,
+        }
+    }
+}
+
+impl Default for Cnr {
+    fn default() -> Cnr {
+        Cnr {
+            intervals: Intervals::default(),
+            sweep_interval: crate::cnr::DEFAULT_SWEEP_INTERVAL,
+            warn_blocked: false,
+            source: "catch-and-release".into(),
+            block_managers: Vec::new(),
+            hand_over_sources: Vec::new(),
+        }
+    }
+}
+
+impl Default for Logs {
+    fn default() -> Logs {
+        Logs {
+            dir: PathBuf::from(DEFAULT_LOG_DIR),
+            json: false,
+            rotate_interval: None,
+            rotate_size: None,
+        }
+    }
 }
 
 /// The HTTP server's settings.
@@ -102,6 +235,10 @@ impl Default for Config {
                 limits: Limits::default(),
             },
             bhr: Settings::default(),
+            capture: Capture::default(),
+            cnr: Cnr::default(),
+            logs: Logs::default(),
+            daemon: Daemon { user: None },
         }
     }
 }
@@ -115,6 +252,60 @@ struct File {
     server: ServerFile,
     #[serde(default)]
     bhr: BhrFile,
+    #[serde(default)]
+    capture: CaptureFile,
+    #[serde(default)]
+    cnr: CnrFile,
+    #[serde(default)]
+    logs: LogsFile,
+    #[serde(default)]
+    daemon: DaemonFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaptureFile {
+    interfaces: Option<Vec<String>>,
+    snaplen: Option<i64>,
+    promisc: Option<bool>,
+    buffer_size: Option<i64>,
+    filter: Option<String>,
+    any_packet: Option<bool>,
+    queue: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CnrFile {
+    intervals: Option<StringOrList>,
+    sweep_interval: Option<String>,
+    warn_blocked: Option<bool>,
+    source: Option<String>,
+    block_managers: Option<Vec<String>>,
+    hand_over_sources: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsFile {
+    dir: Option<PathBuf>,
+    json: Option<bool>,
+    rotate_interval: Option<String>,
+    rotate_size: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DaemonFile {
+    user: Option<String>,
+}
+
+/// `"10m,1h"` or `["10m", "1h"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    Text(String),
+    List(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -323,7 +514,147 @@ impl Config {
         if let Some(v) = b.unauthenticated_limited_query {
             st.unauthenticated_limited_query = v;
         }
+
+        let cap = file.capture;
+        let cc = &mut c.capture;
+        if let Some(ifs) = cap.interfaces {
+            for (i, name) in ifs.iter().enumerate() {
+                if let Err(msg) = check_interface_name(name) {
+                    return Err(invalid(&format!("capture.interfaces[{i}]"), msg));
+                }
+            }
+            cc.interfaces = ifs;
+        }
+        if let Some(v) = cap.snaplen {
+            if !(64..=65_535).contains(&v) {
+                return Err(invalid(
+                    "capture.snaplen",
+                    format!("must be between 64 and 65535, not {v}"),
+                ));
+            }
+            cc.snaplen = i32::try_from(v).expect("in range");
+        }
+        if let Some(v) = cap.promisc {
+            cc.promisc = v;
+        }
+        if let Some(v) = cap.buffer_size {
+            if !(65_536..=(1 << 30)).contains(&v) {
+                return Err(invalid(
+                    "capture.buffer_size",
+                    format!("must be between 65536 and 1073741824 bytes, not {v}"),
+                ));
+            }
+            cc.buffer_size = i32::try_from(v).expect("in range");
+        }
+        if let Some(f) = cap.filter {
+            cc.filter = (!f.trim().is_empty()).then_some(f);
+        }
+        if let Some(v) = cap.any_packet {
+            cc.any_packet = v;
+        }
+        if let Some(v) = cap.queue {
+            if !(16..=16_777_216).contains(&v) {
+                return Err(invalid(
+                    "capture.queue",
+                    format!("must be between 16 and 16777216, not {v}"),
+                ));
+            }
+            cc.queue = usize::try_from(v).expect("in range");
+        }
+
+        let cnr = file.cnr;
+        let cn = &mut c.cnr;
+        if let Some(iv) = cnr.intervals {
+            let text = match iv {
+                StringOrList::Text(t) => t,
+                StringOrList::List(l) => l.join(","),
+            };
+            cn.intervals = text
+                .parse()
+                .map_err(|e: crate::cnr::IntervalsError| invalid("cnr.intervals", e.to_string()))?;
+        }
+        if let Some(t) = cnr.sweep_interval {
+            let d = duration("cnr.sweep_interval", &t)?;
+            cn.sweep_interval =
+                Interval::from_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        }
+        if let Some(v) = cnr.warn_blocked {
+            cn.warn_blocked = v;
+        }
+        if let Some(v) = cnr.source {
+            let n = v.trim().chars().count();
+            if n == 0 || n > 30 {
+                return Err(invalid(
+                    "cnr.source",
+                    "must be 1 to 30 characters (a BHR source)".into(),
+                ));
+            }
+            cn.source = v.trim().to_string();
+        }
+        if let Some(v) = cnr.block_managers {
+            for (i, ident) in v.iter().enumerate() {
+                let n = ident.chars().count();
+                if n == 0 || n > 50 {
+                    return Err(invalid(
+                        &format!("cnr.block_managers[{i}]"),
+                        "must be 1 to 50 characters (a BHR ident)".into(),
+                    ));
+                }
+            }
+            if v.len() > crate::cnr::MAX_BACKENDS {
+                return Err(invalid(
+                    "cnr.block_managers",
+                    format!("at most {} idents", crate::cnr::MAX_BACKENDS),
+                ));
+            }
+            cn.block_managers = v;
+        }
+        if let Some(v) = cnr.hand_over_sources {
+            cn.hand_over_sources = v;
+        }
+
+        let logs = file.logs;
+        let lg = &mut c.logs;
+        if let Some(d) = logs.dir {
+            if d.as_os_str().is_empty() {
+                return Err(invalid("logs.dir", "must not be empty".into()));
+            }
+            lg.dir = d;
+        }
+        if let Some(v) = logs.json {
+            lg.json = v;
+        }
+        if let Some(t) = logs.rotate_interval {
+            lg.rotate_interval = if t.trim() == "0" || t.trim() == "0s" {
+                None
+            } else {
+                Some(duration("logs.rotate_interval", &t)?)
+            };
+        }
+        if let Some(v) = logs.rotate_size {
+            if v < 0 {
+                return Err(invalid(
+                    "logs.rotate_size",
+                    format!("must be zero or more bytes, not {v}"),
+                ));
+            }
+            lg.rotate_size = (v > 0).then_some(v.unsigned_abs());
+        }
+
+        if let Some(u) = file.daemon.user {
+            let u = u.trim().to_string();
+            c.daemon.user = (!u.is_empty()).then_some(u);
+        }
         Ok(c)
+    }
+}
+
+/// Whether a name can be an interface name (Linux: 1 to 15 bytes, no `/`, `:` or space).
+pub fn check_interface_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\t', '\n']) {
+        Err(format!("`{name}` is not an interface name"))
+    } else {
+        Ok(())
     }
 }
 
@@ -456,10 +787,64 @@ mod tests {
             ("[server]\nlisten = \"localhost\"", "server.listen"),
             ("[server]\nmax_long_poll = \"5m\"", "server.max_long_poll"),
             ("[server]\nmax_concurrent = 0", "server.max_concurrent"),
+            ("[cnr]\nintervals = \"10m\"", "cnr.intervals"),
+            ("[cnr]\nintervals = \"10m,soon\"", "cnr.intervals"),
+            ("[cnr]\nsource = \"\"", "cnr.source"),
+            ("[cnr]\nsweep_interval = \"never\"", "cnr.sweep_interval"),
+            (
+                "[capture]\ninterfaces = [\"eth0\", \"a/b\"]",
+                "capture.interfaces[1]",
+            ),
+            ("[capture]\nsnaplen = 10", "capture.snaplen"),
+            ("[capture]\nqueue = 1", "capture.queue"),
+            (
+                "[logs]\nrotate_interval = \"sometimes\"",
+                "logs.rotate_interval",
+            ),
+            ("[logs]\nrotate_size = -1", "logs.rotate_size"),
         ] {
             let e = err(text);
             assert!(e.contains(&format!("{key}: ")), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn daemon_sections_are_applied() {
+        let c = parse(
+            r#"
+            [capture]
+            interfaces = ["eth1", "eth2"]
+            filter = "not port 22"
+            any_packet = true
+            [cnr]
+            intervals = ["1s", "2s", "4s"]
+            sweep_interval = "1s"
+            block_managers = ["bgp1", "fw"]
+            hand_over_sources = ["bro"]
+            [logs]
+            dir = "/var/log/catchd"
+            json = true
+            rotate_interval = "1h"
+            rotate_size = 1000000
+            [daemon]
+            user = "catchd"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.capture.interfaces, ["eth1", "eth2"]);
+        assert_eq!(c.capture.filter.as_deref(), Some("not port 22"));
+        assert!(c.capture.any_packet);
+        assert_eq!(c.cnr.intervals.to_string(), "1s,2s,4s");
+        assert_eq!(c.cnr.sweep_interval, Interval::from_secs(1));
+        assert_eq!(c.cnr.block_managers, ["bgp1", "fw"]);
+        assert_eq!(c.logs.rotate_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(c.logs.rotate_size, Some(1_000_000));
+        assert!(c.logs.json);
+        assert_eq!(c.daemon.user.as_deref(), Some("catchd"));
+        let d = parse("").unwrap();
+        assert_eq!(d.cnr.intervals, Intervals::default());
+        assert!(d.capture.interfaces.is_empty());
+        assert_eq!(d.logs.rotate_interval, None);
     }
 
     #[test]

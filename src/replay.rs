@@ -434,6 +434,7 @@ impl Replay {
             // A replay watches exactly the dropped addresses. A filter sized for them stays
             // in cache while the trace streams through it.
             watch_capacity: opts.drops.len(),
+            start: Time::ZERO,
         };
         let engine = Engine::with_accepting_backend(cfg, &opts.plugin_name);
         let logs = LogSet::create(&opts.log_dir, opts.format)?;

@@ -45,14 +45,30 @@ pub enum Error {
     StoreFailed(String),
 }
 
-/// Opens the store and registry for `config` and serves the API until SIGINT/SIGTERM.
-/// `on_listening` is called with the bound address (useful with port 0).
+/// What start-up opens: the owner lock, the store, and what it held.
+pub struct Opened {
+    /// Held while the process runs.
+    pub lock: OwnerLock,
+    /// The store.
+    pub store: Store,
+    /// The registry rebuilt from the stored rows.
+    pub registry: Registry,
+    /// The users.
+    pub users: Vec<crate::auth::User>,
+    /// Catch-and-release's stored state.
+    pub watch: Vec<(crate::addr::Addr, crate::cnr::WatchState)>,
+    /// The time that state is current to.
+    pub cr_clock: Option<Time>,
+}
+
+/// Takes the database's owner lock, opens and migrates the store, and rebuilds the
+/// registry from it.
 ///
 /// # Errors
 /// [`Error`].
-pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), Error> {
+pub fn open(config: &Config) -> Result<Opened, Error> {
     let db = &config.server.db;
-    let _lock = OwnerLock::acquire(db)?;
+    let lock = OwnerLock::acquire(db)?;
     let store = Store::open_sqlite(db)?;
     let snap = store.load_blocking()?;
     let (blocks, entries) = (snap.blocks.len(), snap.entries.len());
@@ -64,25 +80,40 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         snap.whitelist,
         snap.source_blacklist,
     )?;
-    if snap.users.is_empty() {
+    tracing::info!(db = %db.display(), blocks, entries, "Store opened.");
+    Ok(Opened {
+        lock,
+        store,
+        registry,
+        users: snap.users,
+        watch: snap.watch,
+        cr_clock: snap.cr_clock,
+    })
+}
+
+/// Opens the store and registry for `config` and serves the API until SIGINT/SIGTERM.
+/// `on_listening` is called with the bound address (useful with port 0).
+///
+/// # Errors
+/// [`Error`].
+pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), Error> {
+    let Opened {
+        lock: _lock,
+        store,
+        registry,
+        users,
+        ..
+    } = open(config)?;
+    if users.is_empty() {
         tracing::warn!(
             "No users yet: only the public endpoints answer. Add one with \
              `catchd user add NAME --role blocker`."
         );
     }
-    let users = Users::new(snap.users);
-    tracing::info!(db = %db.display(), blocks, entries, "Store opened.");
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("catchd-http")
-        .build()?;
+    let users = Users::new(users);
+    let rt = runtime()?;
     rt.block_on(async {
-        let addr = config.server.listen;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind { addr, source })?;
-        let local = listener.local_addr()?;
+        let (listener, local) = bind(config.server.listen).await?;
         let state = AppState::new(
             registry,
             store.clone(),
@@ -93,7 +124,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         tokio::spawn(reload_users(state.clone(), store));
         tracing::info!("Serving the BHR API on http://{local}/bhr/api/");
         on_listening(local);
-        api::serve(listener, state.clone(), signal()).await?;
+        api::serve(listener, state.clone(), None, signal()).await?;
         match state.failure() {
             Some(why) => Err(Error::StoreFailed(why)),
             None => {
@@ -104,8 +135,31 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
     })
 }
 
+/// The async runtime the servers run on.
+///
+/// # Errors
+/// If it cannot be built.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("catchd-http")
+        .build()?)
+}
+
+/// Binds the listener.
+///
+/// # Errors
+/// [`Error::Bind`] naming the address.
+pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), Error> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
 /// Re-reads the users every [`USER_RELOAD`] until the server stops.
-async fn reload_users(state: Arc<AppState>, store: Store) {
+pub async fn reload_users(state: Arc<AppState>, store: Store) {
     let mut tick = tokio::time::interval(USER_RELOAD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -125,7 +179,7 @@ async fn reload_users(state: Arc<AppState>, store: Store) {
 }
 
 /// Completes on SIGINT or SIGTERM.
-async fn signal() {
+pub async fn signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -535,7 +535,11 @@ impl LogFile {
     ///
     /// # Errors
     /// [`Error::Write`] if the file cannot be read, renamed or written.
-    pub fn open_append(dir: &Path, schema: &'static Schema, format: Format) -> Result<LogFile, Error> {
+    pub fn open_append(
+        dir: &Path,
+        schema: &'static Schema,
+        format: Format,
+    ) -> Result<LogFile, Error> {
         let path = dir.join(format!("{}.log", schema.path));
         let werr = |path: &Path| {
             let path = path.to_path_buf();
@@ -566,16 +570,21 @@ impl LogFile {
             .find_map(|l| l.strip_prefix("#open\t"))
             .map(str::to_string);
         if !same {
-            let old = LogFile::archive_name(dir, schema, &opened_text.unwrap_or_else(|| {
-                chrono::Local::now().format(STAMP).to_string()
-            }));
+            let old = LogFile::archive_name(
+                dir,
+                schema,
+                &opened_text.unwrap_or_else(|| chrono::Local::now().format(STAMP).to_string()),
+            );
             std::fs::rename(&path, &old).map_err(werr(&path))?;
             return LogFile::create(dir, schema, format);
         }
         // Keep whole lines only, and reopen a closed log by dropping its footer.
         let mut keep = existing.len();
         if existing.last() != Some(&b'\n') {
-            keep = existing.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            keep = existing
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
         }
         let body = &existing[..keep];
         let last_start = body[..body.len().saturating_sub(1)]
@@ -680,7 +689,11 @@ impl LogFile {
     /// [`Error::Write`] on an I/O error.
     pub fn rotate(&mut self) -> Result<PathBuf, Error> {
         self.footer()?;
-        let old = LogFile::archive_name(&self.dir, self.schema, &self.opened.format(STAMP).to_string());
+        let old = LogFile::archive_name(
+            &self.dir,
+            self.schema,
+            &self.opened.format(STAMP).to_string(),
+        );
         std::fs::rename(&self.path, &old).map_err(|source| Error::Write {
             path: self.path.clone(),
             source,
@@ -689,7 +702,13 @@ impl LogFile {
             path: self.path.clone(),
             source,
         })?;
-        *self = LogFile::start(&self.dir.clone(), self.path.clone(), file, self.schema, self.format)?;
+        *self = LogFile::start(
+            &self.dir.clone(),
+            self.path.clone(),
+            file,
+            self.schema,
+            self.format,
+        )?;
         Ok(old)
     }
 
@@ -786,6 +805,17 @@ impl LogSet {
         self.netcontrol.rotate()?;
         self.drop.rotate()?;
         Ok(())
+    }
+
+    /// Writes the three footers and flushes, in place (for an owner that cannot give the
+    /// set up); nothing more should be written after it.
+    ///
+    /// # Errors
+    /// [`Error::Write`] on an I/O error.
+    pub fn finish(&mut self) -> Result<(), Error> {
+        self.catch_release.footer()?;
+        self.netcontrol.footer()?;
+        self.drop.footer()
     }
 
     /// Closes all three logs.
@@ -909,7 +939,11 @@ mod tests {
         f.write(&rec(4)).unwrap();
         f.close().unwrap();
         let l = lines(&path);
-        assert_eq!(l.iter().filter(|x| x.starts_with("#fields")).count(), 1, "one header");
+        assert_eq!(
+            l.iter().filter(|x| x.starts_with("#fields")).count(),
+            1,
+            "one header"
+        );
         let data: Vec<&String> = l.iter().filter(|x| !x.starts_with('#')).collect();
         assert_eq!(data.len(), 3, "{l:#?}");
         assert!(data[0].starts_with("1.000000\t") && data[2].starts_with("4.000000\t"));
@@ -946,13 +980,19 @@ mod tests {
         f.close().unwrap();
         assert_ne!(old, old2, "names never collide");
         let name = old.file_name().unwrap().to_str().unwrap();
-        assert!(name.starts_with("netcontrol_drop.20") && name.ends_with(".log"), "{name}");
+        assert!(
+            name.starts_with("netcontrol_drop.20") && name.ends_with(".log"),
+            "{name}"
+        );
         let l = lines(&old);
         assert!(l.iter().any(|x| x.starts_with("1.000000")));
         assert!(l.last().unwrap().starts_with("#close"));
         let cur = lines(&dir.path().join("netcontrol_drop.log"));
         assert!(cur[0].starts_with("#separator"));
-        assert!(!cur.iter().any(|x| x.starts_with("1.000000") || x.starts_with("2.000000")));
+        assert!(
+            !cur.iter()
+                .any(|x| x.starts_with("1.000000") || x.starts_with("2.000000"))
+        );
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub struct Config {
     /// How many watched addresses to size the per-packet pre-filter for (one byte each).
     /// More addresses still work; lookups of unwatched ones just reach the map more often.
     pub watch_capacity: usize,
+    /// Network time when the engine starts ([`Time::ZERO`] for a trace, as in Zeek, where
+    /// network time only begins with the first packet; a daemon starts at the clock).
+    pub start: Time,
 }
 
 /// The default [`Config::watch_capacity`]: a million addresses (a 1 MiB filter).
@@ -94,6 +97,7 @@ impl Default for Config {
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
             max_timer_expires: Some(ZEEK_MAX_TIMER_EXPIRES),
             watch_capacity: DEFAULT_WATCH_CAPACITY,
+            start: Time::ZERO,
         }
     }
 }
@@ -271,10 +275,11 @@ impl Engine {
     /// # Panics
     /// With more than [`MAX_BACKENDS`] backends.
     pub fn new(cfg: Config, backends: Vec<(Box<dyn Backend>, i64)>) -> Engine {
+        let start = cfg.start;
         let mut e = Engine {
             watch: Arc::new(Watchlist::new(cfg.intervals.clone(), cfg.watch_capacity)),
             cfg,
-            now: Time::ZERO,
+            now: start,
             nc: NetControl::new(),
             queue: VecDeque::new(),
             timers: BinaryHeap::new(),
@@ -282,8 +287,14 @@ impl Engine {
             next_timer: Time::MAX,
             out: VecDeque::new(),
         };
-        // Zeek arms the sweep timer at time 1 so that it fires on the first packet.
-        e.schedule(Time::from_micros(1_000_000), TimerKind::Sweep);
+        // Zeek arms the sweep timer at time 1 so that it fires on the first packet; an
+        // engine started at a real time sweeps one interval later.
+        let first = if start == Time::ZERO {
+            Time::from_micros(1_000_000)
+        } else {
+            start + e.cfg.sweep_interval
+        };
+        e.schedule(first, TimerKind::Sweep);
         e.activate(backends);
         e
     }

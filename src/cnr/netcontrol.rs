@@ -188,8 +188,12 @@ pub trait RuleIds: Send {
     ///
     /// # Errors
     /// The refusal, for the log.
-    fn assign(&mut self, entity: IpNet, expire: Interval, location: Option<&str>)
-    -> Result<RuleId, String>;
+    fn assign(
+        &mut self,
+        entity: IpNet,
+        expire: Interval,
+        location: Option<&str>,
+    ) -> Result<RuleId, String>;
 }
 
 /// A NetControl plugin: something that puts drop rules in place.
@@ -462,7 +466,13 @@ impl Engine {
     }
 
     /// A rule the id source refused: FAILED, without a rule id.
-    fn log_refused(&mut self, entity: IpNet, expire: Interval, location: Option<Arc<str>>, why: String) {
+    fn log_refused(
+        &mut self,
+        entity: IpNet,
+        expire: Interval,
+        location: Option<Arc<str>>,
+        why: String,
+    ) {
         self.out.push_back(Output::NetControl(NetControlRecord {
             ts: self.now,
             category: Some(Category::Rule),
@@ -508,7 +518,8 @@ impl Engine {
             }
             Some(ids) => {
                 if let Some(existing) = self.nc.entities.get(&(entity, RuleType::Drop)) {
-                    let msg = format!("discarded duplicate insertion of rule {existing} for {entity}");
+                    let msg =
+                        format!("discarded duplicate insertion of rule {existing} for {entity}");
                     self.report(msg);
                     return None;
                 }

@@ -989,6 +989,7 @@ mod model {
                 sweep_interval: Interval::from_secs(sweep),
                 max_timer_expires: None,
                 watch_capacity: 1000,
+                start: Time::ZERO,
             };
             let mut e = Engine::with_accepting_backend(cfg.clone(), "m");
             let mut m = Model {
@@ -1102,10 +1103,17 @@ fn a_restored_rule_is_adopted_and_expires_through_its_backend() {
     };
     let p = e.plugin_id("Debug-All").unwrap();
     e.restore_rule(rule, &[p], &[p], Some(at(300.0)));
-    assert_eq!(e.rule_plugins(RuleId::new(77).unwrap()), Some((vec![p], vec![p])));
+    assert_eq!(
+        e.rule_plugins(RuleId::new(77).unwrap()),
+        Some((vec![p], vec![p]))
+    );
     let lines = run(
         &mut e,
-        &[(1.0, Op::Drop("10.2.2.2", "feed")), (300.0, Op::Tick), (301.0, Op::Packet("10.2.2.2"))],
+        &[
+            (1.0, Op::Drop("10.2.2.2", "feed")),
+            (300.0, Op::Tick),
+            (301.0, Op::Packet("10.2.2.2")),
+        ],
     );
     assert_eq!(
         lines,

@@ -20,9 +20,9 @@ use tokio::sync::oneshot;
 
 use crate::addr::Addr;
 use crate::auth::User;
-use crate::cnr::WatchState;
 use crate::bhr::model::{Block, Entry, SourceBlacklistEntry, UserId, WhitelistEntry};
 use crate::bhr::registry::Change;
+use crate::cnr::WatchState;
 
 pub use sqlite::Sqlite;
 

@@ -9,9 +9,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::addr::Addr;
 use crate::auth::{Role, User};
-use crate::cnr::{RuleId, WatchState};
 use crate::bhr::model::{Block, Entry, SourceBlacklistEntry, UserId, WhitelistEntry};
 use crate::bhr::registry::Change;
+use crate::cnr::{RuleId, WatchState};
 use crate::time::Time;
 
 use super::{Backend, Error, Snapshot, Write};
@@ -349,7 +349,9 @@ impl Backend for Sqlite {
                     WatchState {
                         start: time(r.get(1)?),
                         expire_ref: time(r.get(2)?),
-                        rule: rule.and_then(|v| u32::try_from(v).ok()).and_then(RuleId::new),
+                        rule: rule
+                            .and_then(|v| u32::try_from(v).ok())
+                            .and_then(RuleId::new),
                         location: r.get::<_, Option<String>>(4)?.map(Arc::from),
                         reblocked: r.get(5)?,
                         step: r.get(6)?,
@@ -517,10 +519,8 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> 
                 .execute([a.to_string()])?;
         }
         Write::CrClock(t) => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO cr_meta (key, value) VALUES ('clock', ?1)",
-            )?
-            .execute([us(*t)])?;
+            tx.prepare_cached("INSERT OR REPLACE INTO cr_meta (key, value) VALUES ('clock', ?1)")?
+                .execute([us(*t)])?;
         }
         Write::UserDeleted(id) => {
             tx.prepare_cached("DELETE FROM users WHERE id = ?1")?

@@ -2,6 +2,7 @@
 
 mod api;
 mod baselines;
+mod daemon;
 mod replay;
 mod serve;
 mod support;

@@ -67,6 +67,7 @@ fn submit(
     s: &AppState,
     changes: Vec<Change>,
 ) -> tokio::sync::oneshot::Receiver<std::result::Result<(), crate::store::Error>> {
+    s.publish(&changes);
     s.store
         .submit(changes.into_iter().map(Write::Bhr).collect())
 }

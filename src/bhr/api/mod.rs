@@ -14,6 +14,7 @@ mod error;
 mod handlers;
 mod input;
 mod output;
+mod service;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,8 +28,10 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 
-pub use auth::Users;
-pub use error::ApiError;
+pub use auth::{Caller, Users, authenticate};
+pub use error::{ApiError, FieldErrors, Json};
+pub use input::{body, object, text};
+pub use service::{Listener, Receipt};
 
 use crate::bhr::registry::Registry;
 use crate::store::Store;
@@ -81,6 +84,8 @@ pub struct AppState {
     stop: tokio::sync::watch::Sender<bool>,
     /// Why the server stopped, if it was a failure.
     failure: Mutex<Option<String>>,
+    /// Told of every change the API makes (the daemon's catch-and-release listens).
+    listener: std::sync::OnceLock<Listener>,
 }
 
 impl AppState {
@@ -101,6 +106,7 @@ impl AppState {
             limits,
             stop: tokio::sync::watch::Sender::new(false),
             failure: Mutex::new(None),
+            listener: std::sync::OnceLock::new(),
         })
     }
 
@@ -289,14 +295,15 @@ async fn json_errors(req: Request, next: Next) -> Response {
     out
 }
 
-/// Serves the API on `listener` until `shutdown` completes or the state is stopped, then
-/// finishes the requests in flight.
+/// Serves the API (and `extra` routes, under the same limits) on `listener` until
+/// `shutdown` completes or the state is stopped, then finishes the requests in flight.
 ///
 /// # Errors
 /// An I/O error from the listener.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
+    extra: Option<Router>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use tower::ServiceBuilder;
@@ -308,7 +315,11 @@ pub async fn serve(
             () = stopper.stopping() => {}
         }
     };
-    let app = router(state)
+    let mut app = router(state);
+    if let Some(extra) = extra {
+        app = app.merge(extra);
+    }
+    let app = app
         .layer(
             ServiceBuilder::new()
                 .layer(axum::error_handling::HandleErrorLayer::new(

@@ -1,7 +1,7 @@
 //! `catchd serve` as a process: the CLI around it, durability under SIGKILL, and the real
 //! Python `bhr-client` package driving it.
 
-mod process;
+pub mod process;
 
 mod bhr_client;
 mod cli;

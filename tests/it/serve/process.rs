@@ -57,8 +57,17 @@ pub struct Server {
 impl Server {
     /// Starts `catchd serve` on a free loopback port with this database.
     pub fn start(db: &Path, extra: &[&str]) -> Server {
+        Server::launch("serve", db, extra)
+    }
+
+    /// Starts the daemon, `catchd run`, on a free loopback port with this database.
+    pub fn run(db: &Path, extra: &[&str]) -> Server {
+        Server::launch("run", db, extra)
+    }
+
+    fn launch(command: &str, db: &Path, extra: &[&str]) -> Server {
         let mut child = catchd()
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .args([command, "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
             .args(extra)
             .env("RUST_LOG", "catchd=info")
@@ -73,14 +82,19 @@ impl Server {
             let line = line.unwrap();
             log.lock().unwrap().push_str(&line);
             log.lock().unwrap().push('\n');
-            if let Some(rest) = line.split("Serving the BHR API on http://").nth(1) {
-                addr = Some(rest.trim_end_matches("/bhr/api/").parse().unwrap());
+            let rest = line
+                .split("Serving the BHR API on http://")
+                .nth(1)
+                .or_else(|| line.split("BHR API on http://").nth(1));
+            if let Some(rest) = rest {
+                let host = rest.split("/bhr/api/").next().unwrap();
+                addr = Some(host.parse().unwrap());
                 break;
             }
         }
         let Some(addr) = addr else {
             let _ = child.wait();
-            panic!("catchd serve did not start:\n{}", log.lock().unwrap());
+            panic!("catchd {command} did not start:\n{}", log.lock().unwrap());
         };
         let sink = log.clone();
         std::thread::spawn(move || {
@@ -101,6 +115,31 @@ impl Server {
     /// What it logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// A GET that must answer 200 with JSON.
+    #[track_caller]
+    pub fn json(&self, path: &str, auth: &str) -> serde_json::Value {
+        let (status, body) = self.request("GET", path, Some(auth), None);
+        assert_eq!(status, 200, "GET {path}: {body}\n{}", self.log());
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// A JSON POST; returns the status and the parsed answer.
+    pub fn post(
+        &self,
+        path: &str,
+        auth: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let (status, text) = self.request(
+            "POST",
+            path,
+            Some(auth),
+            Some(("application/json", &body.to_string())),
+        );
+        let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, v)
     }
 
     /// SIGKILL, and wait for it to be gone.

@@ -1,0 +1,684 @@
+//! The daemon's core thread: catch-and-release on the real clock, over the registry.
+//!
+//! It owns the [`Engine`] and is the only thread that touches it. Inputs arrive on two
+//! channels: sightings from the capture threads, and [`Command`]s (from the
+//! catch-and-release API, from the BHR API's change listener, and from signals). Between
+//! inputs it sleeps until the next deadline: the engine's timers, the end of a rule's
+//! registry block, or log rotation. After each step it writes the engine's records to the
+//! Zeek logs and persists every address whose state changed, with the network time the
+//! state is current to, in one store job.
+//!
+//! On start it restores the watched addresses and the rules they refer to, then replays
+//! what came due while catchd was down (block ends, forgets) at the times they came due.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, select};
+use tokio::sync::oneshot;
+
+use crate::addr::Addr;
+use crate::bhr::api::{AppState, Receipt};
+use crate::bhr::model::Block;
+use crate::bhr::registry::Change;
+use crate::cnr::{
+    Action, Answer, BlockInfo, Engine, Output, PluginId, Rule, RuleId, RuleType, Target, WatchState,
+};
+use crate::sensor::Sighting;
+use crate::store::{Store, Write};
+use crate::time::{Interval, Time};
+use crate::zeeklog::LogSet;
+
+use super::link::{self, Shared};
+
+/// A value whose changes are durable once `receipt` answers.
+pub struct Durable<T> {
+    /// The value.
+    pub value: T,
+    /// Answers when everything the command changed is on disk.
+    pub receipt: Receipt,
+}
+
+/// What the core thread is asked to do.
+pub enum Command {
+    /// `drop_address_catch_release`.
+    Drop {
+        /// The address.
+        addr: Addr,
+        /// Where the drop came from.
+        location: String,
+        /// The resulting state, or why nothing is tracked.
+        reply: oneshot::Sender<Result<Durable<BlockInfo>, String>>,
+    },
+    /// `unblock_address_catch_release`.
+    Unblock {
+        /// The address.
+        addr: Addr,
+        /// Why.
+        reason: String,
+        /// Whether it was tracked.
+        reply: oneshot::Sender<Durable<bool>>,
+    },
+    /// `get_catch_release_info`.
+    Info {
+        /// The address.
+        addr: Addr,
+        /// Its state (`watch_until` 0 when unknown).
+        reply: oneshot::Sender<BlockInfo>,
+    },
+    /// Every tracked address.
+    List {
+        /// Sorted by address.
+        reply: oneshot::Sender<Vec<(Addr, BlockInfo)>>,
+    },
+    /// Rows the BHR API changed.
+    Registry(Vec<Change>),
+    /// Rotate the logs (SIGHUP).
+    Rotate,
+    /// Persist, close the logs and end the thread.
+    Stop {
+        /// Answered when done.
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The core's counters, readable from any thread.
+#[derive(Debug, Default)]
+pub struct CoreMetrics {
+    /// Catch-and-release log lines by action, in [`Action::ALL`] order.
+    pub actions: [AtomicU64; 7],
+    /// Sightings of watched addresses processed.
+    pub sightings: AtomicU64,
+    /// Engine errors (drops no backend took …).
+    pub errors: AtomicU64,
+    /// Log write failures.
+    pub log_errors: AtomicU64,
+    /// Addresses tracked.
+    pub watched: AtomicU64,
+    /// Live NetControl rules.
+    pub rules: AtomicU64,
+    /// Log rotations.
+    pub rotations: AtomicU64,
+}
+
+/// Settings of the core.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Block-manager idents (plugins); empty: the automatic plugin.
+    pub block_managers: Vec<String>,
+    /// Sources whose single-address BHR blocks are handed to catch-and-release.
+    pub hand_over_sources: Vec<String>,
+    /// Rotate logs this often.
+    pub rotate_interval: Option<Duration>,
+    /// Rotate logs at this size.
+    pub rotate_size: Option<u64>,
+}
+
+/// Sightings handled before the core persists and looks at its commands again.
+const SIGHTING_BATCH: usize = 4096;
+
+/// The longest the core sleeps without looking at the clock.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// The catch-and-release core.
+pub struct Core {
+    engine: Engine,
+    link: Shared,
+    api: Arc<AppState>,
+    store: Store,
+    logs: LogSet,
+    /// Every plugin, in activation order.
+    plugins: Vec<PluginId>,
+    /// The automatic plugin, when no block managers are configured.
+    auto: Option<PluginId>,
+    idents: HashMap<String, PluginId>,
+    hand_over: HashSet<String>,
+    /// Registry block ends of live rules.
+    expiries: BTreeSet<(Time, RuleId)>,
+    ends: HashMap<RuleId, Time>,
+    dirty: HashSet<Addr>,
+    /// The receipt of the last job the core submitted, watched for a store failure.
+    last: Option<Receipt>,
+    metrics: Arc<CoreMetrics>,
+    settings: Settings,
+    next_rotation: Option<Instant>,
+}
+
+fn rule_id(block: u64) -> Option<RuleId> {
+    u32::try_from(block).ok().and_then(RuleId::new)
+}
+
+fn is_host(net: &ipnet::IpNet) -> bool {
+    net.prefix_len() == net.max_prefix_len()
+}
+
+impl Core {
+    /// Builds the core around an engine whose backends are the link's plugins (activated
+    /// in `settings.block_managers` order, or the automatic one), restores the stored
+    /// state and replays what came due since `clock`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        engine: Engine,
+        link: Shared,
+        api: Arc<AppState>,
+        store: Store,
+        logs: LogSet,
+        settings: Settings,
+        watch: Vec<(Addr, WatchState)>,
+        clock: Option<Time>,
+        metrics: Arc<CoreMetrics>,
+    ) -> Core {
+        let mut idents = HashMap::new();
+        let mut plugins = Vec::new();
+        let mut auto = None;
+        if settings.block_managers.is_empty() {
+            auto = engine.plugin_id(link::AUTO_PLUGIN);
+            plugins.extend(auto);
+        } else {
+            for ident in &settings.block_managers {
+                if let Some(p) = engine.plugin_id(ident) {
+                    idents.insert(ident.clone(), p);
+                    plugins.push(p);
+                }
+            }
+        }
+        let next_rotation = settings.rotate_interval.map(|d| Instant::now() + d);
+        let mut core = Core {
+            engine,
+            link,
+            api,
+            store,
+            logs,
+            plugins,
+            auto,
+            idents,
+            hand_over: settings.hand_over_sources.iter().cloned().collect(),
+            expiries: BTreeSet::new(),
+            ends: HashMap::new(),
+            dirty: HashSet::new(),
+            last: None,
+            metrics,
+            settings,
+            next_rotation,
+        };
+        core.restore(watch, clock);
+        core
+    }
+
+    fn now(&self) -> Time {
+        Time::now().max(self.engine.now())
+    }
+
+    /// Puts the stored state back and replays the time catchd was down.
+    fn restore(&mut self, watch: Vec<(Addr, WatchState)>, clock: Option<Time>) {
+        let now = Time::now();
+        let since = clock.unwrap_or(now).min(now);
+        self.engine.advance(since);
+        let rules: BTreeSet<RuleId> = watch.iter().filter_map(|(_, st)| st.rule).collect();
+        for (a, st) in &watch {
+            self.engine.restore_watch(*a, st);
+        }
+        for id in rules {
+            if let Some(b) = self.api.block(u64::from(id.get())) {
+                self.restore_block(&b, since);
+            }
+        }
+        if !watch.is_empty() {
+            tracing::info!(
+                watched = watch.len(),
+                rules = self.engine.rule_count(),
+                down_for = %(now - since),
+                "Catch-and-release state restored."
+            );
+        }
+        self.process_expiries(now);
+        self.engine.advance(now);
+        self.engine.drain_all();
+        self.flush();
+    }
+
+    /// The plugins that have block `id` in place.
+    fn in_place(&self, id: u64) -> Vec<PluginId> {
+        let mut v: Vec<PluginId> = self.auto.into_iter().collect();
+        for ident in self.api.idents_in_place(id) {
+            if let Some(p) = self.idents.get(&ident) {
+                v.push(*p);
+            }
+        }
+        v
+    }
+
+    fn rule_of(b: &Block) -> Option<Rule> {
+        let id = rule_id(b.id)?;
+        Some(Rule {
+            id,
+            ty: RuleType::Drop,
+            target: Target::Forward,
+            entity: b.cidr,
+            expire: b.unblock_at.map_or(Interval::ZERO, |u| u - b.added),
+            priority: 0,
+            location: (!b.why.is_empty()).then(|| b.why.clone()),
+        })
+    }
+
+    /// Restores the rule of a stored block a watched address refers to.
+    fn restore_block(&mut self, b: &Block, since: Time) {
+        let Some(rule) = Core::rule_of(b) else {
+            return;
+        };
+        if !is_host(&b.cidr) {
+            return;
+        }
+        let active = self.in_place(b.id);
+        if b.forced_unblock {
+            // Ended by unblock_now; block managers that still have it in place have yet to
+            // report its removal.
+            let pending: Vec<PluginId> = active
+                .into_iter()
+                .filter(|p| Some(*p) != self.auto)
+                .collect();
+            if !pending.is_empty() {
+                self.engine
+                    .restore_rule(rule, &self.plugins, &pending, None);
+            }
+            return;
+        }
+        if b.unblock_at.is_some_and(|u| u <= since) {
+            return;
+        }
+        let id = rule.id;
+        self.engine.restore_rule(rule, &self.plugins, &active, None);
+        if let Some(u) = b.unblock_at {
+            self.set_end(id, u);
+        }
+    }
+
+    /// Makes NetControl aware of a block made outside catch-and-release.
+    fn mirror(&mut self, b: &Block) {
+        let Some(rule) = Core::rule_of(b) else {
+            return;
+        };
+        if self.engine.rule(rule.id).is_some() || self.engine.drop_rule_for(b.cidr.addr()).is_some()
+        {
+            return;
+        }
+        let id = rule.id;
+        let active = self.in_place(b.id);
+        self.engine.restore_rule(rule, &self.plugins, &active, None);
+        if let Some(u) = b.unblock_at {
+            self.set_end(id, u);
+        }
+    }
+
+    fn set_end(&mut self, id: RuleId, at: Time) {
+        if let Some(old) = self.ends.insert(id, at) {
+            self.expiries.remove(&(old, id));
+        }
+        self.expiries.insert((at, id));
+    }
+
+    fn clear_end(&mut self, id: RuleId) {
+        if let Some(old) = self.ends.remove(&id) {
+            self.expiries.remove(&(old, id));
+        }
+    }
+
+    /// Reports the end of every registry block due by `now`, in time order.
+    fn process_expiries(&mut self, now: Time) {
+        while let Some(&(t, id)) = self.expiries.first() {
+            if t > now {
+                break;
+            }
+            self.expiries.pop_first();
+            self.ends.remove(&id);
+            self.expire(t, id);
+        }
+    }
+
+    /// The registry block of rule `id` ended at `t`: a timeout on the plugins that have it
+    /// in place (or on the first that took it, when none confirmed it yet).
+    fn expire(&mut self, t: Time, id: RuleId) {
+        let Some(rule) = self.engine.rule(id) else {
+            return;
+        };
+        if let Some(b) = self.api.block(u64::from(id.get())) {
+            // Extended since: wait for the new end.
+            if let Some(u) = b.unblock_at
+                && u > t
+                && !b.forced_unblock
+            {
+                self.set_end(id, u);
+                return;
+            }
+            if b.unblock_at.is_none() && !b.forced_unblock {
+                return;
+            }
+        }
+        let Some((accepted, active)) = self.engine.rule_plugins(id) else {
+            return;
+        };
+        let targets: Vec<PluginId> = if active.is_empty() {
+            accepted.first().copied().into_iter().collect()
+        } else {
+            active
+        };
+        link::lock(&self.link).now = t;
+        for p in targets {
+            self.engine.answer(t, rule.clone(), p, Answer::Timeout);
+        }
+        self.engine.drain_all();
+        self.flush();
+    }
+
+    /// Writes what the engine produced, notes which addresses changed, and persists them.
+    fn flush(&mut self) {
+        while let Some(o) = self.engine.poll_output() {
+            match &o {
+                Output::CatchRelease(r) => {
+                    self.dirty.insert(r.ip);
+                    if let Some(i) = Action::ALL.iter().position(|a| *a == r.action) {
+                        self.metrics.actions[i].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Output::Forgotten { addr, .. } => {
+                    self.dirty.insert(*addr);
+                }
+                Output::Error(m) => {
+                    self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("{m}");
+                }
+                Output::NetControl(_) | Output::Drop(_) => {}
+            }
+            if let Err(e) = self.logs.write(&o) {
+                self.log_failed(&e);
+            }
+        }
+        let (made, last) = {
+            let mut l = link::lock(&self.link);
+            (std::mem::take(&mut l.made), l.last.take())
+        };
+        for (id, end) in made {
+            if let Some(end) = end {
+                self.set_end(id, end);
+            }
+        }
+        if let Some(rx) = last {
+            self.last = Some(rx);
+        }
+        if !self.dirty.is_empty() {
+            let mut writes: Vec<Write> = self
+                .dirty
+                .drain()
+                .map(|a| match self.engine.watch_state(a) {
+                    Some(st) => Write::Watch(a, st),
+                    None => Write::Unwatch(a),
+                })
+                .collect();
+            writes.push(Write::CrClock(self.engine.now()));
+            self.last = Some(self.store.submit(writes));
+        }
+        if let Err(e) = self.logs.flush() {
+            self.log_failed(&e);
+        }
+        if self
+            .settings
+            .rotate_size
+            .is_some_and(|max| self.logs.largest() >= max)
+        {
+            self.rotate();
+        }
+        self.metrics
+            .watched
+            .store(self.engine.watchlist().len() as u64, Ordering::Relaxed);
+        self.metrics
+            .rules
+            .store(self.engine.rule_count() as u64, Ordering::Relaxed);
+    }
+
+    fn log_failed(&self, e: &crate::zeeklog::Error) {
+        self.metrics.log_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %e, "Cannot write a log.");
+    }
+
+    fn rotate(&mut self) {
+        match self.logs.rotate() {
+            Ok(()) => {
+                self.metrics.rotations.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("Logs rotated.");
+            }
+            Err(e) => self.log_failed(&e),
+        }
+        self.next_rotation = self.settings.rotate_interval.map(|d| Instant::now() + d);
+    }
+
+    /// A receipt for the reply to a command: answers once everything submitted so far
+    /// (the command's own changes included) is durable.
+    fn receipt(&self) -> Receipt {
+        self.store.submit(Vec::new())
+    }
+
+    fn sighting(&mut self, s: Sighting) {
+        let now = s.ts.max(self.engine.now());
+        link::lock(&self.link).now = now;
+        let _ = self.engine.sighting(now, s.addr);
+        self.engine.drain_all();
+        self.metrics.sightings.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn drop_address(&mut self, addr: Addr, location: &str) -> Result<BlockInfo, String> {
+        let now = self.now();
+        let ip: IpAddr = addr.to_ip();
+        if self.engine.drop_rule_for(ip).is_none()
+            && let Some(b) = self.api.expected_host_block(ip, now)
+        {
+            self.mirror(&b);
+        }
+        link::lock(&self.link).now = now;
+        let info = self.engine.drop_catch_release(now, addr, location);
+        self.engine.drain_all();
+        self.flush();
+        if info.is_known() {
+            Ok(info)
+        } else {
+            Err(link::lock(&self.link)
+                .refusal
+                .take()
+                .unwrap_or_else(|| "no backend took the drop".into()))
+        }
+    }
+
+    fn registry_changes(&mut self, changes: Vec<Change>) {
+        let now = self.now();
+        link::lock(&self.link).now = now;
+        self.engine.advance(now);
+        for ch in changes {
+            match ch {
+                Change::Block(b) if is_host(&b.cidr) => self.block_changed(&b, now),
+                Change::Entry(e) => {
+                    let (Some(id), Some(p)) =
+                        (rule_id(e.block), self.idents.get(&*e.ident).copied())
+                    else {
+                        continue;
+                    };
+                    let Some(rule) = self.engine.rule(id) else {
+                        continue;
+                    };
+                    let Some((_, active)) = self.engine.rule_plugins(id) else {
+                        continue;
+                    };
+                    let on = active.contains(&p);
+                    if e.removed.is_none() && !on {
+                        self.engine
+                            .answer(now, rule, p, Answer::Added(String::new()));
+                    } else if e.removed.is_some() && on {
+                        self.engine
+                            .answer(now, rule, p, Answer::Removed(String::new()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.engine.drain_all();
+        self.flush();
+    }
+
+    fn block_changed(&mut self, b: &Block, now: Time) {
+        let Some(id) = rule_id(b.id) else {
+            return;
+        };
+        if self.engine.rule(id).is_some() {
+            if b.forced_unblock {
+                self.clear_end(id);
+                let why = format!("unblock_now: {}", b.unblock_why);
+                self.engine.remove_rule(now, id, &why);
+            } else if let Some(u) = b.unblock_at {
+                self.set_end(id, u);
+            } else {
+                self.clear_end(id);
+            }
+            return;
+        }
+        let expected = !b.forced_unblock && b.unblock_at.is_none_or(|u| u > now);
+        if !expected {
+            return;
+        }
+        let addr = Addr::from(b.cidr.addr());
+        if self.hand_over.contains(&*b.source) && !self.engine.watchlist().contains(&addr) {
+            self.mirror(b);
+            let _ = self.engine.drop_catch_release(now, addr, &b.why);
+        } else if self.engine.watchlist().contains(&addr) {
+            self.mirror(b);
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Drop {
+                addr,
+                location,
+                reply,
+            } => {
+                let r = self.drop_address(addr, &location).map(|value| Durable {
+                    value,
+                    receipt: self.receipt(),
+                });
+                let _ = reply.send(r);
+            }
+            Command::Unblock {
+                addr,
+                reason,
+                reply,
+            } => {
+                let now = self.now();
+                link::lock(&self.link).now = now;
+                let value = self.engine.unblock_catch_release(now, addr, &reason);
+                self.engine.drain_all();
+                self.flush();
+                let _ = reply.send(Durable {
+                    value,
+                    receipt: self.receipt(),
+                });
+            }
+            Command::Info { addr, reply } => {
+                let _ = reply.send(self.engine.info(addr));
+            }
+            Command::List { reply } => {
+                let _ = reply.send(self.engine.watchlist().snapshot());
+            }
+            Command::Registry(changes) => self.registry_changes(changes),
+            Command::Rotate => self.rotate(),
+            Command::Stop { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Fires what is due and checks on the store.
+    fn tick(&mut self) {
+        let now = self.now();
+        self.process_expiries(now);
+        link::lock(&self.link).now = now;
+        self.engine.advance(now);
+        self.engine.drain_all();
+        self.flush();
+        if self.next_rotation.is_some_and(|t| Instant::now() >= t) {
+            self.rotate();
+        }
+        if let Some(rx) = self.last.as_mut() {
+            match rx.try_recv() {
+                Ok(Ok(())) | Err(oneshot::error::TryRecvError::Closed) => self.last = None,
+                Ok(Err(e)) => {
+                    self.last = None;
+                    self.api.fail(&e.to_string());
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+        }
+    }
+
+    fn sleep_for(&self) -> Duration {
+        let now = Time::now();
+        let next = [
+            self.engine.next_deadline(),
+            self.expiries.first().map(|(t, _)| *t),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let mut d = match next {
+            Some(t) if t <= now => Duration::ZERO,
+            Some(t) => Duration::from_micros((t - now).as_micros().unsigned_abs()),
+            None => MAX_SLEEP,
+        };
+        if let Some(r) = self.next_rotation {
+            d = d.min(r.saturating_duration_since(Instant::now()));
+        }
+        d.min(MAX_SLEEP)
+    }
+
+    /// Runs until [`Command::Stop`] (or until every command sender is gone), then
+    /// persists, closes the logs and waits for the store.
+    pub fn run(mut self, sightings: Receiver<Sighting>, commands: Receiver<Command>) {
+        loop {
+            let wait = self.sleep_for();
+            select! {
+                recv(commands) -> c => match c {
+                    Ok(Command::Stop { reply }) => {
+                        self.shutdown();
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Ok(c) => self.command(c),
+                    Err(_) => {
+                        self.shutdown();
+                        return;
+                    }
+                },
+                recv(sightings) -> s => {
+                    if let Ok(s) = s {
+                        self.sighting(s);
+                        for s in sightings.try_iter().take(SIGHTING_BATCH - 1) {
+                            self.sighting(s);
+                        }
+                    }
+                    self.flush();
+                }
+                default(wait) => {}
+            }
+            self.tick();
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.tick();
+        if let Err(e) = self.logs.finish() {
+            self.log_failed(&e);
+        }
+        if let Err(e) = self.api.sync_blocking() {
+            tracing::error!(error = %e, "The last changes may not be on disk.");
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The daemon's own HTTP routes, next to the BHR API: catch-and-release (JSON, with the
+//! BHR API's tokens and error shapes) and Prometheus metrics.
+//!
+//! * `POST /api/v1/cr/drop` `{"addr", "location"}` → the BlockInfo (blocker role or above);
+//! * `POST /api/v1/cr/unblock` `{"addr", "reason"}` → `{"unblocked": bool}` (user role);
+//! * `GET /api/v1/cr/<addr>` → the BlockInfo (`watch_until` 0 when unknown);
+//! * `GET /api/v1/cr` → every tracked address with its BlockInfo;
+//! * `GET /metrics` → capture, engine and API counters (public).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use crossbeam_channel::Sender;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use crate::addr::Addr;
+use crate::auth::Perm;
+use crate::bhr::api::{ApiError, AppState, FieldErrors, Json, authenticate, body, object, text};
+use crate::cnr::{Action, BlockInfo};
+use crate::sensor::SensorStats;
+use crate::time::Time;
+
+use super::core::{Command, CoreMetrics};
+
+/// What the routes need.
+pub struct CrState {
+    /// The BHR API's state (users, store).
+    pub api: Arc<AppState>,
+    /// The core thread.
+    pub commands: Sender<Command>,
+    /// Counters.
+    pub core: Arc<CoreMetrics>,
+    /// Capture counters, by interface.
+    pub sensors: Vec<(String, Arc<SensorStats>)>,
+    /// When the daemon started.
+    pub started: std::time::Instant,
+}
+
+type St = State<Arc<CrState>>;
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// The routes.
+pub fn router(state: Arc<CrState>) -> Router {
+    Router::new()
+        .route("/api/v1/cr", get(list))
+        .route("/api/v1/cr/", get(list))
+        .route("/api/v1/cr/drop", post(drop))
+        .route("/api/v1/cr/unblock", post(unblock))
+        .route("/api/v1/cr/{addr}", get(info))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// BlockInfo as JSON: times in epoch seconds.
+#[derive(Serialize)]
+struct InfoOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    addr: Option<String>,
+    block_until: Option<f64>,
+    watch_until: f64,
+    num_reblocked: u32,
+    current_interval: usize,
+    current_block_id: Option<u32>,
+    location: Option<String>,
+}
+
+fn secs(t: Time) -> f64 {
+    t.as_secs_f64()
+}
+
+fn info_out(addr: Option<Addr>, i: &BlockInfo) -> InfoOut {
+    InfoOut {
+        addr: addr.map(|a| a.to_string()),
+        block_until: i.block_until.map(secs),
+        watch_until: secs(i.watch_until),
+        num_reblocked: i.num_reblocked,
+        current_interval: i.current_interval,
+        current_block_id: i.current_block_id.map(|r| r.get()),
+        location: i.location.as_deref().map(str::to_string),
+    }
+}
+
+fn parse_addr(field: &str, raw: &str) -> Result<Addr> {
+    let t = raw.trim();
+    let t = t
+        .strip_suffix("/32")
+        .or_else(|| t.strip_suffix("/128"))
+        .unwrap_or(t);
+    t.parse::<std::net::IpAddr>().map(Addr::from).map_err(|_| {
+        ApiError::Invalid(FieldErrors::one(
+            field,
+            format!("'{raw}' does not appear to be an IPv4 or IPv6 address"),
+        ))
+    })
+}
+
+async fn ask<T>(s: &CrState, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+    let (tx, rx) = oneshot::channel();
+    s.commands
+        .send(make(tx))
+        .map_err(|_| ApiError::Internal("the catch-and-release core is gone".into()))?;
+    rx.await
+        .map_err(|_| ApiError::Internal("the catch-and-release core is gone".into()))
+}
+
+async fn durable(s: &CrState, rx: crate::bhr::api::Receipt) -> Result<()> {
+    match rx.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            s.api.fail(&e.to_string());
+            Err(ApiError::Unavailable)
+        }
+        Err(_) => {
+            s.api.fail("the store is closed");
+            Err(ApiError::Unavailable)
+        }
+    }
+}
+
+/// `POST /api/v1/cr/drop`.
+async fn drop(State(s): St, h: HeaderMap, b: Bytes) -> Result<Response> {
+    authenticate(s.api.users(), s.api.store(), &h)
+        .await?
+        .require(&[Perm::AddBlock])?;
+    let m = object(body(&h, &b)?)?;
+    let mut e = FieldErrors::default();
+    let raw = text(&m, "addr", true, false, Some(50), &mut e);
+    let location = text(&m, "location", false, true, Some(1000), &mut e).unwrap_or_default();
+    let addr = match (&raw, e.is_empty()) {
+        (Some(raw), true) => parse_addr("addr", raw)?,
+        _ => return Err(ApiError::Invalid(e)),
+    };
+    let r = ask(&s, |reply| Command::Drop {
+        addr,
+        location,
+        reply,
+    })
+    .await?;
+    match r {
+        Ok(d) => {
+            durable(&s, d.receipt).await?;
+            tracing::info!("CR_DROP IP={addr}");
+            Ok(Json::of(&info_out(None, &d.value)).respond(StatusCode::OK))
+        }
+        Err(why) => Err(ApiError::Invalid(FieldErrors::one("non_field_errors", why))),
+    }
+}
+
+/// `POST /api/v1/cr/unblock`.
+async fn unblock(State(s): St, h: HeaderMap, b: Bytes) -> Result<Response> {
+    authenticate(s.api.users(), s.api.store(), &h)
+        .await?
+        .require(&[Perm::ChangeBlock])?;
+    let m = object(body(&h, &b)?)?;
+    let mut e = FieldErrors::default();
+    let raw = text(&m, "addr", true, false, Some(50), &mut e);
+    let reason = text(&m, "reason", false, true, Some(1000), &mut e).unwrap_or_default();
+    let addr = match (&raw, e.is_empty()) {
+        (Some(raw), true) => parse_addr("addr", raw)?,
+        _ => return Err(ApiError::Invalid(e)),
+    };
+    let d = ask(&s, |reply| Command::Unblock {
+        addr,
+        reason,
+        reply,
+    })
+    .await?;
+    durable(&s, d.receipt).await?;
+    let mut out = Map::new();
+    out.insert("unblocked".into(), Value::Bool(d.value));
+    Ok(Json::of(&out).respond(StatusCode::OK))
+}
+
+/// `GET /api/v1/cr/<addr>`.
+async fn info(State(s): St, h: HeaderMap, Path(raw): Path<String>) -> Result<Response> {
+    authenticate(s.api.users(), s.api.store(), &h)
+        .await?
+        .user()?;
+    let addr = parse_addr("addr", &raw)?;
+    let i = ask(&s, |reply| Command::Info { addr, reply }).await?;
+    Ok(Json::of(&info_out(None, &i)).respond(StatusCode::OK))
+}
+
+/// `GET /api/v1/cr`.
+async fn list(State(s): St, h: HeaderMap) -> Result<Response> {
+    authenticate(s.api.users(), s.api.store(), &h)
+        .await?
+        .user()?;
+    let all = ask(&s, |reply| Command::List { reply }).await?;
+    Ok(Json::seq(all.iter().map(|(a, i)| info_out(Some(*a), i))).respond(StatusCode::OK))
+}
+
+/// `GET /metrics`.
+async fn metrics(State(s): St) -> Response {
+    let mut b = String::with_capacity(4096);
+    capture_metrics(&mut b, &s);
+    let c = &s.core;
+    let _ = writeln!(
+        b,
+        "# HELP catchd_cnr_actions_total catch-and-release log lines by action\n# TYPE catchd_cnr_actions_total counter"
+    );
+    for (i, a) in Action::ALL.iter().enumerate() {
+        let name = a.as_str().trim_start_matches("NetControl::");
+        let _ = writeln!(
+            b,
+            "catchd_cnr_actions_total{{action=\"{name}\"}} {}",
+            c.actions[i].load(Ordering::Relaxed)
+        );
+    }
+    for (name, kind, help, v) in [
+        (
+            "catchd_cnr_watched",
+            "gauge",
+            "addresses catch-and-release tracks",
+            c.watched.load(Ordering::Relaxed),
+        ),
+        (
+            "catchd_cnr_rules",
+            "gauge",
+            "live NetControl drop rules",
+            c.rules.load(Ordering::Relaxed),
+        ),
+        (
+            "catchd_cnr_sightings_total",
+            "counter",
+            "sightings of watched addresses processed",
+            c.sightings.load(Ordering::Relaxed),
+        ),
+        (
+            "catchd_cnr_errors_total",
+            "counter",
+            "drops no backend took and other engine errors",
+            c.errors.load(Ordering::Relaxed),
+        ),
+        (
+            "catchd_log_write_errors_total",
+            "counter",
+            "failed log writes",
+            c.log_errors.load(Ordering::Relaxed),
+        ),
+        (
+            "catchd_log_rotations_total",
+            "counter",
+            "log rotations",
+            c.rotations.load(Ordering::Relaxed),
+        ),
+    ] {
+        let _ = writeln!(b, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
+    let st = s.api.stats_snapshot();
+    for (name, v) in [
+        ("catchd_bhr_expected_blocks", st.expected),
+        ("catchd_bhr_current_blocks", st.current),
+        ("catchd_bhr_block_pending", st.block_pending),
+        ("catchd_bhr_unblock_pending", st.unblock_pending),
+    ] {
+        let _ = writeln!(b, "# TYPE {name} gauge\n{name} {v}");
+    }
+    let _ = writeln!(
+        b,
+        "# HELP catchd_uptime_seconds seconds since start\n# TYPE catchd_uptime_seconds gauge\ncatchd_uptime_seconds {:.3}",
+        s.started.elapsed().as_secs_f64()
+    );
+    let mut r = b.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// A metric family: name, type, help, and how to read it from a capture's counters.
+type Series = (&'static str, &'static str, &'static str, fn(&SensorStats) -> u64);
+
+/// The per-interface capture counters.
+fn capture_metrics(b: &mut String, s: &CrState) {
+    let series: [Series; 9] = [
+        (
+            "catchd_capture_packets_per_second",
+            "gauge",
+            "frames captured per second over the last second",
+            |x| x.rate.load(Ordering::Relaxed),
+        ),
+        (
+            "catchd_capture_packets_total",
+            "counter",
+            "frames captured",
+            |x| x.packets.load(Ordering::Relaxed),
+        ),
+        (
+            "catchd_capture_bytes_total",
+            "counter",
+            "bytes captured",
+            |x| x.bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "catchd_capture_skipped_total",
+            "counter",
+            "frames without a readable IP header",
+            |x| x.skipped.load(Ordering::Relaxed),
+        ),
+        (
+            "catchd_capture_sightings_total",
+            "counter",
+            "sightings of watched addresses sent to the engine",
+            |x| x.sightings.load(Ordering::Relaxed),
+        ),
+        (
+            "catchd_capture_channel_drops_total",
+            "counter",
+            "sightings lost because the engine was behind",
+            |x| x.channel_drops.load(Ordering::Relaxed),
+        ),
+        (
+            "catchd_capture_kernel_received_total",
+            "counter",
+            "packets the kernel passed to the capture (libpcap)",
+            |x| x.kernel_received.load(Ordering::Relaxed),
+        ),
+        (
+            "catchd_capture_kernel_drops_total",
+            "counter",
+            "packets dropped for lack of capture buffer (libpcap)",
+            |x| x.kernel_dropped.load(Ordering::Relaxed),
+        ),
+        (
+            "catchd_capture_interface_drops_total",
+            "counter",
+            "packets dropped by the interface (libpcap)",
+            |x| x.if_dropped.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(b, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (iface, st) in &s.sensors {
+            let _ = writeln!(b, "{name}{{interface=\"{iface}\"}} {}", get(st));
+        }
+    }
+    let _ = writeln!(
+        b,
+        "# HELP catchd_capture_up whether the capture thread runs\n# TYPE catchd_capture_up gauge"
+    );
+    for (iface, st) in &s.sensors {
+        let up = u8::from(!st.failed.load(Ordering::Relaxed));
+        let _ = writeln!(b, "catchd_capture_up{{interface=\"{iface}\"}} {up}");
+    }
+}

@@ -1,0 +1,272 @@
+//! `catchd run`: the daemon. One process with live capture, catch-and-release on the BHR
+//! registry, the BHR and catch-and-release APIs, the store, and the Zeek logs.
+//!
+//! Threads: one capture thread per interface ([`crate::sensor`]), the core thread that
+//! owns the engine ([`core`]), the store's writer (and its checkpointer), and the tokio
+//! runtime serving HTTP. Start-up opens everything that needs privileges or can fail on a
+//! bad setting first (database, captures, logs, listening socket), then drops privileges,
+//! then starts the threads. SIGTERM/SIGINT stop in order: capture and intake first, then
+//! requests in flight finish, then the core persists, closes the logs and waits for the
+//! store. SIGHUP rotates the logs.
+
+pub mod core;
+pub mod http;
+pub mod link;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::auth::{Role, User};
+use crate::bhr::api::{self, AppState, Users};
+use crate::capture::{Live, LiveError, LiveOptions};
+use crate::cnr::{Backend, Config as EngineConfig, Engine};
+use crate::config::Config;
+use crate::packet::Sightings;
+use crate::sensor::{Sensor, Sighting};
+use crate::server::{self, Opened};
+use crate::store::{Store, Write};
+use crate::zeeklog::{Format, LogSet};
+
+use self::core::{Command, Core, CoreMetrics};
+use self::link::{Link, ManagerPlugin, RegistryIds};
+
+/// The user the registry blocks of catch-and-release are made as.
+pub const CNR_USER: &str = "catch-and-release";
+
+/// Why the daemon could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Start-up or serving failed (store, listener …).
+    #[error(transparent)]
+    Server(#[from] server::Error),
+    /// A capture could not be opened.
+    #[error(transparent)]
+    Capture(#[from] LiveError),
+    /// The logs could not be opened.
+    #[error(transparent)]
+    Logs(#[from] crate::zeeklog::Error),
+    /// Switching to the configured user failed.
+    #[error("cannot run as user {user}: {msg}")]
+    Privileges {
+        /// The user.
+        user: String,
+        /// Why.
+        msg: String,
+    },
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// The user catch-and-release's blocks are made as, created on first start.
+fn cnr_user(store: &Store, users: &mut Vec<User>) -> Result<u32, Error> {
+    if let Some(u) = users.iter().find(|u| u.name == CNR_USER) {
+        return Ok(u.id);
+    }
+    let db = |e: crate::store::Error| Error::Server(server::Error::Store(e));
+    let u = User {
+        id: store.next_user_id_blocking().map_err(db)?,
+        name: CNR_USER.to_string(),
+        role: Role::Blocker,
+        token_hash: None,
+        password_hash: None,
+    };
+    store
+        .commit_blocking(vec![Write::User(u.clone())])
+        .map_err(db)?;
+    let id = u.id;
+    users.push(u);
+    Ok(id)
+}
+
+/// Runs as `user` from now on (the captures, database, logs and socket stay open).
+fn drop_privileges(user: &str) -> Result<(), Error> {
+    use nix::unistd::{Uid, User as PwUser, setgid, setgroups, setuid};
+    let err = |msg: String| Error::Privileges {
+        user: user.to_string(),
+        msg,
+    };
+    let pw = PwUser::from_name(user)
+        .map_err(|e| err(e.to_string()))?
+        .ok_or_else(|| err("no such user".into()))?;
+    if Uid::effective() == pw.uid {
+        return Ok(());
+    }
+    setgroups(&[pw.gid]).map_err(|e| err(format!("setgroups: {e}")))?;
+    setgid(pw.gid).map_err(|e| err(format!("setgid: {e}")))?;
+    setuid(pw.uid).map_err(|e| err(format!("setuid: {e}")))?;
+    tracing::info!(user, "Running as {user}.");
+    Ok(())
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. `on_listening` is called with the bound HTTP
+/// address once everything runs.
+///
+/// # Errors
+/// [`Error`].
+pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), Error> {
+    // Everything that needs privileges, or can fail on a bad setting, before any thread;
+    // the captures first, so that a wrong interface leaves nothing behind.
+    let mut lives = Vec::new();
+    for iface in &config.capture.interfaces {
+        let o = LiveOptions {
+            interface: iface.clone(),
+            snaplen: config.capture.snaplen,
+            promisc: config.capture.promisc,
+            buffer_size: config.capture.buffer_size,
+            filter: config.capture.filter.clone(),
+        };
+        lives.push(Live::open(&o)?);
+        tracing::info!(interface = %iface, "Capturing.");
+    }
+    let Opened {
+        lock: _lock,
+        store,
+        registry,
+        mut users,
+        watch,
+        cr_clock,
+    } = server::open(config)?;
+    let who = cnr_user(&store, &mut users)?;
+    let format = if config.logs.json {
+        Format::Json
+    } else {
+        Format::Tsv
+    };
+    let logs = LogSet::open_append(&config.logs.dir, format)?;
+    let rt = server::runtime()?;
+    let (listener, local) = rt.block_on(server::bind(config.server.listen))?;
+    if let Some(user) = &config.daemon.user {
+        drop_privileges(user)?;
+    }
+
+    let state = AppState::new(
+        registry,
+        store.clone(),
+        Users::new(users),
+        api::system_clock(),
+        config.server.limits.clone(),
+    );
+    let link = Link::new(state.clone(), who, &config.cnr.source);
+    let mut backends: Vec<(Box<dyn Backend>, i64)> = Vec::new();
+    if config.cnr.block_managers.is_empty() {
+        backends.push((Box::new(ManagerPlugin::auto(link.clone())), 0));
+    } else {
+        for ident in &config.cnr.block_managers {
+            backends.push((Box::new(ManagerPlugin::ident(ident, link.clone())), 0));
+        }
+    }
+    let mut engine = Engine::new(
+        EngineConfig {
+            intervals: config.cnr.intervals.clone(),
+            warn_blocked: config.cnr.warn_blocked,
+            sweep_interval: config.cnr.sweep_interval,
+            max_timer_expires: None,
+            start: cr_clock.unwrap_or_else(crate::time::Time::now),
+            ..EngineConfig::default()
+        },
+        backends,
+    );
+    engine.set_rule_ids(Box::new(RegistryIds(link.clone())));
+    let watchlist = engine.watchlist().clone();
+    let metrics = Arc::new(CoreMetrics::default());
+    let core = Core::start(
+        engine,
+        link,
+        state.clone(),
+        store.clone(),
+        logs,
+        core::Settings {
+            block_managers: config.cnr.block_managers.clone(),
+            hand_over_sources: config.cnr.hand_over_sources.clone(),
+            rotate_interval: config.logs.rotate_interval,
+            rotate_size: config.logs.rotate_size,
+        },
+        watch,
+        cr_clock,
+        metrics.clone(),
+    );
+
+    let (sight_tx, sight_rx) = crossbeam_channel::bounded::<Sighting>(config.capture.queue);
+    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Command>();
+    let core_thread = std::thread::Builder::new()
+        .name("catchd-core".into())
+        .spawn(move || core.run(sight_rx, cmd_rx))?;
+    {
+        let tx = cmd_tx.clone();
+        state.set_listener(Box::new(move |changes| {
+            let _ = tx.send(Command::Registry(changes.to_vec()));
+        }));
+    }
+    let stop_capture = Arc::new(AtomicBool::new(false));
+    let rule = Sightings {
+        any_packet: config.capture.any_packet,
+    };
+    let mut sensors = Vec::new();
+    for live in lives {
+        sensors.push(Sensor::spawn(
+            live,
+            watchlist.clone(),
+            rule,
+            sight_tx.clone(),
+            stop_capture.clone(),
+        )?);
+    }
+    drop(sight_tx);
+    let cr = Arc::new(http::CrState {
+        api: state.clone(),
+        commands: cmd_tx.clone(),
+        core: metrics,
+        sensors: sensors
+            .iter()
+            .map(|s| (s.interface().to_string(), s.stats().clone()))
+            .collect(),
+        started: std::time::Instant::now(),
+    });
+
+    let served = rt.block_on(async {
+        tokio::spawn(server::reload_users(state.clone(), store.clone()));
+        tokio::spawn(rotate_on_hup(cmd_tx.clone()));
+        tracing::info!(
+            "catchd running: BHR API on http://{local}/bhr/api/, catch-and-release on http://{local}/api/v1/cr"
+        );
+        on_listening(local);
+        let stop = stop_capture.clone();
+        let shutdown = async move {
+            server::signal().await;
+            // Capture first: no new sightings while requests finish.
+            stop.store(true, Ordering::Relaxed);
+        };
+        api::serve(listener, state.clone(), Some(http::router(cr)), shutdown).await
+    });
+    stop_capture.store(true, Ordering::Relaxed);
+    for s in sensors {
+        s.join();
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if cmd_tx.send(Command::Stop { reply: tx }).is_ok() {
+        let _ = rx.blocking_recv();
+    }
+    let _ = core_thread.join();
+    served.map_err(server::Error::Io)?;
+    match state.failure() {
+        Some(why) => Err(server::Error::StoreFailed(why).into()),
+        None => {
+            tracing::info!("Stopped.");
+            Ok(())
+        }
+    }
+}
+
+/// Asks the core to rotate the logs on every SIGHUP.
+async fn rotate_on_hup(commands: crossbeam_channel::Sender<Command>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        if commands.send(Command::Rotate).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Capture threads: packets from an interface in, sightings of watched addresses out.
+//!
+//! One thread per interface runs [`Live::poll`] in a loop. For every frame it parses the
+//! headers, applies the sighting rule ([`Sightings::originator`]) and asks the shared
+//! [`Watchlist`] whether the address is watched (usually one load from its pre-filter).
+//! Only sightings of watched addresses leave the thread, through a bounded channel with
+//! `try_send`: a busy engine costs dropped sightings (counted), never a stalled capture.
+//! Counters are kept in plain locals and published to atomics once per batch.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::addr::Addr;
+use crate::capture::{Live, LiveError, LiveStats};
+use crate::cnr::Watchlist;
+use crate::packet::{self, Sightings};
+use crate::time::Time;
+
+/// A packet from a watched address that counts as a sighting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sighting {
+    /// The address.
+    pub addr: Addr,
+    /// The packet's capture time.
+    pub ts: Time,
+}
+
+/// Frames handled per poll before the stop flag is looked at again.
+const BATCH: usize = 4096;
+
+/// How long a poll waits on a quiet interface.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+
+/// How often libpcap's counters are read.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// One capture thread's counters, readable from any thread.
+#[derive(Debug, Default)]
+pub struct SensorStats {
+    /// Frames captured.
+    pub packets: AtomicU64,
+    /// Bytes captured (up to the snap length).
+    pub bytes: AtomicU64,
+    /// Frames that yielded no IP header catchd could read.
+    pub skipped: AtomicU64,
+    /// Sightings of watched addresses handed to the engine.
+    pub sightings: AtomicU64,
+    /// Sightings lost because the engine's channel was full.
+    pub channel_drops: AtomicU64,
+    /// libpcap: packets the kernel passed to the capture.
+    pub kernel_received: AtomicU64,
+    /// libpcap: packets dropped for lack of buffer space.
+    pub kernel_dropped: AtomicU64,
+    /// libpcap: packets dropped by the interface or driver.
+    pub if_dropped: AtomicU64,
+    /// Frames per second over the last second.
+    pub rate: AtomicU64,
+    /// Set when the thread stopped because of an error.
+    pub failed: AtomicBool,
+}
+
+impl SensorStats {
+    fn publish_pcap(&self, s: LiveStats) {
+        self.kernel_received.store(s.received, Ordering::Relaxed);
+        self.kernel_dropped.store(s.dropped, Ordering::Relaxed);
+        self.if_dropped.store(s.if_dropped, Ordering::Relaxed);
+    }
+}
+
+/// A running capture thread.
+pub struct Sensor {
+    interface: String,
+    stats: Arc<SensorStats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sensor {
+    /// Starts a thread capturing from `live` until `stop` is set.
+    ///
+    /// # Errors
+    /// If the thread cannot be started.
+    pub fn spawn(
+        mut live: Live,
+        watch: Arc<Watchlist>,
+        rule: Sightings,
+        tx: Sender<Sighting>,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<Sensor> {
+        let interface = live.interface().to_string();
+        let stats = Arc::new(SensorStats::default());
+        let st = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("catchd-capture-{interface}"))
+            .spawn(move || {
+                if let Err(e) = capture_loop(&mut live, &watch, rule, &tx, &stop, &st) {
+                    tracing::error!(error = %e, "Capture stopped.");
+                    st.failed.store(true, Ordering::Relaxed);
+                }
+                if let Ok(s) = live.stats() {
+                    st.publish_pcap(s);
+                }
+            })?;
+        Ok(Sensor {
+            interface,
+            stats,
+            thread: Some(thread),
+        })
+    }
+
+    /// The interface.
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<SensorStats> {
+        &self.stats
+    }
+
+    /// Waits for the thread to end (after the stop flag is set).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn capture_loop(
+    live: &mut Live,
+    watch: &Watchlist,
+    rule: Sightings,
+    tx: &Sender<Sighting>,
+    stop: &AtomicBool,
+    st: &SensorStats,
+) -> Result<(), LiveError> {
+    let link = live.link();
+    let mut last_stats = Instant::now();
+    let mut last_packets = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let (mut packets, mut bytes, mut skipped, mut seen, mut lost) =
+            (0u64, 0u64, 0u64, 0u64, 0u64);
+        live.poll(POLL_WAIT, BATCH, |f| {
+            packets += 1;
+            bytes += f.data.len() as u64;
+            match packet::parse(link, f.data) {
+                Ok(obs) => {
+                    if let Some(addr) = rule.originator(&obs)
+                        && watch.contains(&addr)
+                    {
+                        match tx.try_send(Sighting { addr, ts: f.ts }) {
+                            Ok(()) => seen += 1,
+                            Err(TrySendError::Full(_)) => lost += 1,
+                            Err(TrySendError::Disconnected(_)) => {}
+                        }
+                    }
+                }
+                Err(_) => skipped += 1,
+            }
+        })?;
+        if packets > 0 {
+            st.packets.fetch_add(packets, Ordering::Relaxed);
+            st.bytes.fetch_add(bytes, Ordering::Relaxed);
+            st.skipped.fetch_add(skipped, Ordering::Relaxed);
+            st.sightings.fetch_add(seen, Ordering::Relaxed);
+            st.channel_drops.fetch_add(lost, Ordering::Relaxed);
+        }
+        let since = last_stats.elapsed();
+        if since >= STATS_EVERY {
+            last_stats = Instant::now();
+            let total = st.packets.load(Ordering::Relaxed);
+            let rate = (total - last_packets) as f64 / since.as_secs_f64();
+            st.rate.store(rate.round() as u64, Ordering::Relaxed);
+            last_packets = total;
+            st.publish_pcap(live.stats()?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! `catchd run`, the daemon, as a process: live capture in a network namespace, restarts
+//! after SIGKILL, graceful shutdown, configuration errors.
+
+mod netns;
+
+mod config;
+mod live;
+mod restart;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most `secs` seconds.
+#[track_caller]
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The data lines of a TSV log, split into fields.
+pub fn log_lines(dir: &Path, name: &str) -> Vec<Vec<String>> {
+    std::fs::read_to_string(dir.join(format!("{name}.log")))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// `netcontrol_catch_release.log` lines with this action (`SEEN_AGAIN` …).
+pub fn cr_lines(dir: &Path, action: &str) -> Vec<Vec<String>> {
+    let a = format!("NetControl::{action}");
+    log_lines(dir, "netcontrol_catch_release")
+        .into_iter()
+        .filter(|f| f[3] == a)
+        .collect()
+}
+
+/// Seconds as in a log's `ts` column.
+pub fn secs(field: &str) -> f64 {
+    field.parse().unwrap()
+}
