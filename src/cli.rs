@@ -331,32 +331,85 @@ fn serve_cmd(a: &ServeArgs) -> anyhow::Result<()> {
 }
 
 fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
     let file = a.file.as_ref().or(a.config.as_ref());
     let c = match file {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let b = &c.bhr;
-    let l = &c.server.limits;
+    let list = |v: &[String]| format!("{v:?}");
+    let dur = |d: Option<std::time::Duration>| {
+        d.map_or_else(
+            || "0s".to_string(),
+            |d| humantime::format_duration(d).to_string(),
+        )
+    };
+    let (b, l, cap, cn, lg) = (&c.bhr, &c.server.limits, &c.capture, &c.cnr, &c.logs);
     let nets: Vec<String> = b.local_networks.iter().map(ToString::to_string).collect();
-    let text = format!(
-        "{} is valid.\n\
-         [server]\nlisten = \"{}\"\ndb = \"{}\"\nmax_body = {}\nrequest_timeout = \"{}\"\n\
-         max_long_poll = \"{}\"\nmax_concurrent = {}\n\
-         [bhr]\ntime_window_factor = {:?}\nminimum_time_window = {:?}\n\
-         penalty_time_multiplier = {:?}\nreturn_to_base_multiplier = {:?}\n\
-         return_to_base_factor = {:?}\nminimum_prefixlen = {}\nminimum_prefixlen_v6 = {}\n\
-         local_networks = {:?}\nunauthenticated_limited_query = {}\n",
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "{} is valid.",
         file.map_or_else(
             || "The built-in configuration".to_string(),
             |p| p.display().to_string()
-        ),
+        )
+    );
+    let _ = write!(
+        t,
+        "[server]\nlisten = \"{}\"\ndb = \"{}\"\nmax_body = {}\nrequest_timeout = \"{}\"\n\
+         max_long_poll = \"{}\"\nmax_concurrent = {}\n",
         c.server.listen,
         c.server.db.display(),
         l.max_body,
         humantime::format_duration(l.request_timeout),
         humantime::format_duration(l.max_long_poll),
         l.max_concurrent,
+    );
+    let _ = write!(
+        t,
+        "[capture]\ninterfaces = {}\nsnaplen = {}\npromisc = {}\nbuffer_size = {}\nfilter = {:?}\n\
+         any_packet = {}\nqueue = {}\n",
+        list(&cap.interfaces),
+        cap.snaplen,
+        cap.promisc,
+        cap.buffer_size,
+        cap.filter.clone().unwrap_or_default(),
+        cap.any_packet,
+        cap.queue,
+    );
+    let _ = write!(
+        t,
+        "[cnr]\nintervals = \"{}\"\nsweep_interval = \"{}\"\nwarn_blocked = {}\nsource = {:?}\n\
+         block_managers = {}\nhand_over_sources = {}\n",
+        cn.intervals,
+        humantime::format_duration(std::time::Duration::from_micros(
+            cn.sweep_interval.as_micros().unsigned_abs()
+        )),
+        cn.warn_blocked,
+        cn.source,
+        list(&cn.block_managers),
+        list(&cn.hand_over_sources),
+    );
+    let _ = write!(
+        t,
+        "[logs]\ndir = \"{}\"\njson = {}\nrotate_interval = \"{}\"\nrotate_size = {}\n",
+        lg.dir.display(),
+        lg.json,
+        dur(lg.rotate_interval),
+        lg.rotate_size.unwrap_or(0),
+    );
+    let _ = write!(
+        t,
+        "[daemon]\nuser = {:?}\n",
+        c.daemon.user.clone().unwrap_or_default()
+    );
+    let _ = write!(
+        t,
+        "[bhr]\ntime_window_factor = {:?}\nminimum_time_window = {:?}\n\
+         penalty_time_multiplier = {:?}\nreturn_to_base_multiplier = {:?}\n\
+         return_to_base_factor = {:?}\nminimum_prefixlen = {}\nminimum_prefixlen_v6 = {}\n\
+         local_networks = {:?}\nunauthenticated_limited_query = {}\n",
         b.time_window_factor,
         b.minimum_time_window,
         b.penalty_time_multiplier,
@@ -367,7 +420,7 @@ fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()> {
         nets,
         b.unauthenticated_limited_query,
     );
-    print_stdout(&text)
+    print_stdout(&t)
 }
 
 /// Django's user name rule: letters, digits and `@.+-_`, 1 to 150 characters.

@@ -731,6 +731,18 @@ mod tests {
     }
 
     #[test]
+    fn the_bundled_example_is_the_defaults() {
+        let c = parse(include_str!("../catchd.toml")).unwrap();
+        let d = Config::default();
+        assert_eq!(c.capture, d.capture);
+        assert_eq!(c.cnr, d.cnr);
+        assert_eq!(c.logs, d.logs);
+        assert_eq!(c.daemon, d.daemon);
+        assert_eq!(c.bhr, d.bhr);
+        assert_eq!(c.server.listen, d.server.listen);
+    }
+
+    #[test]
     fn values_are_applied() {
         let c = parse(
             r#"

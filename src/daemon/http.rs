@@ -279,7 +279,12 @@ async fn metrics(State(s): St) -> Response {
 }
 
 /// A metric family: name, type, help, and how to read it from a capture's counters.
-type Series = (&'static str, &'static str, &'static str, fn(&SensorStats) -> u64);
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&SensorStats) -> u64,
+);
 
 /// The per-interface capture counters.
 fn capture_metrics(b: &mut String, s: &CrState) {

@@ -3,6 +3,7 @@
 
 mod netns;
 
+mod api;
 mod config;
 mod live;
 mod restart;
