@@ -95,7 +95,7 @@ fn the_catch_and_release_api_checks_its_input_and_roles() {
     let (_, v) = d.post("/api/v1/cr/unblock", &ops, &json!({"addr": "192.0.2.9"}));
     assert_eq!(v, json!({"unblocked": false}));
     let q = d.json("/bhr/api/query/192.0.2.9", &ops);
-    assert_eq!(q[0]["unblock_at"].as_str().is_some(), true);
+    assert!(q[0]["unblock_at"].as_str().is_some());
     assert_eq!(d.json("/bhr/api/expected_blocks/", &ops), json!([]));
     assert!(d.terminate().success());
 }
