@@ -9,6 +9,10 @@
 //!    watched: what catch-and-release keeps for the watch window.
 //!
 //! The watch table's own share is also shown from its capacity (`Watchlist::heap_bytes`).
+//!
+//! Then the BHR registry with one million host blocks, as the daemon makes them for
+//! catch-and-release drops (one per address, same source and reason): what each block
+//! costs in memory on top of the watch state.
 
 mod common;
 
@@ -99,5 +103,35 @@ fn main() {
     println!(
         "peak heap                         {:.1} MB",
         (PEAK.load(Ordering::Relaxed) - base) as f64 / 1e6
+    );
+    drop(e);
+
+    use catchd::bhr::model::Settings;
+    use catchd::bhr::registry::{NewBlock, Registry};
+    let base = LIVE.load(Ordering::Relaxed);
+    let mut reg = Registry::new(Settings::default());
+    let mut changes = Vec::new();
+    for i in 0..N {
+        let cidr = ipnet::IpNet::from(synth::watched(i));
+        let req = NewBlock {
+            cidr,
+            cidr_text: String::new(),
+            who: 1,
+            source: "catch-and-release".into(),
+            why: "bench".into(),
+            seconds: 600,
+            until: None,
+            skip_whitelist: false,
+            extend: false,
+            autoscale: false,
+        };
+        reg.add_block(&req, t0, &mut changes);
+        changes.clear();
+    }
+    let blocks = LIVE.load(Ordering::Relaxed) - base;
+    println!(
+        "registry with {N} host blocks   {:.1} MB = {:.1} bytes/block (rows and indexes)",
+        blocks as f64 / 1e6,
+        per(blocks)
     );
 }

@@ -7,10 +7,18 @@
 //! * [`packet`]: turns a captured frame into an [`packet::Observation`] (addresses, protocol,
 //!   ports, TCP flags) with etherparse slices, without allocating; decides what counts as a
 //!   sighting of a connection originator.
-//! * [`capture`]: the only user of libpcap. Opens trace files and yields frames with their
-//!   timestamps and link type.
+//! * [`capture`]: the only user of libpcap. Opens trace files and live interfaces and
+//!   yields frames with their timestamps and link type.
+//! * [`sensor`]: capture threads: frames in, sightings of watched addresses out.
 //! * [`replay`]: `catchd replay`: merges traces and timed drops on packet time and drives
 //!   the engine exactly as Zeek does when it reads a trace.
+//! * [`daemon`]: `catchd run`: capture, catch-and-release on the registry, the APIs, logs,
+//!   persistence and restarts in one process.
+//! * [`bhr`]: BHR's block registry (no I/O) and its HTTP API.
+//! * [`store`]: the only user of the database (SQLite): group commit, migrations.
+//! * [`auth`]: users, roles, tokens and passwords.
+//! * [`server`]: `catchd serve`, and start-up shared with the daemon.
+//! * [`config`]: the TOML configuration, checked key by key.
 //! * [`zeeklog`]: Zeek's TSV and JSON log formats for the three NetControl logs.
 //! * [`addr`], [`time`]: the address key and the microsecond time types everything shares.
 //! * [`cli`]: the command line.

@@ -511,16 +511,7 @@ impl LogFile {
         format: Format,
     ) -> Result<LogFile, Error> {
         let opened = chrono::Local::now();
-        let mut lf = LogFile {
-            dir: dir.to_path_buf(),
-            path,
-            schema,
-            format,
-            out: BufWriter::with_capacity(64 * 1024, file),
-            line: Vec::with_capacity(256),
-            opened,
-            size: 0,
-        };
+        let mut lf = LogFile::wrap(dir, path, file, schema, format, opened, 0);
         if format == Format::Tsv {
             let header = tsv_header(schema, &opened.format(STAMP).to_string());
             lf.put(header.as_bytes())?;
@@ -608,7 +599,27 @@ impl LogFile {
             .and_then(|t| chrono::NaiveDateTime::parse_from_str(&t, STAMP).ok())
             .and_then(|n| n.and_local_timezone(chrono::Local).earliest())
             .unwrap_or_else(chrono::Local::now);
-        Ok(LogFile {
+        Ok(LogFile::wrap(
+            dir,
+            path,
+            file,
+            schema,
+            format,
+            opened,
+            keep as u64,
+        ))
+    }
+
+    fn wrap(
+        dir: &Path,
+        path: PathBuf,
+        file: File,
+        schema: &'static Schema,
+        format: Format,
+        opened: chrono::DateTime<chrono::Local>,
+        size: u64,
+    ) -> LogFile {
+        LogFile {
             dir: dir.to_path_buf(),
             path,
             schema,
@@ -616,8 +627,8 @@ impl LogFile {
             out: BufWriter::with_capacity(64 * 1024, file),
             line: Vec::with_capacity(256),
             opened,
-            size: keep as u64,
-        })
+            size,
+        }
     }
 
     /// `<dir>/<path>.<stamp>.log`, with `-N` added while that name is taken.
@@ -738,14 +749,22 @@ impl LogSet {
     /// # Errors
     /// [`Error`] if the directory or a file cannot be created.
     pub fn create(dir: &Path, format: Format) -> Result<LogSet, Error> {
+        LogSet::open_with(dir, format, LogFile::create)
+    }
+
+    fn open_with(
+        dir: &Path,
+        format: Format,
+        open: fn(&Path, &'static Schema, Format) -> Result<LogFile, Error>,
+    ) -> Result<LogSet, Error> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Dir {
             path: dir.to_path_buf(),
             source,
         })?;
         Ok(LogSet {
-            catch_release: LogFile::create(dir, &CR_SCHEMA, format)?,
-            netcontrol: LogFile::create(dir, &NC_SCHEMA, format)?,
-            drop: LogFile::create(dir, &DROP_SCHEMA, format)?,
+            catch_release: open(dir, &CR_SCHEMA, format)?,
+            netcontrol: open(dir, &NC_SCHEMA, format)?,
+            drop: open(dir, &DROP_SCHEMA, format)?,
         })
     }
 
@@ -767,15 +786,7 @@ impl LogSet {
     /// # Errors
     /// [`Error`] if the directory or a file cannot be created or opened.
     pub fn open_append(dir: &Path, format: Format) -> Result<LogSet, Error> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        Ok(LogSet {
-            catch_release: LogFile::open_append(dir, &CR_SCHEMA, format)?,
-            netcontrol: LogFile::open_append(dir, &NC_SCHEMA, format)?,
-            drop: LogFile::open_append(dir, &DROP_SCHEMA, format)?,
-        })
+        LogSet::open_with(dir, format, LogFile::open_append)
     }
 
     /// Hands what is buffered to the operating system.

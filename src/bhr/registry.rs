@@ -422,6 +422,8 @@ impl Registry {
 
     fn insert_block(&mut self, mut b: Block) -> u64 {
         b.source = self.intern(&b.source);
+        b.why = self.intern(&b.why);
+        b.unblock_why = self.intern(&b.unblock_why);
         let id = b.id;
         self.by_cidr.entry(b.cidr).or_default().push(id);
         self.blocks.push(BlockState {
@@ -738,12 +740,12 @@ impl Registry {
             cidr: req.cidr,
             who: req.who,
             source,
-            why: Arc::from(req.why.as_str()),
+            why: self.intern(&req.why),
             added,
             unblock_at,
             skip_whitelist: req.skip_whitelist,
             forced_unblock: false,
-            unblock_why: Arc::from(""),
+            unblock_why: self.intern(""),
             unblock_who: None,
         };
         self.insert_block(block.clone());
@@ -766,10 +768,11 @@ impl Registry {
         let Some(id) = self.expected_for(cidr).map(|b| b.id) else {
             return false;
         };
+        let why = self.intern(why);
         self.modify_block(id, |b, entries, eids| {
             b.forced_unblock = true;
             b.unblock_who = Some(who);
-            b.unblock_why = Arc::from(why);
+            b.unblock_why = why;
             b.unblock_at = Some(now);
             for e in eids {
                 entries[idx(*e)].0.unblock_at = Some(now);

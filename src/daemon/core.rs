@@ -62,6 +62,13 @@ pub enum Command {
         /// Whether it was tracked.
         reply: oneshot::Sender<Durable<bool>>,
     },
+    /// Many drops in one go (flushed together).
+    DropMany {
+        /// Addresses and locations.
+        items: Vec<(Addr, String)>,
+        /// Per item, the resulting state or why nothing is tracked.
+        reply: oneshot::Sender<Durable<Vec<Result<BlockInfo, String>>>>,
+    },
     /// `get_catch_release_info`.
     Info {
         /// The address.
@@ -469,6 +476,13 @@ impl Core {
     }
 
     fn drop_address(&mut self, addr: Addr, location: &str) -> Result<BlockInfo, String> {
+        let r = self.drop_one(addr, location);
+        self.flush();
+        r
+    }
+
+    /// A drop whose records stay queued for the next [`flush`](Core::flush).
+    fn drop_one(&mut self, addr: Addr, location: &str) -> Result<BlockInfo, String> {
         let now = self.now();
         let ip: IpAddr = addr.to_ip();
         if self.engine.drop_rule_for(ip).is_none()
@@ -479,7 +493,6 @@ impl Core {
         link::lock(&self.link).now = now;
         let info = self.engine.drop_catch_release(now, addr, location);
         self.engine.drain_all();
-        self.flush();
         if info.is_known() {
             Ok(info)
         } else {
@@ -566,6 +579,20 @@ impl Core {
                     receipt: self.receipt(),
                 });
                 let _ = reply.send(r);
+            }
+            Command::DropMany { items, reply } => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, (addr, location)) in items.iter().enumerate() {
+                    out.push(self.drop_one(*addr, location));
+                    if i % 1024 == 1023 {
+                        self.flush();
+                    }
+                }
+                self.flush();
+                let _ = reply.send(Durable {
+                    value: out,
+                    receipt: self.receipt(),
+                });
             }
             Command::Unblock {
                 addr,

@@ -2,6 +2,7 @@
 //! BHR API's tokens and error shapes) and Prometheus metrics.
 //!
 //! * `POST /api/v1/cr/drop` `{"addr", "location"}` → the BlockInfo (blocker role or above);
+//!   a JSON list of such objects → a list of BlockInfos with their `addr` (or `error`);
 //! * `POST /api/v1/cr/unblock` `{"addr", "reason"}` → `{"unblocked": bool}` (user role);
 //! * `GET /api/v1/cr/<addr>` → the BlockInfo (`watch_until` 0 when unknown);
 //! * `GET /api/v1/cr` → every tracked address with its BlockInfo;
@@ -126,12 +127,73 @@ async fn durable(s: &CrState, rx: crate::bhr::api::Receipt) -> Result<()> {
     }
 }
 
+/// One drop request of a list: the address and location, or the field errors.
+fn drop_item(v: Value) -> std::result::Result<(Addr, String), Value> {
+    let m = match object(v) {
+        Ok(m) => m,
+        Err(ApiError::Invalid(e)) => return Err(e.to_json()),
+        Err(_) => return Err(Value::Null),
+    };
+    let mut e = FieldErrors::default();
+    let raw = text(&m, "addr", true, false, Some(50), &mut e);
+    let location = text(&m, "location", false, true, Some(1000), &mut e).unwrap_or_default();
+    match (raw, e.is_empty()) {
+        (Some(raw), true) => {
+            parse_addr("addr", &raw)
+                .map(|a| (a, location))
+                .map_err(|err| match err {
+                    ApiError::Invalid(e) => e.to_json(),
+                    _ => Value::Null,
+                })
+        }
+        _ => Err(e.to_json()),
+    }
+}
+
+/// `POST /api/v1/cr/drop` with a list: every item valid, or nothing happens.
+async fn drop_many(s: &CrState, items: Vec<Value>) -> Result<Response> {
+    let mut ok = Vec::with_capacity(items.len());
+    let mut errors = Vec::with_capacity(items.len());
+    let mut bad = false;
+    for v in items {
+        match drop_item(v) {
+            Ok(item) => {
+                ok.push(item);
+                errors.push(Value::Object(Map::new()));
+            }
+            Err(e) => {
+                bad = true;
+                errors.push(e);
+            }
+        }
+    }
+    if bad {
+        return Err(ApiError::InvalidJson(Value::Array(errors)));
+    }
+    let addrs: Vec<Addr> = ok.iter().map(|(a, _)| *a).collect();
+    let d = ask(s, |reply| Command::DropMany { items: ok, reply }).await?;
+    durable(s, d.receipt).await?;
+    let out: Vec<Value> = addrs
+        .iter()
+        .zip(d.value)
+        .map(|(a, r)| match r {
+            Ok(info) => serde_json::to_value(info_out(Some(*a), &info)).unwrap_or(Value::Null),
+            Err(why) => serde_json::json!({"addr": a.to_string(), "error": why}),
+        })
+        .collect();
+    tracing::info!("CR_DROP {} addresses", out.len());
+    Ok(Json::of(&out).respond(StatusCode::OK))
+}
+
 /// `POST /api/v1/cr/drop`.
 async fn drop(State(s): St, h: HeaderMap, b: Bytes) -> Result<Response> {
     authenticate(s.api.users(), s.api.store(), &h)
         .await?
         .require(&[Perm::AddBlock])?;
-    let m = object(body(&h, &b)?)?;
+    let m = match body(&h, &b)? {
+        Value::Array(items) => return drop_many(&s, items).await,
+        v => object(v)?,
+    };
     let mut e = FieldErrors::default();
     let raw = text(&m, "addr", true, false, Some(50), &mut e);
     let location = text(&m, "location", false, true, Some(1000), &mut e).unwrap_or_default();

@@ -4,32 +4,19 @@
 use serde_json::json;
 
 use super::*;
-use crate::serve::process::{Server, add_user};
+use crate::serve::process::Server;
 
-fn daemon(conf: &str) -> (tempfile::TempDir, Server, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("d.db");
-    let logs = dir.path().join("logs");
-    let c = dir.path().join("catchd.toml");
-    std::fs::write(&c, conf).unwrap();
-    let ops = format!("Token {}", add_user(&db, "ops", "user", None));
-    let zeek = format!("Token {}", add_user(&db, "zeek", "blocker", None));
-    let d = Server::run(
-        &db,
-        &[
-            "--config",
-            c.to_str().unwrap(),
-            "--log-dir",
-            logs.to_str().unwrap(),
-        ],
-    );
-    (dir, d, ops, zeek)
+fn daemon(conf: &str) -> (Files, Server, String, String) {
+    let f = Files::new(conf);
+    let d = f.start(&[]);
+    let (ops, zeek) = (f.ops.clone(), f.zeek.clone());
+    (f, d, ops, zeek)
 }
 
 #[test]
 fn the_catch_and_release_api_checks_its_input_and_roles() {
     let (dir, d, ops, zeek) = daemon("[cnr]\nintervals = \"10m,1h\"\n");
-    let logs = dir.path().join("logs");
+    let logs = dir.logs.clone();
     let p = "/api/v1/cr/drop";
     // A blocker may drop; the answer is the BlockInfo.
     let (st, v) = d.post(p, &zeek, &json!({"addr": "192.0.2.9", "location": "scan"}));
@@ -110,7 +97,7 @@ fn v_without_addr(v: &serde_json::Value) -> serde_json::Value {
 fn bhr_requests_from_handed_over_sources_are_adopted() {
     let (dir, d, ops, zeek) =
         daemon("[cnr]\nintervals = \"2s,4s\"\nhand_over_sources = [\"bro\"]\n");
-    let logs = dir.path().join("logs");
+    let logs = dir.logs.clone();
     let (st, b) = d.post(
         "/bhr/api/block",
         &zeek,
@@ -144,7 +131,7 @@ fn bhr_requests_from_handed_over_sources_are_adopted() {
 #[test]
 fn logs_rotate_on_sighup_and_by_size() {
     let (dir, d, _ops, zeek) = daemon("[logs]\nrotate_size = 3000\n");
-    let logs = dir.path().join("logs");
+    let logs = dir.logs.clone();
     d.post("/api/v1/cr/drop", &zeek, &json!({"addr": "192.0.2.1"}));
     let pid = d.pid().to_string();
     std::process::Command::new("kill")
@@ -187,41 +174,72 @@ fn logs_rotate_on_sighup_and_by_size() {
 
 #[test]
 fn it_can_drop_privileges_after_opening_the_capture() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("d.db");
-    let zeek = format!("Token {}", add_user(&db, "zeek", "blocker", None));
+    let f = Files::new("[daemon]\nuser = \"nobody\"\n[capture]\ninterfaces = [\"lo\"]\n");
     // The user must be able to write the data and log directories.
     let chown = std::process::Command::new("chown")
-        .args(["-R", "nobody", dir.path().to_str().unwrap()])
+        .args(["-R", "nobody", f.dir.path().to_str().unwrap()])
         .status()
         .unwrap();
     assert!(chown.success());
-    let c = dir.path().join("catchd.toml");
-    std::fs::write(
-        &c,
-        "[daemon]\nuser = \"nobody\"\n[capture]\ninterfaces = [\"lo\"]\n",
-    )
-    .unwrap();
-    let logs = dir.path().join("logs");
-    let d = Server::run(
-        &db,
-        &[
-            "--config",
-            c.to_str().unwrap(),
-            "--log-dir",
-            logs.to_str().unwrap(),
-        ],
-    );
+    let zeek = &f.zeek;
+    let d = f.start(&[]);
     let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert!(
         uid.split_whitespace().skip(1).all(|u| u == "65534"),
         "{uid}"
     );
-    let (st, v) = d.post("/api/v1/cr/drop", &zeek, &json!({"addr": "127.0.0.99"}));
+    let (st, v) = d.post("/api/v1/cr/drop", zeek, &json!({"addr": "127.0.0.99"}));
     assert_eq!(st, 200, "{v}\n{}", d.log());
     // The capture opened as root still runs.
     let (_, m) = d.request("GET", "/metrics", None, None);
     assert!(m.contains("catchd_capture_up{interface=\"lo\"} 1"), "{m}");
+    assert!(d.terminate().success());
+}
+
+#[test]
+fn many_addresses_can_be_dropped_in_one_request() {
+    let (_dir, d, ops, zeek) = daemon("[cnr]\nintervals = \"10m,1h\"\n");
+    d.post(
+        "/bhr/api/whitelist/",
+        &ops,
+        &json!({"cidr": "203.0.113.0/24", "why": "ours"}),
+    );
+    let p = "/api/v1/cr/drop";
+    let (st, v) = d.post(
+        p,
+        &zeek,
+        &json!([{"addr": "192.0.2.1"}, {"addr": "nope"}, {}]),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v[0], json!({}));
+    assert!(v[1]["addr"].is_array() && v[2]["addr"].is_array(), "{v}");
+    assert_eq!(d.json("/api/v1/cr", &ops), json!([]), "nothing happened");
+    let (st, v) = d.post(
+        p,
+        &zeek,
+        &json!([
+            {"addr": "192.0.2.1", "location": "feed"},
+            {"addr": "2001:db8::1"},
+            {"addr": "203.0.113.9"},
+        ]),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v[0]["addr"], "192.0.2.1");
+    assert_eq!(v[0]["current_block_id"], 1);
+    assert_eq!(v[1]["addr"], "2001:db8::1");
+    assert_eq!(v[1]["current_block_id"], 2);
+    assert_eq!(
+        v[2],
+        json!({"addr": "203.0.113.9", "error": "whitelisted: ops: ours"})
+    );
+    assert_eq!(d.json("/api/v1/cr", &ops).as_array().unwrap().len(), 2);
+    assert_eq!(
+        d.json("/bhr/api/expected_blocks/?source=catch-and-release", &ops)
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     assert!(d.terminate().success());
 }

@@ -5,7 +5,6 @@ use serde_json::{Value, json};
 
 use super::netns::Netns;
 use super::*;
-use crate::serve::process::{Server, add_user};
 
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
@@ -24,36 +23,15 @@ fn iso_secs(v: &Value) -> f64 {
 #[test]
 fn a_released_address_seen_again_is_blocked_longer_then_forgotten() {
     let ns = Netns::new("lv", 1);
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("d.db");
-    let logs = dir.path().join("logs");
-    let conf = dir.path().join("catchd.toml");
-    std::fs::write(
-        &conf,
-        "[cnr]\nsweep_interval = \"1s\"\nblock_managers = [\"bgp1\"]\n",
-    )
-    .unwrap();
-    let ops = format!("Token {}", add_user(&db, "ops", "user", None));
-    let bgp = format!("Token {}", add_user(&db, "bgp", "manager", None));
-    let d = Server::run(
-        &db,
-        &[
-            "-i",
-            &ns.root_if,
-            "--intervals",
-            "1s,2s,4s",
-            "--log-dir",
-            logs.to_str().unwrap(),
-            "--config",
-            conf.to_str().unwrap(),
-        ],
-    );
+    let f = Files::new("[cnr]\nsweep_interval = \"1s\"\nblock_managers = [\"bgp1\"]\n");
+    let d = f.start(&["-i", &ns.root_if, "--intervals", "1s,2s,4s"]);
+    let (ops, bgp, logs) = (&f.ops, &f.bgp, &f.logs);
 
     // Dropped through the catch-and-release API: a registry block for the /32.
     let before = unix_now();
     let (status, info) = d.post(
         "/api/v1/cr/drop",
-        &ops,
+        ops,
         &json!({"addr": ns.addr, "location": "live test"}),
     );
     assert_eq!(status, 200, "{info}\n{}", d.log());
@@ -65,42 +43,38 @@ fn a_released_address_seen_again_is_blocked_longer_then_forgotten() {
     assert!((info["watch_until"].as_f64().unwrap() - bu - 1.0).abs() < 1e-6);
 
     // The block manager bgp1 (the NetControl plugin) puts it in place.
-    let q = d.json("/bhr/api/queue/bgp1", &bgp);
+    let q = d.json("/bhr/api/queue/bgp1", bgp);
     assert_eq!(q[0]["id"], 1);
     assert_eq!(q[0]["cidr"], format!("{}/32", ns.addr));
-    let (status, _) = d.post(
-        "/bhr/api/set_blocked_multi/bgp1",
-        &bgp,
-        &json!({"ids": [1]}),
-    );
+    let (status, _) = d.post("/bhr/api/set_blocked_multi/bgp1", bgp, &json!({"ids": [1]}));
     assert_eq!(status, 200);
-    let dropped = wait_for(5, "DROPPED <bgp1>", || cr_lines(&logs, "DROPPED").pop());
+    let dropped = wait_for(5, "DROPPED <bgp1>", || cr_lines(logs, "DROPPED").pop());
     assert_eq!(dropped[11], "bgp1");
 
     // The block ends: UNBLOCK, and bgp1's unblock queue has it.
-    let unblock = wait_for(5, "UNBLOCK", || cr_lines(&logs, "UNBLOCK").pop());
+    let unblock = wait_for(5, "UNBLOCK", || cr_lines(logs, "UNBLOCK").pop());
     assert!(
         (secs(&unblock[0]) - bu).abs() < 1e-6,
         "UNBLOCK at block_until: {unblock:?}"
     );
-    let uq = d.json("/bhr/api/unblock_queue/bgp1", &bgp);
+    let uq = d.json("/bhr/api/unblock_queue/bgp1", bgp);
     assert_eq!(uq[0]["block"]["cidr"], format!("{}/32", ns.addr));
     d.post(
         "/bhr/api/set_unblocked_multi",
-        &bgp,
+        bgp,
         &json!({"ids": [uq[0]["id"]]}),
     );
 
     // Traffic from the address while it is watched: SEEN_AGAIN, a 2 s block in bgp1's queue.
     ns.send_udp(3);
-    let seen = wait_for(5, "SEEN_AGAIN", || cr_lines(&logs, "SEEN_AGAIN").pop());
+    let seen = wait_for(5, "SEEN_AGAIN", || cr_lines(logs, "SEEN_AGAIN").pop());
     assert_eq!(seen[1], "2", "the new rule is block 2: {seen:?}");
     assert_eq!(seen[2], ns.addr);
     assert_eq!(seen[4], "2.000000");
-    let q = d.json("/bhr/api/queue/bgp1", &bgp);
+    let q = d.json("/bhr/api/queue/bgp1", bgp);
     assert_eq!(q.as_array().unwrap().len(), 1, "{q}");
     assert_eq!(q[0]["id"], 2);
-    let b = d.json("/bhr/api/blocks/2/", &ops);
+    let b = d.json("/bhr/api/blocks/2/", ops);
     let len = iso_secs(&b["unblock_at"]) - iso_secs(&b["added"]);
     assert!(
         (len - 2.0).abs() < 0.01,
@@ -108,20 +82,20 @@ fn a_released_address_seen_again_is_blocked_longer_then_forgotten() {
     );
     assert_eq!(b["who"], "catch-and-release");
     assert_eq!(b["why"], "Re-drop by catch-and-release: live test");
-    let info = d.json(&format!("/api/v1/cr/{}", ns.addr), &ops);
+    let info = d.json(&format!("/api/v1/cr/{}", ns.addr), ops);
     assert_eq!(info["current_interval"], 1);
     assert_eq!(info["num_reblocked"], 1);
     assert_eq!(info["current_block_id"], 2);
 
     // Watched for 4 s from the re-block, then forgotten at the next sweep.
-    let forgotten = wait_for(10, "FORGOTTEN", || cr_lines(&logs, "FORGOTTEN").pop());
+    let forgotten = wait_for(10, "FORGOTTEN", || cr_lines(logs, "FORGOTTEN").pop());
     assert!(secs(&forgotten[0]) >= secs(&seen[0]) + 4.0);
-    let info = d.json(&format!("/api/v1/cr/{}", ns.addr), &ops);
+    let info = d.json(&format!("/api/v1/cr/{}", ns.addr), ops);
     assert_eq!(info["watch_until"], 0.0);
-    assert_eq!(d.json("/api/v1/cr", &ops), json!([]));
+    assert_eq!(d.json("/api/v1/cr", ops), json!([]));
 
     // NetControl's view of it, in netcontrol.log.
-    let nc = log_lines(&logs, "netcontrol");
+    let nc = log_lines(logs, "netcontrol");
     let states: Vec<String> = nc
         .iter()
         .filter(|f| f[1] == "2")

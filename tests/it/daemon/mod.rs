@@ -8,8 +8,55 @@ mod config;
 mod live;
 mod restart;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use crate::serve::process::{Server, add_user};
+
+/// A daemon's files in a temporary directory (database, logs, configuration), with the
+/// tokens (`Token …`) of a person (`ops`, role user), a blocker (`zeek`) and a block
+/// manager (`bgp`).
+pub struct Files {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub logs: PathBuf,
+    pub conf: PathBuf,
+    pub ops: String,
+    pub zeek: String,
+    pub bgp: String,
+}
+
+impl Files {
+    pub fn new(conf: &str) -> Files {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("d.db");
+        let logs = dir.path().join("logs");
+        let conf_path = dir.path().join("catchd.toml");
+        std::fs::write(&conf_path, conf).unwrap();
+        let token = |name: &str, role: &str| format!("Token {}", add_user(&db, name, role, None));
+        Files {
+            ops: token("ops", "user"),
+            zeek: token("zeek", "blocker"),
+            bgp: token("bgp", "manager"),
+            dir,
+            db,
+            logs,
+            conf: conf_path,
+        }
+    }
+
+    /// `catchd run` with this configuration and log directory, and `extra` flags.
+    pub fn start(&self, extra: &[&str]) -> Server {
+        let mut args = vec![
+            "--config",
+            self.conf.to_str().unwrap(),
+            "--log-dir",
+            self.logs.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        Server::run(&self.db, &args)
+    }
+}
 
 /// Polls `f` every 50 ms until it returns `Some`, for at most `secs` seconds.
 #[track_caller]

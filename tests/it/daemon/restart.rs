@@ -7,7 +7,6 @@ use std::net::UdpSocket;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::serve::process::{Server, add_user};
 
 /// Sends a datagram from `from` (a loopback address) to 127.0.0.1.
 fn send_from(from: &str) {
@@ -17,49 +16,11 @@ fn send_from(from: &str) {
     }
 }
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    db: std::path::PathBuf,
-    logs: std::path::PathBuf,
-    conf: std::path::PathBuf,
-    ops: String,
-    bgp: String,
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("d.db");
-    let logs = dir.path().join("logs");
-    let conf = dir.path().join("catchd.toml");
-    std::fs::write(
-        &conf,
-        "[cnr]\nsweep_interval = \"1s\"\nintervals = \"3s,6s,12s\"\nblock_managers = [\"bgp1\"]\n[capture]\ninterfaces = [\"lo\"]\n",
+fn setup() -> Files {
+    Files::new(
+        "[cnr]\nsweep_interval = \"1s\"\nintervals = \"3s,6s,12s\"\nblock_managers = [\"bgp1\"]\n\
+         [capture]\ninterfaces = [\"lo\"]\n",
     )
-    .unwrap();
-    let ops = format!("Token {}", add_user(&db, "ops", "user", None));
-    let bgp = format!("Token {}", add_user(&db, "bgp", "manager", None));
-    Setup {
-        _dir: dir,
-        db,
-        logs,
-        conf,
-        ops,
-        bgp,
-    }
-}
-
-impl Setup {
-    fn start(&self) -> Server {
-        Server::run(
-            &self.db,
-            &[
-                "--config",
-                self.conf.to_str().unwrap(),
-                "--log-dir",
-                self.logs.to_str().unwrap(),
-            ],
-        )
-    }
 }
 
 fn ids(v: &Value) -> Vec<u64> {
@@ -73,7 +34,7 @@ fn ids(v: &Value) -> Vec<u64> {
 #[test]
 fn state_survives_sigkill_and_the_next_step_escalates() {
     let s = setup();
-    let d = s.start();
+    let d = s.start(&[]);
     let a = "127.0.0.66";
     let b = "127.0.0.67";
     let (st, ia) = d.post(
@@ -98,7 +59,7 @@ fn state_survives_sigkill_and_the_next_step_escalates() {
     d.kill();
 
     // At once: everything is as it was.
-    let d = s.start();
+    let d = s.start(&[]);
     assert_eq!(d.json("/api/v1/cr", &s.ops), list_before);
     assert_eq!(
         ids(&d.json("/bhr/api/queue/bgp1", &s.bgp)),
@@ -126,7 +87,7 @@ fn state_survives_sigkill_and_the_next_step_escalates() {
 #[test]
 fn what_came_due_while_down_is_replayed_at_its_time() {
     let s = setup();
-    let d = s.start();
+    let d = s.start(&[]);
     let a = "127.0.0.68";
     let (_, ia) = d.post(
         "/api/v1/cr/drop",
@@ -142,7 +103,7 @@ fn what_came_due_while_down_is_replayed_at_its_time() {
     d.kill();
     // Down past the end of the 3 s block, still inside the 6 s watch.
     std::thread::sleep(std::time::Duration::from_millis(3500));
-    let d = s.start();
+    let d = s.start(&[]);
     let unblock = wait_for(5, "UNBLOCK", || cr_lines(&s.logs, "UNBLOCK").pop());
     assert!(
         (secs(&unblock[0]) - ia["block_until"].as_f64().unwrap()).abs() < 1e-6,
@@ -168,7 +129,7 @@ fn what_came_due_while_down_is_replayed_at_its_time() {
 #[test]
 fn sigterm_closes_the_logs_and_keeps_every_acknowledged_write() {
     let s = setup();
-    let d = s.start();
+    let d = s.start(&[]);
     for i in 0..20 {
         let (st, v) = d.post(
             "/api/v1/cr/drop",
@@ -191,7 +152,7 @@ fn sigterm_closes_the_logs_and_keeps_every_acknowledged_write() {
             "{name}: {text}"
         );
     }
-    let d = s.start();
+    let d = s.start(&[]);
     let list = d.json("/api/v1/cr", &s.ops);
     assert_eq!(list.as_array().unwrap().len(), 20);
     let q = d.json("/bhr/api/query/198.51.100.0/24", &s.ops);
