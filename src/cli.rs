@@ -381,13 +381,14 @@ fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()> {
     let _ = write!(
         t,
         "[cnr]\nintervals = \"{}\"\nsweep_interval = \"{}\"\nwarn_blocked = {}\nsource = {:?}\n\
-         block_managers = {}\nhand_over_sources = {}\n",
+         why = {:?}\nblock_managers = {}\nhand_over_sources = {}\n",
         cn.intervals,
         humantime::format_duration(std::time::Duration::from_micros(
             cn.sweep_interval.as_micros().unsigned_abs()
         )),
         cn.warn_blocked,
         cn.source,
+        cn.why,
         list(&cn.block_managers),
         list(&cn.hand_over_sources),
     );

@@ -27,6 +27,7 @@
 //! sweep_interval = "10s"
 //! warn_blocked = false
 //! source = "catch-and-release"   # source of the registry blocks it makes
+//! why = "catch-and-release"      # their why when a drop gives no location
 //! block_managers = []            # idents whose set_blocked confirms a drop
 //! hand_over_sources = []         # BHR requests for single addresses from these sources
 //!                                # are handed to catch-and-release
@@ -148,6 +149,8 @@ pub struct Cnr {
     pub warn_blocked: bool,
     /// `source` of the registry blocks catch-and-release makes.
     pub source: String,
+    /// `why` of those blocks when the drop gives no location.
+    pub why: String,
     /// Block-manager idents whose `set_blocked` confirms a drop (NetControl plugins).
     pub block_managers: Vec<String>,
     /// BHR block requests of single addresses from these sources go to catch-and-release.
@@ -198,6 +201,7 @@ impl Default for Cnr {
             sweep_interval: crate::cnr::DEFAULT_SWEEP_INTERVAL,
             warn_blocked: false,
             source: "catch-and-release".into(),
+            why: "catch-and-release".into(),
             block_managers: Vec::new(),
             hand_over_sources: Vec::new(),
         }
@@ -281,6 +285,7 @@ struct CnrFile {
     sweep_interval: Option<String>,
     warn_blocked: Option<bool>,
     source: Option<String>,
+    why: Option<String>,
     block_managers: Option<Vec<String>>,
     hand_over_sources: Option<Vec<String>>,
 }
@@ -590,6 +595,15 @@ impl Config {
                 ));
             }
             cn.source = v.trim().to_string();
+        }
+        if let Some(v) = cnr.why {
+            if v.trim().is_empty() {
+                return Err(invalid(
+                    "cnr.why",
+                    "must not be empty (BHR requires a why)".into(),
+                ));
+            }
+            cn.why = v.trim().to_string();
         }
         if let Some(v) = cnr.block_managers {
             for (i, ident) in v.iter().enumerate() {

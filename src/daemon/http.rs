@@ -329,6 +329,13 @@ async fn metrics(State(s): St) -> Response {
     }
     let _ = writeln!(
         b,
+        "# HELP catchd_http_answers_total HTTP answers by status class\n# TYPE catchd_http_answers_total counter"
+    );
+    for (i, n) in s.api.answers().iter().enumerate() {
+        let _ = writeln!(b, "catchd_http_answers_total{{code=\"{}xx\"}} {n}", i + 1);
+    }
+    let _ = writeln!(
+        b,
         "# HELP catchd_uptime_seconds seconds since start\n# TYPE catchd_uptime_seconds gauge\ncatchd_uptime_seconds {:.3}",
         s.started.elapsed().as_secs_f64()
     );

@@ -31,6 +31,8 @@ pub struct Link {
     who: UserId,
     /// Their `source`.
     source: String,
+    /// Their `why` when the rule has no location.
+    why: String,
     /// Network time of the engine call in progress.
     pub now: Time,
     /// Blocks made since the core last looked: id and `unblock_at`.
@@ -45,12 +47,13 @@ pub struct Link {
 pub type Shared = Arc<Mutex<Link>>;
 
 impl Link {
-    /// A link making blocks as `who` with `source`.
-    pub fn new(api: Arc<AppState>, who: UserId, source: &str) -> Shared {
+    /// A link making blocks as `who` with `source`, and `why` when a drop has no location.
+    pub fn new(api: Arc<AppState>, who: UserId, source: &str, why: &str) -> Shared {
         Arc::new(Mutex::new(Link {
             api,
             who,
             source: source.to_string(),
+            why: why.to_string(),
             now: Time::ZERO,
             made: Vec::new(),
             refusal: None,
@@ -93,7 +96,7 @@ impl RuleIds for RegistryIds {
         let mut l = lock(&self.0);
         let why = match location {
             Some(loc) if !loc.is_empty() => loc.to_string(),
-            _ => "catch-and-release".to_string(),
+            _ => l.why.clone(),
         };
         let until = (expire > Interval::ZERO).then(|| l.now + expire);
         let req = NewBlock {

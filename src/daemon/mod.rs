@@ -148,7 +148,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         api::system_clock(),
         config.server.limits.clone(),
     );
-    let link = Link::new(state.clone(), who, &config.cnr.source);
+    let link = Link::new(state.clone(), who, &config.cnr.source, &config.cnr.why);
     let mut backends: Vec<(Box<dyn Backend>, i64)> = Vec::new();
     if config.cnr.block_managers.is_empty() {
         backends.push((Box::new(ManagerPlugin::auto(link.clone())), 0));

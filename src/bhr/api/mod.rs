@@ -86,6 +86,8 @@ pub struct AppState {
     failure: Mutex<Option<String>>,
     /// Told of every change the API makes (the daemon's catch-and-release listens).
     listener: std::sync::OnceLock<Listener>,
+    /// Answers sent, by status class (1xx … 5xx).
+    answers: [std::sync::atomic::AtomicU64; 5],
 }
 
 impl AppState {
@@ -107,6 +109,7 @@ impl AppState {
             stop: tokio::sync::watch::Sender::new(false),
             failure: Mutex::new(None),
             listener: std::sync::OnceLock::new(),
+            answers: Default::default(),
         })
     }
 
@@ -125,6 +128,11 @@ impl AppState {
         }
         drop(f);
         self.stop();
+    }
+
+    /// HTTP answers sent so far, by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
+    pub fn answers(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.answers[i].load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The failure that stopped the server, if any.
@@ -264,6 +272,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Counts answers by status class.
+async fn count_answers(
+    axum::extract::State(s): axum::extract::State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let r = next.run(req).await;
+    let class = usize::from(r.status().as_u16() / 100).clamp(1, 5) - 1;
+    s.answers[class].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    r
+}
+
 /// Makes every error a JSON body: axum's own 405, and what the limit layers produce.
 async fn json_errors(req: Request, next: Next) -> Response {
     let method = req.method().to_string();
@@ -309,6 +329,7 @@ pub async fn serve(
     use tower::ServiceBuilder;
     let limits = state.limits.clone();
     let stopper = state.clone();
+    let counted = state.clone();
     let shutdown = async move {
         tokio::select! {
             () = shutdown => stopper.stop(),
@@ -336,7 +357,8 @@ pub async fn serve(
                 )),
         )
         // Outermost, so that what the layers above answer is JSON too.
-        .layer(axum::middleware::from_fn(json_errors));
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn_with_state(counted, count_answers));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

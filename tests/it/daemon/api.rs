@@ -84,6 +84,14 @@ fn the_catch_and_release_api_checks_its_input_and_roles() {
     let q = d.json("/bhr/api/query/192.0.2.9", &ops);
     assert!(q[0]["unblock_at"].as_str().is_some());
     assert_eq!(d.json("/bhr/api/expected_blocks/", &ops), json!([]));
+    let (_, m) = d.request("GET", "/metrics", None, None);
+    let answers = |class: &str| -> u64 {
+        m.lines()
+            .find(|l| l.starts_with(&format!("catchd_http_answers_total{{code=\"{class}\"}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap()
+    };
+    assert!(answers("2xx") >= 8 && answers("4xx") >= 7, "{m}");
     assert!(d.terminate().success());
 }
 
