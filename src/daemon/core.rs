@@ -333,8 +333,10 @@ impl Core {
         }
     }
 
-    /// Reports the end of every registry block due by `now`, in time order.
+    /// Reports the end of every registry block due by `now`, in time order (records are
+    /// written out every 1024 ends, and by the caller's flush).
     fn process_expiries(&mut self, now: Time) {
+        let mut n = 0usize;
         while let Some(&(t, id)) = self.expiries.first() {
             if t > now {
                 break;
@@ -342,6 +344,10 @@ impl Core {
             self.expiries.pop_first();
             self.ends.remove(&id);
             self.expire(t, id);
+            n += 1;
+            if n.is_multiple_of(1024) {
+                self.flush();
+            }
         }
     }
 
@@ -377,7 +383,6 @@ impl Core {
             self.engine.answer(t, rule.clone(), p, Answer::Timeout);
         }
         self.engine.drain_all();
-        self.flush();
     }
 
     /// Writes what the engine produced, notes which addresses changed, and persists them.
