@@ -15,6 +15,9 @@
 //! * [`daemon`]: `catchd run`: capture, catch-and-release on the registry, the APIs, logs,
 //!   persistence and restarts in one process.
 //! * [`bhr`]: BHR's block registry (no I/O) and its HTTP API.
+//! * [`enforce`]: the blockers (nftables, iptables, ipset, ip route, hosts.allow, exec,
+//!   stdout); the only module that runs firewall commands.
+//! * [`manager`]: block managers: BHR queues in, backend changes out; the only HTTP client.
 //! * [`store`]: the only user of the database (SQLite): group commit, migrations.
 //! * [`auth`]: users, roles, tokens and passwords.
 //! * [`server`]: `catchd serve`, and start-up shared with the daemon.
@@ -33,6 +36,8 @@ pub mod cli;
 pub mod cnr;
 pub mod config;
 pub mod daemon;
+pub mod enforce;
+pub mod manager;
 pub mod packet;
 pub mod replay;
 pub mod sensor;

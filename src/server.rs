@@ -124,7 +124,11 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         tokio::spawn(reload_users(state.clone(), store));
         tracing::info!("Serving the BHR API on http://{local}/bhr/api/");
         on_listening(local);
-        api::serve(listener, state.clone(), None, signal()).await?;
+        api::serve(listener, state.clone(), None, async {
+            signal().await;
+            tracing::info!("Stopping: finishing requests in flight.");
+        })
+        .await?;
         match state.failure() {
             Some(why) => Err(Error::StoreFailed(why)),
             None => {
@@ -198,5 +202,4 @@ pub async fn signal() {
         () = ctrl_c => {}
         () = term => {}
     }
-    tracing::info!("Stopping: finishing requests in flight.");
 }

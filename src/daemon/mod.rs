@@ -235,6 +235,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         let stop = stop_capture.clone();
         let shutdown = async move {
             server::signal().await;
+            tracing::info!("Stopping: finishing requests in flight.");
             // Capture first: no new sightings while requests finish.
             stop.store(true, Ordering::Relaxed);
         };

@@ -30,7 +30,8 @@ use axum::routing::{get, post};
 
 pub use auth::{Caller, Users, authenticate};
 pub use error::{ApiError, FieldErrors, Json};
-pub use input::{body, object, text};
+pub use input::{body, object, text, timestamp};
+pub use output::Iso;
 pub use service::{Listener, Receipt};
 
 use crate::bhr::registry::Registry;

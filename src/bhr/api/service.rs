@@ -3,6 +3,7 @@
 //! every change the API makes. Same lock, same store, same durability as the handlers.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -109,6 +110,113 @@ impl AppState {
             .filter(|e| e.removed.is_none())
             .map(|e| e.ident.to_string())
             .collect()
+    }
+
+    /// The clock the API reads.
+    pub fn clock_now(&self) -> Time {
+        self.now()
+    }
+
+    /// Hands changes to the store and the listener, under the registry lock the caller
+    /// holds, and returns the receipt.
+    fn submit_told(&self, changes: Vec<Change>) -> Receipt {
+        self.publish(&changes);
+        self.submit_quietly(changes)
+    }
+
+    /// Waits for a receipt; a failed store stops the server (as the handlers do).
+    async fn settle(&self, rx: Receipt) -> Result<(), store::Error> {
+        let r = rx.await.unwrap_or(Err(store::Error::Closed));
+        if let Err(e) = &r {
+            self.fail(&e.to_string());
+        }
+        r
+    }
+
+    /// An in-process block manager's `queue/<ident>`: the blocks `ident` has not put in
+    /// place, added at or after `since`, waiting up to `wait` for one to appear (or until
+    /// the server stops).
+    pub async fn manager_queue(&self, ident: &str, since: Time, wait: Duration) -> Vec<Block> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.new_blocks.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let rows: Vec<Block> = {
+                let mut reg = self.registry();
+                reg.advance(self.now());
+                reg.queue(ident, since).into_iter().cloned().collect()
+            };
+            if !rows.is_empty() || tokio::time::Instant::now() >= deadline {
+                return rows;
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = self.stopping() => return Vec::new(),
+            }
+        }
+    }
+
+    /// An in-process `set_blocked_multi/<ident>`; returns once durable.
+    ///
+    /// # Errors
+    /// The store failed (the server then stops).
+    pub async fn manager_set_blocked(&self, ident: &str, ids: &[u64]) -> Result<(), store::Error> {
+        let rx = {
+            let mut reg = self.registry();
+            let mut ch = Vec::new();
+            // Ids come from the queue; one that vanished is skipped, not an error.
+            let known: Vec<u64> = ids
+                .iter()
+                .copied()
+                .filter(|id| reg.block(*id).is_some())
+                .collect();
+            let _ = reg.set_blocked(ident, &known, self.now(), &mut ch);
+            for id in &known {
+                if let Some(b) = reg.block(*id) {
+                    tracing::info!("SET_BLOCKED ID={id} IP={} IDENT={ident}", b.cidr);
+                }
+            }
+            self.submit_told(ch)
+        };
+        self.settle(rx).await
+    }
+
+    /// An in-process `unblock_queue/<ident>`: entry ids and their networks.
+    pub fn manager_unblock_queue(&self, ident: &str) -> Vec<(u64, IpNet)> {
+        let mut reg = self.registry();
+        reg.advance(self.now());
+        reg.unblock_queue(ident)
+            .into_iter()
+            .filter_map(|e| reg.block(e.block).map(|b| (e.id, b.cidr)))
+            .collect()
+    }
+
+    /// An in-process `set_unblocked_multi`; returns once durable.
+    ///
+    /// # Errors
+    /// The store failed (the server then stops).
+    pub async fn manager_set_unblocked(&self, ids: &[u64]) -> Result<(), store::Error> {
+        let rx = {
+            let mut reg = self.registry();
+            let mut ch = Vec::new();
+            reg.set_unblocked(ids, self.now(), &mut ch);
+            for c in &ch {
+                if let Change::Entry(e) = c {
+                    tracing::info!("SET_UNBLOCKED ID={}", e.id);
+                }
+            }
+            self.submit_told(ch)
+        };
+        self.settle(rx).await
+    }
+
+    /// Every expected block (what `list.csv` lists).
+    pub fn expected_blocks(&self) -> Vec<Block> {
+        let mut reg = self.registry();
+        reg.advance(self.now());
+        reg.expected().cloned().collect()
     }
 
     /// Waits until everything submitted so far is durable (blocking; not for async code).
