@@ -540,6 +540,34 @@ fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()> {
         "[daemon]\nuser = {:?}\n",
         c.daemon.user.clone().unwrap_or_default()
     );
+    for b in &c.blockers {
+        let o = &b.options;
+        let _ = write!(
+            t,
+            "[[blocker]]\nident = {:?}\nbackend = {:?}\ndry_run = {}\npoll_timeout = \"{}\"\n\
+             unblock_interval = \"{}\"\nreconcile_interval = \"{}\"\ncommand_timeout = \"{}\"\n\
+             nft_table = {:?}\nchain = {:?}\nhooks = {:?}\niptables = {:?}\nip6tables = {:?}\n\
+             ipset_name = {:?}\nroute_proto = {}\nhosts_allow = {:?}\nexec_block = {:?}\n\
+             exec_unblock = {:?}\n",
+            b.ident,
+            b.kind.name(),
+            b.dry_run,
+            dur(Some(b.settings.poll_timeout)),
+            dur(Some(b.settings.unblock_interval)),
+            dur(Some(b.settings.reconcile_interval)),
+            dur(Some(o.command_timeout)),
+            o.nft_table,
+            o.chain,
+            o.hooks,
+            o.iptables,
+            o.ip6tables,
+            o.ipset_name,
+            o.route_proto,
+            o.hosts_allow,
+            o.exec_block,
+            o.exec_unblock,
+        );
+    }
     let _ = write!(
         t,
         "[bhr]\ntime_window_factor = {:?}\nminimum_time_window = {:?}\n\

@@ -41,6 +41,25 @@
 //! [daemon]
 //! user = ""                   # run as this user once the captures are open
 //!
+//! [[blocker]]                 # repeatable: block managers run inside `catchd run`
+//! ident = "fw"                # its queues are queue/fw and unblock_queue/fw
+//! backend = "nftables"        # nftables, iptables, ipset, route, hosts-allow, exec, stdout
+//! dry_run = false
+//! poll_timeout = "32s"
+//! unblock_interval = "30s"
+//! reconcile_interval = "5m"   # 0s: only at start
+//! command_timeout = "10s"
+//! nft_table = "catchd"        # nftables
+//! chain = "CATCHD"            # iptables, ipset
+//! hooks = ["INPUT", "FORWARD"]
+//! iptables = "iptables"
+//! ip6tables = "ip6tables"
+//! ipset_name = "catchd"       # sets catchd4 and catchd6
+//! route_proto = 99            # route: marks catchd's blackhole routes
+//! hosts_allow = "/etc/hosts.allow"
+//! exec_block = ["/usr/local/bin/block", "{cidr}", "{duration}", "{why}"]
+//! exec_unblock = ["/usr/local/bin/unblock", "{cidr}"]
+//!
 //! [bhr]
 //! time_window_factor = 2.0
 //! minimum_time_window = 43200  # seconds, or a duration such as "12h"
@@ -117,6 +136,24 @@ pub struct Config {
     pub logs: Logs,
     /// The process.
     pub daemon: Daemon,
+    /// Block managers run inside `catchd run` (`[[blocker]]`).
+    pub blockers: Vec<Blocker>,
+}
+
+/// A block manager inside `catchd run`: an ident's queues applied with a backend, with no
+/// HTTP hop.
+#[derive(Clone, Debug)]
+pub struct Blocker {
+    /// The ident (its queues are `queue/<ident>` and `unblock_queue/<ident>`).
+    pub ident: String,
+    /// The backend.
+    pub kind: crate::enforce::Kind,
+    /// The backend's options.
+    pub options: crate::enforce::Options,
+    /// Print what would run; change nothing.
+    pub dry_run: bool,
+    /// Timings.
+    pub settings: crate::manager::Settings,
 }
 
 /// Live capture settings.
@@ -243,6 +280,7 @@ impl Default for Config {
             cnr: Cnr::default(),
             logs: Logs::default(),
             daemon: Daemon { user: None },
+            blockers: Vec::new(),
         }
     }
 }
@@ -264,6 +302,30 @@ struct File {
     logs: LogsFile,
     #[serde(default)]
     daemon: DaemonFile,
+    #[serde(default)]
+    blocker: Vec<BlockerFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockerFile {
+    ident: String,
+    backend: crate::enforce::Kind,
+    dry_run: Option<bool>,
+    poll_timeout: Option<String>,
+    unblock_interval: Option<String>,
+    reconcile_interval: Option<String>,
+    nft_table: Option<String>,
+    chain: Option<String>,
+    hooks: Option<Vec<String>>,
+    iptables: Option<String>,
+    ip6tables: Option<String>,
+    ipset_name: Option<String>,
+    route_proto: Option<u8>,
+    hosts_allow: Option<String>,
+    exec_block: Option<Vec<String>>,
+    exec_unblock: Option<Vec<String>>,
+    command_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -658,6 +720,93 @@ impl Config {
         if let Some(u) = file.daemon.user {
             let u = u.trim().to_string();
             c.daemon.user = (!u.is_empty()).then_some(u);
+        }
+
+        for (i, b) in file.blocker.into_iter().enumerate() {
+            let key = |k: &str| format!("blocker[{i}].{k}");
+            let ident = b.ident.trim().to_string();
+            if ident.is_empty() || ident.chars().count() > 50 {
+                return Err(invalid(&key("ident"), "must be 1 to 50 characters".into()));
+            }
+            if c.blockers.iter().any(|o| o.ident == ident) {
+                return Err(invalid(&key("ident"), format!("`{ident}` is used twice")));
+            }
+            let time = |k: &str, v: Option<String>, d: Duration, zero_ok: bool| {
+                let Some(t) = v else { return Ok(d) };
+                let i: Interval = t.parse().map_err(|e| invalid(&key(k), format!("{e}")))?;
+                let us = i.as_micros();
+                if us < 0 || (us == 0 && !zero_ok) {
+                    return Err(invalid(&key(k), "must be positive".into()));
+                }
+                Ok(Duration::from_micros(us.unsigned_abs()))
+            };
+            let ds = crate::manager::Settings::default();
+            let settings = crate::manager::Settings {
+                poll_timeout: time("poll_timeout", b.poll_timeout, ds.poll_timeout, true)?,
+                unblock_interval: time(
+                    "unblock_interval",
+                    b.unblock_interval,
+                    ds.unblock_interval,
+                    true,
+                )?,
+                reconcile_interval: time(
+                    "reconcile_interval",
+                    b.reconcile_interval,
+                    ds.reconcile_interval,
+                    true,
+                )?,
+            };
+            let mut o = crate::enforce::Options::default();
+            o.command_timeout = time(
+                "command_timeout",
+                b.command_timeout,
+                o.command_timeout,
+                false,
+            )?;
+            macro_rules! take {
+                ($($f:ident),*) => { $( if let Some(v) = b.$f { o.$f = v; } )* };
+            }
+            take!(
+                nft_table,
+                chain,
+                hooks,
+                iptables,
+                ip6tables,
+                ipset_name,
+                route_proto,
+                hosts_allow,
+                exec_block,
+                exec_unblock
+            );
+            if let Err(msg) = o.check(b.backend) {
+                // The message starts with the option's name.
+                let (k, m) = msg.split_once(": ").unwrap_or(("backend", &msg));
+                let k = k.split(' ').next().unwrap_or(k);
+                return Err(invalid(&key(k), m.to_string()));
+            }
+            c.blockers.push(Blocker {
+                ident,
+                kind: b.backend,
+                options: o,
+                dry_run: b.dry_run.unwrap_or(false),
+                settings,
+            });
+        }
+        if let (Some(u), Some(b)) = (
+            &c.daemon.user,
+            c.blockers
+                .iter()
+                .find(|b| !b.dry_run && !matches!(b.kind, crate::enforce::Kind::Stdout)),
+        ) {
+            return Err(invalid(
+                "daemon.user",
+                format!(
+                    "blocker {} ({}) needs root to change the firewall, but catchd would run as {u}; \
+                     run it as `catchd manager` in a process of its own",
+                    b.ident,
+                    b.kind.name()
+                ),
+            ));
         }
         Ok(c)
     }

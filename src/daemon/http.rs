@@ -44,6 +44,8 @@ pub struct CrState {
     pub sensors: Vec<(String, Arc<SensorStats>)>,
     /// When the daemon started.
     pub started: std::time::Instant,
+    /// The block managers inside the daemon: ident, backend, counters.
+    pub blockers: Vec<(String, &'static str, Arc<crate::manager::Counters>)>,
 }
 
 type St = State<Arc<CrState>>;
@@ -265,6 +267,7 @@ async fn list(State(s): St, h: HeaderMap) -> Result<Response> {
 async fn metrics(State(s): St) -> Response {
     let mut b = String::with_capacity(4096);
     capture_metrics(&mut b, &s);
+    crate::manager::render_metrics(&s.blockers, &mut b);
     let c = &s.core;
     let _ = writeln!(
         b,

@@ -57,6 +57,9 @@ pub enum Error {
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// A `[[blocker]]` cannot be set up.
+    #[error("{0}")]
+    Blocker(String),
 }
 
 /// The user catch-and-release's blocks are made as, created on first start.
@@ -149,11 +152,35 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         config.server.limits.clone(),
     );
     let link = Link::new(state.clone(), who, &config.cnr.source, &config.cnr.why);
+    // The blockers inside the daemon are block managers of catch-and-release's drops.
+    let mut idents = config.cnr.block_managers.clone();
+    for b in &config.blockers {
+        if !idents.contains(&b.ident) {
+            idents.push(b.ident.clone());
+        }
+    }
+    let mut managers = Vec::new();
+    for b in &config.blockers {
+        let runner = crate::enforce::Runner::new(b.options.command_timeout, b.dry_run);
+        let backend = crate::enforce::Backend::new(b.kind, &b.options, runner)
+            .map_err(|m| Error::Blocker(format!("blocker {}: {m}", b.ident)))?;
+        let source = crate::manager::local::Local::new(state.clone(), &b.ident);
+        managers.push(crate::manager::Manager::new(
+            source,
+            backend,
+            b.settings.clone(),
+        ));
+    }
+    let blockers: Vec<_> = managers
+        .iter()
+        .zip(&config.blockers)
+        .map(|(m, b)| (b.ident.clone(), m.backend_name(), m.counters()))
+        .collect();
     let mut backends: Vec<(Box<dyn Backend>, i64)> = Vec::new();
-    if config.cnr.block_managers.is_empty() {
+    if idents.is_empty() {
         backends.push((Box::new(ManagerPlugin::auto(link.clone())), 0));
     } else {
-        for ident in &config.cnr.block_managers {
+        for ident in &idents {
             backends.push((Box::new(ManagerPlugin::ident(ident, link.clone())), 0));
         }
     }
@@ -178,7 +205,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         store.clone(),
         logs,
         core::Settings {
-            block_managers: config.cnr.block_managers.clone(),
+            block_managers: idents.clone(),
             hand_over_sources: config.cnr.hand_over_sources.clone(),
             rotate_interval: config.logs.rotate_interval,
             rotate_size: config.logs.rotate_size,
@@ -223,11 +250,17 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
             .map(|s| (s.interface().to_string(), s.stats().clone()))
             .collect(),
         started: std::time::Instant::now(),
+        blockers,
     });
+    let (stop_managers, managers_stop) = tokio::sync::watch::channel(false);
 
     let served = rt.block_on(async {
         tokio::spawn(server::reload_users(state.clone(), store.clone()));
         tokio::spawn(rotate_on_hup(cmd_tx.clone()));
+        let mut running = Vec::new();
+        for m in managers {
+            running.push(tokio::spawn(m.run(managers_stop.clone())));
+        }
         tracing::info!(
             "catchd running: BHR API on http://{local}/bhr/api/, catch-and-release on http://{local}/api/v1/cr"
         );
@@ -239,7 +272,14 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
             // Capture first: no new sightings while requests finish.
             stop.store(true, Ordering::Relaxed);
         };
-        api::serve(listener, state.clone(), Some(http::router(cr)), shutdown).await
+        let served = api::serve(listener, state.clone(), Some(http::router(cr)), shutdown).await;
+        // Block managers finish the step they are in (a batch is applied and
+        // acknowledged, or not applied) before the store closes.
+        let _ = stop_managers.send(true);
+        for r in running {
+            let _ = r.await;
+        }
+        served
     });
     stop_capture.store(true, Ordering::Relaxed);
     for s in sensors {

@@ -106,8 +106,7 @@ impl Kind {
 }
 
 /// A backend's settings (a `[[blocker]]` section, or `catchd manager`'s flags).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// nftables: the table (family `inet`).
     pub nft_table: String,
@@ -133,7 +132,6 @@ pub struct Options {
     /// `{family}`).
     pub exec_unblock: Vec<String>,
     /// Longest a command may run before it is killed.
-    #[serde(with = "humantime_serde_compat")]
     pub command_timeout: Duration,
 }
 
@@ -152,18 +150,6 @@ impl Default for Options {
             exec_unblock: Vec::new(),
             command_timeout: Duration::from_secs(10),
         }
-    }
-}
-
-/// `humantime` durations in serde (`"10s"`).
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
     }
 }
 

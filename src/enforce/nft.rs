@@ -137,7 +137,11 @@ impl Nft {
 
     pub async fn apply(&mut self, add: &[Rule], remove: &[IpNet], now: Time) -> Result<(), Error> {
         let t = self.table.clone();
-        let mut s = String::new();
+        // Two transactions: the kernel checks a new interval against elements the same
+        // transaction deletes, so networks leave the interval sets first (`out`), then
+        // everything new goes in (`put_s`). Host sets need no such care.
+        let mut out = String::new();
+        let mut put_s = String::new();
         let mut nets = self.nets.clone();
         let mut installed = self.installed.clone();
         // Removing what is absent fails in nft 1.0, so each removal adds first (a no-op
@@ -162,11 +166,11 @@ impl Nft {
         for c in remove {
             let c = c.trunc();
             if is_host(&c) {
-                del(&mut s, &c);
+                del(&mut put_s, &c);
             } else {
                 nets.remove(&c);
                 if installed.remove(&c) {
-                    del(&mut s, &c);
+                    del(&mut out, &c);
                 }
             }
         }
@@ -174,8 +178,8 @@ impl Nft {
             let c = r.cidr.trunc();
             if is_host(&c) {
                 // Deleting first makes the new timeout take effect on a present element.
-                del(&mut s, &c);
-                put(&mut s, &c, r.until);
+                del(&mut put_s, &c);
+                put(&mut put_s, &c, r.until);
             } else {
                 nets.insert(c, r.until);
                 fresh.insert(c);
@@ -184,15 +188,14 @@ impl Nft {
         let old = std::mem::replace(&mut self.nets, nets);
         // Networks now inside another wanted one leave the kernel; outermost ones that
         // are new, or refreshed by this batch, go in.
-        let mut drop_inner = Vec::new();
-        for c in &installed {
-            if self.covered(c) || (fresh.iter().any(|f| f != c && f.contains(c))) {
-                drop_inner.push(*c);
-            }
-        }
-        for c in &drop_inner {
+        let inner: Vec<IpNet> = installed
+            .iter()
+            .filter(|c| self.covered(c))
+            .copied()
+            .collect();
+        for c in &inner {
             installed.remove(c);
-            del(&mut s, c);
+            del(&mut out, c);
         }
         let outer: Vec<(IpNet, Option<Time>)> = self
             .nets
@@ -202,30 +205,27 @@ impl Nft {
             .collect();
         for (c, until) in outer {
             if fresh.contains(&c) && installed.contains(&c) {
-                del(&mut s, &c);
-                put(&mut s, &c, until);
+                del(&mut out, &c);
+                put(&mut put_s, &c, until);
             } else if !installed.contains(&c) {
-                put(&mut s, &c, until);
+                put(&mut put_s, &c, until);
                 installed.insert(c);
             }
         }
-        if s.is_empty() {
-            return Ok(());
-        }
-        match self
-            .runner
-            .change(&self.nft(&["-f", "-"]), Some(s.as_bytes()))
-            .await
-        {
-            Ok(()) => {
-                self.installed = installed;
-                Ok(())
+        let argv = self.nft(&["-f", "-"]);
+        for script in [out, put_s] {
+            if script.is_empty() {
+                continue;
             }
-            Err(e) => {
+            if let Err(e) = self.runner.change(&argv, Some(script.as_bytes())).await {
                 self.nets = old;
-                Err(e.into())
+                // What the kernel holds is no longer certain: ask it next time.
+                let _ = self.list(now).await;
+                return Err(e.into());
             }
         }
+        self.installed = installed;
+        Ok(())
     }
 }
 

@@ -158,64 +158,81 @@ impl Counters {
             .map_or(0, |d| d.as_secs());
         self.last_failure.store(now, Ordering::Relaxed);
     }
+}
 
-    /// Prometheus lines for this ident.
-    pub fn render(&self, ident: &str, backend: &str, out: &mut String) {
-        use std::fmt::Write as _;
-        let l = format!("ident=\"{ident}\",backend=\"{backend}\"");
-        for (name, c, help) in [
-            (
-                "blocked",
-                &self.blocked,
-                "rules put in place from the block queue",
-            ),
-            (
-                "unblocked",
-                &self.unblocked,
-                "rules removed from the unblock queue",
-            ),
-            (
-                "reconcile_added",
-                &self.reconcile_added,
-                "rules added by reconciling",
-            ),
-            (
-                "reconcile_removed",
-                &self.reconcile_removed,
-                "stale rules removed by reconciling",
-            ),
-            ("reconciles", &self.reconciles, "reconciliations completed"),
-            (
-                "batch_failures",
-                &self.batch_failures,
-                "batches the backend refused",
-            ),
-            (
-                "rule_failures",
-                &self.rule_failures,
-                "rules the backend could not apply",
-            ),
-            (
-                "source_errors",
-                &self.source_errors,
-                "failed requests to the BHR API",
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP catchd_blocker_{name}_total {help}");
-            let _ = writeln!(out, "# TYPE catchd_blocker_{name}_total counter");
+/// Prometheus lines for the managers `(ident, backend, counters)`.
+pub fn render_metrics(managers: &[(String, &'static str, Arc<Counters>)], out: &mut String) {
+    use std::fmt::Write as _;
+    if managers.is_empty() {
+        return;
+    }
+    type Pick = fn(&Counters) -> &AtomicU64;
+    let families: [(&str, &str, &str, Pick); 9] = [
+        (
+            "blocked_total",
+            "counter",
+            "rules put in place from the block queue",
+            |c| &c.blocked,
+        ),
+        (
+            "unblocked_total",
+            "counter",
+            "rules removed from the unblock queue",
+            |c| &c.unblocked,
+        ),
+        (
+            "reconcile_added_total",
+            "counter",
+            "rules added by reconciling",
+            |c| &c.reconcile_added,
+        ),
+        (
+            "reconcile_removed_total",
+            "counter",
+            "stale rules removed by reconciling",
+            |c| &c.reconcile_removed,
+        ),
+        (
+            "reconciles_total",
+            "counter",
+            "reconciliations completed",
+            |c| &c.reconciles,
+        ),
+        (
+            "batch_failures_total",
+            "counter",
+            "batches the backend refused",
+            |c| &c.batch_failures,
+        ),
+        (
+            "rule_failures_total",
+            "counter",
+            "rules the backend could not apply",
+            |c| &c.rule_failures,
+        ),
+        (
+            "source_errors_total",
+            "counter",
+            "failed requests to the BHR API",
+            |c| &c.source_errors,
+        ),
+        (
+            "last_failure_seconds",
+            "gauge",
+            "unix time of the last failure (0: none)",
+            |c| &c.last_failure,
+        ),
+    ];
+    for (name, kind, help, pick) in families {
+        let _ = writeln!(out, "# HELP catchd_blocker_{name} {help}");
+        let _ = writeln!(out, "# TYPE catchd_blocker_{name} {kind}");
+        for (ident, backend, c) in managers {
             let _ = writeln!(
                 out,
-                "catchd_blocker_{name}_total{{{l}}} {}",
-                c.load(Ordering::Relaxed)
+                "catchd_blocker_{name}{{ident=\"{ident}\",backend=\"{backend}\"}} {}",
+                pick(c).load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP catchd_blocker_last_failure_seconds unix time of the last failure (0: none)\n\
-             # TYPE catchd_blocker_last_failure_seconds gauge\n\
-             catchd_blocker_last_failure_seconds{{{l}}} {}",
-            self.last_failure.load(Ordering::Relaxed)
-        );
     }
 }
 
@@ -442,9 +459,17 @@ impl<S: Source> Manager<S> {
     }
 
     async fn do_block(&mut self) -> Result<bool, Failure> {
+        // The long poll ends in time for the next unblock pass.
+        let mut wait = self.settings.poll_timeout;
+        if let Some(t) = self.last_unblock
+            && !self.settings.unblock_interval.is_zero()
+        {
+            let next = self.settings.unblock_interval.saturating_sub(t.elapsed());
+            wait = wait.min(next.max(Duration::from_millis(100)));
+        }
         let rows = self
             .source
-            .queue(self.settings.poll_timeout, self.added_since)
+            .queue(wait, self.added_since)
             .await
             .map_err(|e| self.source_error(e))?;
         let Some(last) = rows.last() else {
@@ -710,7 +735,7 @@ pub fn run_standalone(s: Standalone) -> Result<(), StartError> {
                     let ident = ident.clone();
                     async move {
                         let mut out = String::new();
-                        counters.render(&ident, name, &mut out);
+                        render_metrics(&[(ident, name, counters)], &mut out);
                         (
                             [(
                                 axum::http::header::CONTENT_TYPE,

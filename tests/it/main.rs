@@ -3,6 +3,7 @@
 mod api;
 mod baselines;
 mod daemon;
+mod enforce;
 mod replay;
 mod serve;
 mod support;

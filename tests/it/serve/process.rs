@@ -66,8 +66,13 @@ impl Server {
     }
 
     fn launch(command: &str, db: &Path, extra: &[&str]) -> Server {
-        let mut child = catchd()
-            .args([command, "--listen", "127.0.0.1:0", "--db"])
+        let mut cmd = catchd();
+        cmd.arg(command);
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        let mut child = cmd
+            .arg("--db")
             .arg(db)
             .args(extra)
             .env("RUST_LOG", "catchd=info")
