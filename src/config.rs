@@ -1035,4 +1035,33 @@ mod tests {
         let e = err("[bhr]\ntime_multiplier = 2.0");
         assert!(e.contains("time_multiplier"), "{e}");
     }
+
+    #[test]
+    fn blockers_are_read_and_checked() {
+        let c = parse(
+            "[[blocker]]\nident = \"fw\"\nbackend = \"nftables\"\nreconcile_interval = \"0s\"\n\
+             [[blocker]]\nident = \"run\"\nbackend = \"exec\"\n\
+             exec_block = [\"/bin/b\", \"{cidr}\"]\nexec_unblock = [\"/bin/u\", \"{cidr}\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.blockers.len(), 2);
+        assert_eq!(c.blockers[0].kind, crate::enforce::Kind::Nftables);
+        assert_eq!(c.blockers[0].settings.reconcile_interval, Duration::ZERO);
+        assert_eq!(c.blockers[0].options.nft_table, "catchd");
+        assert_eq!(c.blockers[1].options.exec_block, ["/bin/b", "{cidr}"]);
+        let e = err("[[blocker]]\nident = \"x\"\nbackend = \"pf\"\n");
+        assert!(e.contains("backend") && e.contains("pf"), "{e}");
+        let e = err("[[blocker]]\nident = \"x\"\nbackend = \"exec\"\n");
+        assert!(e.contains("blocker[0].exec_block"), "{e}");
+        let e = err("[[blocker]]\nident = \"x\"\nbackend = \"route\"\nchian = \"X\"\n");
+        assert!(e.contains("chian"), "{e}");
+        let e = err(
+            "[[blocker]]\nident = \"x\"\nbackend = \"stdout\"\n[[blocker]]\nident = \"x\"\nbackend = \"stdout\"\n",
+        );
+        assert!(e.contains("blocker[1].ident"), "{e}");
+        let e = err(
+            "[daemon]\nuser = \"nobody\"\n[[blocker]]\nident = \"x\"\nbackend = \"iptables\"\n",
+        );
+        assert!(e.contains("daemon.user") && e.contains("root"), "{e}");
+    }
 }
