@@ -69,7 +69,7 @@ pub struct ManagerArgs {
     #[arg(long, env = "BHR_TOKEN", hide_env_values = true)]
     pub token: String,
 
-    /// The block manager's ident (its queues are queue/<ident> and unblock_queue/<ident>).
+    /// The block manager's ident (its queues are `queue/<ident>` and `unblock_queue/<ident>`).
     #[arg(long, env = "BHR_IDENT")]
     pub ident: String,
 
@@ -81,7 +81,7 @@ pub struct ManagerArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// The long poll of queue/<ident>.
+    /// The long poll of `queue/<ident>`.
     #[arg(long, default_value = "32s", value_parser = humantime::parse_duration)]
     pub poll_timeout: std::time::Duration,
 
@@ -117,7 +117,7 @@ pub struct ManagerArgs {
     #[arg(long, default_value = "ip6tables")]
     pub ip6tables: String,
 
-    /// ipset: the sets' name prefix (<name>4 and <name>6).
+    /// ipset: the sets' name prefix (`<name>4` and `<name>6`).
     #[arg(long, default_value = "catchd")]
     pub ipset_name: String,
 

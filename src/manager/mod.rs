@@ -1,4 +1,4 @@
-//! Block managers: pull work from a BHR API and apply it with an [`enforce::Backend`], as
+//! Block managers: pull work from a BHR API and apply it with an [`crate::enforce::Backend`], as
 //! BHR's `BlockManager` does, but without ever exiting on a transient error.
 //!
 //! One manager serves one ident. Its loop:
