@@ -95,7 +95,7 @@ impl Remote {
         what: &str,
         req: reqwest::RequestBuilder,
         timeout: Duration,
-    ) -> Result<bytes_like::Body, SourceError> {
+    ) -> Result<Vec<u8>, SourceError> {
         let resp = req
             .header("Authorization", format!("Token {}", self.token))
             .header("Accept", "application/json")
@@ -117,14 +117,11 @@ impl Remote {
                 body: text,
             });
         }
-        Ok(bytes_like::Body(body.to_vec()))
+        Ok(body.to_vec())
     }
 
-    fn json<T: serde::de::DeserializeOwned>(
-        what: &str,
-        b: &bytes_like::Body,
-    ) -> Result<T, SourceError> {
-        serde_json::from_slice(&b.0).map_err(|e| SourceError::Answer {
+    fn json<T: serde::de::DeserializeOwned>(what: &str, b: &[u8]) -> Result<T, SourceError> {
+        serde_json::from_slice(b).map_err(|e| SourceError::Answer {
             what: what.to_string(),
             detail: e.to_string(),
         })
@@ -141,7 +138,7 @@ impl Remote {
             what: "list.csv".into(),
             detail: d,
         };
-        let mut rd = csv::Reader::from_reader(&body.0[..]);
+        let mut rd = csv::Reader::from_reader(&body[..]);
         let headers = rd.headers().map_err(|e| bad(e.to_string()))?.clone();
         let col = |name: &str| headers.iter().position(|h| h == name);
         let (Some(ci), Some(ui)) = (col("cidr"), col("unblock_at")) else {
@@ -161,11 +158,6 @@ impl Remote {
         }
         Ok(out)
     }
-}
-
-/// Owned response bytes.
-mod bytes_like {
-    pub struct Body(pub Vec<u8>);
 }
 
 impl Source for Remote {
