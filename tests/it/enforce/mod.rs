@@ -378,14 +378,16 @@ fn blockers_inside_catchd_run_apply_catch_and_release_drops() {
     eventually("confirmed by the blocker", || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
-            .contains("wrappers")
+            .lines()
+            .any(|l| l.contains("SUCCEEDED") && l.contains("wrappers"))
     });
-    let (_, metrics) = d.request("GET", "/metrics", None, None);
-    assert!(
+    // The counter moves once the backend has applied the batch, a moment
+    // after the file is written.
+    eventually("counted", || {
+        let (_, metrics) = d.request("GET", "/metrics", None, None);
         metrics
-            .contains("catchd_blocker_blocked_total{ident=\"wrappers\",backend=\"hosts-allow\"} 1"),
-        "{metrics}"
-    );
+            .contains("catchd_blocker_blocked_total{ident=\"wrappers\",backend=\"hosts-allow\"} 1")
+    });
     let (st, b) = d.post(
         "/api/v1/cr/unblock",
         &files.ops,
