@@ -56,6 +56,22 @@ pub enum Command {
     /// Run a block manager: pull an ident's block and unblock queues from a BHR API
     /// (catchd's or the original's) and apply them with a firewall backend.
     Manager(Box<ManagerArgs>),
+
+    /// Host the ZeroMQ XPUB/XSUB proxy that Zeek's manager runs in a cluster with the
+    /// ZeroMQ backend, for deployments without a Zeek manager.
+    Proxy(ProxyArgs),
+}
+
+/// `catchd proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Where subscribers connect (nodes' XSUB) [Zeek's listen_xpub_endpoint].
+    #[arg(long, value_name = "URL", default_value = crate::bus::DEFAULT_XPUB)]
+    pub xpub: String,
+
+    /// Where publishers connect (nodes' XPUB) [Zeek's listen_xsub_endpoint].
+    #[arg(long, value_name = "URL", default_value = crate::bus::DEFAULT_XSUB)]
+    pub xsub: String,
 }
 
 /// `catchd manager`.
@@ -178,6 +194,33 @@ pub struct RunArgs {
     /// Write the logs in Zeek's JSON format.
     #[arg(long)]
     pub json_logs: bool,
+
+    /// Join a ZeroMQ event bus as a Zeek cluster node does [default: bus.enabled].
+    #[arg(long)]
+    pub bus: bool,
+
+    /// The proxy's XPUB, which this node's XSUB connects to [default:
+    /// tcp://127.0.0.1:5555, or bus.xpub].
+    #[arg(long, value_name = "URL")]
+    pub bus_xpub: Option<String>,
+
+    /// The proxy's XSUB, which this node's XPUB connects to [default:
+    /// tcp://127.0.0.1:5556, or bus.xsub].
+    #[arg(long, value_name = "URL")]
+    pub bus_xsub: Option<String>,
+
+    /// Host the proxy in this process, bound on --bus-xpub and --bus-xsub.
+    #[arg(long)]
+    pub bus_proxy: bool,
+
+    /// `manager` holds the catch-and-release state; `sensor` only captures and reports
+    /// to it [default: manager, or bus.role].
+    #[arg(long, value_name = "ROLE")]
+    pub role: Option<config::Role>,
+
+    /// This node's id on the bus [default: catchd_ROLE_HOST_PID, or bus.node_id].
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
 
     /// Where the configuration and database are.
     #[command(flatten)]
@@ -383,7 +426,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig(args) => check_config_cmd(&args),
         Command::User(cmd) => user_cmd(cmd),
         Command::Manager(args) => manager_cmd(*args),
+        Command::Proxy(args) => proxy_cmd(&args),
     }
+}
+
+fn proxy_cmd(a: &ProxyArgs) -> anyhow::Result<()> {
+    for (flag, v) in [("--xpub", &a.xpub), ("--xsub", &a.xsub)] {
+        config::check_endpoint(v).map_err(|m| InputError(format!("{flag}: {m}")))?;
+    }
+    let proxy = crate::bus::proxy::start(&a.xpub, &a.xsub)?;
+    let rt = crate::server::runtime()?;
+    rt.block_on(crate::server::signal());
+    tracing::info!("Stopping.");
+    proxy.stop();
+    Ok(())
 }
 
 fn manager_cmd(a: ManagerArgs) -> anyhow::Result<()> {
@@ -451,6 +507,30 @@ fn run_cmd(a: &RunArgs) -> anyhow::Result<()> {
     }
     if a.json_logs {
         c.logs.json = true;
+    }
+    if a.bus || a.bus_proxy || a.role.is_some() {
+        c.bus.enabled = true;
+    }
+    for (flag, v, slot) in [
+        ("--bus-xpub", &a.bus_xpub, &mut c.bus.xpub),
+        ("--bus-xsub", &a.bus_xsub, &mut c.bus.xsub),
+    ] {
+        if let Some(v) = v {
+            config::check_endpoint(v).map_err(|m| InputError(format!("{flag}: {m}")))?;
+            slot.clone_from(v);
+        }
+    }
+    if a.bus_proxy {
+        c.bus.proxy = true;
+    }
+    if let Some(r) = a.role {
+        c.bus.role = r;
+    }
+    if let Some(id) = &a.node_id {
+        if id.is_empty() || id.contains(char::is_whitespace) {
+            return Err(InputError("--node-id: must be a word without spaces".into()).into());
+        }
+        c.bus.node_id = Some(id.clone());
     }
     crate::daemon::run(&c, |_| ())?;
     Ok(())

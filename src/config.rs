@@ -138,6 +138,77 @@ pub struct Config {
     pub daemon: Daemon,
     /// Block managers run inside `catchd run` (`[[blocker]]`).
     pub blockers: Vec<Blocker>,
+    /// The ZeroMQ event bus (Zeek's cluster wire format).
+    pub bus: Bus,
+}
+
+/// What a `catchd run` is in a multi-node deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Holds the catch-and-release state (the default).
+    Manager,
+    /// Captures only; reports sightings to the manager, keeps a replica of the watched set.
+    Sensor,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "manager" => Ok(Role::Manager),
+            "sensor" => Ok(Role::Sensor),
+            _ => Err(format!("must be `manager` or `sensor`, not `{s}`")),
+        }
+    }
+}
+
+/// The event bus settings (`[bus]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bus {
+    /// Join a proxy.
+    pub enabled: bool,
+    /// The proxy's XPUB (this node's XSUB connects to it).
+    pub xpub: String,
+    /// The proxy's XSUB (this node's XPUB connects to it).
+    pub xsub: String,
+    /// Host the proxy in this process (bind `xpub` and `xsub`).
+    pub proxy: bool,
+    /// Manager or sensor.
+    pub role: Role,
+    /// This node's id (`None`: `catchd_<role>_<host>_<pid>`).
+    pub node_id: Option<String>,
+    /// Send `broker-json-v1` instead of `broker-bin-v1`.
+    pub json: bool,
+    /// Answer NetControl's broker-plugin contract (manager).
+    pub netcontrol: bool,
+    /// The topic of that contract.
+    pub netcontrol_topic: String,
+    /// `source` of the registry blocks NetControl rules become.
+    pub netcontrol_source: String,
+    /// A sensor reports a watched address at most this often (Zeek: 30 s).
+    pub notify_interval: Duration,
+    /// Capacity of the outgoing and incoming queues.
+    pub queue: usize,
+}
+
+impl Default for Bus {
+    fn default() -> Bus {
+        Bus {
+            enabled: false,
+            xpub: crate::bus::DEFAULT_XPUB.into(),
+            xsub: crate::bus::DEFAULT_XSUB.into(),
+            proxy: false,
+            role: Role::Manager,
+            node_id: None,
+            json: false,
+            netcontrol: true,
+            netcontrol_topic: crate::broker::zeek::NETCONTROL_TOPIC.into(),
+            netcontrol_source: "zeek".into(),
+            notify_interval: Duration::from_secs(30),
+            queue: 65_536,
+        }
+    }
 }
 
 /// A block manager inside `catchd run`: an ident's queues applied with a backend, with no
@@ -281,6 +352,7 @@ impl Default for Config {
             logs: Logs::default(),
             daemon: Daemon { user: None },
             blockers: Vec::new(),
+            bus: Bus::default(),
         }
     }
 }
@@ -304,6 +376,25 @@ struct File {
     daemon: DaemonFile,
     #[serde(default)]
     blocker: Vec<BlockerFile>,
+    #[serde(default)]
+    bus: BusFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BusFile {
+    enabled: Option<bool>,
+    xpub: Option<String>,
+    xsub: Option<String>,
+    proxy: Option<bool>,
+    role: Option<Role>,
+    node_id: Option<String>,
+    format: Option<String>,
+    netcontrol: Option<bool>,
+    netcontrol_topic: Option<String>,
+    netcontrol_source: Option<String>,
+    notify_interval: Option<String>,
+    queue: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -722,6 +813,77 @@ impl Config {
             c.daemon.user = (!u.is_empty()).then_some(u);
         }
 
+        let bus = file.bus;
+        let b = &mut c.bus;
+        if let Some(v) = bus.enabled {
+            b.enabled = v;
+        }
+        for (key, v, slot) in [
+            ("bus.xpub", bus.xpub, &mut b.xpub),
+            ("bus.xsub", bus.xsub, &mut b.xsub),
+        ] {
+            if let Some(v) = v {
+                check_endpoint(&v).map_err(|m| invalid(key, m))?;
+                *slot = v;
+            }
+        }
+        if let Some(v) = bus.proxy {
+            b.proxy = v;
+        }
+        if let Some(v) = bus.role {
+            b.role = v;
+        }
+        if let Some(v) = bus.node_id {
+            let v = v.trim().to_string();
+            if v.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                return Err(invalid("bus.node_id", "must not contain spaces".into()));
+            }
+            b.node_id = (!v.is_empty()).then_some(v);
+        }
+        if let Some(v) = bus.format {
+            b.json = match v.as_str() {
+                "broker-bin-v1" => false,
+                "broker-json-v1" => true,
+                _ => {
+                    return Err(invalid(
+                        "bus.format",
+                        format!("must be `broker-bin-v1` or `broker-json-v1`, not `{v}`"),
+                    ));
+                }
+            };
+        }
+        if let Some(v) = bus.netcontrol {
+            b.netcontrol = v;
+        }
+        if let Some(v) = bus.netcontrol_topic {
+            if v.is_empty() {
+                return Err(invalid("bus.netcontrol_topic", "must not be empty".into()));
+            }
+            b.netcontrol_topic = v;
+        }
+        if let Some(v) = bus.netcontrol_source {
+            let n = v.trim().chars().count();
+            if n == 0 || n > 30 {
+                return Err(invalid(
+                    "bus.netcontrol_source",
+                    "must be 1 to 30 characters (a BHR source)".into(),
+                ));
+            }
+            b.netcontrol_source = v.trim().to_string();
+        }
+        if let Some(t) = bus.notify_interval {
+            b.notify_interval = duration("bus.notify_interval", &t)?;
+        }
+        if let Some(v) = bus.queue {
+            if !(16..=16_777_216).contains(&v) {
+                return Err(invalid(
+                    "bus.queue",
+                    format!("must be between 16 and 16777216, not {v}"),
+                ));
+            }
+            b.queue = usize::try_from(v).expect("in range");
+        }
+
         for (i, b) in file.blocker.into_iter().enumerate() {
             let key = |k: &str| format!("blocker[{i}].{k}");
             let ident = b.ident.trim().to_string();
@@ -809,6 +971,23 @@ impl Config {
             ));
         }
         Ok(c)
+    }
+}
+
+/// Checks a ZeroMQ endpoint (`tcp://host:port`, `ipc://path`, `inproc://name`).
+///
+/// # Errors
+/// What is wrong.
+pub fn check_endpoint(e: &str) -> Result<(), String> {
+    let ok = ["tcp://", "ipc://", "inproc://"]
+        .iter()
+        .any(|p| e.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{e}` is not a ZeroMQ endpoint (tcp://host:port, ipc://path)"
+        ))
     }
 }
 

@@ -31,6 +31,8 @@
 pub mod addr;
 pub mod auth;
 pub mod bhr;
+pub mod broker;
+pub mod bus;
 pub mod capture;
 pub mod cli;
 pub mod cnr;

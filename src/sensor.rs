@@ -29,6 +29,20 @@ pub struct Sighting {
     pub ts: Time,
 }
 
+/// The set a capture thread checks each originator against: the engine's [`Watchlist`],
+/// or a sensor's replica of a manager's.
+pub trait Watched: Send + Sync + 'static {
+    /// Whether `a` is tracked. Called per packet: must not allocate or block.
+    fn contains(&self, a: &Addr) -> bool;
+}
+
+impl Watched for Watchlist {
+    #[inline]
+    fn contains(&self, a: &Addr) -> bool {
+        Watchlist::contains(self, a)
+    }
+}
+
 /// Frames handled per poll before the stop flag is looked at again.
 const BATCH: usize = 4096;
 
@@ -83,9 +97,9 @@ impl Sensor {
     ///
     /// # Errors
     /// If the thread cannot be started.
-    pub fn spawn(
+    pub fn spawn<W: Watched>(
         mut live: Live,
-        watch: Arc<Watchlist>,
+        watch: Arc<W>,
         rule: Sightings,
         tx: Sender<Sighting>,
         stop: Arc<AtomicBool>,
@@ -96,7 +110,7 @@ impl Sensor {
         let thread = std::thread::Builder::new()
             .name(format!("catchd-capture-{interface}"))
             .spawn(move || {
-                if let Err(e) = capture_loop(&mut live, &watch, rule, &tx, &stop, &st) {
+                if let Err(e) = capture_loop(&mut live, &*watch, rule, &tx, &stop, &st) {
                     tracing::error!(error = %e, "Capture stopped.");
                     st.failed.store(true, Ordering::Relaxed);
                 }
@@ -129,9 +143,9 @@ impl Sensor {
     }
 }
 
-fn capture_loop(
+fn capture_loop<W: Watched>(
     live: &mut Live,
-    watch: &Watchlist,
+    watch: &W,
     rule: Sightings,
     tx: &Sender<Sighting>,
     stop: &AtomicBool,

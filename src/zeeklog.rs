@@ -777,7 +777,10 @@ impl LogSet {
             Output::CatchRelease(r) => self.catch_release.write(r),
             Output::NetControl(r) => self.netcontrol.write(r),
             Output::Drop(r) => self.drop.write(r),
-            Output::Forgotten { .. } | Output::Error(_) => Ok(()),
+            Output::Forgotten { .. }
+            | Output::Error(_)
+            | Output::BlockNew { .. }
+            | Output::BlockDelete { .. } => Ok(()),
         }
     }
 

@@ -190,6 +190,20 @@ pub enum Output {
     },
     /// A `Reporter::error` message, e.g. a drop no backend would take.
     Error(String),
+    /// `NetControl::catch_release_block_new(a, bi)`, which a cluster manager publishes to
+    /// its workers: the address is now tracked with this state.
+    BlockNew {
+        /// The address.
+        addr: Addr,
+        /// Its state.
+        info: BlockInfo,
+    },
+    /// `NetControl::catch_release_block_delete(a)`: the address was unblocked and is no
+    /// longer tracked.
+    BlockDelete {
+        /// The address.
+        addr: Addr,
+    },
 }
 
 /// What [`Engine::sighting`] did.
@@ -539,7 +553,9 @@ impl Engine {
             let rec = self.cr_record(a, &e, Action::Added);
             self.emit(rec, Some("Address already blocked outside of catch-and-release. Catch and release will monitor and only actively block if it appears in network traffic.".into()));
             self.watch.put(a, &e);
-            return self.watch.block_info(&e);
+            let info = self.watch.block_info(&e);
+            self.publish_block_new(a, &info);
+            return info;
         }
         let block = self.cfg.intervals.block(0);
         match self.nc_drop(host_net(a), block, location) {
@@ -554,9 +570,11 @@ impl Engine {
                     adopted: false,
                 };
                 self.watch.put(a, &e);
+                let info = self.watch.block_info(&e);
+                self.publish_block_new(a, &info);
                 let rec = self.cr_record(a, &e, Action::DropRequested);
                 self.emit(rec, None);
-                self.watch.block_info(&e)
+                info
             }
             None => {
                 self.report(format!(
@@ -630,6 +648,8 @@ impl Engine {
         self.watch.put(a, &e);
         let rec = self.cr_record(a, &e, Action::SeenAgain);
         self.emit(rec, None);
+        let info = self.watch.block_info(&e);
+        self.publish_block_new(a, &info);
         true
     }
 
@@ -651,7 +671,17 @@ impl Engine {
         {
             self.nc_remove_rule(id, reason);
         }
+        self.out.push_back(Output::BlockDelete { addr: a });
         true
+    }
+
+    /// What a cluster manager publishes to its workers after DROP_REQUESTED, ADDED and
+    /// SEEN_AGAIN.
+    fn publish_block_new(&mut self, addr: Addr, info: &BlockInfo) {
+        self.out.push_back(Output::BlockNew {
+            addr,
+            info: info.clone(),
+        });
     }
 
     /// `get_catch_release_info`: the [`BlockInfo`] of `a`, with `watch_until` 0 when unknown.

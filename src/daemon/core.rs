@@ -32,7 +32,10 @@ use crate::store::{Store, Write};
 use crate::time::{Interval, Time};
 use crate::zeeklog::LogSet;
 
+use super::cluster::{Cluster, RuleRequest};
 use super::link::{self, Shared};
+use crate::broker::zeek::Incoming;
+use crate::bus::Received;
 
 /// A value whose changes are durable once `receipt` answers.
 pub struct Durable<T> {
@@ -152,6 +155,8 @@ pub struct Core {
     metrics: Arc<CoreMetrics>,
     settings: Settings,
     next_rotation: Option<Instant>,
+    /// The event bus, when this manager is on one.
+    cluster: Option<Cluster>,
 }
 
 fn rule_id(block: u64) -> Option<RuleId> {
@@ -177,6 +182,7 @@ impl Core {
         watch: Vec<(Addr, WatchState)>,
         clock: Option<Time>,
         metrics: Arc<CoreMetrics>,
+        cluster: Option<Cluster>,
     ) -> Core {
         let mut idents = HashMap::new();
         let mut plugins = Vec::new();
@@ -210,8 +216,12 @@ impl Core {
             metrics,
             settings,
             next_rotation,
+            cluster,
         };
         core.restore(watch, clock);
+        if let Some(c) = &core.cluster {
+            c.announce();
+        }
         core
     }
 
@@ -388,6 +398,9 @@ impl Core {
     /// Writes what the engine produced, notes which addresses changed, and persists them.
     fn flush(&mut self) {
         while let Some(o) = self.engine.poll_output() {
+            if let Some(c) = &self.cluster {
+                c.output(&o);
+            }
             match &o {
                 Output::CatchRelease(r) => {
                     self.dirty.insert(r.ip);
@@ -402,7 +415,10 @@ impl Core {
                     self.metrics.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!("{m}");
                 }
-                Output::NetControl(_) | Output::Drop(_) => {}
+                Output::NetControl(_)
+                | Output::Drop(_)
+                | Output::BlockNew { .. }
+                | Output::BlockDelete { .. } => {}
             }
             if let Err(e) = self.logs.write(&o) {
                 self.log_failed(&e);
@@ -513,6 +529,9 @@ impl Core {
         link::lock(&self.link).now = now;
         self.engine.advance(now);
         for ch in changes {
+            if let (Change::Block(b), Some(c)) = (&ch, self.cluster.as_mut()) {
+                c.block_changed(b, now);
+            }
             match ch {
                 Change::Block(b) if is_host(&b.cidr) => self.block_changed(&b, now),
                 Change::Entry(e) => {
@@ -632,6 +651,9 @@ impl Core {
     fn tick(&mut self) {
         let now = self.now();
         self.process_expiries(now);
+        if let Some(c) = self.cluster.as_mut() {
+            c.expire(&self.api, now);
+        }
         link::lock(&self.link).now = now;
         self.engine.advance(now);
         self.engine.drain_all();
@@ -656,6 +678,7 @@ impl Core {
         let next = [
             self.engine.next_deadline(),
             self.expiries.first().map(|(t, _)| *t),
+            self.cluster.as_ref().and_then(Cluster::next_end),
         ]
         .into_iter()
         .flatten()
@@ -673,7 +696,12 @@ impl Core {
 
     /// Runs until [`Command::Stop`] (or until every command sender is gone), then
     /// persists, closes the logs and waits for the store.
-    pub fn run(mut self, sightings: Receiver<Sighting>, commands: Receiver<Command>) {
+    pub fn run(
+        mut self,
+        sightings: Receiver<Sighting>,
+        commands: Receiver<Command>,
+        bus: Receiver<Received>,
+    ) {
         loop {
             let wait = self.sleep_for();
             select! {
@@ -689,6 +717,19 @@ impl Core {
                         return;
                     }
                 },
+                recv(bus) -> r => {
+                    if let Ok(r) = r {
+                        self.bus_event(r);
+                        for r in bus.try_iter().take(SIGHTING_BATCH - 1) {
+                            self.bus_event(r);
+                        }
+                    }
+                    self.engine.drain_all();
+                    self.flush();
+                    if let Some(c) = self.cluster.as_mut() {
+                        c.send_answers();
+                    }
+                }
                 recv(sightings) -> s => {
                     if let Ok(s) = s {
                         self.sighting(s);
@@ -702,6 +743,70 @@ impl Core {
             }
             self.tick();
         }
+    }
+
+    /// An event from the bus (the manager's side of Zeek's cluster events, and the
+    /// NetControl backend contract). Records stay queued for the caller's flush.
+    fn bus_event(&mut self, r: Received) {
+        let now = self.now();
+        link::lock(&self.link).now = now;
+        self.engine.advance(now);
+        match r.event {
+            Incoming::Add { addr, location } => {
+                if let Err(e) = self.drop_one(addr, &location) {
+                    tracing::warn!(%addr, sender = %r.sender, "Bus: catch_release_add refused: {e}");
+                }
+            }
+            Incoming::Delete { addr, reason } => {
+                let _ = self.engine.unblock_catch_release(now, addr, &reason);
+            }
+            Incoming::Encountered(addr) => {
+                let _ = self.engine.sighting(now, addr);
+                self.metrics.sightings.fetch_add(1, Ordering::Relaxed);
+            }
+            Incoming::AddRule { plugin, raw, rule } => {
+                let Some(c) = self.cluster.as_mut() else {
+                    return;
+                };
+                let req = RuleRequest {
+                    topic: &r.topic,
+                    plugin,
+                    raw,
+                    rule,
+                };
+                if let Some(b) = c.add_rule(&self.api, req, now)
+                    && is_host(&b.cidr)
+                {
+                    self.block_changed(&b, now);
+                }
+            }
+            Incoming::RemoveRule {
+                plugin,
+                raw,
+                rule,
+                reason,
+            } => {
+                if let Some(c) = self.cluster.as_mut() {
+                    let req = RuleRequest {
+                        topic: &r.topic,
+                        plugin,
+                        raw,
+                        rule,
+                    };
+                    c.remove_rule(&self.api, req, &reason, now);
+                }
+            }
+            Incoming::SyncRequest(node) => {
+                if let Some(c) = &self.cluster {
+                    c.sync(&node, self.engine.watchlist());
+                }
+            }
+            Incoming::BlockNew(..)
+            | Incoming::BlockDelete(_)
+            | Incoming::Sync { .. }
+            | Incoming::ManagerUp(_) => {}
+        }
+        self.engine.drain_all();
     }
 
     fn shutdown(&mut self) {

@@ -46,6 +46,8 @@ pub struct CrState {
     pub started: std::time::Instant,
     /// The block managers inside the daemon: ident, backend, counters.
     pub blockers: Vec<(String, &'static str, Arc<crate::manager::Counters>)>,
+    /// The event bus: node id and counters.
+    pub bus: Option<(String, Arc<crate::bus::Stats>)>,
 }
 
 type St = State<Arc<CrState>>;
@@ -65,7 +67,7 @@ pub fn router(state: Arc<CrState>) -> Router {
 
 /// BlockInfo as JSON: times in epoch seconds.
 #[derive(Serialize)]
-struct InfoOut {
+pub(crate) struct InfoOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     addr: Option<String>,
     block_until: Option<f64>,
@@ -80,7 +82,7 @@ fn secs(t: Time) -> f64 {
     t.as_secs_f64()
 }
 
-fn info_out(addr: Option<Addr>, i: &BlockInfo) -> InfoOut {
+pub(crate) fn info_out(addr: Option<Addr>, i: &BlockInfo) -> InfoOut {
     InfoOut {
         addr: addr.map(|a| a.to_string()),
         block_until: i.block_until.map(secs),
@@ -92,7 +94,7 @@ fn info_out(addr: Option<Addr>, i: &BlockInfo) -> InfoOut {
     }
 }
 
-fn parse_addr(field: &str, raw: &str) -> Result<Addr> {
+pub(crate) fn parse_addr(field: &str, raw: &str) -> Result<Addr> {
     let t = raw.trim();
     let t = t
         .strip_suffix("/32")
@@ -266,7 +268,10 @@ async fn list(State(s): St, h: HeaderMap) -> Result<Response> {
 /// `GET /metrics`.
 async fn metrics(State(s): St) -> Response {
     let mut b = String::with_capacity(4096);
-    capture_metrics(&mut b, &s);
+    capture_metrics(&mut b, &s.sensors);
+    if let Some((node, st)) = &s.bus {
+        crate::bus::render_metrics(st, node, &mut b);
+    }
     crate::manager::render_metrics(&s.blockers, &mut b);
     let c = &s.core;
     let _ = writeln!(
@@ -337,10 +342,15 @@ async fn metrics(State(s): St) -> Response {
     for (i, n) in s.api.answers().iter().enumerate() {
         let _ = writeln!(b, "catchd_http_answers_total{{code=\"{}xx\"}} {n}", i + 1);
     }
+    prometheus(b, s.started)
+}
+
+/// Ends a metrics page with the uptime and answers it as Prometheus text.
+pub fn prometheus(mut b: String, started: std::time::Instant) -> Response {
     let _ = writeln!(
         b,
         "# HELP catchd_uptime_seconds seconds since start\n# TYPE catchd_uptime_seconds gauge\ncatchd_uptime_seconds {:.3}",
-        s.started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64()
     );
     let mut r = b.into_response();
     r.headers_mut().insert(
@@ -359,7 +369,8 @@ type Series = (
 );
 
 /// The per-interface capture counters.
-fn capture_metrics(b: &mut String, s: &CrState) {
+/// The capture threads' counters in Prometheus text format.
+pub fn capture_metrics(b: &mut String, sensors: &[(String, Arc<SensorStats>)]) {
     let series: [Series; 9] = [
         (
             "catchd_capture_packets_per_second",
@@ -418,7 +429,7 @@ fn capture_metrics(b: &mut String, s: &CrState) {
     ];
     for (name, kind, help, get) in series {
         let _ = writeln!(b, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (iface, st) in &s.sensors {
+        for (iface, st) in sensors {
             let _ = writeln!(b, "{name}{{interface=\"{iface}\"}} {}", get(st));
         }
     }
@@ -426,7 +437,7 @@ fn capture_metrics(b: &mut String, s: &CrState) {
         b,
         "# HELP catchd_capture_up whether the capture thread runs\n# TYPE catchd_capture_up gauge"
     );
-    for (iface, st) in &s.sensors {
+    for (iface, st) in sensors {
         let up = u8::from(!st.failed.load(Ordering::Relaxed));
         let _ = writeln!(b, "catchd_capture_up{{interface=\"{iface}\"}} {up}");
     }

@@ -9,9 +9,11 @@
 //! requests in flight finish, then the core persists, closes the logs and waits for the
 //! store. SIGHUP rotates the logs.
 
+pub mod cluster;
 pub mod core;
 pub mod http;
 pub mod link;
+pub mod replica;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +62,64 @@ pub enum Error {
     /// A `[[blocker]]` cannot be set up.
     #[error("{0}")]
     Blocker(String),
+    /// The event bus could not start.
+    #[error(transparent)]
+    Bus(#[from] crate::bus::Error),
+}
+
+/// Opens the configured interfaces.
+fn open_captures(config: &Config) -> Result<Vec<Live>, Error> {
+    let mut lives = Vec::new();
+    for iface in &config.capture.interfaces {
+        let o = LiveOptions {
+            interface: iface.clone(),
+            snaplen: config.capture.snaplen,
+            promisc: config.capture.promisc,
+            buffer_size: config.capture.buffer_size,
+            filter: config.capture.filter.clone(),
+        };
+        lives.push(Live::open(&o)?);
+        tracing::info!(interface = %iface, "Capturing.");
+    }
+    Ok(lives)
+}
+
+/// Starts the in-process proxy (if configured) and joins the bus as `role`, subscribed to
+/// `subscribe`.
+fn join_bus(
+    config: &Config,
+    role: &str,
+    subscribe: Vec<String>,
+) -> Result<
+    (
+        Option<crate::bus::proxy::Proxy>,
+        crate::bus::Node,
+        crossbeam_channel::Receiver<crate::bus::Received>,
+    ),
+    Error,
+> {
+    let b = &config.bus;
+    let proxy = if b.proxy {
+        Some(crate::bus::proxy::start(&b.xpub, &b.xsub)?)
+    } else {
+        None
+    };
+    let (node, rx) = crate::bus::Node::start(crate::bus::Options {
+        xpub: b.xpub.clone(),
+        xsub: b.xsub.clone(),
+        node_id: b
+            .node_id
+            .clone()
+            .unwrap_or_else(|| crate::bus::default_node_id(role)),
+        format: if b.json {
+            crate::broker::Format::Json
+        } else {
+            crate::broker::Format::Bin
+        },
+        subscribe,
+        queue: b.queue,
+    })?;
+    Ok((proxy, node, rx))
 }
 
 /// The user catch-and-release's blocks are made as, created on first start.
@@ -109,20 +169,12 @@ fn drop_privileges(user: &str) -> Result<(), Error> {
 /// # Errors
 /// [`Error`].
 pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), Error> {
+    if config.bus.enabled && config.bus.role == crate::config::Role::Sensor {
+        return replica::run(config, on_listening);
+    }
     // Everything that needs privileges, or can fail on a bad setting, before any thread;
     // the captures first, so that a wrong interface leaves nothing behind.
-    let mut lives = Vec::new();
-    for iface in &config.capture.interfaces {
-        let o = LiveOptions {
-            interface: iface.clone(),
-            snaplen: config.capture.snaplen,
-            promisc: config.capture.promisc,
-            buffer_size: config.capture.buffer_size,
-            filter: config.capture.filter.clone(),
-        };
-        lives.push(Live::open(&o)?);
-        tracing::info!(interface = %iface, "Capturing.");
-    }
+    let lives = open_captures(config)?;
     let Opened {
         lock: _lock,
         store,
@@ -198,6 +250,31 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
     engine.set_rule_ids(Box::new(RegistryIds(link.clone())));
     let watchlist = engine.watchlist().clone();
     let metrics = Arc::new(CoreMetrics::default());
+    let mut bus = None;
+    let (cluster, bus_rx) = if config.bus.enabled {
+        let mut topics = vec![
+            crate::broker::zeek::MANAGER_TOPIC.to_string(),
+            crate::broker::zeek::CONTROL_MANAGER_TOPIC.to_string(),
+        ];
+        if config.bus.netcontrol {
+            topics.push(config.bus.netcontrol_topic.clone());
+        }
+        let (proxy, node, rx) = join_bus(config, "manager", topics)?;
+        let c = self::cluster::Cluster::new(
+            node.publisher(),
+            node.node_id().to_string(),
+            config.bus.netcontrol,
+            config.bus.netcontrol_source.clone(),
+            who,
+        );
+        bus = Some((proxy, node));
+        (Some(c), rx)
+    } else {
+        (None, crossbeam_channel::never())
+    };
+    let bus_stats = bus
+        .as_ref()
+        .map(|(_, n)| (n.node_id().to_string(), n.publisher().stats().clone()));
     let core = Core::start(
         engine,
         link,
@@ -213,13 +290,14 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         watch,
         cr_clock,
         metrics.clone(),
+        cluster,
     );
 
     let (sight_tx, sight_rx) = crossbeam_channel::bounded::<Sighting>(config.capture.queue);
     let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Command>();
     let core_thread = std::thread::Builder::new()
         .name("catchd-core".into())
-        .spawn(move || core.run(sight_rx, cmd_rx))?;
+        .spawn(move || core.run(sight_rx, cmd_rx, bus_rx))?;
     {
         let tx = cmd_tx.clone();
         state.set_listener(Box::new(move |changes| {
@@ -251,6 +329,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
             .collect(),
         started: std::time::Instant::now(),
         blockers,
+        bus: bus_stats,
     });
     let (stop_managers, managers_stop) = tokio::sync::watch::channel(false);
 
@@ -290,6 +369,12 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         let _ = rx.blocking_recv();
     }
     let _ = core_thread.join();
+    if let Some((proxy, node)) = bus {
+        node.stop();
+        if let Some(p) = proxy {
+            p.stop();
+        }
+    }
     served.map_err(server::Error::Io)?;
     match state.failure() {
         Some(why) => Err(server::Error::StoreFailed(why).into()),

@@ -2,6 +2,7 @@
 
 mod api;
 mod baselines;
+mod bus;
 mod daemon;
 mod enforce;
 mod replay;

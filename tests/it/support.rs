@@ -6,6 +6,41 @@ use catchd::cnr::{CatchReleaseRecord, DropRecord, Engine, NetControlRecord, Outp
 use catchd::time::Time;
 use catchd::zeeklog::{self, ZeekRecord};
 
+/// A Python venv under `target/tmp/<name>` with `packages` from PyPI, made once (under a
+/// file lock, so parallel tests share it); returns its `bin/` directory. `CATCHD_PYTHON`
+/// names the interpreter (default `python3`).
+pub fn venv(name: &str, packages: &[&str]) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let bin = dir.join("bin");
+    let ready = dir.join(".catchd-ready");
+    std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
+    lock.lock().unwrap();
+    if !ready.exists() {
+        let python = std::env::var("CATCHD_PYTHON").unwrap_or_else(|_| "python3".into());
+        let _ = std::fs::remove_dir_all(&dir);
+        let st = std::process::Command::new(&python)
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .status();
+        assert!(
+            st.is_ok_and(|s| s.success()),
+            "cannot create a venv with {python} (on Debian: apt-get install python3-venv)"
+        );
+        let st = std::process::Command::new(bin.join("pip"))
+            .args(["install", "-q", "--disable-pip-version-check"])
+            .args(packages)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "pip install {packages:?} failed (is PyPI reachable?)"
+        );
+        std::fs::write(&ready, "").unwrap();
+    }
+    bin
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,7 +1,7 @@
 //! `catchd run`, the daemon, as a process: live capture in a network namespace, restarts
 //! after SIGKILL, graceful shutdown, configuration errors.
 
-mod netns;
+pub mod netns;
 
 mod api;
 mod config;

@@ -93,6 +93,11 @@ impl Netns {
         n
     }
 
+    /// The veth end inside the namespace.
+    pub fn ns_if(&self) -> &str {
+        &self.ns_if
+    }
+
     /// Sends `count` UDP datagrams from the namespace's address to the peer.
     #[track_caller]
     pub fn send_udp(&self, count: u32) {

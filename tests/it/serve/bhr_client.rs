@@ -11,39 +11,7 @@ use super::process::*;
 
 /// The venv's `bin/` directory, created on first use.
 fn venv() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bhr-client-venv");
-    let bin = dir.join("bin");
-    let ready = dir.join(".catchd-ready");
-    std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
-    lock.lock().unwrap();
-    if !ready.exists() {
-        let python = std::env::var("CATCHD_PYTHON").unwrap_or_else(|_| "python3".into());
-        let _ = std::fs::remove_dir_all(&dir);
-        let st = Command::new(&python)
-            .args(["-m", "venv"])
-            .arg(&dir)
-            .status();
-        assert!(
-            st.is_ok_and(|s| s.success()),
-            "cannot create a venv with {python} (on Debian: apt-get install python3-venv)"
-        );
-        let st = Command::new(bin.join("pip"))
-            .args([
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "bhr-client[cli]==1.6",
-            ])
-            .status()
-            .unwrap();
-        assert!(
-            st.success(),
-            "pip install bhr-client[cli]==1.6 failed (is PyPI reachable?)"
-        );
-        std::fs::write(&ready, "").unwrap();
-    }
-    bin
+    crate::support::venv("bhr-client-venv", &["bhr-client[cli]==1.6"])
 }
 
 /// Runs the `bhr-client` CLI and returns its stdout lines (it must succeed).

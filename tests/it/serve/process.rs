@@ -90,9 +90,10 @@ impl Server {
             let rest = line
                 .split("Serving the BHR API on http://")
                 .nth(1)
-                .or_else(|| line.split("BHR API on http://").nth(1));
+                .or_else(|| line.split("BHR API on http://").nth(1))
+                .or_else(|| line.split("replica on http://").nth(1));
             if let Some(rest) = rest {
-                let host = rest.split("/bhr/api/").next().unwrap();
+                let host = rest.split('/').next().unwrap();
                 addr = Some(host.parse().unwrap());
                 break;
             }
