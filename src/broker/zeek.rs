@@ -69,6 +69,36 @@ pub const SYNC_END: &str = "Catchd::sync_end";
 /// `Catchd::manager_up(node: string)`: a manager (re)started; sensors resynchronise.
 pub const MANAGER_UP: &str = "Catchd::manager_up";
 
+/// `Catchd::netcontrol_hello(id: count)`: the Zeek package's plugin `id` looks for catchd.
+pub const NETCONTROL_HELLO: &str = "Catchd::netcontrol_hello";
+/// `Catchd::netcontrol_ready(id: count)`: catchd's answer; the plugin activates.
+pub const NETCONTROL_READY: &str = "Catchd::netcontrol_ready";
+
+/// Every event catchd sends or reads, with its Zeek parameter types, in the spelling of
+/// Zeek's declarations (the Zeek package's declarations are checked against this).
+pub const SIGNATURES: &[(&str, &[&str])] = &[
+    (CATCH_RELEASE_ADD, &["addr", "string"]),
+    (CATCH_RELEASE_DELETE, &["addr", "string"]),
+    (CATCH_RELEASE_ENCOUNTERED, &["addr"]),
+    (CATCH_RELEASE_BLOCK_NEW, &["addr", "BlockInfo"]),
+    (CATCH_RELEASE_BLOCK_DELETE, &["addr"]),
+    (CATCH_RELEASE_FORGOTTEN, &["addr", "BlockInfo"]),
+    (LOG_CATCH_RELEASE, &["CatchReleaseInfo"]),
+    (BROKER_ADD_RULE, &["count", "Rule"]),
+    (BROKER_REMOVE_RULE, &["count", "Rule", "string"]),
+    (BROKER_RULE_ADDED, &["count", "Rule", "string"]),
+    (BROKER_RULE_EXISTS, &["count", "Rule", "string"]),
+    (BROKER_RULE_REMOVED, &["count", "Rule", "string"]),
+    (BROKER_RULE_ERROR, &["count", "Rule", "string"]),
+    (BROKER_RULE_TIMEOUT, &["count", "Rule", "FlowInfo"]),
+    (NETCONTROL_HELLO, &["count"]),
+    (NETCONTROL_READY, &["count"]),
+    (SYNC_REQUEST, &["string"]),
+    (SYNC_BEGIN, &["count"]),
+    (SYNC_END, &["count"]),
+    (MANAGER_UP, &["string"]),
+];
+
 /// Nanoseconds from catchd's microseconds.
 pub fn ns(t: Time) -> i64 {
     t.as_micros().saturating_mul(1000)
@@ -218,6 +248,16 @@ pub fn rule_timeout(plugin: u64, rule: Value) -> Event {
             Value::Vector(vec![Value::None, Value::None, Value::None]),
         ],
     )
+}
+
+/// `netcontrol_ready(id)`
+pub fn netcontrol_ready(id: u64) -> Event {
+    Event::new(NETCONTROL_READY, vec![Value::Count(id)])
+}
+
+/// `netcontrol_hello(id)`
+pub fn netcontrol_hello(id: u64) -> Event {
+    Event::new(NETCONTROL_HELLO, vec![Value::Count(id)])
 }
 
 /// A sensor's replica request.
@@ -402,6 +442,8 @@ pub enum Incoming {
     },
     /// `Catchd::manager_up`
     ManagerUp(String),
+    /// `Catchd::netcontrol_hello`
+    NetControlHello(u64),
 }
 
 /// Why an event was not understood.
@@ -509,6 +551,10 @@ impl Incoming {
             MANAGER_UP => {
                 arity(1)?;
                 Incoming::ManagerUp(string(&a[0])?)
+            }
+            NETCONTROL_HELLO => {
+                arity(1)?;
+                Incoming::NetControlHello(count(&a[0])?)
             }
             _ => return Err(EventError::Unknown(e.name)),
         })

@@ -128,6 +128,14 @@ impl Cluster {
             .publish(zeek::CATCHD_TOPIC, zeek::log_record(r));
     }
 
+    /// Answers the Zeek plugin's hello, so it activates.
+    pub fn hello(&self, topic: &str, id: u64) {
+        if self.netcontrol {
+            self.publisher
+                .publish(topic.to_string(), zeek::netcontrol_ready(id));
+        }
+    }
+
     /// Answers a sensor's sync request with the whole watched set, framed by
     /// `sync_begin(n)` and `sync_end(n)`, on the sensor's own topic.
     pub fn sync(&self, node: &str, watch: &Watchlist) {

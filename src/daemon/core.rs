@@ -796,6 +796,11 @@ impl Core {
                     c.remove_rule(&self.api, req, &reason, now);
                 }
             }
+            Incoming::NetControlHello(id) => {
+                if let Some(c) = &self.cluster {
+                    c.hello(&r.topic, id);
+                }
+            }
             Incoming::SyncRequest(node) => {
                 if let Some(c) = &self.cluster {
                     c.sync(&node, self.engine.watchlist());

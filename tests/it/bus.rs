@@ -463,8 +463,18 @@ fn the_netcontrol_backend_contract() {
             .is_empty()
     );
 
-    // A rule with a 1 s expiry: added, then timed out by catchd (can_expire = T).
+    // The Zeek package's plugin says hello; catchd answers so it activates.
     let l = Listener::start(&bus, 30, &["catchd.netcontrol"]);
+    send(
+        &bus,
+        "catchd.netcontrol",
+        "zeek_manager",
+        &encode(&zeek::netcontrol_hello(5)),
+    );
+    let ready = l.next("Catchd::netcontrol_ready", 10);
+    assert_eq!(ready["args"], json!([5]));
+
+    // A rule with a 1 s expiry: added, then timed out by catchd (can_expire = T).
     let rule = zeek::drop_rule(
         "192.0.2.0/24".parse().unwrap(),
         Interval::from_secs(1),

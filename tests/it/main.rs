@@ -8,3 +8,4 @@ mod enforce;
 mod replay;
 mod serve;
 mod support;
+mod zeek_scripts;
