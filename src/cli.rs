@@ -620,6 +620,32 @@ fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()> {
         "[daemon]\nuser = {:?}\n",
         c.daemon.user.clone().unwrap_or_default()
     );
+    let bus = &c.bus;
+    let _ = write!(
+        t,
+        "[bus]\nenabled = {}\nxpub = {:?}\nxsub = {:?}\nproxy = {}\nrole = \"{}\"\nnode_id = {:?}\n\
+         format = \"{}\"\nnetcontrol = {}\nnetcontrol_topic = {:?}\nnetcontrol_source = {:?}\n\
+         notify_interval = \"{}\"\nqueue = {}\n",
+        bus.enabled,
+        bus.xpub,
+        bus.xsub,
+        bus.proxy,
+        match bus.role {
+            config::Role::Manager => "manager",
+            config::Role::Sensor => "sensor",
+        },
+        bus.node_id.clone().unwrap_or_default(),
+        if bus.json {
+            "broker-json-v1"
+        } else {
+            "broker-bin-v1"
+        },
+        bus.netcontrol,
+        bus.netcontrol_topic,
+        bus.netcontrol_source,
+        humantime::format_duration(bus.notify_interval),
+        bus.queue,
+    );
     for b in &c.blockers {
         let o = &b.options;
         let _ = write!(

@@ -41,6 +41,20 @@
 //! [daemon]
 //! user = ""                   # run as this user once the captures are open
 //!
+//! [bus]                       # the ZeroMQ event bus (Zeek's cluster wire format)
+//! enabled = false
+//! xpub = "tcp://127.0.0.1:5555"  # the proxy's XPUB (this node's XSUB connects)
+//! xsub = "tcp://127.0.0.1:5556"  # the proxy's XSUB (this node's XPUB connects)
+//! proxy = false               # host the proxy here (bind xpub and xsub)
+//! role = "manager"            # or "sensor": capture only, report sightings
+//! node_id = ""                # default catchd_<role>_<host>_<pid>
+//! format = "broker-bin-v1"    # or "broker-json-v1" (every node must agree)
+//! netcontrol = true           # answer NetControl's broker-plugin events (manager)
+//! netcontrol_topic = "catchd.netcontrol"
+//! netcontrol_source = "zeek"  # source of the blocks NetControl rules become
+//! notify_interval = "30s"     # a sensor reports an address at most this often
+//! queue = 65536               # events waiting to be sent or handled
+//!
 //! [[blocker]]                 # repeatable: block managers run inside `catchd run`
 //! ident = "fw"                # its queues are queue/fw and unblock_queue/fw
 //! backend = "nftables"        # nftables, iptables, ipset, route, hosts-allow, exec, stdout
@@ -1116,6 +1130,14 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         for (text, key) in [
+            ("[bus]\nxpub = \"localhost:5555\"", "bus.xpub"),
+            ("[bus]\nxsub = \"tcp://\"", "bus.xsub"),
+            ("[bus]\nformat = \"msgpack\"", "bus.format"),
+            ("[bus]\nnode_id = \"a b\"", "bus.node_id"),
+            ("[bus]\nnotify_interval = \"often\"", "bus.notify_interval"),
+            ("[bus]\nqueue = 1", "bus.queue"),
+            ("[bus]\nnetcontrol_source = \"\"", "bus.netcontrol_source"),
+            ("[bus]\nrole = \"worker\"", "role"),
             ("[bhr]\nminimum_prefixlen = 33", "bhr.minimum_prefixlen"),
             (
                 "[bhr]\nminimum_prefixlen_v6 = -1",

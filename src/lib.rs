@@ -15,6 +15,9 @@
 //! * [`daemon`]: `catchd run`: capture, catch-and-release on the registry, the APIs, logs,
 //!   persistence and restarts in one process.
 //! * [`bhr`]: BHR's block registry (no I/O) and its HTTP API.
+//! * [`broker`]: Broker's data model and its `broker-bin-v1` and JSON encodings, Zeek's
+//!   event envelope and the catch-and-release and NetControl events (no I/O).
+//! * [`bus`]: the only user of ZeroMQ: a node on Zeek's cluster bus, and the proxy.
 //! * [`enforce`]: the blockers (nftables, iptables, ipset, ip route, hosts.allow, exec,
 //!   stdout); the only module that runs firewall commands.
 //! * [`manager`]: block managers: BHR queues in, backend changes out; the only HTTP client.

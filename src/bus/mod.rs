@@ -42,6 +42,13 @@ pub const BACKLOG: usize = 10_000;
 /// How long such an event is held.
 pub const GRACE: Duration = Duration::from_secs(10);
 
+/// ZeroMQ's queue limit per socket and peer, in messages. Zeek uses 1000; more absorbs
+/// the scheduling jitter of a busy host (a few MB at most for small events).
+pub(crate) const HWM: i32 = 10_000;
+
+/// How long a send at ZeroMQ's high-water mark waits for room before the event is dropped.
+const SEND_WAIT_MS: i64 = 100;
+
 /// Messages handled per socket per loop turn, so neither direction starves the other.
 const TURN: usize = 1024;
 
@@ -131,6 +138,8 @@ pub struct Received {
     pub topic: String,
     /// The sender's node id.
     pub sender: String,
+    /// The network timestamp the sender attached (nanoseconds), if any.
+    pub network_time: Option<i64>,
     /// What it says.
     pub event: Incoming,
 }
@@ -172,6 +181,22 @@ impl Publisher {
                 false
             }
         }
+    }
+
+    /// Queues an event, waiting while the queue is full: for tools and benchmarks that
+    /// must not lose events. The engine uses [`publish`](Publisher::publish).
+    pub fn publish_waiting(&self, topic: impl Into<Arc<str>>, event: Event) -> bool {
+        let o = Outgoing {
+            topic: topic.into(),
+            event,
+        };
+        if self.tx.send(o).is_err() {
+            return false;
+        }
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            let _ = (&*self.wake).write(&[1]);
+        }
+        true
     }
 
     /// The bus's counters.
@@ -231,7 +256,7 @@ impl Node {
             .map_err(socket_err("XPUB_VERBOSE", &options.xsub))?;
         set_int_option(&mut xpub, zmq_sys::ZMQ_XPUB_NODROP, 1)
             .map_err(socket_err("XPUB_NODROP", &options.xsub))?;
-        xpub.set_sndhwm(1000)
+        xpub.set_sndhwm(HWM)
             .map_err(socket_err("SNDHWM", &options.xsub))?;
         xpub.set_linger(500)
             .map_err(socket_err("LINGER", &options.xsub))?;
@@ -240,7 +265,7 @@ impl Node {
         let xsub = ctx
             .socket(zmq::XSUB)
             .map_err(socket_err("socket", &options.xpub))?;
-        xsub.set_rcvhwm(1000)
+        xsub.set_rcvhwm(HWM)
             .map_err(socket_err("RCVHWM", &options.xpub))?;
         xsub.set_linger(0)
             .map_err(socket_err("LINGER", &options.xpub))?;
@@ -354,7 +379,9 @@ impl Worker {
                     self.xpub.as_poll_item(zmq::POLLIN),
                     zmq::PollItem::from_fd(self.wake.as_raw_fd(), zmq::POLLIN),
                 ];
-                if let Err(e) = zmq::poll(&mut items, 200)
+                // Work left in the queue: look at the sockets without waiting.
+                let wait = if self.out.is_empty() { 200 } else { 0 };
+                if let Err(e) = zmq::poll(&mut items, wait)
                     && e != zmq::Error::EINTR
                 {
                     tracing::error!("Bus: poll failed: {e}");
@@ -452,7 +479,13 @@ impl Worker {
             self.options.format.as_str().as_bytes(),
             &self.buf,
         ];
-        match self.xpub.send_multipart(frames, zmq::DONTWAIT) {
+        let mut sent = self.xpub.send_multipart(frames, zmq::DONTWAIT);
+        if sent == Err(zmq::Error::EAGAIN) {
+            // At the high-water mark: give the I/O thread a moment before dropping.
+            let _ = self.xpub.poll(zmq::POLLOUT, SEND_WAIT_MS);
+            sent = self.xpub.send_multipart(frames, zmq::DONTWAIT);
+        }
+        match sent {
             Ok(()) => {
                 count(&self.stats.published);
             }
@@ -514,6 +547,7 @@ impl Worker {
                 return;
             }
         };
+        let network_time = event.network_timestamp();
         let event = match Incoming::read(event) {
             Ok(e) => e,
             Err(e) => {
@@ -528,6 +562,7 @@ impl Worker {
         let r = Received {
             topic,
             sender,
+            network_time,
             event,
         };
         if let Err(TrySendError::Full(_)) = self.incoming.try_send(r) {

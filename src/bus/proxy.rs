@@ -37,6 +37,8 @@ pub fn start(xpub_endpoint: &str, xsub_endpoint: &str) -> Result<Proxy, Error> {
         .map_err(socket_err("XPUB_NODROP", xpub_endpoint))?;
     xpub.set_linger(0)
         .map_err(socket_err("LINGER", xpub_endpoint))?;
+    xpub.set_sndhwm(super::HWM)
+        .map_err(socket_err("SNDHWM", xpub_endpoint))?;
     xpub.bind(xpub_endpoint)
         .map_err(socket_err("bind", xpub_endpoint))?;
     let xsub = ctx
@@ -44,6 +46,8 @@ pub fn start(xpub_endpoint: &str, xsub_endpoint: &str) -> Result<Proxy, Error> {
         .map_err(socket_err("socket", xsub_endpoint))?;
     xsub.set_linger(0)
         .map_err(socket_err("LINGER", xsub_endpoint))?;
+    xsub.set_rcvhwm(super::HWM)
+        .map_err(socket_err("RCVHWM", xsub_endpoint))?;
     xsub.bind(xsub_endpoint)
         .map_err(socket_err("bind", xsub_endpoint))?;
     let control = format!("inproc://catchd-proxy-{}", std::process::id());
