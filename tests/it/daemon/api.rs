@@ -160,8 +160,16 @@ fn logs_rotate_on_sighup_and_by_size() {
     let text = std::fs::read_to_string(&old).unwrap();
     assert!(text.contains("192.0.2.1"), "{text}");
     assert!(text.lines().last().unwrap().starts_with("#close"));
-    let cur = std::fs::read_to_string(logs.join("netcontrol_drop.log")).unwrap();
-    assert!(cur.starts_with("#separator") && !cur.contains("192.0.2.1"));
+    // The new file's header is written right after the rename.
+    let cur = wait_for(5, "a new header", || {
+        std::fs::read_to_string(logs.join("netcontrol_drop.log"))
+            .ok()
+            .filter(|t| t.contains("#fields"))
+    });
+    assert!(
+        cur.starts_with("#separator") && !cur.contains("192.0.2.1"),
+        "{cur}"
+    );
     // By size: enough drops to pass 3000 bytes in netcontrol.log.
     for i in 10..40 {
         d.post(
