@@ -276,6 +276,17 @@ fn a_sensor_reports_a_released_address_and_the_manager_reblocks_it() {
             < 1e-6
     );
 
+    // A second sensor joining late gets the watched set from the manager (sync).
+    let mut s2flags = bus.flags();
+    s2flags.extend(["--role", "sensor", "--node-id", "s2"].map(str::to_string));
+    let s2f: Vec<&str> = s2flags.iter().map(String::as_str).collect();
+    let s2 = Server::run(&f.dir.path().join("unused2.db"), &s2f);
+    eventually(10, "the late sensor has the address", || {
+        let (_, b) = s2.request("GET", &format!("/api/v1/cr/{}", ns.addr), None, None);
+        let v: Value = serde_json::from_str(&b).unwrap();
+        (v["location"] == "bus test").then_some(())
+    });
+
     // Released after 1 s; then a capture replayed on the sensor's interface.
     eventually(5, "UNBLOCK", || {
         cr_actions(&f.logs)
@@ -328,6 +339,11 @@ fn a_sensor_reports_a_released_address_and_the_manager_reblocks_it() {
         (b == "[]").then_some(())
     });
     assert_eq!(metric(&s, "catchd_sensor_block_delete_total"), 1);
+    eventually(5, "both sensors follow", || {
+        let (_, b) = s2.request("GET", "/api/v1/cr", None, None);
+        (b == "[]").then_some(())
+    });
+    assert!(s2.terminate().success());
     assert!(s.terminate().success());
     assert!(m.terminate().success());
 }
