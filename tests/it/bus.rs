@@ -325,7 +325,9 @@ fn a_sensor_reports_a_released_address_and_the_manager_reblocks_it() {
     });
     // Five packets, one report (rate-limited per address as Zeek's workers do).
     assert_eq!(metric(&s, "catchd_sensor_encounters_sent_total"), 1);
-    assert!(metric(&s, "catchd_capture_sightings_total") >= 1);
+    eventually(5, "the capture counted it", || {
+        (metric(&s, "catchd_capture_sightings_total") >= 1).then_some(())
+    });
 
     // An unblock on the manager removes it from the replica (block_delete).
     let (st, _) = m.post(
