@@ -562,3 +562,40 @@ fn bad_bus_arguments_exit_2_and_name_the_flag() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn a_json_manager_sends_broker_json_and_still_reads_binary() {
+    let bus = Bus::start();
+    let f = Files::new("[bus]\nformat = \"broker-json-v1\"\n");
+    let m = manager(&f, &bus, &[]);
+    let l = Listener::start(&bus, 30, &["zeek.cluster.worker"]);
+    send(
+        &bus,
+        "zeek.cluster.manager",
+        "zeek_worker-1",
+        &encode(&zeek::add(
+            catchd::addr::Addr::from(std::net::Ipv4Addr::new(192, 0, 2, 5)),
+            "json",
+        )),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let msg = loop {
+        let v =
+            l.rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("a message from the manager");
+        if v["topic"] == "zeek.cluster.worker" {
+            break v;
+        }
+    };
+    assert_eq!(msg["format"], "broker-json-v1");
+    let payload: Value = serde_json::from_str(msg["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(payload["@data-type"], "vector");
+    let body = &payload["data"][2]["data"];
+    assert_eq!(body[0]["data"], "NetControl::catch_release_block_new");
+    assert_eq!(
+        body[1]["data"][0],
+        json!({"@data-type": "address", "data": "192.0.2.5"})
+    );
+    assert_eq!(body[1]["data"][1]["data"][5]["data"], "json");
+    assert!(m.terminate().success());
+}
