@@ -45,6 +45,7 @@ pub mod enforce;
 pub mod manager;
 pub mod packet;
 pub mod replay;
+pub mod scan;
 pub mod sensor;
 pub mod server;
 pub mod store;

@@ -127,6 +127,47 @@ impl Remote {
         })
     }
 
+    /// `POST /api/v1/cr/drop` (catchd only): catch-and-release for `addr`.
+    ///
+    /// # Errors
+    /// [`SourceError`].
+    pub async fn cr_drop(&self, addr: std::net::IpAddr, location: &str) -> Result<(), SourceError> {
+        let body = serde_json::json!({"addr": addr.to_string(), "location": location});
+        self.send(
+            "cr/drop",
+            self.http.post(self.url("/api/v1/cr/drop")).json(&body),
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `POST /bhr/api/block`: a block of `net` for `seconds`.
+    ///
+    /// # Errors
+    /// [`SourceError`].
+    pub async fn block(
+        &self,
+        net: IpNet,
+        source: &str,
+        why: &str,
+        seconds: i64,
+    ) -> Result<(), SourceError> {
+        let body = serde_json::json!({
+            "cidr": net.to_string(),
+            "source": source,
+            "why": why,
+            "duration": seconds,
+        });
+        self.send(
+            "block",
+            self.http.post(self.url("/bhr/api/block")).json(&body),
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .map(drop)
+    }
+
     /// `list.csv` (optionally `since`): network → (end, why).
     async fn list(&self, since: Option<Time>) -> Result<Vec<Rule>, SourceError> {
         let mut req = self.http.get(self.url("/bhr/list.csv"));

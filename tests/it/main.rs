@@ -6,6 +6,7 @@ mod bus;
 mod daemon;
 mod enforce;
 mod replay;
+mod scan;
 mod serve;
 mod support;
 mod zeek_scripts;
