@@ -55,6 +55,23 @@
 //! notify_interval = "30s"     # a sensor reports an address at most this often
 //! queue = 65536               # events waiting to be sent or handled
 //!
+//! [scan]                      # log scanning inside `catchd run`
+//! files = ["/var/log/auth.log"]
+//! rules = ""                  # a rule file instead of the bundled rules
+//! jails = []                  # only these jails (default: all)
+//! poll_interval = "250ms"
+//! max_addresses = 100000      # per jail; the oldest are evicted past it
+//! from_start = false          # read files seen for the first time from their start
+//!
+//! [watchlist]                 # BlackRed-style watchlist → blacklist API
+//! threshold = 3
+//! watch_ttl = "180s"
+//! block_ttl = "24h"
+//! refresh_on_hit = true
+//! anonymize = false           # store HMAC-SHA256 keys, not items
+//! key_file = ""               # the HMAC key (needed to anonymize; made if missing)
+//! block_addresses = false     # blacklisted IP addresses also become registry blocks
+//!
 //! [[blocker]]                 # repeatable: block managers run inside `catchd run`
 //! ident = "fw"                # its queues are queue/fw and unblock_queue/fw
 //! backend = "nftables"        # nftables, iptables, ipset, route, hosts-allow, exec, stdout
@@ -154,6 +171,28 @@ pub struct Config {
     pub blockers: Vec<Blocker>,
     /// The ZeroMQ event bus (Zeek's cluster wire format).
     pub bus: Bus,
+    /// Log scanning inside `catchd run`.
+    pub scan: Scan,
+    /// The watchlist → blacklist API.
+    pub watchlist: crate::watchlist::Settings,
+}
+
+/// Log scanning inside `catchd run` (`[scan]`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Scan {
+    /// Files to follow (none: no scanning).
+    pub files: Vec<PathBuf>,
+    /// A rule file instead of the bundled rules.
+    pub rules: Option<PathBuf>,
+    /// Only these jails.
+    pub jails: Vec<String>,
+    /// How often the files are looked at.
+    pub poll_interval: Duration,
+    /// Addresses tracked per jail.
+    pub max_addresses: usize,
+    /// Files seen for the first time are read from their start (default: from their
+    /// end, as `tail -F`).
+    pub from_start: bool,
 }
 
 /// What a `catchd run` is in a multi-node deployment.
@@ -367,6 +406,12 @@ impl Default for Config {
             daemon: Daemon { user: None },
             blockers: Vec::new(),
             bus: Bus::default(),
+            scan: Scan {
+                poll_interval: Duration::from_millis(250),
+                max_addresses: crate::scan::MAX_ADDRESSES,
+                ..Scan::default()
+            },
+            watchlist: crate::watchlist::Settings::default(),
         }
     }
 }
@@ -392,6 +437,33 @@ struct File {
     blocker: Vec<BlockerFile>,
     #[serde(default)]
     bus: BusFile,
+    #[serde(default)]
+    scan: ScanFile,
+    #[serde(default)]
+    watchlist: WatchlistFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanFile {
+    files: Option<Vec<PathBuf>>,
+    rules: Option<PathBuf>,
+    jails: Option<Vec<String>>,
+    poll_interval: Option<String>,
+    max_addresses: Option<i64>,
+    from_start: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WatchlistFile {
+    threshold: Option<i64>,
+    watch_ttl: Option<String>,
+    block_ttl: Option<String>,
+    refresh_on_hit: Option<bool>,
+    anonymize: Option<bool>,
+    key_file: Option<PathBuf>,
+    block_addresses: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -825,6 +897,107 @@ impl Config {
         if let Some(u) = file.daemon.user {
             let u = u.trim().to_string();
             c.daemon.user = (!u.is_empty()).then_some(u);
+        }
+
+        let scan = file.scan;
+        let sc = &mut c.scan;
+        if let Some(v) = scan.files {
+            for (i, f) in v.iter().enumerate() {
+                if f.as_os_str().is_empty() {
+                    return Err(invalid(
+                        &format!("scan.files[{i}]"),
+                        "must not be empty".into(),
+                    ));
+                }
+            }
+            sc.files = v;
+        }
+        if let Some(p) = scan.rules {
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| invalid("scan.rules", format!("{}: {e}", p.display())))?;
+            crate::scan::rules::Rules::parse(&text, &p.display().to_string())
+                .map_err(|e| invalid("scan.rules", e.0))?;
+            sc.rules = Some(p);
+        }
+        if let Some(v) = scan.jails {
+            sc.jails = v;
+        }
+        if let Some(t) = scan.poll_interval {
+            sc.poll_interval = duration("scan.poll_interval", &t)?;
+            if sc.poll_interval.is_zero() {
+                return Err(invalid("scan.poll_interval", "must be positive".into()));
+            }
+        }
+        if let Some(v) = scan.max_addresses {
+            if !(1..=100_000_000).contains(&v) {
+                return Err(invalid(
+                    "scan.max_addresses",
+                    format!("must be between 1 and 100000000, not {v}"),
+                ));
+            }
+            sc.max_addresses = usize::try_from(v).expect("in range");
+        }
+        if let Some(v) = scan.from_start {
+            sc.from_start = v;
+        }
+        {
+            // The jails must exist in the rules used.
+            let mut rules = match &sc.rules {
+                Some(p) => crate::scan::rules::Rules::parse(
+                    &std::fs::read_to_string(p).unwrap_or_default(),
+                    "",
+                )
+                .map_err(|e| invalid("scan.rules", e.0))?,
+                None => crate::scan::rules::Rules::bundled(),
+            };
+            if !sc.jails.is_empty() {
+                rules
+                    .select(&sc.jails)
+                    .map_err(|e| invalid("scan.jails", e.0))?;
+            }
+        }
+
+        let wl = file.watchlist;
+        let w = &mut c.watchlist;
+        if let Some(v) = wl.threshold {
+            if !(1..=1_000_000).contains(&v) {
+                return Err(invalid(
+                    "watchlist.threshold",
+                    format!("must be between 1 and 1000000, not {v}"),
+                ));
+            }
+            w.threshold = u32::try_from(v).expect("in range");
+        }
+        for (key, v, slot) in [
+            ("watchlist.watch_ttl", wl.watch_ttl, &mut w.watch_ttl),
+            ("watchlist.block_ttl", wl.block_ttl, &mut w.block_ttl),
+        ] {
+            if let Some(t) = v {
+                let d = duration(key, &t)?;
+                if d.is_zero() {
+                    return Err(invalid(key, "must be positive".into()));
+                }
+                *slot = Interval::from_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+            }
+        }
+        if let Some(v) = wl.refresh_on_hit {
+            w.refresh_on_hit = v;
+        }
+        if let Some(v) = wl.anonymize {
+            w.anonymize = v;
+        }
+        if let Some(v) = wl.key_file {
+            w.key_file = (!v.as_os_str().is_empty()).then_some(v);
+        }
+        if let Some(v) = wl.block_addresses {
+            w.block_addresses = v;
+        }
+        if w.anonymize && w.key_file.is_none() {
+            return Err(invalid(
+                "watchlist.key_file",
+                "is needed when watchlist.anonymize is true (keep it apart from the database)"
+                    .into(),
+            ));
         }
 
         let bus = file.bus;

@@ -18,6 +18,9 @@
 //! * [`broker`]: Broker's data model and its `broker-bin-v1` and JSON encodings, Zeek's
 //!   event envelope and the catch-and-release and NetControl events (no I/O).
 //! * [`bus`]: the only user of ZeroMQ: a node on Zeek's cluster bus, and the proxy.
+//! * [`scan`]: detection from logs (BlockHosts / fail2ban style): patterns, thresholds,
+//!   following files.
+//! * [`watchlist`]: BlackRed's watchlist → blacklist, and its API.
 //! * [`enforce`]: the blockers (nftables, iptables, ipset, ip route, hosts.allow, exec,
 //!   stdout); the only module that runs firewall commands.
 //! * [`manager`]: block managers: BHR queues in, backend changes out; the only HTTP client.
@@ -50,4 +53,5 @@ pub mod sensor;
 pub mod server;
 pub mod store;
 pub mod time;
+pub mod watchlist;
 pub mod zeeklog;

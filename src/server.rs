@@ -43,6 +43,71 @@ pub enum Error {
     /// A commit failed while serving; the server stopped.
     #[error("stopped because the store failed: {0}")]
     StoreFailed(String),
+    /// The watchlist cannot start (its key file).
+    #[error(transparent)]
+    Watchlist(#[from] crate::watchlist::Error),
+}
+
+/// A user catchd makes blocks as (`catch-and-release`, `watchlist`), with the blocker
+/// role and no way to log in, created on first start.
+///
+/// # Errors
+/// The store failed.
+pub fn system_user(
+    store: &Store,
+    users: &mut Vec<crate::auth::User>,
+    name: &str,
+) -> Result<u32, Error> {
+    if let Some(u) = users.iter().find(|u| u.name == name) {
+        return Ok(u.id);
+    }
+    let u = crate::auth::User {
+        id: store.next_user_id_blocking()?,
+        name: name.to_string(),
+        role: crate::auth::Role::Blocker,
+        token_hash: None,
+        password_hash: None,
+    };
+    store.commit_blocking(vec![store::Write::User(u.clone())])?;
+    let id = u.id;
+    users.push(u);
+    Ok(id)
+}
+
+/// The user the watchlist's registry blocks are made as.
+pub const WATCHLIST_USER: &str = "watchlist";
+
+/// The watchlist (its stored entries put back) and its routes.
+///
+/// # Errors
+/// The key file cannot be read or made.
+pub fn watchlist(
+    config: &Config,
+    state: &std::sync::Arc<AppState>,
+    entries: Vec<(String, crate::watchlist::Entry)>,
+    who: u32,
+) -> Result<
+    (
+        axum::Router,
+        std::sync::Arc<crate::watchlist::api::WatchlistApi>,
+    ),
+    Error,
+> {
+    let s = config.watchlist.clone();
+    let key = match &s.key_file {
+        Some(p) if s.anonymize => {
+            Some(crate::watchlist::load_or_create_key(p, entries.is_empty())?)
+        }
+        _ => None,
+    };
+    let list = crate::watchlist::Watchlist::new(s, key)?;
+    list.restore(entries);
+    let api = std::sync::Arc::new(crate::watchlist::api::WatchlistApi {
+        api: state.clone(),
+        list: std::sync::Arc::new(list),
+        who,
+    });
+    Ok((crate::watchlist::api::router(api.clone()), api))
 }
 
 /// What start-up opens: the owner lock, the store, and what it held.
@@ -59,6 +124,10 @@ pub struct Opened {
     pub watch: Vec<(crate::addr::Addr, crate::cnr::WatchState)>,
     /// The time that state is current to.
     pub cr_clock: Option<Time>,
+    /// The log scanner's positions, by path.
+    pub scan_positions: Vec<(String, crate::scan::tail::Position)>,
+    /// The watchlist's entries.
+    pub watchlist: Vec<(String, crate::watchlist::Entry)>,
 }
 
 /// Takes the database's owner lock, opens and migrates the store, and rebuilds the
@@ -88,6 +157,8 @@ pub fn open(config: &Config) -> Result<Opened, Error> {
         users: snap.users,
         watch: snap.watch,
         cr_clock: snap.cr_clock,
+        scan_positions: snap.scan_positions,
+        watchlist: snap.watchlist,
     })
 }
 
@@ -101,9 +172,11 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         lock: _lock,
         store,
         registry,
-        users,
+        mut users,
+        watchlist: entries,
         ..
     } = open(config)?;
+    let who = system_user(&store, &mut users, WATCHLIST_USER)?;
     if users.is_empty() {
         tracing::warn!(
             "No users yet: only the public endpoints answer. Add one with \
@@ -122,9 +195,14 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
             config.server.limits.clone(),
         );
         tokio::spawn(reload_users(state.clone(), store));
+        let (routes, wl) = watchlist(config, &state, entries, who)?;
+        tokio::spawn(crate::watchlist::api::sweep(
+            wl,
+            std::time::Duration::from_secs(60),
+        ));
         tracing::info!("Serving the BHR API on http://{local}/bhr/api/");
         on_listening(local);
-        api::serve(listener, state.clone(), None, async {
+        api::serve(listener, state.clone(), Some(routes), async {
             signal().await;
             tracing::info!("Stopping: finishing requests in flight.");
         })

@@ -86,6 +86,8 @@ pub enum Command {
     },
     /// Rows the BHR API changed.
     Registry(Vec<Change>),
+    /// What the log scanner found, and where it read to.
+    Scan(super::logscan::Batch),
     /// Rotate the logs (SIGHUP).
     Rotate,
     /// Persist, close the logs and end the thread.
@@ -640,6 +642,7 @@ impl Core {
                 let _ = reply.send(self.engine.watchlist().snapshot());
             }
             Command::Registry(changes) => self.registry_changes(changes),
+            Command::Scan(batch) => self.scan_batch(batch),
             Command::Rotate => self.rotate(),
             Command::Stop { reply } => {
                 let _ = reply.send(());
@@ -742,6 +745,68 @@ impl Core {
                 default(wait) => {}
             }
             self.tick();
+        }
+    }
+
+    /// Acts on what the log scanner found, then stores where it read to (after the
+    /// changes it caused, so a stored position never runs ahead of them).
+    fn scan_batch(&mut self, b: super::logscan::Batch) {
+        let now = self.now();
+        link::lock(&self.link).now = now;
+        self.engine.advance(now);
+        for d in b.detections {
+            let location = format!("scan:{}", d.rule);
+            match d.action {
+                crate::scan::rules::Action::CatchRelease => {
+                    if let Err(e) = self.drop_one(Addr::from(d.addr), &location) {
+                        tracing::warn!(addr = %d.addr, rule = %d.rule, "Scan: not blocked: {e}");
+                    }
+                }
+                crate::scan::rules::Action::Block(len) => {
+                    let net = ipnet::IpNet::from(d.addr);
+                    let req = crate::bhr::registry::NewBlock {
+                        cidr: net,
+                        cidr_text: net.to_string(),
+                        who: link::lock(&self.link).who(),
+                        source: location,
+                        why: format!(
+                            "{} failures ({}) from {} to {}",
+                            d.count,
+                            d.rule,
+                            crate::bhr::api::Iso(d.first),
+                            crate::bhr::api::Iso(d.last)
+                        ),
+                        seconds: 0,
+                        until: Some(now + len),
+                        skip_whitelist: false,
+                        extend: true,
+                        autoscale: false,
+                    };
+                    match self.api.add_block_at(&req, now) {
+                        Ok((id, _, rx)) => {
+                            self.last = Some(rx);
+                            if let Some(block) = self.api.block(id)
+                                && is_host(&block.cidr)
+                            {
+                                self.block_changed(&block, now);
+                            }
+                        }
+                        Err(r) => {
+                            tracing::warn!(addr = %d.addr, rule = %d.rule, "Scan: not blocked: {}", r.0);
+                        }
+                    }
+                }
+            }
+        }
+        self.engine.drain_all();
+        self.flush();
+        if !b.positions.is_empty() {
+            let writes = b
+                .positions
+                .into_iter()
+                .map(|(path, p)| Write::ScanPosition(path, p))
+                .collect();
+            self.last = Some(self.store.submit(writes));
         }
     }
 

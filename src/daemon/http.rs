@@ -48,6 +48,10 @@ pub struct CrState {
     pub blockers: Vec<(String, &'static str, Arc<crate::manager::Counters>)>,
     /// The event bus: node id and counters.
     pub bus: Option<(String, Arc<crate::bus::Stats>)>,
+    /// The log scanner's counters.
+    pub scan: Arc<super::logscan::ScanMetrics>,
+    /// The watchlist.
+    pub watchlist: Arc<crate::watchlist::api::WatchlistApi>,
 }
 
 type St = State<Arc<CrState>>;
@@ -118,17 +122,7 @@ async fn ask<T>(s: &CrState, make: impl FnOnce(oneshot::Sender<T>) -> Command) -
 }
 
 async fn durable(s: &CrState, rx: crate::bhr::api::Receipt) -> Result<()> {
-    match rx.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => {
-            s.api.fail(&e.to_string());
-            Err(ApiError::Unavailable)
-        }
-        Err(_) => {
-            s.api.fail("the store is closed");
-            Err(ApiError::Unavailable)
-        }
-    }
+    s.api.durable(rx).await
 }
 
 /// One drop request of a list: the address and location, or the field errors.
@@ -272,6 +266,12 @@ async fn metrics(State(s): St) -> Response {
     if let Some((node, st)) = &s.bus {
         crate::bus::render_metrics(st, node, &mut b);
     }
+    s.scan.render(&mut b);
+    let _ = writeln!(
+        b,
+        "# HELP catchd_watchlist_items items on the watchlist or blacklist\n# TYPE catchd_watchlist_items gauge\ncatchd_watchlist_items {}",
+        s.watchlist.list.len()
+    );
     crate::manager::render_metrics(&s.blockers, &mut b);
     let c = &s.core;
     let _ = writeln!(

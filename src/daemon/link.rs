@@ -61,6 +61,11 @@ impl Link {
         }))
     }
 
+    /// The user blocks are made as.
+    pub fn who(&self) -> UserId {
+        self.who
+    }
+
     /// Ends the registry block of a rule (a NetControl removal), if it is still in force.
     fn end(&mut self, id: RuleId, reason: &str) {
         let why = if reason.is_empty() {

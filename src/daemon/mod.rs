@@ -13,13 +13,13 @@ pub mod cluster;
 pub mod core;
 pub mod http;
 pub mod link;
+pub mod logscan;
 pub mod replica;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::auth::{Role, User};
 use crate::bhr::api::{self, AppState, Users};
 use crate::capture::{Live, LiveError, LiveOptions};
 use crate::cnr::{Backend, Config as EngineConfig, Engine};
@@ -27,7 +27,6 @@ use crate::config::Config;
 use crate::packet::Sightings;
 use crate::sensor::{Sensor, Sighting};
 use crate::server::{self, Opened};
-use crate::store::{Store, Write};
 use crate::zeeklog::{Format, LogSet};
 
 use self::core::{Command, Core, CoreMetrics};
@@ -65,6 +64,9 @@ pub enum Error {
     /// The event bus could not start.
     #[error(transparent)]
     Bus(#[from] crate::bus::Error),
+    /// The log scanner could not start.
+    #[error("scan: {0}")]
+    Scan(String),
 }
 
 /// Opens the configured interfaces.
@@ -122,27 +124,6 @@ fn join_bus(
     Ok((proxy, node, rx))
 }
 
-/// The user catch-and-release's blocks are made as, created on first start.
-fn cnr_user(store: &Store, users: &mut Vec<User>) -> Result<u32, Error> {
-    if let Some(u) = users.iter().find(|u| u.name == CNR_USER) {
-        return Ok(u.id);
-    }
-    let db = |e: crate::store::Error| Error::Server(server::Error::Store(e));
-    let u = User {
-        id: store.next_user_id_blocking().map_err(db)?,
-        name: CNR_USER.to_string(),
-        role: Role::Blocker,
-        token_hash: None,
-        password_hash: None,
-    };
-    store
-        .commit_blocking(vec![Write::User(u.clone())])
-        .map_err(db)?;
-    let id = u.id;
-    users.push(u);
-    Ok(id)
-}
-
 /// Runs as `user` from now on (the captures, database, logs and socket stay open).
 fn drop_privileges(user: &str) -> Result<(), Error> {
     use nix::unistd::{Uid, User as PwUser, setgid, setgroups, setuid};
@@ -182,8 +163,11 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         mut users,
         watch,
         cr_clock,
+        scan_positions,
+        watchlist: watch_entries,
     } = server::open(config)?;
-    let who = cnr_user(&store, &mut users)?;
+    let watchlist_who = server::system_user(&store, &mut users, server::WATCHLIST_USER)?;
+    let who = server::system_user(&store, &mut users, CNR_USER)?;
     let format = if config.logs.json {
         Format::Json
     } else {
@@ -305,6 +289,17 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         }));
     }
     let stop_capture = Arc::new(AtomicBool::new(false));
+    let scan_metrics = Arc::new(logscan::ScanMetrics::default());
+    let scan_thread = logscan::spawn(
+        config,
+        &scan_positions,
+        cmd_tx.clone(),
+        stop_capture.clone(),
+        scan_metrics.clone(),
+    )
+    .map_err(Error::Scan)?;
+    let (watchlist_routes, wl_api) =
+        server::watchlist(config, &state, watch_entries, watchlist_who)?;
     let rule = Sightings {
         any_packet: config.capture.any_packet,
     };
@@ -330,12 +325,18 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         started: std::time::Instant::now(),
         blockers,
         bus: bus_stats,
+        scan: scan_metrics,
+        watchlist: wl_api.clone(),
     });
     let (stop_managers, managers_stop) = tokio::sync::watch::channel(false);
 
     let served = rt.block_on(async {
         tokio::spawn(server::reload_users(state.clone(), store.clone()));
         tokio::spawn(rotate_on_hup(cmd_tx.clone()));
+        tokio::spawn(crate::watchlist::api::sweep(
+            wl_api,
+            std::time::Duration::from_secs(60),
+        ));
         let mut running = Vec::new();
         for m in managers {
             running.push(tokio::spawn(m.run(managers_stop.clone())));
@@ -351,7 +352,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
             // Capture first: no new sightings while requests finish.
             stop.store(true, Ordering::Relaxed);
         };
-        let served = api::serve(listener, state.clone(), Some(http::router(cr)), shutdown).await;
+        let served = api::serve(listener, state.clone(), Some(http::router(cr).merge(watchlist_routes)), shutdown).await;
         // Block managers finish the step they are in (a batch is applied and
         // acknowledged, or not applied) before the store closes.
         let _ = stop_managers.send(true);
@@ -363,6 +364,9 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
     stop_capture.store(true, Ordering::Relaxed);
     for s in sensors {
         s.join();
+    }
+    if let Some(t) = scan_thread {
+        let _ = t.join();
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     if cmd_tx.send(Command::Stop { reply: tx }).is_ok() {

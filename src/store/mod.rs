@@ -44,6 +44,10 @@ pub enum Write {
     Unwatch(Addr),
     /// The network time catch-and-release's stored state is current to.
     CrClock(crate::time::Time),
+    /// Where the log scanner is in a file (by path).
+    ScanPosition(String, crate::scan::tail::Position),
+    /// A watchlist entry by key (`None`: deleted).
+    WatchItem(String, Option<crate::watchlist::Entry>),
 }
 
 /// Everything stored, as loaded at start-up.
@@ -63,6 +67,10 @@ pub struct Snapshot {
     pub watch: Vec<(Addr, WatchState)>,
     /// The time that state is current to (`None` before catch-and-release first ran).
     pub cr_clock: Option<crate::time::Time>,
+    /// The log scanner's positions, by path.
+    pub scan_positions: Vec<(String, crate::scan::tail::Position)>,
+    /// The watchlist's entries, by key.
+    pub watchlist: Vec<(String, crate::watchlist::Entry)>,
 }
 
 /// Why the store failed.

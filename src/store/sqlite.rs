@@ -78,6 +78,20 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     );",
+    // 3: where the log scanner is in each file, and the watchlist.
+    "CREATE TABLE scan_position (
+        path TEXT PRIMARY KEY,
+        dev INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        first_line INTEGER NOT NULL,
+        offset INTEGER NOT NULL
+    );
+    CREATE TABLE watchlist (
+        key TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        watch_until INTEGER,
+        block_until INTEGER
+    );",
 ];
 
 /// A SQLite database file.
@@ -367,6 +381,35 @@ impl Backend for Sqlite {
             .optional()
             .map_err(db)?
             .map(time);
+        let scan_positions = all(
+            c,
+            "SELECT path, dev, inode, first_line, offset FROM scan_position",
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    crate::scan::tail::Position {
+                        dev: r.get::<_, i64>(1)? as u64,
+                        inode: r.get::<_, i64>(2)? as u64,
+                        first_line: r.get::<_, i64>(3)? as u64,
+                        offset: r.get::<_, i64>(4)? as u64,
+                    },
+                ))
+            },
+        )?;
+        let watchlist = all(
+            c,
+            "SELECT key, failures, watch_until, block_until FROM watchlist",
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    crate::watchlist::Entry {
+                        failures: r.get(1)?,
+                        watch_until: r.get::<_, Option<i64>>(2)?.map(time),
+                        block_until: r.get::<_, Option<i64>>(3)?.map(time),
+                    },
+                ))
+            },
+        )?;
         Ok(Snapshot {
             blocks,
             entries,
@@ -375,6 +418,8 @@ impl Backend for Sqlite {
             users: self.users()?,
             watch,
             cr_clock,
+            scan_positions,
+            watchlist,
         })
     }
 
@@ -517,6 +562,35 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> 
         Write::Unwatch(a) => {
             tx.prepare_cached("DELETE FROM cr_watch WHERE addr = ?1")?
                 .execute([a.to_string()])?;
+        }
+        Write::ScanPosition(path, p) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO scan_position (path, dev, inode, first_line, offset)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                path,
+                p.dev as i64,
+                p.inode as i64,
+                p.first_line as i64,
+                p.offset as i64
+            ])?;
+        }
+        Write::WatchItem(key, Some(e)) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO watchlist (key, failures, watch_until, block_until)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                key,
+                e.failures,
+                e.watch_until.map(us),
+                e.block_until.map(us)
+            ])?;
+        }
+        Write::WatchItem(key, None) => {
+            tx.prepare_cached("DELETE FROM watchlist WHERE key = ?1")?
+                .execute([key])?;
         }
         Write::CrClock(t) => {
             tx.prepare_cached("INSERT OR REPLACE INTO cr_meta (key, value) VALUES ('clock', ?1)")?

@@ -9,4 +9,5 @@ mod replay;
 mod scan;
 mod serve;
 mod support;
+mod watchlist;
 mod zeek_scripts;

@@ -360,3 +360,106 @@ fn scan_blocks_through_a_running_catchd() {
     );
     assert!(d.terminate().success());
 }
+
+fn now_line(msg: &str) -> String {
+    format!(
+        "{} gw {msg}\n",
+        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+    )
+}
+
+fn append(p: &Path, lines: &[String]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .unwrap();
+    for l in lines {
+        f.write_all(l.as_bytes()).unwrap();
+    }
+}
+
+fn failures(ip: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            now_line(&format!(
+                "sshd[{}]: Failed password for root from {ip} port 22 ssh2",
+                100 + i
+            ))
+        })
+        .collect()
+}
+
+fn scan_metric(d: &crate::serve::process::Server, name: &str) -> u64 {
+    let (_, m) = d.request("GET", "/metrics", None, None);
+    m.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn catchd_run_follows_logs_across_restarts_and_rotation() {
+    let logdir = tempfile::tempdir().unwrap();
+    let auth = logdir.path().join("auth.log");
+    append(
+        &auth,
+        &[now_line("sshd[1]: Server listening on 0.0.0.0 port 22.")],
+    );
+    let f = Files::new(&format!(
+        "[scan]\nfiles = [\"{}\"]\npoll_interval = \"50ms\"\n",
+        auth.display()
+    ));
+    let watched = |d: &crate::serve::process::Server, ip: &str| {
+        d.json(&format!("/api/v1/cr/{ip}"), &f.ops)["watch_until"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    };
+    let wait = |what: &str, mut c: Box<dyn FnMut() -> bool + '_>| {
+        let t = std::time::Instant::now();
+        while !c() {
+            assert!(t.elapsed().as_secs() < 10, "timed out: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let d = f.start(&[]);
+    // Started at the end of the file (as tail -F): the old line is not read.
+    append(&auth, &failures("203.0.113.31", 5));
+    wait("A blocked", Box::new(|| watched(&d, "203.0.113.31")));
+    let info = d.json("/api/v1/cr/203.0.113.31", &f.ops);
+    assert_eq!(info["location"], "scan:sshd-failed");
+    assert_eq!(scan_metric(&d, "catchd_scan_lines_total"), 5);
+    // Two failures of B, then a restart, with three more written while down.
+    append(&auth, &failures("203.0.113.32", 2));
+    wait(
+        "read",
+        Box::new(|| scan_metric(&d, "catchd_scan_lines_total") == 7),
+    );
+    assert!(d.terminate().success());
+    append(&auth, &failures("203.0.113.32", 3));
+    let d = f.start(&[]);
+    // Only the three new lines are read: nothing twice, nothing missed.
+    wait(
+        "resumed",
+        Box::new(|| scan_metric(&d, "catchd_scan_lines_total") == 3),
+    );
+    assert!(
+        !watched(&d, "203.0.113.32"),
+        "counts start over after a restart"
+    );
+    append(&auth, &failures("203.0.113.32", 2));
+    wait("B blocked", Box::new(|| watched(&d, "203.0.113.32")));
+    // Rotation: the old file's last lines and the new file's are both read.
+    append(&auth, &failures("203.0.113.33", 2));
+    std::fs::rename(&auth, logdir.path().join("auth.log.1")).unwrap();
+    append(&auth, &failures("203.0.113.33", 3));
+    wait(
+        "C blocked across the rotation",
+        Box::new(|| watched(&d, "203.0.113.33")),
+    );
+    assert!(scan_metric(&d, "catchd_scan_rotations_total") >= 1);
+    assert!(d.terminate().success());
+}

@@ -87,7 +87,7 @@ async fn change<T>(
         let out = f(&mut reg, now, &mut ch)?;
         (out, submit(s, ch))
     };
-    durable(s, rx).await?;
+    s.durable(rx).await?;
     Ok(out)
 }
 
@@ -100,20 +100,6 @@ fn view<T>(s: &AppState, f: impl FnOnce(&Registry) -> T) -> T {
 
 /// Waits for the store. If it failed, memory holds changes the disk does not, so the
 /// server stops (to be restarted from what is durable) and the request gets a 503.
-async fn durable(
-    s: &AppState,
-    rx: tokio::sync::oneshot::Receiver<std::result::Result<(), crate::store::Error>>,
-) -> Result<()> {
-    let r = match rx.await {
-        Ok(r) => r,
-        Err(_) => Err(crate::store::Error::Closed),
-    };
-    r.map_err(|e| {
-        s.fail(&e.to_string());
-        ApiError::Unavailable
-    })
-}
-
 fn names(s: &AppState) -> HashMap<UserId, String> {
     s.users.names()
 }

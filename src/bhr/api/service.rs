@@ -49,6 +49,28 @@ impl AppState {
     /// # Errors
     /// The registry's refusal (BHR's `non_field_errors` text).
     pub fn add_block_at(&self, req: &NewBlock, now: Time) -> Result<(u64, bool, Receipt), Refused> {
+        self.add_block_with(req, now, false)
+    }
+
+    /// [`add_block_at`](AppState::add_block_at), telling the listener as the handlers do
+    /// (for blocks made outside catch-and-release: log scans, the watchlist).
+    ///
+    /// # Errors
+    /// The registry's refusal.
+    pub fn add_block_published(
+        &self,
+        req: &NewBlock,
+        now: Time,
+    ) -> Result<(u64, bool, Receipt), Refused> {
+        self.add_block_with(req, now, true)
+    }
+
+    fn add_block_with(
+        &self,
+        req: &NewBlock,
+        now: Time,
+        publish: bool,
+    ) -> Result<(u64, bool, Receipt), Refused> {
         let names = self.users().names();
         let (id, created, rx) = {
             let mut reg = self.registry();
@@ -58,6 +80,9 @@ impl AppState {
             })?;
             let mut ch = Vec::new();
             let added = reg.add_block(req, now, &mut ch);
+            if publish {
+                self.publish(&ch);
+            }
             (added.id, added.created, self.submit_quietly(ch))
         };
         self.new_blocks.notify_waiters();
@@ -77,6 +102,22 @@ impl AppState {
         let mut ch = Vec::new();
         reg.unblock_now(&cidr, who, why, now, &mut ch);
         Some(self.submit_quietly(ch))
+    }
+
+    /// Waits for a change to be durable. A failed commit marks the server failed (it
+    /// stops) and answers 503.
+    ///
+    /// # Errors
+    /// [`ApiError::Unavailable`](super::ApiError::Unavailable).
+    pub async fn durable(&self, rx: Receipt) -> Result<(), super::ApiError> {
+        let r = match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(store::Error::Closed),
+        };
+        r.map_err(|e| {
+            self.fail(&e.to_string());
+            super::ApiError::Unavailable
+        })
     }
 
     /// The store.
