@@ -912,7 +912,7 @@ impl Config {
             }
             sc.files = v;
         }
-        if let Some(p) = scan.rules {
+        if let Some(p) = scan.rules.filter(|p| !p.as_os_str().is_empty()) {
             let text = std::fs::read_to_string(&p)
                 .map_err(|e| invalid("scan.rules", format!("{}: {e}", p.display())))?;
             crate::scan::rules::Rules::parse(&text, &p.display().to_string())
