@@ -139,17 +139,105 @@ pub fn hash_password(password: &str) -> String {
         .to_string()
 }
 
-/// Whether `password` matches a stored hash.
+/// Whether `password` matches a stored hash: catchd's argon2 PHC strings, or Django's
+/// `pbkdf2_sha256$<iterations>$<salt>$<base64>` (users imported from BHR keep their
+/// passwords).
 pub fn verify_password(password: &str, hash: &str) -> bool {
+    if let Some(rest) = hash.strip_prefix("pbkdf2_sha256$") {
+        return verify_django_pbkdf2(password, rest);
+    }
     use argon2::PasswordVerifier;
     argon2::Argon2::default()
         .verify_password(password.as_bytes(), hash)
         .is_ok()
 }
 
+/// The most PBKDF2 iterations accepted (Django 5 uses 870 000): a stored hash cannot make
+/// a login take minutes.
+const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+
+fn verify_django_pbkdf2(password: &str, rest: &str) -> bool {
+    use base64::Engine;
+    let mut parts = rest.splitn(3, '$');
+    let (Some(iters), Some(salt), Some(want)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(iters) = iters.parse::<u32>() else {
+        return false;
+    };
+    if iters == 0 || iters > MAX_PBKDF2_ITERATIONS {
+        return false;
+    }
+    let Ok(want) = base64::engine::general_purpose::STANDARD.decode(want) else {
+        return false;
+    };
+    let got = pbkdf2_sha256(password.as_bytes(), salt.as_bytes(), iters);
+    // Constant time.
+    want.len() == got.len() && want.iter().zip(got).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// PBKDF2-HMAC-SHA256 with a 32-byte output (one block).
+pub fn pbkdf2_sha256(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    let mut msg = salt.to_vec();
+    msg.extend_from_slice(&1u32.to_be_bytes());
+    let mut u = hmac_sha256(password, &msg);
+    let mut t = u;
+    for _ in 1..iterations {
+        u = hmac_sha256(password, &u);
+        for (x, y) in t.iter_mut().zip(u) {
+            *x ^= y;
+        }
+    }
+    t
+}
+
+/// HMAC-SHA256 (RFC 2104).
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(msg);
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn django_password_hashes_verify() {
+        // RFC 7914 §11 (PBKDF2-HMAC-SHA256 test vector, first 32 bytes).
+        let k = pbkdf2_sha256(b"passwd", b"salt", 1);
+        assert_eq!(
+            k.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc"
+        );
+        // A hash as Django's PBKDF2PasswordHasher writes it.
+        use base64::Engine;
+        let dk = pbkdf2_sha256(b"s3cret", b"NaCl0123", 1000);
+        let stored = format!(
+            "pbkdf2_sha256$1000$NaCl0123${}",
+            base64::engine::general_purpose::STANDARD.encode(dk)
+        );
+        assert!(verify_password("s3cret", &stored));
+        assert!(!verify_password("s3cre", &stored));
+        assert!(!verify_password("s3cret", "pbkdf2_sha256$0$x$y"));
+        assert!(!verify_password("s3cret", "pbkdf2_sha256$99999999999$x$y"));
+        assert!(!verify_password("s3cret", "pbkdf2_sha256$1000$NaCl0123"));
+        assert!(!verify_password(
+            "s3cret",
+            "pbkdf2_sha256$1000$NaCl0123$***"
+        ));
+    }
 
     #[test]
     fn roles_match_bhr_groups() {

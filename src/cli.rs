@@ -64,6 +64,26 @@ pub enum Command {
     /// Scan log files for failed logins (BlockHosts / fail2ban style) and block the
     /// addresses that cross a jail's threshold, through a running catchd.
     Scan(Box<ScanArgs>),
+
+    /// Import an original BHR (bhr-site) PostgreSQL database: blocks, entries, whitelist,
+    /// source blacklist, users and their tokens (run while catchd is stopped).
+    ImportBhr(ImportBhrArgs),
+}
+
+/// `catchd import-bhr`.
+#[derive(Debug, Args)]
+pub struct ImportBhrArgs {
+    /// The BHR database, e.g. `postgres://bhr:secret@db.example.org/bhr`.
+    #[arg(value_name = "URL")]
+    pub url: String,
+
+    /// Read and check everything, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Where the configuration and database are.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// `catchd scan`.
@@ -515,7 +535,53 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Manager(args) => manager_cmd(*args),
         Command::Proxy(args) => proxy_cmd(&args),
         Command::Scan(args) => scan_cmd(*args),
+        Command::ImportBhr(args) => import_bhr_cmd(&args),
     }
+}
+
+fn import_bhr_cmd(a: &ImportBhrArgs) -> anyhow::Result<()> {
+    use crate::bhr::import;
+    if !a.url.starts_with("postgres://") && !a.url.starts_with("postgresql://") {
+        return Err(InputError(format!(
+            "{:?} is not a postgres:// URL (or the key=value form)",
+            a.url
+        ))
+        .into());
+    }
+    let c = a.store.load()?;
+    let rt = crate::server::runtime()?;
+    let got = rt.block_on(import::read(&a.url))?;
+    let _lock = crate::store::OwnerLock::acquire(&c.server.db)?;
+    let store = crate::store::Store::open_sqlite(&c.server.db)?;
+    let have = store.load_blocking()?;
+    let writes = import::plan(&have, &got, crate::time::Time::now())
+        .map_err(|e| InputError(e.to_string()))?;
+    let tokens = got.users.iter().filter(|u| u.token_hash.is_some()).count();
+    let summary = format!(
+        "{} users ({tokens} with tokens), {} blocks, {} block entries, {} whitelist entries, \
+         {} blacklisted sources",
+        got.users.len(),
+        got.blocks.len(),
+        got.entries.len(),
+        got.whitelist.len(),
+        got.source_blacklist.len()
+    );
+    for s in &got.skipped_users {
+        eprintln!("catchd: note: {s}");
+    }
+    if got.renumbered > 0 {
+        eprintln!(
+            "catchd: note: {} blocks and entries were renumbered to close gaps in BHR's ids",
+            got.renumbered
+        );
+    }
+    if a.dry_run {
+        println!("would import {summary} into {}", c.server.db.display());
+        return Ok(());
+    }
+    store.commit_blocking(writes)?;
+    println!("imported {summary} into {}", c.server.db.display());
+    Ok(())
 }
 
 fn scan_rules(a: &ScanArgs) -> anyhow::Result<crate::scan::rules::Rules> {

@@ -6,5 +6,6 @@
 
 pub mod api;
 pub mod duration;
+pub mod import;
 pub mod model;
 pub mod registry;

@@ -18,8 +18,8 @@ pub mod api;
 
 use std::sync::Arc;
 
+use crate::auth::hmac_sha256;
 use dashmap::DashMap;
-use sha2::{Digest, Sha256};
 
 use crate::time::{Interval, Time};
 
@@ -131,23 +131,6 @@ pub enum Error {
         /// What went wrong.
         msg: String,
     },
-}
-
-/// HMAC-SHA256 (RFC 2104).
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(msg);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
 }
 
 /// Reads the key file, or (when `may_create`) makes one with 32 random bytes (mode 0600).

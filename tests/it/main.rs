@@ -5,6 +5,8 @@ mod baselines;
 mod bus;
 mod daemon;
 mod enforce;
+mod import;
+mod pg;
 mod replay;
 mod scan;
 mod serve;
