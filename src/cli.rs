@@ -552,7 +552,7 @@ fn import_bhr_cmd(a: &ImportBhrArgs) -> anyhow::Result<()> {
     let rt = crate::server::runtime()?;
     let got = rt.block_on(import::read(&a.url))?;
     let _lock = crate::store::OwnerLock::acquire(&c.server.db)?;
-    let store = crate::store::Store::open_sqlite(&c.server.db)?;
+    let store = crate::store::Store::open(&c.server.db)?;
     let have = store.load_blocking()?;
     let writes = import::plan(&have, &got, crate::time::Time::now())
         .map_err(|e| InputError(e.to_string()))?;
@@ -1091,7 +1091,7 @@ fn check_user_name(name: &str) -> anyhow::Result<()> {
 
 fn open_store(a: &StoreArgs) -> anyhow::Result<Store> {
     let c = a.load()?;
-    Ok(Store::open_sqlite(&c.server.db)?)
+    Ok(Store::open_for_users(&c.server.db)?)
 }
 
 fn find_user(store: &Store, name: &str, db: &Path) -> anyhow::Result<User> {
@@ -1165,7 +1165,7 @@ fn user_cmd(cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Token { name, store: args } => {
             let c = args.load()?;
-            let store = Store::open_sqlite(&c.server.db)?;
+            let store = Store::open_for_users(&c.server.db)?;
             let mut user = find_user(&store, &name, &c.server.db)?;
             let token = auth::new_token();
             user.token_hash = Some(auth::hash_token(&token));
@@ -1174,7 +1174,7 @@ fn user_cmd(cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Password { name, store: args } => {
             let c = args.load()?;
-            let store = Store::open_sqlite(&c.server.db)?;
+            let store = Store::open_for_users(&c.server.db)?;
             let mut user = find_user(&store, &name, &c.server.db)?;
             user.password_hash = Some(auth::hash_password(&read_password()?));
             store.commit_blocking(vec![Write::User(user)])?;
@@ -1182,7 +1182,7 @@ fn user_cmd(cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Remove { name, store: args } => {
             let c = args.load()?;
-            let store = Store::open_sqlite(&c.server.db)?;
+            let store = Store::open_for_users(&c.server.db)?;
             let user = find_user(&store, &name, &c.server.db)?;
             store.commit_blocking(vec![Write::UserDeleted(user.id)])?;
             Ok(())

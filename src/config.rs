@@ -7,7 +7,7 @@
 //! ```toml
 //! [server]
 //! listen = "127.0.0.1:8000"
-//! db = "catchd-data/catchd.db"
+//! db = "catchd-data/catchd.db"  # or postgres://user:pass@host/db (also top-level `store`)
 //! max_body = 4194304          # bytes
 //! request_timeout = "90s"
 //! max_long_poll = "60s"
@@ -421,6 +421,8 @@ impl Default for Config {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    /// The database: a SQLite path or a `postgres://` URL (same as `server.db`).
+    store: Option<String>,
     #[serde(default)]
     server: ServerFile,
     #[serde(default)]
@@ -629,6 +631,21 @@ impl Config {
                 return Err(invalid("server.db", "must not be empty".into()));
             }
             c.server.db = db;
+        }
+        if let Some(store) = file.store {
+            if store.is_empty() {
+                return Err(invalid("store", "must not be empty".into()));
+            }
+            if store.contains("://") && !crate::store::is_postgres(std::path::Path::new(&store)) {
+                return Err(invalid(
+                    "store",
+                    format!(
+                        "`{}` is neither a file nor a postgres:// URL",
+                        crate::store::redact(&store)
+                    ),
+                ));
+            }
+            c.server.db = PathBuf::from(store);
         }
         let l = &mut c.server.limits;
         if let Some(n) = s.max_body {

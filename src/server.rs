@@ -138,7 +138,7 @@ pub struct Opened {
 pub fn open(config: &Config) -> Result<Opened, Error> {
     let db = &config.server.db;
     let lock = OwnerLock::acquire(db)?;
-    let store = Store::open_sqlite(db)?;
+    let store = Store::open(db)?;
     let snap = store.load_blocking()?;
     let (blocks, entries) = (snap.blocks.len(), snap.entries.len());
     let registry = Registry::restore(
@@ -149,7 +149,8 @@ pub fn open(config: &Config) -> Result<Opened, Error> {
         snap.whitelist,
         snap.source_blacklist,
     )?;
-    tracing::info!(db = %db.display(), blocks, entries, "Store opened.");
+    let shown = crate::store::redact(&db.display().to_string());
+    tracing::info!(db = %shown, blocks, entries, "Store opened.");
     Ok(Opened {
         lock,
         store,

@@ -9,6 +9,7 @@
 //! The SQL lives behind [`Backend`] ([`Sqlite`] is the embedded default), so another
 //! database can be added without touching the API.
 
+mod postgres;
 mod sqlite;
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,14 @@ use crate::bhr::model::{Block, Entry, SourceBlacklistEntry, UserId, WhitelistEnt
 use crate::bhr::registry::Change;
 use crate::cnr::WatchState;
 
+pub use postgres::{Postgres, redact};
 pub use sqlite::Sqlite;
+
+/// Whether a database setting is a PostgreSQL URL rather than a SQLite file.
+pub fn is_postgres(db: &Path) -> bool {
+    db.to_str()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+}
 
 /// Jobs the writer takes into one transaction at most.
 const MAX_BATCH: usize = 4096;
@@ -151,7 +159,7 @@ enum Job {
 /// ids.
 #[derive(Debug)]
 pub struct OwnerLock {
-    _file: std::fs::File,
+    _file: Option<std::fs::File>,
 }
 
 impl OwnerLock {
@@ -160,6 +168,10 @@ impl OwnerLock {
     /// # Errors
     /// [`Error::Open`], saying another process holds it.
     pub fn acquire(db: &Path) -> Result<OwnerLock, Error> {
+        if is_postgres(db) {
+            // PostgreSQL: the backend's advisory lock does this.
+            return Ok(OwnerLock { _file: None });
+        }
         let mut name = db.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);
@@ -177,7 +189,7 @@ impl OwnerLock {
             .open(&path)
             .map_err(|e| open_err(e.to_string()))?;
         match file.try_lock() {
-            Ok(()) => Ok(OwnerLock { _file: file }),
+            Ok(()) => Ok(OwnerLock { _file: Some(file) }),
             Err(std::fs::TryLockError::WouldBlock) => Err(open_err(
                 "another catchd process is serving this database".into(),
             )),
@@ -201,6 +213,56 @@ impl Store {
     /// [`Error::Open`] if it cannot be opened or migrated.
     pub fn open_sqlite(path: &Path) -> Result<Store, Error> {
         let backend = Sqlite::open(path)?;
+        Store::start(backend)
+    }
+
+    /// Opens the database `db` names: a `postgres://` URL, or a SQLite file.
+    ///
+    /// # Errors
+    /// [`Error::Open`].
+    pub fn open(db: &Path) -> Result<Store, Error> {
+        match db.to_str().filter(|_| is_postgres(db)) {
+            Some(url) => Store::open_postgres(url),
+            None => Store::open_sqlite(db),
+        }
+    }
+
+    /// Opens `db` to manage users while a server may be running (`catchd user`): SQLite
+    /// allows that, and on PostgreSQL the writer lock is not taken (user rows are
+    /// independent of the registry; servers reload them).
+    ///
+    /// # Errors
+    /// [`Error::Open`].
+    pub fn open_for_users(db: &Path) -> Result<Store, Error> {
+        match db.to_str().filter(|_| is_postgres(db)) {
+            Some(url) => {
+                let u = url.to_string();
+                let backend = std::thread::spawn(move || Postgres::open_shared(&u))
+                    .join()
+                    .map_err(|_| Error::Open {
+                        path: redact(url).into(),
+                        msg: "the connection thread panicked".into(),
+                    })??;
+                Store::start(backend)
+            }
+            None => Store::open_sqlite(db),
+        }
+    }
+
+    /// Connects to PostgreSQL, migrates, takes the writer lock and starts the writer
+    /// thread. (The connection is made on a thread of its own: the synchronous client
+    /// cannot start inside an async runtime.)
+    ///
+    /// # Errors
+    /// [`Error::Open`].
+    pub fn open_postgres(url: &str) -> Result<Store, Error> {
+        let u = url.to_string();
+        let backend = std::thread::spawn(move || Postgres::open(&u))
+            .join()
+            .map_err(|_| Error::Open {
+                path: redact(url).into(),
+                msg: "the connection thread panicked".into(),
+            })??;
         Store::start(backend)
     }
 

@@ -7,6 +7,7 @@ mod daemon;
 mod enforce;
 mod import;
 mod pg;
+mod pgstore;
 mod replay;
 mod scan;
 mod serve;

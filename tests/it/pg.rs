@@ -11,6 +11,16 @@ pub struct Cluster {
     pub port: u16,
 }
 
+fn pg_ctl_start(bin: &std::path::Path, dir: &std::path::Path, port: u16) {
+    as_postgres(&format!(
+        "{}/pg_ctl -D {} -l {} -w -o '-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off' start >/dev/null",
+        bin.display(),
+        dir.join("data").display(),
+        dir.join("pg.log").display(),
+        dir.join("sock").display()
+    ));
+}
+
 fn pg_bin() -> PathBuf {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .expect("PostgreSQL is not installed (apt-get install postgresql)")
@@ -64,14 +74,22 @@ impl Cluster {
             .local_addr()
             .unwrap()
             .port();
-        as_postgres(&format!(
-            "{}/pg_ctl -D {} -l {} -w -o '-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off' start >/dev/null",
-            bin.display(),
-            data.display(),
-            log.display(),
-            sock.display()
-        ));
+        pg_ctl_start(&bin, dir.path(), port);
         Cluster { dir, bin, port }
+    }
+
+    /// Stops the server (fast shutdown: connections are cut).
+    pub fn stop(&self) {
+        as_postgres(&format!(
+            "{}/pg_ctl -D {} -m fast -w stop >/dev/null",
+            self.bin.display(),
+            self.dir.path().join("data").display()
+        ));
+    }
+
+    /// Starts it again on the same port.
+    pub fn start_again(&self) {
+        pg_ctl_start(&self.bin, self.dir.path(), self.port);
     }
 
     /// A connection URL for database `db`.

@@ -207,7 +207,7 @@ async fn permissions_follow_the_bhr_groups() {
 #[tokio::test]
 async fn users_added_or_changed_while_running() {
     let api = Api::new().await;
-    let store = catchd::store::Store::open_sqlite(&api.dir.path().join("t.db")).unwrap();
+    let store = catchd::store::Store::open_for_users(&api.db).unwrap();
     let user = User {
         id: 10,
         name: "late".into(),

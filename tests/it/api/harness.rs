@@ -102,6 +102,50 @@ pub struct Api {
     router: Router,
     clock: Arc<AtomicI64>,
     pub dir: tempfile::TempDir,
+    /// The database: a SQLite file in `dir`, or, with `CATCHD_TEST_PG` set (a
+    /// `postgres://` URL of a server the test may create databases on), a PostgreSQL
+    /// database of its own.
+    pub db: std::path::PathBuf,
+}
+
+/// A new database for one test: SQLite in `dir`, or PostgreSQL (see [`Api::db`]).
+pub fn test_db(dir: &std::path::Path) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let Ok(base) = std::env::var("CATCHD_TEST_PG") else {
+        return dir.join("t.db");
+    };
+    let name = format!(
+        "catchd_t{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let b = base.clone();
+    let n = name.clone();
+    // The synchronous client cannot run inside the test's runtime: a thread of its own.
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&b, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {n}")).unwrap();
+    })
+    .join()
+    .unwrap();
+    let (head, _) = base.rsplit_once('/').expect("a URL with a database");
+    std::path::PathBuf::from(format!("{head}/{name}"))
+}
+
+/// Opens a test database; on PostgreSQL, waits for the previous server's session (and
+/// its writer lock) to end after a restart.
+pub fn open_store(db: &std::path::Path) -> Store {
+    let start = std::time::Instant::now();
+    loop {
+        match Store::open(db) {
+            Ok(s) => return s,
+            Err(e) if start.elapsed() < std::time::Duration::from_secs(10) => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 impl Api {
@@ -113,7 +157,8 @@ impl Api {
     /// [`T0`]).
     pub async fn with(settings: Settings, setup: impl FnOnce(&mut Registry)) -> Api {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&dir.path().join("t.db")).unwrap();
+        let db = test_db(dir.path());
+        let store = open_store(&db);
         let mut reg = Registry::new(settings.clone());
         reg.advance(T0);
         setup(&mut reg);
@@ -129,10 +174,16 @@ impl Api {
             .chain(users().into_iter().map(catchd::store::Write::User))
             .collect();
         store.commit(snapshot_writes).await.unwrap();
-        Api::on(reg, store, dir, settings)
+        Api::on(reg, store, dir, db, settings)
     }
 
-    fn on(reg: Registry, store: Store, dir: tempfile::TempDir, settings: Settings) -> Api {
+    fn on(
+        reg: Registry,
+        store: Store,
+        dir: tempfile::TempDir,
+        db: std::path::PathBuf,
+        settings: Settings,
+    ) -> Api {
         let clock = Arc::new(AtomicI64::new(T0.as_micros()));
         let c = clock.clone();
         let state = AppState::new(
@@ -148,16 +199,18 @@ impl Api {
             settings,
             clock,
             dir,
+            db,
         }
     }
 
     /// An API whose store runs on `backend` (users are only in memory).
     pub fn with_backend(backend: impl catchd::store::Backend) -> Api {
         let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
         let store = Store::start(backend).unwrap();
         let mut reg = Registry::new(Settings::default());
         reg.advance(T0);
-        Api::on(reg, store, dir, Settings::default())
+        Api::on(reg, store, dir, db, Settings::default())
     }
 
     /// A new server on the same database (a restart), at the same time.
@@ -165,9 +218,10 @@ impl Api {
         let now = self.now();
         let settings = self.settings.clone();
         let dir = self.dir;
+        let db = self.db;
         drop(self.router);
         drop(self.state);
-        let store = Store::open_sqlite(&dir.path().join("t.db")).unwrap();
+        let store = open_store(&db);
         let snap = store.load().await.unwrap();
         let reg = Registry::restore(
             settings.clone(),
@@ -178,7 +232,7 @@ impl Api {
             snap.source_blacklist,
         )
         .unwrap();
-        let api = Api::on(reg, store, dir, settings);
+        let api = Api::on(reg, store, dir, db, settings);
         api.clock.store(now.as_micros(), Ordering::SeqCst);
         api
     }
@@ -342,4 +396,19 @@ pub fn secs_between(a: &Value, b: &Value) -> f64 {
             .timestamp_micros()
     };
     (p(b) - p(a)) as f64 / 1e6
+}
+
+/// `catchd serve` on `db`, retried while the previous server's PostgreSQL session (and
+/// its writer lock) is still going away.
+pub fn retry_start(db: &std::path::Path) -> crate::serve::process::Server {
+    let start = std::time::Instant::now();
+    loop {
+        match std::panic::catch_unwind(|| crate::serve::process::Server::start(db, &[])) {
+            Ok(s) => return s,
+            Err(e) if start.elapsed() > std::time::Duration::from_secs(10) => {
+                std::panic::resume_unwind(e)
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
 }

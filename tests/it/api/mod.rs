@@ -1,6 +1,6 @@
 //! Route-level tests of the BHR API (bhr.md §4-§8), in-process with a driven clock.
 
-mod harness;
+pub mod harness;
 
 mod auth;
 mod blocks;
