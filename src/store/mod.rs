@@ -198,6 +198,24 @@ impl OwnerLock {
     }
 }
 
+/// Connects on a thread of its own (the synchronous client cannot start inside an async
+/// runtime), as the writer or not.
+fn postgres_on_thread(url: &str, writer: bool) -> Result<Postgres, Error> {
+    let u = url.to_string();
+    std::thread::spawn(move || {
+        if writer {
+            Postgres::open(&u)
+        } else {
+            Postgres::open_shared(&u)
+        }
+    })
+    .join()
+    .map_err(|_| Error::Open {
+        path: redact(url).into(),
+        msg: "the connection thread panicked".into(),
+    })?
+}
+
 /// A handle to the writer thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -235,16 +253,7 @@ impl Store {
     /// [`Error::Open`].
     pub fn open_for_users(db: &Path) -> Result<Store, Error> {
         match db.to_str().filter(|_| is_postgres(db)) {
-            Some(url) => {
-                let u = url.to_string();
-                let backend = std::thread::spawn(move || Postgres::open_shared(&u))
-                    .join()
-                    .map_err(|_| Error::Open {
-                        path: redact(url).into(),
-                        msg: "the connection thread panicked".into(),
-                    })??;
-                Store::start(backend)
-            }
+            Some(url) => Store::start(postgres_on_thread(url, false)?),
             None => Store::open_sqlite(db),
         }
     }
@@ -256,14 +265,7 @@ impl Store {
     /// # Errors
     /// [`Error::Open`].
     pub fn open_postgres(url: &str) -> Result<Store, Error> {
-        let u = url.to_string();
-        let backend = std::thread::spawn(move || Postgres::open(&u))
-            .join()
-            .map_err(|_| Error::Open {
-                path: redact(url).into(),
-                msg: "the connection thread panicked".into(),
-            })??;
-        Store::start(backend)
+        Store::start(postgres_on_thread(url, true)?)
     }
 
     /// Starts the writer thread on a backend.
