@@ -385,8 +385,10 @@ impl Default for Logs {
 pub struct Server {
     /// Listening address.
     pub listen: SocketAddr,
-    /// The SQLite database.
+    /// The database: a SQLite file or a `postgres://` URL.
     pub db: PathBuf,
+    /// Share the PostgreSQL database with other API nodes (`catchd serve` only).
+    pub cluster: bool,
     /// Body size, time and concurrency limits.
     pub limits: Limits,
 }
@@ -397,6 +399,7 @@ impl Default for Config {
             server: Server {
                 listen: DEFAULT_LISTEN.parse().expect("valid address"),
                 db: PathBuf::from(DEFAULT_DB),
+                cluster: false,
                 limits: Limits::default(),
             },
             bhr: Settings::default(),
@@ -559,6 +562,7 @@ enum StringOrList {
 struct ServerFile {
     listen: Option<String>,
     db: Option<PathBuf>,
+    cluster: Option<bool>,
     max_body: Option<u64>,
     request_timeout: Option<String>,
     max_long_poll: Option<String>,
@@ -631,6 +635,9 @@ impl Config {
                 return Err(invalid("server.db", "must not be empty".into()));
             }
             c.server.db = db;
+        }
+        if let Some(v) = s.cluster {
+            c.server.cluster = v;
         }
         if let Some(store) = file.store {
             if store.is_empty() {

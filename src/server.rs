@@ -128,6 +128,9 @@ pub struct Opened {
     pub scan_positions: Vec<(String, crate::scan::tail::Position)>,
     /// The watchlist's entries.
     pub watchlist: Vec<(String, crate::watchlist::Entry)>,
+    /// The cluster to join (several API nodes on one database), and the change-log
+    /// position the loaded state is current to.
+    pub cluster: Option<(std::sync::Arc<crate::store::cluster::Cluster>, i64)>,
 }
 
 /// Takes the database's owner lock, opens and migrates the store, and rebuilds the
@@ -137,8 +140,23 @@ pub struct Opened {
 /// [`Error`].
 pub fn open(config: &Config) -> Result<Opened, Error> {
     let db = &config.server.db;
+    if config.server.cluster && !crate::store::is_postgres(db) {
+        return Err(Error::Store(store::Error::Open {
+            path: db.clone(),
+            msg: "server.cluster needs a postgres:// database".into(),
+        }));
+    }
     let lock = OwnerLock::acquire(db)?;
-    let store = Store::open(db)?;
+    let (store, cluster) = match db.to_str().filter(|_| config.server.cluster) {
+        Some(url) => {
+            // The log position first: what commits after it is loaded now and replayed
+            // from the log again (harmless), never missed.
+            let cluster = crate::store::cluster::Cluster::new(url);
+            let head = runtime()?.block_on(cluster.head())?;
+            (Store::open_for_users(db)?, Some((cluster, head)))
+        }
+        None => (Store::open(db)?, None),
+    };
     let snap = store.load_blocking()?;
     let (blocks, entries) = (snap.blocks.len(), snap.entries.len());
     let registry = Registry::restore(
@@ -160,6 +178,7 @@ pub fn open(config: &Config) -> Result<Opened, Error> {
         cr_clock: snap.cr_clock,
         scan_positions: snap.scan_positions,
         watchlist: snap.watchlist,
+        cluster,
     })
 }
 
@@ -175,6 +194,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         registry,
         mut users,
         watchlist: entries,
+        cluster,
         ..
     } = open(config)?;
     let who = system_user(&store, &mut users, WATCHLIST_USER)?;
@@ -195,6 +215,10 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
             api::system_clock(),
             config.server.limits.clone(),
         );
+        if let Some((c, head)) = cluster {
+            state.join_cluster(c, head);
+            tracing::info!("Joined the cluster: other nodes' changes are followed.");
+        }
         tokio::spawn(reload_users(state.clone(), store));
         let (routes, wl) = watchlist(config, &state, entries, who)?;
         tokio::spawn(crate::watchlist::api::sweep(

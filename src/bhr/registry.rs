@@ -249,6 +249,79 @@ impl Registry {
         Ok(r)
     }
 
+    /// Puts a stored row another node wrote into this registry (an upsert; deletions of
+    /// whitelist and source-blacklist rows too), keeping every index right. Rows arrive in
+    /// the order they were committed, so a new block or entry is always the next id.
+    ///
+    /// # Errors
+    /// A row that does not fit (an id beyond the next one, an entry of an unknown block,
+    /// a block whose network changed).
+    pub fn apply_stored(&mut self, ch: Change) -> Result<(), Inconsistent> {
+        match ch {
+            Change::Block(mut b) => {
+                let id = b.id;
+                let n = self.blocks.len() as u64;
+                if id == n + 1 {
+                    self.insert_block(b);
+                } else if id >= 1 && id <= n {
+                    if self.blocks[idx(id)].block.cidr != b.cidr {
+                        return Err(Inconsistent(format!("block {id} changed its network")));
+                    }
+                    b.source = self.intern(&b.source);
+                    b.why = self.intern(&b.why);
+                    b.unblock_why = self.intern(&b.unblock_why);
+                    self.modify_block(id, |blk, _, _| *blk = b);
+                } else {
+                    return Err(Inconsistent(format!(
+                        "block {id} arrived before block {}",
+                        n + 1
+                    )));
+                }
+            }
+            Change::Entry(mut e) => {
+                let (eid, bid) = (e.id, e.block);
+                if bid == 0 || bid as usize > self.blocks.len() {
+                    return Err(Inconsistent(format!(
+                        "block entry {eid} names block {bid}, which does not exist"
+                    )));
+                }
+                e.ident = self.intern(&e.ident);
+                let n = self.entries.len() as u64;
+                if eid == n + 1 {
+                    self.insert_entry(e);
+                } else if eid >= 1 && eid <= n {
+                    self.detach_block(bid);
+                    self.detach_entry(eid);
+                    self.entries[idx(eid)].0 = e;
+                    self.attach_entry(eid);
+                    self.attach_block(bid);
+                } else {
+                    return Err(Inconsistent(format!(
+                        "block entry {eid} arrived before entry {}",
+                        n + 1
+                    )));
+                }
+            }
+            Change::Whitelist(w) => {
+                self.next_whitelist = self.next_whitelist.max(w.id + 1);
+                match self.whitelist.iter_mut().find(|x| x.id == w.id) {
+                    Some(x) => *x = w,
+                    None => self.whitelist.push(w),
+                }
+            }
+            Change::WhitelistDeleted(id) => self.whitelist.retain(|w| w.id != id),
+            Change::SourceBlacklist(sb) => {
+                self.next_blacklist = self.next_blacklist.max(sb.id + 1);
+                match self.source_blacklist.iter_mut().find(|x| x.id == sb.id) {
+                    Some(x) => *x = sb,
+                    None => self.source_blacklist.push(sb),
+                }
+            }
+            Change::SourceBlacklistDeleted(id) => self.source_blacklist.retain(|x| x.id != id),
+        }
+        Ok(())
+    }
+
     /// The time the registry was last moved to.
     pub fn now(&self) -> Time {
         self.now

@@ -153,6 +153,13 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
     if config.bus.enabled && config.bus.role == crate::config::Role::Sensor {
         return replica::run(config, on_listening);
     }
+    if config.server.cluster {
+        return Err(Error::Blocker(
+            "server.cluster: several nodes on one database are supported for `catchd serve`; \
+             `catchd run` uses the database alone"
+                .into(),
+        ));
+    }
     // Everything that needs privileges, or can fail on a bad setting, before any thread;
     // the captures first, so that a wrong interface leaves nothing behind.
     let lives = open_captures(config)?;
@@ -165,6 +172,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         cr_clock,
         scan_positions,
         watchlist: watch_entries,
+        cluster: _,
     } = server::open(config)?;
     let watchlist_who = server::system_user(&store, &mut users, server::WATCHLIST_USER)?;
     let who = server::system_user(&store, &mut users, CNR_USER)?;

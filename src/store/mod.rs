@@ -9,6 +9,7 @@
 //! The SQL lives behind [`Backend`] ([`Sqlite`] is the embedded default), so another
 //! database can be added without touching the API.
 
+pub mod cluster;
 mod postgres;
 mod sqlite;
 

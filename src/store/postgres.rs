@@ -36,7 +36,8 @@ const MIGRATION_LOCK: i64 = 0x6361_7463_6d67;
 const RECONNECT_FOR: Duration = Duration::from_secs(120);
 
 /// Schema versions, applied in order; `catchd_schema` records how many ran.
-const MIGRATIONS: &[&str] = &["CREATE TABLE users (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE users (
         id BIGINT PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
         role TEXT NOT NULL,
@@ -106,7 +107,30 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE users (
         failures BIGINT NOT NULL,
         watch_until BIGINT,
         block_until BIGINT
-    );"];
+    );",
+    // 2: the change log nodes of a cluster catch up from (in commit order).
+    "CREATE TABLE catchd_log (
+        seq BIGSERIAL PRIMARY KEY,
+        kind TEXT NOT NULL,
+        id BIGINT NOT NULL,
+        at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );",
+];
+
+/// The channel a commit that changed registry rows notifies.
+pub const CHANGES_CHANNEL: &str = "catchd_changes";
+
+/// The log kind and row id of a registry change.
+pub fn log_key(ch: &Change) -> (&'static str, i64) {
+    match ch {
+        Change::Block(b) => ("block", b.id as i64),
+        Change::Entry(e) => ("entry", e.id as i64),
+        Change::Whitelist(w) => ("whitelist", w.id as i64),
+        Change::WhitelistDeleted(id) => ("whitelist", *id as i64),
+        Change::SourceBlacklist(s) => ("source_blacklist", s.id as i64),
+        Change::SourceBlacklistDeleted(id) => ("source_blacklist", *id as i64),
+    }
+}
 
 fn db(e: postgres::Error) -> Error {
     Error::Db(e.to_string())
@@ -133,6 +157,8 @@ fn is_connection(e: &postgres::Error) -> bool {
 pub struct Postgres {
     url: String,
     client: Option<Client>,
+    /// Commits since the change log was last pruned.
+    since_prune: u32,
     /// Holds the writer lock (a `catchd user` connection does not).
     writer: bool,
 }
@@ -222,6 +248,7 @@ impl Postgres {
         Ok(Postgres {
             url: url.to_string(),
             client: Some(c),
+            since_prune: 0,
             writer,
         })
     }
@@ -319,69 +346,98 @@ fn user(r: &Row) -> Result<User, Error> {
     })
 }
 
-const USER_COLUMNS: &str = "id, name, role, token_hash, password_hash";
+/// The columns [`block_row`] reads, in order.
+pub(super) const BLOCK_COLUMNS: &str = "id, cidr, who, source, why, added, unblock_at, \
+     skip_whitelist, forced_unblock, unblock_why, unblock_who";
+/// The columns [`entry_row`] reads.
+pub(super) const ENTRY_COLUMNS: &str = "id, block, ident, added, removed, unblock_at";
+/// The columns [`whitelist_row`] reads.
+pub(super) const WHITELIST_COLUMNS: &str = "id, cidr, who, why, added";
+/// The columns [`source_blacklist_row`] reads.
+pub(super) const SOURCE_BLACKLIST_COLUMNS: &str = "id, source, who, why, added";
 
-fn load(c: &mut Client) -> Result<Snapshot, Error> {
-    let q = |c: &mut Client, sql: &str| c.query(sql, &[]).map_err(db);
-    let mut blocks = Vec::new();
-    for r in q(
-        c,
-        "SELECT id, cidr, who, source, why, added, unblock_at, skip_whitelist,
-                forced_unblock, unblock_why, unblock_who FROM blocks ORDER BY id",
-    )? {
-        blocks.push(Block {
-            id: r.get::<_, i64>(0) as u64,
-            cidr: net(r.get(1))?,
-            who: r.get::<_, i64>(2) as UserId,
-            source: Arc::from(r.get::<_, String>(3)),
-            why: Arc::from(r.get::<_, String>(4)),
-            added: time(r.get(5)),
-            unblock_at: r.get::<_, Option<i64>>(6).map(time),
-            skip_whitelist: r.get(7),
-            forced_unblock: r.get(8),
-            unblock_why: Arc::from(r.get::<_, String>(9)),
-            unblock_who: r.get::<_, Option<i64>>(10).map(|v| v as UserId),
-        });
-    }
-    let entries = q(
-        c,
-        "SELECT id, block, ident, added, removed, unblock_at FROM block_entries ORDER BY id",
-    )?
-    .iter()
-    .map(|r| Entry {
+/// A `blocks` row ([`BLOCK_COLUMNS`]).
+pub(super) fn block_row(r: &Row) -> Result<Block, Error> {
+    Ok(Block {
+        id: r.get::<_, i64>(0) as u64,
+        cidr: net(r.get(1))?,
+        who: r.get::<_, i64>(2) as UserId,
+        source: Arc::from(r.get::<_, String>(3)),
+        why: Arc::from(r.get::<_, String>(4)),
+        added: time(r.get(5)),
+        unblock_at: r.get::<_, Option<i64>>(6).map(time),
+        skip_whitelist: r.get(7),
+        forced_unblock: r.get(8),
+        unblock_why: Arc::from(r.get::<_, String>(9)),
+        unblock_who: r.get::<_, Option<i64>>(10).map(|v| v as UserId),
+    })
+}
+
+/// A `block_entries` row ([`ENTRY_COLUMNS`]).
+pub(super) fn entry_row(r: &Row) -> Entry {
+    Entry {
         id: r.get::<_, i64>(0) as u64,
         block: r.get::<_, i64>(1) as u64,
         ident: Arc::from(r.get::<_, String>(2)),
         added: time(r.get(3)),
         removed: r.get::<_, Option<i64>>(4).map(time),
         unblock_at: r.get::<_, Option<i64>>(5).map(time),
-    })
-    .collect();
-    let mut whitelist = Vec::new();
-    for r in q(
-        c,
-        "SELECT id, cidr, who, why, added FROM whitelist ORDER BY id",
-    )? {
-        whitelist.push(WhitelistEntry {
-            id: r.get::<_, i64>(0) as u64,
-            cidr: net(r.get(1))?,
-            who: r.get::<_, i64>(2) as UserId,
-            why: Arc::from(r.get::<_, String>(3)),
-            added: time(r.get(4)),
-        });
     }
-    let source_blacklist = q(
-        c,
-        "SELECT id, source, who, why, added FROM source_blacklist ORDER BY id",
-    )?
-    .iter()
-    .map(|r| SourceBlacklistEntry {
+}
+
+/// A `whitelist` row ([`WHITELIST_COLUMNS`]).
+pub(super) fn whitelist_row(r: &Row) -> Result<WhitelistEntry, Error> {
+    Ok(WhitelistEntry {
+        id: r.get::<_, i64>(0) as u64,
+        cidr: net(r.get(1))?,
+        who: r.get::<_, i64>(2) as UserId,
+        why: Arc::from(r.get::<_, String>(3)),
+        added: time(r.get(4)),
+    })
+}
+
+/// A `source_blacklist` row ([`SOURCE_BLACKLIST_COLUMNS`]).
+pub(super) fn source_blacklist_row(r: &Row) -> SourceBlacklistEntry {
+    SourceBlacklistEntry {
         id: r.get::<_, i64>(0) as u64,
         source: Arc::from(r.get::<_, String>(1)),
         who: r.get::<_, i64>(2) as UserId,
         why: Arc::from(r.get::<_, String>(3)),
         added: time(r.get(4)),
-    })
+    }
+}
+
+const USER_COLUMNS: &str = "id, name, role, token_hash, password_hash";
+
+fn load(c: &mut Client) -> Result<Snapshot, Error> {
+    let q = |c: &mut Client, sql: &str| c.query(sql, &[]).map_err(db);
+    let blocks = q(
+        c,
+        &format!("SELECT {BLOCK_COLUMNS} FROM blocks ORDER BY id"),
+    )?
+    .iter()
+    .map(block_row)
+    .collect::<Result<Vec<_>, _>>()?;
+    let entries = q(
+        c,
+        &format!("SELECT {ENTRY_COLUMNS} FROM block_entries ORDER BY id"),
+    )?
+    .iter()
+    .map(entry_row)
+    .collect();
+    let whitelist = q(
+        c,
+        &format!("SELECT {WHITELIST_COLUMNS} FROM whitelist ORDER BY id"),
+    )?
+    .iter()
+    .map(whitelist_row)
+    .collect::<Result<Vec<_>, _>>()?;
+    let source_blacklist = q(
+        c,
+        &format!("SELECT {SOURCE_BLACKLIST_COLUMNS} FROM source_blacklist ORDER BY id"),
+    )?
+    .iter()
+    .map(source_blacklist_row)
     .collect();
     let mut watch = Vec::new();
     for r in q(
@@ -642,13 +698,38 @@ impl Backend for Postgres {
     fn apply(&mut self, batch: &[&[Write]]) -> Result<(), Error> {
         self.with_retry(|c| {
             let mut tx = c.transaction()?;
+            let mut logged = false;
             for writes in batch {
                 for w in *writes {
                     apply_one(&mut tx, w)?;
+                    if let Write::Bhr(ch) = w {
+                        let (kind, id) = log_key(ch);
+                        tx.execute(
+                            "INSERT INTO catchd_log (kind, id) VALUES ($1, $2)",
+                            &[&kind, &id],
+                        )?;
+                        logged = true;
+                    }
                 }
             }
+            if logged {
+                tx.batch_execute(&format!("NOTIFY {CHANGES_CHANNEL}"))?;
+            }
             tx.commit()
-        })
+        })?;
+        // Nodes catch up within seconds, and load everything when they start: a day of
+        // change log is plenty.
+        self.since_prune += 1;
+        if self.since_prune >= 4096 {
+            self.since_prune = 0;
+            self.with_retry(|c| {
+                c.execute(
+                    "DELETE FROM catchd_log WHERE at < now() - interval '1 day'",
+                    &[],
+                )
+            })?;
+        }
+        Ok(())
     }
 
     fn user_by_token(&mut self, hash: &[u8; 32]) -> Result<Option<User>, Error> {

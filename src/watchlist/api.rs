@@ -112,8 +112,8 @@ async fn fail(State(s): St, h: HeaderMap, Path(raw): Path<String>) -> Result<Res
             extend: true,
             autoscale: false,
         };
-        match s.api.add_block_published(&req, now) {
-            Ok((_, _, rx)) => durable(&s, Some(rx)).await?,
+        match s.api.add_block_coordinated(&req, now).await? {
+            Ok(_) => {}
             Err(refused) => {
                 tracing::info!(
                     item = it,

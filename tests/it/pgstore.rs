@@ -75,3 +75,114 @@ fn serve_on_postgres_survives_a_database_restart_and_sigkill() {
     assert_eq!(cidrs, ["192.0.2.1/32", "192.0.2.2/32"], "{q}");
     assert!(s.terminate().success());
 }
+
+#[test]
+fn two_api_nodes_share_one_database() {
+    let pg = Cluster::start();
+    pg.sql("postgres", "CREATE DATABASE c");
+    let url = pg.url("c");
+    let db = std::path::PathBuf::from(&url);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c.toml");
+    std::fs::write(&conf, "[server]\ncluster = true\n").unwrap();
+    let zeek = format!("Token {}", add_user(&db, "zeek", "blocker", None));
+    let bgp = format!("Token {}", add_user(&db, "bgp1", "manager", None));
+    let args = ["--config", conf.to_str().unwrap()];
+    let a = Server::start(&db, &args);
+    let b = Server::start(&db, &args);
+
+    // A long poll on node A ...
+    let (addr_a, t) = (a.addr, bgp.clone());
+    let poll = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let r = crate::serve::process::http(
+            addr_a,
+            "GET",
+            "/bhr/api/queue/bgp1?timeout=30",
+            Some(&t),
+            None,
+        );
+        (r, start.elapsed())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // ... ends when node B adds a block.
+    let (st, body) = b.post(
+        "/bhr/api/block",
+        &zeek,
+        &json!({"cidr": "198.51.100.1", "source": "t", "why": "x", "duration": 600}),
+    );
+    assert_eq!(st, 201, "{body}");
+    let ((st, rows), took) = poll.join().unwrap();
+    assert_eq!(st, 200);
+    assert!(rows.contains("198.51.100.1"), "{rows}");
+    assert!(took.as_secs() < 10, "woken by the other node: {took:?}");
+
+    // Both nodes block the same 40 addresses at once: one block per address, ids in one
+    // sequence, and both nodes agree.
+    let addrs: Vec<String> = (1..=40).map(|i| format!("203.0.113.{i}")).collect();
+    let mut threads = Vec::new();
+    for node in [a.addr, b.addr] {
+        for chunk in addrs.chunks(10) {
+            let (chunk, t) = (chunk.to_vec(), zeek.clone());
+            threads.push(std::thread::spawn(move || {
+                for ip in chunk {
+                    let body = format!(
+                        r#"{{"cidr": "{ip}", "source": "t", "why": "x", "duration": 600}}"#
+                    );
+                    let (st, b) = crate::serve::process::http(
+                        node,
+                        "POST",
+                        "/bhr/api/block",
+                        Some(&t),
+                        Some(("application/json", &body)),
+                    );
+                    assert!(st == 201 || st == 200, "{st} {b}");
+                }
+            }));
+        }
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let count = pg.sql(
+        "c",
+        "SELECT count(*), count(DISTINCT cidr), max(id) FROM blocks",
+    );
+    assert_eq!(count.trim(), "41|41|41", "no duplicates, no gaps");
+    // Node A sees node B's blocks (after its notification) and vice versa.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let sa = a.json("/bhr/api/stats", &zeek);
+        let sb = b.json("/bhr/api/stats", &zeek);
+        if sa["expected"] == 41 && sb["expected"] == 41 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{sa} {sb}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Acknowledgements made on one node are seen on the other.
+    let q = a.json("/bhr/api/queue/bgp1", &bgp);
+    let ids: Vec<u64> = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 41);
+    let (st, _) = b.post(
+        "/bhr/api/set_blocked_multi/bgp1",
+        &bgp,
+        &json!({"ids": ids}),
+    );
+    assert_eq!(st, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while a.json("/bhr/api/queue/bgp1", &bgp) != json!([]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node A still queues them"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+}

@@ -79,16 +79,25 @@ async fn change<T>(
     s: &AppState,
     f: impl FnOnce(&mut Registry, Time, &mut Vec<Change>) -> Result<T>,
 ) -> Result<T> {
-    let (out, rx) = {
-        let mut reg = s.registry();
-        let now = s.now();
-        reg.advance(now);
-        let mut ch = Vec::new();
-        let out = f(&mut reg, now, &mut ch)?;
-        (out, submit(s, ch))
-    };
-    s.durable(rx).await?;
-    Ok(out)
+    // In a cluster: other nodes' changes first, and none of theirs until ours is stored.
+    let guard = s.cluster_lock().await?;
+    let r = async {
+        let (out, rx) = {
+            let mut reg = s.registry();
+            let now = s.now();
+            reg.advance(now);
+            let mut ch = Vec::new();
+            let out = f(&mut reg, now, &mut ch)?;
+            (out, submit(s, ch))
+        };
+        s.durable(rx).await?;
+        Ok(out)
+    }
+    .await;
+    if let Some(g) = guard {
+        g.release().await;
+    }
+    r
 }
 
 /// Reads the registry (moved to now first) under its lock.

@@ -89,6 +89,9 @@ pub struct AppState {
     listener: std::sync::OnceLock<Listener>,
     /// Answers sent, by status class (1xx … 5xx).
     answers: [std::sync::atomic::AtomicU64; 5],
+    /// The cluster this node is part of (several API nodes on one PostgreSQL database),
+    /// and the last change-log entry applied to the registry.
+    cluster: std::sync::OnceLock<(Arc<crate::store::cluster::Cluster>, Mutex<i64>)>,
 }
 
 impl AppState {
@@ -111,7 +114,81 @@ impl AppState {
             failure: Mutex::new(None),
             listener: std::sync::OnceLock::new(),
             answers: Default::default(),
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Makes this node part of a cluster whose change log it has applied up to `head`,
+    /// and starts following the other nodes' changes (call from inside the runtime).
+    pub fn join_cluster(self: &Arc<Self>, cluster: Arc<crate::store::cluster::Cluster>, head: i64) {
+        let _ = self.cluster.set((cluster.clone(), Mutex::new(head)));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let state = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                let Some(s) = state.upgrade() else { return };
+                let since = s.cluster_seq();
+                match cluster.changes_since(since).await {
+                    Ok(rows) => {
+                        if !rows.is_empty() {
+                            s.catch_up(rows);
+                            s.new_blocks.notify_waiters();
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Cluster: cannot catch up."),
+                }
+            }
+        });
+        let c = self.cluster.get().expect("set").0.clone();
+        tokio::spawn(c.listen(move || {
+            let _ = tx.try_send(());
+        }));
+    }
+
+    fn cluster_seq(&self) -> i64 {
+        self.cluster
+            .get()
+            .map_or(0, |(_, seq)| *seq.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Applies rows other nodes committed (in log order, each once) to the registry.
+    pub(crate) fn catch_up(&self, rows: Vec<(i64, crate::bhr::registry::Change)>) {
+        let Some((_, seq)) = self.cluster.get() else {
+            return;
+        };
+        let mut reg = self.registry();
+        let mut last = seq.lock().unwrap_or_else(|p| p.into_inner());
+        for (n, ch) in rows {
+            if n <= *last {
+                continue;
+            }
+            if let Err(e) = reg.apply_stored(ch) {
+                // Memory no longer matches the database: restart from it.
+                drop(last);
+                drop(reg);
+                self.fail(&format!("cluster catch-up: {e}"));
+                return;
+            }
+            *last = n;
+        }
+    }
+
+    /// Takes the cluster's registry lock and catches up, when this node is in a cluster.
+    ///
+    /// # Errors
+    /// [`ApiError::Unavailable`] when the database cannot be reached.
+    pub(crate) async fn cluster_lock(
+        &self,
+    ) -> Result<Option<crate::store::cluster::Guard<'_>>, ApiError> {
+        let Some((c, _)) = self.cluster.get() else {
+            return Ok(None);
+        };
+        let (guard, rows) = c.lock(self.cluster_seq()).await.map_err(|e| {
+            tracing::warn!(error = %e, "Cluster: cannot take the registry lock.");
+            ApiError::Unavailable
+        })?;
+        self.catch_up(rows);
+        Ok(Some(guard))
     }
 
     /// Asks the server to stop: no new connections, long polls answer at once, requests in

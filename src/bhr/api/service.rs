@@ -65,6 +65,28 @@ impl AppState {
         self.add_block_with(req, now, true)
     }
 
+    /// [`add_block_published`](AppState::add_block_published) from async code, taking
+    /// the cluster's registry lock when this node is in one, and returning once durable.
+    ///
+    /// # Errors
+    /// The outer error: the store or the cluster is unavailable; the inner one: the
+    /// registry's refusal.
+    pub async fn add_block_coordinated(
+        &self,
+        req: &NewBlock,
+        now: Time,
+    ) -> Result<Result<(u64, bool), Refused>, super::ApiError> {
+        let guard = self.cluster_lock().await?;
+        let out = match self.add_block_with(req, now, true) {
+            Ok((id, created, rx)) => self.durable(rx).await.map(|()| Ok((id, created))),
+            Err(refused) => Ok(Err(refused)),
+        };
+        if let Some(g) = guard {
+            g.release().await;
+        }
+        out
+    }
+
     fn add_block_with(
         &self,
         req: &NewBlock,

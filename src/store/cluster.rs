@@ -1,0 +1,290 @@
+//! Several catchd API nodes on one PostgreSQL database.
+//!
+//! Every node keeps the registry in memory, as a single node does. What keeps them one
+//! registry:
+//! * **One writer at a time, cluster-wide.** A change takes a PostgreSQL advisory lock
+//!   (session-level, on a connection of its own) before it touches the registry, and holds
+//!   it until its rows are committed. This is the original BHR's `add_block` advisory
+//!   lock, taken for every change: no two nodes ever create a block for the same network,
+//!   and ids are handed out in one sequence.
+//! * **Catch-up before changing.** With the lock held, the node reads the change log
+//!   (`catchd_log`, appended in the same transaction as the rows) past the last entry it
+//!   applied, and puts those rows into its registry before deciding anything.
+//! * **`LISTEN`/`NOTIFY` for the rest.** Every commit that changed registry rows
+//!   notifies `catchd_changes`; each node listens and catches up at once, so a long poll
+//!   on one node wakes when another node adds a block.
+//!
+//! A node that cannot reach the database refuses changes (503) and keeps answering reads
+//! from memory; it catches up when the database is back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{StreamExt, stream};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+use super::Error;
+use super::postgres::{
+    BLOCK_COLUMNS, CHANGES_CHANNEL, ENTRY_COLUMNS, SOURCE_BLACKLIST_COLUMNS, WHITELIST_COLUMNS,
+    block_row, entry_row, source_blacklist_row, whitelist_row,
+};
+use crate::bhr::registry::Change;
+
+/// The advisory lock key of registry changes ("catchd registry").
+const REGISTRY_LOCK: i64 = 0x6361_7463_7267;
+
+fn db(e: tokio_postgres::Error) -> Error {
+    Error::Db(e.to_string())
+}
+
+/// A node's link to the cluster.
+pub struct Cluster {
+    url: String,
+    /// The connection that holds the registry lock while a change is made (one change
+    /// at a time per node).
+    lock: tokio::sync::Mutex<Option<Client>>,
+}
+
+/// The registry lock, held; [`release`](Guard::release) it once the change is durable.
+pub struct Guard<'a> {
+    conn: tokio::sync::MutexGuard<'a, Option<Client>>,
+}
+
+async fn connect(url: &str) -> Result<Client, Error> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(db)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+impl Guard<'_> {
+    /// Releases the lock.
+    pub async fn release(mut self) {
+        if let Some(c) = self.conn.as_ref()
+            && c.execute("SELECT pg_advisory_unlock($1)", &[&REGISTRY_LOCK])
+                .await
+                .is_err()
+        {
+            // The session is gone, and the lock with it.
+            *self.conn = None;
+        }
+    }
+}
+
+impl Cluster {
+    /// A node's link to the database at `url`.
+    pub fn new(url: &str) -> Arc<Cluster> {
+        Arc::new(Cluster {
+            url: url.to_string(),
+            lock: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Takes the registry lock (waiting for other nodes' changes to commit), and returns
+    /// it with every change committed after log entry `since`, in commit order.
+    ///
+    /// # Errors
+    /// [`Error::Db`]: the database is unreachable.
+    pub async fn lock(&self, since: i64) -> Result<(Guard<'_>, Vec<(i64, Change)>), Error> {
+        let mut conn = self.lock.lock().await;
+        if conn.as_ref().is_none_or(Client::is_closed) {
+            *conn = Some(connect(&self.url).await?);
+        }
+        let c = conn.as_ref().expect("connected");
+        let r = tokio::time::timeout(
+            Duration::from_secs(30),
+            c.execute("SELECT pg_advisory_lock($1)", &[&REGISTRY_LOCK]),
+        )
+        .await;
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                *conn = None;
+                return Err(db(e));
+            }
+            Err(_) => {
+                *conn = None;
+                return Err(Error::Db(
+                    "timed out waiting for the cluster's registry lock".into(),
+                ));
+            }
+        }
+        let guard = Guard { conn };
+        match changes_since(guard.conn.as_ref().expect("connected"), since).await {
+            Ok(rows) => Ok((guard, rows)),
+            Err(e) => {
+                guard.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Every change committed after log entry `since` (no lock taken).
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn changes_since(&self, since: i64) -> Result<Vec<(i64, Change)>, Error> {
+        let c = connect(&self.url).await?;
+        changes_since(&c, since).await
+    }
+
+    /// The newest log entry (where a node that just loaded everything starts).
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn head(&self) -> Result<i64, Error> {
+        let c = connect(&self.url).await?;
+        let r = c
+            .query_one("SELECT COALESCE(MAX(seq), 0) FROM catchd_log", &[])
+            .await
+            .map_err(db)?;
+        Ok(r.get(0))
+    }
+
+    /// Listens for other nodes' commits and calls `changed` for each notification
+    /// (and once after every reconnect, in case one was missed). Runs until the task is
+    /// dropped.
+    pub async fn listen(self: Arc<Self>, changed: impl Fn() + Send + Sync + 'static) {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match tokio_postgres::connect(&self.url, NoTls).await {
+                Ok((client, mut conn)) => {
+                    wait = Duration::from_millis(100);
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                    let pump = tokio::spawn(async move {
+                        let mut messages = stream::poll_fn(move |cx| conn.poll_message(cx));
+                        while let Some(m) = messages.next().await {
+                            match m {
+                                Ok(AsyncMessage::Notification(_)) => {
+                                    if tx.send(()).is_err() {
+                                        return;
+                                    }
+                                }
+                                Ok(_) => {}
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                    if client
+                        .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
+                        .await
+                        .is_ok()
+                    {
+                        changed();
+                        while rx.recv().await.is_some() {
+                            while rx.try_recv().is_ok() {}
+                            changed();
+                        }
+                    }
+                    pump.abort();
+                    tracing::warn!("Cluster: lost the notification connection; reconnecting.");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cluster: cannot listen for changes; retrying.");
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// The rows behind log entries after `since`, in log order (a row changed several times
+/// is read once, as it is now).
+async fn changes_since(c: &Client, since: i64) -> Result<Vec<(i64, Change)>, Error> {
+    let log = c
+        .query(
+            "SELECT seq, kind, id FROM catchd_log WHERE seq > $1 ORDER BY seq",
+            &[&since],
+        )
+        .await
+        .map_err(db)?;
+    if log.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut want: HashMap<&'static str, Vec<i64>> = HashMap::new();
+    let entries: Vec<(i64, String, i64)> =
+        log.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    for (_, kind, id) in &entries {
+        let k: &'static str = match kind.as_str() {
+            "block" => "block",
+            "entry" => "entry",
+            "whitelist" => "whitelist",
+            "source_blacklist" => "source_blacklist",
+            other => return Err(Error::Corrupt(format!("unknown change kind `{other}`"))),
+        };
+        want.entry(k).or_default().push(*id);
+    }
+    let mut rows: HashMap<(&'static str, i64), Change> = HashMap::new();
+    let fetch =
+        |table: &str, columns: &str| format!("SELECT {columns} FROM {table} WHERE id = ANY($1)");
+    if let Some(ids) = want.get("block") {
+        for r in c
+            .query(&fetch("blocks", BLOCK_COLUMNS), &[ids])
+            .await
+            .map_err(db)?
+        {
+            let b = block_row(&r)?;
+            rows.insert(("block", b.id as i64), Change::Block(b));
+        }
+    }
+    if let Some(ids) = want.get("entry") {
+        for r in c
+            .query(&fetch("block_entries", ENTRY_COLUMNS), &[ids])
+            .await
+            .map_err(db)?
+        {
+            let e = entry_row(&r);
+            rows.insert(("entry", e.id as i64), Change::Entry(e));
+        }
+    }
+    if let Some(ids) = want.get("whitelist") {
+        for r in c
+            .query(&fetch("whitelist", WHITELIST_COLUMNS), &[ids])
+            .await
+            .map_err(db)?
+        {
+            let w = whitelist_row(&r)?;
+            rows.insert(("whitelist", w.id as i64), Change::Whitelist(w));
+        }
+    }
+    if let Some(ids) = want.get("source_blacklist") {
+        for r in c
+            .query(&fetch("source_blacklist", SOURCE_BLACKLIST_COLUMNS), &[ids])
+            .await
+            .map_err(db)?
+        {
+            let sb = source_blacklist_row(&r);
+            rows.insert(
+                ("source_blacklist", sb.id as i64),
+                Change::SourceBlacklist(sb),
+            );
+        }
+    }
+    let mut out = Vec::with_capacity(entries.len());
+    for (seq, kind, id) in entries {
+        let ch = match (kind.as_str(), rows.get(&(kind_static(&kind), id))) {
+            (_, Some(ch)) => ch.clone(),
+            ("whitelist", None) => Change::WhitelistDeleted(id as u64),
+            ("source_blacklist", None) => Change::SourceBlacklistDeleted(id as u64),
+            (k, None) => {
+                return Err(Error::Corrupt(format!(
+                    "the change log names {k} {id}, which is gone"
+                )));
+            }
+        };
+        out.push((seq, ch));
+    }
+    Ok(out)
+}
+
+fn kind_static(k: &str) -> &'static str {
+    match k {
+        "block" => "block",
+        "entry" => "entry",
+        "whitelist" => "whitelist",
+        _ => "source_blacklist",
+    }
+}
