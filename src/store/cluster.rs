@@ -44,6 +44,8 @@ pub struct Cluster {
     /// The connection that holds the registry lock while a change is made (one change
     /// at a time per node).
     lock: tokio::sync::Mutex<Option<Client>>,
+    /// A connection for catching up between changes (kept, not made per call).
+    reader: tokio::sync::Mutex<Option<Client>>,
 }
 
 /// The registry lock, held; [`release`](Guard::release) it once the change is durable.
@@ -79,6 +81,7 @@ impl Cluster {
         Arc::new(Cluster {
             url: url.to_string(),
             lock: tokio::sync::Mutex::new(None),
+            reader: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -126,8 +129,15 @@ impl Cluster {
     /// # Errors
     /// [`Error::Db`].
     pub async fn changes_since(&self, since: i64) -> Result<Vec<(i64, Change)>, Error> {
-        let c = connect(&self.url).await?;
-        changes_since(&c, since).await
+        let mut conn = self.reader.lock().await;
+        if conn.as_ref().is_none_or(Client::is_closed) {
+            *conn = Some(connect(&self.url).await?);
+        }
+        let r = changes_since(conn.as_ref().expect("connected"), since).await;
+        if r.is_err() {
+            *conn = None;
+        }
+        r
     }
 
     /// The newest log entry (where a node that just loaded everything starts).
