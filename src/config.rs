@@ -387,8 +387,11 @@ pub struct Server {
     pub listen: SocketAddr,
     /// The database: a SQLite file or a `postgres://` URL.
     pub db: PathBuf,
-    /// Share the PostgreSQL database with other API nodes (`catchd serve` only).
+    /// Share the PostgreSQL database with other nodes.
     pub cluster: bool,
+    /// How long catch-and-release's lease lasts without renewal (a standby `catchd run`
+    /// takes over this long after the owner died).
+    pub lease_ttl: Duration,
     /// Body size, time and concurrency limits.
     pub limits: Limits,
 }
@@ -400,6 +403,7 @@ impl Default for Config {
                 listen: DEFAULT_LISTEN.parse().expect("valid address"),
                 db: PathBuf::from(DEFAULT_DB),
                 cluster: false,
+                lease_ttl: Duration::from_secs(15),
                 limits: Limits::default(),
             },
             bhr: Settings::default(),
@@ -563,6 +567,7 @@ struct ServerFile {
     listen: Option<String>,
     db: Option<PathBuf>,
     cluster: Option<bool>,
+    lease_ttl: Option<String>,
     max_body: Option<u64>,
     request_timeout: Option<String>,
     max_long_poll: Option<String>,
@@ -638,6 +643,14 @@ impl Config {
         }
         if let Some(v) = s.cluster {
             c.server.cluster = v;
+        }
+        if let Some(t) = s.lease_ttl {
+            let d = humantime::parse_duration(t.trim())
+                .map_err(|e| invalid("server.lease_ttl", format!("`{t}`: {e}")))?;
+            if d < Duration::from_secs(1) {
+                return Err(invalid("server.lease_ttl", "must be at least 1s".into()));
+            }
+            c.server.lease_ttl = d;
         }
         if let Some(store) = file.store {
             if store.is_empty() {

@@ -153,13 +153,18 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
     if config.bus.enabled && config.bus.role == crate::config::Role::Sensor {
         return replica::run(config, on_listening);
     }
-    if config.server.cluster {
-        return Err(Error::Blocker(
-            "server.cluster: several nodes on one database are supported for `catchd serve`; \
-             `catchd run` uses the database alone"
-                .into(),
-        ));
-    }
+    // In a cluster, catch-and-release has one owner: wait to be it before loading its
+    // state (the previous owner is gone by then, and wrote all it had).
+    let lease = match config.server.db.to_str().filter(|_| config.server.cluster) {
+        Some(url) => match wait_for_lease(url, config.server.lease_ttl)? {
+            Some(l) => Some(l),
+            None => {
+                tracing::info!("Stopped (still standby).");
+                return Ok(());
+            }
+        },
+        None => None,
+    };
     // Everything that needs privileges, or can fail on a bad setting, before any thread;
     // the captures first, so that a wrong interface leaves nothing behind.
     let lives = open_captures(config)?;
@@ -172,7 +177,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         cr_clock,
         scan_positions,
         watchlist: watch_entries,
-        cluster: _,
+        cluster: db_cluster,
     } = server::open(config)?;
     let watchlist_who = server::system_user(&store, &mut users, server::WATCHLIST_USER)?;
     let who = server::system_user(&store, &mut users, CNR_USER)?;
@@ -195,6 +200,11 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         api::system_clock(),
         config.server.limits.clone(),
     );
+    if let Some((c, head)) = db_cluster {
+        // Before the core starts: its registry changes take the cluster's lock too.
+        let _enter = rt.enter();
+        state.join_cluster(c, head);
+    }
     let link = Link::new(state.clone(), who, &config.cnr.source, &config.cnr.why);
     // The blockers inside the daemon are block managers of catch-and-release's drops.
     let mut idents = config.cnr.block_managers.clone();
@@ -339,6 +349,9 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
     let (stop_managers, managers_stop) = tokio::sync::watch::channel(false);
 
     let served = rt.block_on(async {
+        if let Some((c, holder)) = lease.clone() {
+            tokio::spawn(keep_lease(c, holder, config.server.lease_ttl));
+        }
         tokio::spawn(server::reload_users(state.clone(), store.clone()));
         tokio::spawn(rotate_on_hup(cmd_tx.clone()));
         tokio::spawn(crate::watchlist::api::sweep(
@@ -393,6 +406,80 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         None => {
             tracing::info!("Stopped.");
             Ok(())
+        }
+    }
+}
+
+/// The lease that makes a node catch-and-release's owner in a cluster.
+const CNR_LEASE: &str = "catch-and-release";
+
+/// Blocks until this node holds catch-and-release's lease (`None`: a signal said stop
+/// first).
+fn wait_for_lease(
+    url: &str,
+    ttl: std::time::Duration,
+) -> Result<Option<(Arc<crate::store::cluster::Cluster>, String)>, Error> {
+    // The schema (and its lease table) first.
+    drop(
+        crate::store::Store::open_for_users(std::path::Path::new(url))
+            .map_err(server::Error::Store)?,
+    );
+    let cluster = crate::store::cluster::Cluster::new(url);
+    let holder = crate::bus::default_node_id("run");
+    let rt = server::runtime()?;
+    let mut said = String::new();
+    rt.block_on(async {
+        let stop = server::signal();
+        tokio::pin!(stop);
+        loop {
+            match cluster.lease(CNR_LEASE, &holder, ttl).await {
+                Ok(None) => {
+                    tracing::info!(node = %holder, "Holding the catch-and-release lease.");
+                    return Ok(Some((cluster.clone(), holder.clone())));
+                }
+                Ok(Some(other)) => {
+                    if other != said {
+                        tracing::info!(
+                            owner = %other,
+                            "Standby: catch-and-release runs on another node; waiting for its lease."
+                        );
+                        said = other;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Cannot reach the cluster's database; retrying."),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(ttl / 3) => {}
+                () = &mut stop => return Ok(None),
+            }
+        }
+    })
+}
+
+/// Renews the lease every third of its time; a node that cannot (another took it, or the
+/// database was unreachable for a whole lease) stops at once rather than run
+/// catch-and-release next to a new owner.
+async fn keep_lease(
+    cluster: Arc<crate::store::cluster::Cluster>,
+    holder: String,
+    ttl: std::time::Duration,
+) {
+    let mut last_ok = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        match cluster.lease(CNR_LEASE, &holder, ttl).await {
+            Ok(None) => last_ok = std::time::Instant::now(),
+            Ok(Some(other)) => {
+                tracing::error!(owner = %other, "Lost the catch-and-release lease; stopping.");
+                std::process::exit(1);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot renew the catch-and-release lease.");
+                if last_ok.elapsed() >= ttl {
+                    tracing::error!("The lease ran out; stopping.");
+                    std::process::exit(1);
+                }
+            }
         }
     }
 }

@@ -35,7 +35,11 @@ use crate::bhr::registry::Change;
 const REGISTRY_LOCK: i64 = 0x6361_7463_7267;
 
 fn db(e: tokio_postgres::Error) -> Error {
-    Error::Db(e.to_string())
+    // The server's own message says more than "db error".
+    Error::Db(match e.as_db_error() {
+        Some(d) => format!("{} ({})", d.message(), d.code().code()),
+        None => e.to_string(),
+    })
 }
 
 /// A node's link to the cluster.
@@ -138,6 +142,53 @@ impl Cluster {
             *conn = None;
         }
         r
+    }
+
+    /// Takes or renews lease `name` for `holder` for `ttl`: it is taken when free,
+    /// expired, or already `holder`'s. Returns `None` when `holder` has it, otherwise the
+    /// node that does.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, Error> {
+        let mut conn = self.reader.lock().await;
+        if conn.as_ref().is_none_or(Client::is_closed) {
+            *conn = Some(connect(&self.url).await?);
+        }
+        let c = conn.as_ref().expect("connected");
+        let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let taken = c
+            .query_opt(
+                "INSERT INTO catchd_lease (name, holder, expires)
+                 VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond')
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder,
+                     expires = EXCLUDED.expires
+                 WHERE catchd_lease.expires < now() OR catchd_lease.holder = EXCLUDED.holder
+                 RETURNING holder",
+                &[&name, &holder, &ms],
+            )
+            .await;
+        let taken = match taken {
+            Ok(t) => t,
+            Err(e) => {
+                *conn = None;
+                return Err(db(e));
+            }
+        };
+        if taken.is_some() {
+            return Ok(None);
+        }
+        let other = c
+            .query_opt("SELECT holder FROM catchd_lease WHERE name = $1", &[&name])
+            .await
+            .map_err(db)?
+            .map_or_else(String::new, |r| r.get(0));
+        Ok(Some(other))
     }
 
     /// The newest log entry (where a node that just loaded everything starts).

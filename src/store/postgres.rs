@@ -115,6 +115,12 @@ const MIGRATIONS: &[&str] = &[
         id BIGINT NOT NULL,
         at TIMESTAMPTZ NOT NULL DEFAULT now()
     );",
+    // 3: leases (one catch-and-release owner per database).
+    "CREATE TABLE catchd_lease (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires TIMESTAMPTZ NOT NULL
+    );",
 ];
 
 /// The channel a commit that changed registry rows notifies.
@@ -133,7 +139,11 @@ pub fn log_key(ch: &Change) -> (&'static str, i64) {
 }
 
 fn db(e: postgres::Error) -> Error {
-    Error::Db(e.to_string())
+    // The server's own message says more than "db error".
+    Error::Db(match e.as_db_error() {
+        Some(d) => format!("{} ({})", d.message(), d.code().code()),
+        None => e.to_string(),
+    })
 }
 
 /// Whether an error means the connection is gone or the server is going away (rather

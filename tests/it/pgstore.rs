@@ -186,3 +186,84 @@ fn two_api_nodes_share_one_database() {
     assert!(a.terminate().success());
     assert!(b.terminate().success());
 }
+
+#[test]
+fn a_standby_takes_over_catch_and_release_and_carries_on() {
+    let pg = Cluster::start();
+    pg.sql("postgres", "CREATE DATABASE c");
+    let url = pg.url("c");
+    let db = std::path::PathBuf::from(&url);
+    let ns = crate::daemon::netns::Netns::new("lt", 9);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c.toml");
+    std::fs::write(
+        &conf,
+        "[server]\ncluster = true\nlease_ttl = \"2s\"\n[cnr]\nsweep_interval = \"1s\"\n",
+    )
+    .unwrap();
+    let ops = format!("Token {}", add_user(&db, "ops", "user", None));
+    let node = |logs: &str| -> Vec<String> {
+        [
+            "--config",
+            conf.to_str().unwrap(),
+            "--log-dir",
+            dir.path().join(logs).to_str().unwrap(),
+            "--intervals",
+            "2s,60s,120s",
+            "-i",
+            &ns.root_if,
+        ]
+        .map(str::to_string)
+        .to_vec()
+    };
+    let a_args = node("a");
+    let a = Server::run(&db, &a_args.iter().map(String::as_str).collect::<Vec<_>>());
+    // The standby waits for the lease (it prints nothing it serves until then).
+    let (db2, b_args) = (db.clone(), node("b"));
+    let standby = std::thread::spawn(move || {
+        Server::run(&db2, &b_args.iter().map(String::as_str).collect::<Vec<_>>())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        !standby.is_finished(),
+        "the standby started while A held the lease"
+    );
+
+    let (st, info) = a.post(
+        "/api/v1/cr/drop",
+        &ops,
+        &json!({"addr": ns.addr, "location": "takeover"}),
+    );
+    assert_eq!(st, 200, "{info}");
+    a.kill();
+    let b = standby.join().unwrap();
+    assert!(
+        b.log().contains("Holding the catch-and-release lease"),
+        "{}",
+        b.log()
+    );
+    // B carries on with A's state ...
+    let info = b.json(&format!("/api/v1/cr/{}", ns.addr), &ops);
+    assert_eq!(info["location"], "takeover", "{info}");
+    assert_eq!(info["current_interval"], 0);
+    // ... and, once the 2 s block is over, escalates when the address comes back.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        ns.send_udp(2);
+        let info = b.json(&format!("/api/v1/cr/{}", ns.addr), &ops);
+        if info["current_interval"] == 1 {
+            assert_eq!(info["num_reblocked"], 1);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{info}\n{}", b.log());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    // One registry: A's block and B's re-block, in one id sequence.
+    let ids = pg.sql(
+        "c",
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM blocks",
+    );
+    assert_eq!(ids.trim(), "1,2");
+    assert!(b.terminate().success());
+}

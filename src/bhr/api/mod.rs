@@ -92,6 +92,9 @@ pub struct AppState {
     /// The cluster this node is part of (several API nodes on one PostgreSQL database),
     /// and the last change-log entry applied to the registry.
     cluster: std::sync::OnceLock<(Arc<crate::store::cluster::Cluster>, Mutex<i64>)>,
+    /// The runtime the cluster's connections live on, for changes made from threads
+    /// outside it (the daemon's core).
+    cluster_rt: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl AppState {
@@ -115,6 +118,7 @@ impl AppState {
             listener: std::sync::OnceLock::new(),
             answers: Default::default(),
             cluster: std::sync::OnceLock::new(),
+            cluster_rt: std::sync::OnceLock::new(),
         })
     }
 
@@ -122,6 +126,7 @@ impl AppState {
     /// and starts following the other nodes' changes (call from inside the runtime).
     pub fn join_cluster(self: &Arc<Self>, cluster: Arc<crate::store::cluster::Cluster>, head: i64) {
         let _ = self.cluster.set((cluster.clone(), Mutex::new(head)));
+        let _ = self.cluster_rt.set(tokio::runtime::Handle::current());
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
         let state = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -171,6 +176,37 @@ impl AppState {
             }
             *last = n;
         }
+    }
+
+    /// Runs a registry change made from a thread outside the runtime (the daemon's core)
+    /// under the cluster's registry lock, when this node is in a cluster: `f` makes the
+    /// change and returns its receipt, which is awaited before the lock is released (the
+    /// receipt handed back is then already answered). Outside a cluster, `f` alone.
+    pub(crate) fn coordinated_blocking<T>(
+        &self,
+        f: impl FnOnce() -> (T, Option<service::Receipt>),
+    ) -> Result<(T, Option<service::Receipt>), ApiError> {
+        let Some(rt) = self.cluster_rt.get() else {
+            return Ok(f());
+        };
+        let guard = rt.block_on(self.cluster_lock())?;
+        let (out, rx) = f();
+        let settled = match rx {
+            Some(rx) => {
+                let r = rt.block_on(rx).unwrap_or(Err(crate::store::Error::Closed));
+                if let Err(e) = &r {
+                    self.fail(&e.to_string());
+                }
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = tx.send(r);
+                Some(rx)
+            }
+            None => None,
+        };
+        if let Some(g) = guard {
+            rt.block_on(g.release());
+        }
+        Ok((out, settled))
     }
 
     /// Takes the cluster's registry lock and catches up, when this node is in a cluster.

@@ -77,7 +77,7 @@ impl AppState {
         now: Time,
     ) -> Result<Result<(u64, bool), Refused>, super::ApiError> {
         let guard = self.cluster_lock().await?;
-        let out = match self.add_block_with(req, now, true) {
+        let out = match self.add_block_unlocked(req, now, true) {
             Ok((id, created, rx)) => self.durable(rx).await.map(|()| Ok((id, created))),
             Err(refused) => Ok(Err(refused)),
         };
@@ -88,6 +88,22 @@ impl AppState {
     }
 
     fn add_block_with(
+        &self,
+        req: &NewBlock,
+        now: Time,
+        publish: bool,
+    ) -> Result<(u64, bool, Receipt), Refused> {
+        let (r, rx) = self
+            .coordinated_blocking(|| match self.add_block_unlocked(req, now, publish) {
+                Ok((id, created, rx)) => (Ok((id, created)), Some(rx)),
+                Err(e) => (Err(e), None),
+            })
+            .map_err(|_| Refused("the cluster's database is unreachable".into()))?;
+        let (id, created) = r?;
+        Ok((id, created, rx.expect("a receipt with every block")))
+    }
+
+    fn add_block_unlocked(
         &self,
         req: &NewBlock,
         now: Time,
@@ -115,6 +131,15 @@ impl AppState {
     /// network. The listener is not told. Returns the receipt, or `None` if there was
     /// nothing to end.
     pub fn end_block_at(&self, id: u64, who: UserId, why: &str, now: Time) -> Option<Receipt> {
+        self.coordinated_blocking(|| {
+            let rx = self.end_block_unlocked(id, who, why, now);
+            ((), rx)
+        })
+        .ok()
+        .and_then(|((), rx)| rx)
+    }
+
+    fn end_block_unlocked(&self, id: u64, who: UserId, why: &str, now: Time) -> Option<Receipt> {
         let mut reg = self.registry();
         reg.advance(now);
         let cidr = reg.block(id)?.cidr;
@@ -226,6 +251,10 @@ impl AppState {
     /// # Errors
     /// The store failed (the server then stops).
     pub async fn manager_set_blocked(&self, ident: &str, ids: &[u64]) -> Result<(), store::Error> {
+        let guard = self
+            .cluster_lock()
+            .await
+            .map_err(|_| store::Error::Db("the cluster's database is unreachable".into()))?;
         let rx = {
             let mut reg = self.registry();
             let mut ch = Vec::new();
@@ -243,7 +272,11 @@ impl AppState {
             }
             self.submit_told(ch)
         };
-        self.settle(rx).await
+        let r = self.settle(rx).await;
+        if let Some(g) = guard {
+            g.release().await;
+        }
+        r
     }
 
     /// An in-process `unblock_queue/<ident>`: entry ids and their networks.
@@ -261,6 +294,10 @@ impl AppState {
     /// # Errors
     /// The store failed (the server then stops).
     pub async fn manager_set_unblocked(&self, ids: &[u64]) -> Result<(), store::Error> {
+        let guard = self
+            .cluster_lock()
+            .await
+            .map_err(|_| store::Error::Db("the cluster's database is unreachable".into()))?;
         let rx = {
             let mut reg = self.registry();
             let mut ch = Vec::new();
@@ -272,7 +309,11 @@ impl AppState {
             }
             self.submit_told(ch)
         };
-        self.settle(rx).await
+        let r = self.settle(rx).await;
+        if let Some(g) = guard {
+            g.release().await;
+        }
+        r
     }
 
     /// Every expected block (what `list.csv` lists).
