@@ -19,7 +19,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, stream};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
@@ -47,14 +48,34 @@ pub struct Cluster {
     url: String,
     /// The connection that holds the registry lock while a change is made (one change
     /// at a time per node).
-    lock: tokio::sync::Mutex<Option<Client>>,
+    lock: tokio::sync::Mutex<LockConn>,
+    /// Changes waiting for `lock` on this node.
+    waiting: AtomicUsize,
     /// A connection for catching up between changes (kept, not made per call).
     reader: tokio::sync::Mutex<Option<Client>>,
 }
 
+/// The lock connection and whether its session holds the registry lock.
+#[derive(Default)]
+struct LockConn {
+    client: Option<Client>,
+    /// The session holds the advisory lock (kept from one change to the next while
+    /// changes are queued on this node; nobody else can have committed since).
+    held: bool,
+    /// Changes made since the lock was taken, and when that was.
+    streak: u32,
+    since: Option<Instant>,
+}
+
+/// How many queued changes may follow one another under one acquisition, and for how
+/// long, before the lock is given up for other nodes.
+const MAX_STREAK: u32 = 64;
+const MAX_HOLD: Duration = Duration::from_millis(20);
+
 /// The registry lock, held; [`release`](Guard::release) it once the change is durable.
 pub struct Guard<'a> {
-    conn: tokio::sync::MutexGuard<'a, Option<Client>>,
+    conn: tokio::sync::MutexGuard<'a, LockConn>,
+    cluster: &'a Cluster,
 }
 
 async fn connect(url: &str) -> Result<Client, Error> {
@@ -65,17 +86,30 @@ async fn connect(url: &str) -> Result<Client, Error> {
     Ok(client)
 }
 
+async fn unlock(st: &mut LockConn) {
+    st.held = false;
+    if let Some(c) = st.client.as_ref()
+        && c.execute("SELECT pg_advisory_unlock($1)", &[&REGISTRY_LOCK])
+            .await
+            .is_err()
+    {
+        // The session is gone, and the lock with it.
+        st.client = None;
+    }
+}
+
 impl Guard<'_> {
-    /// Releases the lock.
+    /// Releases the lock: to the next change queued on this node when there is one (for
+    /// a bounded streak, so other nodes get their turn), otherwise to everyone.
     pub async fn release(mut self) {
-        if let Some(c) = self.conn.as_ref()
-            && c.execute("SELECT pg_advisory_unlock($1)", &[&REGISTRY_LOCK])
-                .await
-                .is_err()
-        {
-            // The session is gone, and the lock with it.
-            *self.conn = None;
+        let queued = self.cluster.waiting.load(Ordering::Acquire) > 0;
+        let young = self.conn.since.is_some_and(|t| t.elapsed() < MAX_HOLD);
+        if queued && young && self.conn.streak < MAX_STREAK && self.conn.held {
+            // Handed over with the lock held (the janitor gives it up should the waiter
+            // have gone away).
+            return;
         }
+        unlock(&mut self.conn).await;
     }
 }
 
@@ -84,7 +118,8 @@ impl Cluster {
     pub fn new(url: &str) -> Arc<Cluster> {
         Arc::new(Cluster {
             url: url.to_string(),
-            lock: tokio::sync::Mutex::new(None),
+            lock: tokio::sync::Mutex::new(LockConn::default()),
+            waiting: AtomicUsize::new(0),
             reader: tokio::sync::Mutex::new(None),
         })
     }
@@ -95,11 +130,28 @@ impl Cluster {
     /// # Errors
     /// [`Error::Db`]: the database is unreachable.
     pub async fn lock(&self, since: i64) -> Result<(Guard<'_>, Vec<(i64, Change)>), Error> {
-        let mut conn = self.lock.lock().await;
-        if conn.as_ref().is_none_or(Client::is_closed) {
-            *conn = Some(connect(&self.url).await?);
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let mut st = self.lock.lock().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        if st.client.as_ref().is_none_or(Client::is_closed) {
+            st.client = None;
+            st.held = false;
         }
-        let c = conn.as_ref().expect("connected");
+        if st.held {
+            // Held since the last change on this node: nobody else committed meanwhile.
+            st.streak += 1;
+            return Ok((
+                Guard {
+                    conn: st,
+                    cluster: self,
+                },
+                Vec::new(),
+            ));
+        }
+        if st.client.is_none() {
+            st.client = Some(connect(&self.url).await?);
+        }
+        let c = st.client.as_ref().expect("connected");
         let r = tokio::time::timeout(
             Duration::from_secs(30),
             c.execute("SELECT pg_advisory_lock($1)", &[&REGISTRY_LOCK]),
@@ -108,22 +160,43 @@ impl Cluster {
         match r {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                *conn = None;
+                st.client = None;
                 return Err(db(e));
             }
             Err(_) => {
-                *conn = None;
+                st.client = None;
                 return Err(Error::Db(
                     "timed out waiting for the cluster's registry lock".into(),
                 ));
             }
         }
-        let guard = Guard { conn };
-        match changes_since(guard.conn.as_ref().expect("connected"), since).await {
+        st.held = true;
+        st.streak = 0;
+        st.since = Some(Instant::now());
+        let guard = Guard {
+            conn: st,
+            cluster: self,
+        };
+        match changes_since(guard.conn.client.as_ref().expect("connected"), since).await {
             Ok(rows) => Ok((guard, rows)),
             Err(e) => {
-                guard.release().await;
+                let mut g = guard;
+                unlock(&mut g.conn).await;
                 Err(e)
+            }
+        }
+    }
+
+    /// Gives the registry lock up if it is held with nobody using it (a change handed
+    /// it over to a waiter that went away). Runs until the task is dropped.
+    pub async fn janitor(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(MAX_HOLD).await;
+            if let Ok(mut st) = self.lock.try_lock()
+                && st.held
+                && self.waiting.load(Ordering::Acquire) == 0
+            {
+                unlock(&mut st).await;
             }
         }
     }

@@ -145,6 +145,7 @@ impl AppState {
             }
         });
         let c = self.cluster.get().expect("set").0.clone();
+        tokio::spawn(c.clone().janitor());
         tokio::spawn(c.listen(move || {
             let _ = tx.try_send(());
         }));
