@@ -143,6 +143,24 @@ impl Sensor {
     }
 }
 
+/// Starts one capture thread per interface, all checking `watch` and sending to `tx`
+/// until `stop` is set.
+///
+/// # Errors
+/// If a thread cannot be started.
+pub fn spawn_all<W: Watched>(
+    lives: Vec<Live>,
+    watch: &Arc<W>,
+    rule: Sightings,
+    tx: &Sender<Sighting>,
+    stop: &Arc<AtomicBool>,
+) -> std::io::Result<Vec<Sensor>> {
+    lives
+        .into_iter()
+        .map(|live| Sensor::spawn(live, watch.clone(), rule, tx.clone(), stop.clone()))
+        .collect()
+}
+
 fn capture_loop<W: Watched>(
     live: &mut Live,
     watch: &W,

@@ -25,7 +25,7 @@ use crate::capture::{Live, LiveError, LiveOptions};
 use crate::cnr::{Backend, Config as EngineConfig, Engine};
 use crate::config::Config;
 use crate::packet::Sightings;
-use crate::sensor::{Sensor, Sighting};
+use crate::sensor::Sighting;
 use crate::server::{self, Opened};
 use crate::zeeklog::{Format, LogSet};
 
@@ -321,16 +321,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
     let rule = Sightings {
         any_packet: config.capture.any_packet,
     };
-    let mut sensors = Vec::new();
-    for live in lives {
-        sensors.push(Sensor::spawn(
-            live,
-            watchlist.clone(),
-            rule,
-            sight_tx.clone(),
-            stop_capture.clone(),
-        )?);
-    }
+    let sensors = crate::sensor::spawn_all(lives, &watchlist, rule, &sight_tx, &stop_capture)?;
     drop(sight_tx);
     let cr = Arc::new(http::CrState {
         api: state.clone(),

@@ -39,7 +39,7 @@ use crate::bus::{Publisher, Received};
 use crate::cnr::BlockInfo;
 use crate::config::Config;
 use crate::packet::Sightings;
-use crate::sensor::{Sensor, SensorStats, Sighting, Watched};
+use crate::sensor::{SensorStats, Sighting, Watched};
 use crate::server;
 use crate::time::Time;
 
@@ -337,16 +337,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
     let rule = Sightings {
         any_packet: config.capture.any_packet,
     };
-    let mut sensors = Vec::new();
-    for live in lives {
-        sensors.push(Sensor::spawn(
-            live,
-            replica.clone(),
-            rule,
-            sight_tx.clone(),
-            stop.clone(),
-        )?);
-    }
+    let sensors = crate::sensor::spawn_all(lives, &replica, rule, &sight_tx, &stop)?;
     drop(sight_tx);
     let loop_stop = stop.clone();
     let loop_thread = std::thread::Builder::new()
