@@ -951,10 +951,12 @@ fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()> {
     );
     let _ = write!(
         t,
-        "[server]\nlisten = \"{}\"\ndb = \"{}\"\nmax_body = {}\nrequest_timeout = \"{}\"\n\
-         max_long_poll = \"{}\"\nmax_concurrent = {}\n",
+        "[server]\nlisten = \"{}\"\ndb = \"{}\"\ncluster = {}\nlease_ttl = \"{}\"\nmax_body = {}\n\
+         request_timeout = \"{}\"\nmax_long_poll = \"{}\"\nmax_concurrent = {}\n",
         c.server.listen,
-        c.server.db.display(),
+        crate::store::redact(&c.server.db.display().to_string()),
+        c.server.cluster,
+        humantime::format_duration(c.server.lease_ttl),
         l.max_body,
         humantime::format_duration(l.request_timeout),
         humantime::format_duration(l.max_long_poll),

@@ -8,6 +8,8 @@
 //! [server]
 //! listen = "127.0.0.1:8000"
 //! db = "catchd-data/catchd.db"  # or postgres://user:pass@host/db (also top-level `store`)
+//! cluster = false             # several nodes share the PostgreSQL database
+//! lease_ttl = "15s"           # catch-and-release's lease (clustered catchd run)
 //! max_body = 4194304          # bytes
 //! request_timeout = "90s"
 //! max_long_poll = "60s"

@@ -24,7 +24,8 @@
 //! * [`enforce`]: the blockers (nftables, iptables, ipset, ip route, hosts.allow, exec,
 //!   stdout); the only module that runs firewall commands.
 //! * [`manager`]: block managers: BHR queues in, backend changes out; the only HTTP client.
-//! * [`store`]: the only user of the database (SQLite): group commit, migrations.
+//! * [`store`]: the only user of catchd's database (SQLite, or PostgreSQL with several
+//!   nodes): group commit, migrations, the cluster lock and change log.
 //! * [`auth`]: users, roles, tokens and passwords.
 //! * [`server`]: `catchd serve`, and start-up shared with the daemon.
 //! * [`config`]: the TOML configuration, checked key by key.
