@@ -55,4 +55,5 @@ pub mod server;
 pub mod store;
 pub mod time;
 pub mod watchlist;
+pub mod web;
 pub mod zeeklog;

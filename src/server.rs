@@ -225,8 +225,11 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
             wl,
             std::time::Duration::from_secs(60),
         ));
-        tracing::info!("Serving the BHR API on http://{local}/bhr/api/");
+        tracing::info!(
+            "Serving the BHR API on http://{local}/bhr/api/ and its pages on http://{local}/bhr/"
+        );
         on_listening(local);
+        let routes = routes.merge(crate::web::router(state.clone(), None));
         api::serve(listener, state.clone(), Some(routes), async {
             signal().await;
             tracing::info!("Stopping: finishing requests in flight.");

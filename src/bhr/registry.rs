@@ -538,7 +538,7 @@ impl Registry {
     }
 
     /// All blocks, by id.
-    pub fn blocks(&self) -> impl Iterator<Item = &Block> {
+    pub fn blocks(&self) -> impl DoubleEndedIterator<Item = &Block> {
         self.blocks.iter().map(|s| &s.block)
     }
 

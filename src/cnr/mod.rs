@@ -42,7 +42,7 @@ pub use netcontrol::{
     RuleType, Target,
 };
 pub use record::{Action, CatchReleaseRecord, Category, DropRecord, NetControlRecord, State};
-pub use watch::{BlockInfo, WatchState, Watchlist};
+pub use watch::{BlockInfo, Top, WatchState, Watchlist};
 
 use crate::addr::Addr;
 use crate::time::{Interval, Time};

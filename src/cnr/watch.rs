@@ -60,6 +60,17 @@ pub struct BlockInfo {
     pub location: Option<Arc<str>>,
 }
 
+/// What [`Watchlist::top`] found.
+#[derive(Clone, Debug, Default)]
+pub struct Top {
+    /// Addresses accepted by the filter.
+    pub matched: usize,
+    /// Of those, blocked now.
+    pub blocked: usize,
+    /// The most recent ones, with their state.
+    pub rows: Vec<(Addr, BlockInfo)>,
+}
+
 impl BlockInfo {
     /// What Zeek's `get_catch_release_info` returns for an unknown address.
     pub fn unknown() -> BlockInfo {
@@ -440,6 +451,46 @@ impl Watchlist {
         v.into_iter()
             .map(|(a, e)| (a, self.block_info(&e)))
             .collect()
+    }
+
+    /// At most `limit` tracked addresses accepted by `keep`, most recent first (by
+    /// `watch_until`, then address), with how many `keep` accepted and how many of those
+    /// are blocked at `now`. Reads the map once into a bounded heap: cheap enough for a
+    /// page refresh at a million addresses.
+    pub fn top(&self, limit: usize, now: Time, keep: impl Fn(&Addr) -> bool) -> Top {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let mut heap: BinaryHeap<Reverse<(Time, Addr)>> = BinaryHeap::with_capacity(limit + 1);
+        let (mut matched, mut blocked) = (0, 0);
+        for r in &self.map {
+            if !keep(r.key()) {
+                continue;
+            }
+            matched += 1;
+            let e = Entry::unpack(r.value());
+            if e.block_until(&self.intervals).is_some_and(|u| u > now) {
+                blocked += 1;
+            }
+            let k = (e.watch_until(&self.intervals), *r.key());
+            if heap.len() < limit {
+                heap.push(Reverse(k));
+            } else if heap.peek().is_some_and(|Reverse(min)| k > *min) {
+                heap.pop();
+                heap.push(Reverse(k));
+            }
+        }
+        let mut keys: Vec<(Time, Addr)> = heap.into_iter().map(|Reverse(k)| k).collect();
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        // Read again outside the iteration: no shard lock is held while locations are.
+        let rows = keys
+            .into_iter()
+            .filter_map(|(_, a)| self.get(&a).map(|i| (a, i)))
+            .collect();
+        Top {
+            matched,
+            blocked,
+            rows,
+        }
     }
 
     pub(crate) fn entry(&self, a: &Addr) -> Option<Entry> {

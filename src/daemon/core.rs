@@ -114,7 +114,12 @@ pub struct CoreMetrics {
     pub rules: AtomicU64,
     /// Log rotations.
     pub rotations: AtomicU64,
+    /// The latest catch-and-release log records (at most [`RECENT`]), oldest first.
+    pub recent: std::sync::Mutex<std::collections::VecDeque<crate::cnr::CatchReleaseRecord>>,
 }
+
+/// Catch-and-release log records kept for the web page.
+pub const RECENT: usize = 100;
 
 /// Settings of the core.
 #[derive(Clone, Debug)]
@@ -406,6 +411,16 @@ impl Core {
             match &o {
                 Output::CatchRelease(r) => {
                     self.dirty.insert(r.ip);
+                    let mut recent = self
+                        .metrics
+                        .recent
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if recent.len() >= RECENT {
+                        recent.pop_front();
+                    }
+                    recent.push_back(r.clone());
+                    drop(recent);
                     if let Some(i) = Action::ALL.iter().position(|a| *a == r.action) {
                         self.metrics.actions[i].fetch_add(1, Ordering::Relaxed);
                     }

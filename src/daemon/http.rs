@@ -52,6 +52,68 @@ pub struct CrState {
     pub scan: Arc<super::logscan::ScanMetrics>,
     /// The watchlist.
     pub watchlist: Arc<crate::watchlist::api::WatchlistApi>,
+    /// Catch-and-release's watched addresses (read only).
+    pub watched: Arc<crate::cnr::Watchlist>,
+    /// The escalation ladder.
+    pub intervals: crate::cnr::Intervals,
+    /// The registry source of catch-and-release's blocks.
+    pub cr_source: String,
+}
+
+impl crate::web::CatchRelease for CrState {
+    fn overview(
+        &self,
+        limit: usize,
+        filter: Option<&ipnet::IpNet>,
+        now: Time,
+    ) -> crate::web::Overview {
+        let top = self.watched.top(limit, now, |a| {
+            filter.is_none_or(|n| n.contains(&std::net::IpAddr::from(*a)))
+        });
+        let c = &self.core;
+        let recent = c
+            .recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .rev()
+            .cloned()
+            .collect();
+        crate::web::Overview {
+            watched: self.watched.len(),
+            matched: top.matched,
+            blocked: top.blocked,
+            rows: top.rows,
+            intervals: Some(self.intervals.clone()),
+            recent,
+            captures: self
+                .sensors
+                .iter()
+                .map(|(iface, st)| crate::web::cr::Capture {
+                    interface: iface.clone(),
+                    up: !st.failed.load(Ordering::Relaxed),
+                    rate: st.rate.load(Ordering::Relaxed),
+                    packets: st.packets.load(Ordering::Relaxed),
+                    kernel_dropped: st.kernel_dropped.load(Ordering::Relaxed),
+                    if_dropped: st.if_dropped.load(Ordering::Relaxed),
+                    sightings: st.sightings.load(Ordering::Relaxed),
+                    channel_drops: st.channel_drops.load(Ordering::Relaxed),
+                    skipped: st.skipped.load(Ordering::Relaxed),
+                })
+                .collect(),
+            actions: Action::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    (
+                        a.as_str().trim_start_matches("NetControl::"),
+                        c.actions[i].load(Ordering::Relaxed),
+                    )
+                })
+                .collect(),
+            source: self.cr_source.clone(),
+        }
+    }
 }
 
 type St = State<Arc<CrState>>;

@@ -336,6 +336,9 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         bus: bus_stats,
         scan: scan_metrics,
         watchlist: wl_api.clone(),
+        watched: watchlist.clone(),
+        intervals: config.cnr.intervals.clone(),
+        cr_source: config.cnr.source.clone(),
     });
     let (stop_managers, managers_stop) = tokio::sync::watch::channel(false);
 
@@ -364,7 +367,11 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
             // Capture first: no new sightings while requests finish.
             stop.store(true, Ordering::Relaxed);
         };
-        let served = api::serve(listener, state.clone(), Some(http::router(cr).merge(watchlist_routes)), shutdown).await;
+        let served = api::serve(listener, state.clone(), Some(
+                http::router(cr.clone())
+                    .merge(watchlist_routes)
+                    .merge(crate::web::router(state.clone(), Some(cr.clone()))),
+            ), shutdown).await;
         // Block managers finish the step they are in (a batch is applied and
         // acknowledged, or not applied) before the store closes.
         let _ = stop_managers.send(true);

@@ -29,7 +29,8 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/zeek_bus.py")
 }
 
-fn free_port() -> u16 {
+/// A loopback port nobody listens on now.
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

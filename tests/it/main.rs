@@ -13,4 +13,5 @@ mod scan;
 mod serve;
 mod support;
 mod watchlist;
+mod web;
 mod zeek_scripts;

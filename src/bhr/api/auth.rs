@@ -102,6 +102,11 @@ impl Users {
             .collect()
     }
 
+    /// A user by id.
+    pub fn get(&self, id: UserId) -> Option<Arc<User>> {
+        self.read().by_id.get(&id).cloned()
+    }
+
     /// Adds or replaces a user.
     pub fn put(&self, u: User) -> Arc<User> {
         self.write().insert(u)
@@ -263,17 +268,37 @@ async fn basic(users: &Users, store: &Store, b64: &str) -> Result<Caller, ApiErr
     if let Some(u) = cached {
         return Ok(Caller::User(u));
     }
+    match check_password(users, store, name, password).await? {
+        Some(user) => {
+            users.write().basic_ok.insert(key, user.id);
+            Ok(Caller::User(user))
+        }
+        None => Err(ApiError::Unauthenticated("Invalid username/password.")),
+    }
+}
+
+/// Checks a name and password against the directory (and the store, for a name the
+/// directory does not know yet): the user, or `None` for a wrong name or password or a
+/// user without a password.
+///
+/// # Errors
+/// A store error.
+pub async fn check_password(
+    users: &Users,
+    store: &Store,
+    name: &str,
+    password: &str,
+) -> Result<Option<Arc<User>>, ApiError> {
     let known = {
         let d = users.read();
         d.by_name.get(name).and_then(|id| d.by_id.get(id)).cloned()
     };
-    let invalid = ApiError::Unauthenticated("Invalid username/password.");
     let user = match known {
         Some(u) => Some(u),
         None => {
             let nk = name_key(name);
             if users.missed(&nk) {
-                return Err(invalid);
+                return Ok(None);
             }
             let found = store.user_by_name(name).await?.map(|u| users.put(u));
             if found.is_none() {
@@ -283,18 +308,17 @@ async fn basic(users: &Users, store: &Store, b64: &str) -> Result<Caller, ApiErr
         }
     };
     let Some(user) = user else {
-        return Err(invalid);
+        return Ok(None);
     };
     let Some(hash) = user.password_hash.clone() else {
-        return Err(invalid);
+        return Ok(None);
     };
     let pw = password.to_string();
     let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     if !ok {
-        return Err(invalid);
+        return Ok(None);
     }
-    users.write().basic_ok.insert(key, user.id);
-    Ok(Caller::User(user))
+    Ok(Some(user))
 }

@@ -30,6 +30,18 @@ async fn caller(s: &AppState, h: &HeaderMap) -> Result<Caller> {
     authenticate(&s.users, &s.store, h).await
 }
 
+/// [`caller`], or else the user of a signed-in browser: for GET-only routes that the web
+/// pages link to (a session never authorizes a change, so no CSRF token is needed).
+async fn reader(s: &AppState, h: &HeaderMap) -> Result<Caller> {
+    let c = caller(s, h).await?;
+    if matches!(c, Caller::Anonymous)
+        && let Some(u) = s.sessions.get().and_then(|f| f(h))
+    {
+        return Ok(Caller::User(u));
+    }
+    Ok(c)
+}
+
 /// Links as the client sees the server: its `Host`, and `https` when a TLS-terminating
 /// proxy says so with `X-Forwarded-Proto`.
 fn links(h: &HeaderMap) -> Links {
@@ -983,7 +995,7 @@ pub async fn source_blacklist_delete(
 /// `GET /bhr/list.csv[?source=S][&since=TS]`: expected blocks; with `since`, those added at
 /// or after it, oldest first.
 pub async fn list_csv(State(s): St, h: HeaderMap, RawQuery(q): RawQuery) -> Result<Response> {
-    caller(&s, &h).await?.user()?;
+    reader(&s, &h).await?.user()?;
     let p = params(&q);
     let since = match p.get("since") {
         None => None,
@@ -1021,7 +1033,7 @@ pub async fn list_csv(State(s): St, h: HeaderMap, RawQuery(q): RawQuery) -> Resu
 /// `unauthenticated_limited_query`; otherwise any authenticated user (BHR asks for a
 /// browser session there, which catchd does not have).
 pub async fn publist_csv(State(s): St, h: HeaderMap) -> Result<Response> {
-    let c = caller(&s, &h).await?;
+    let c = reader(&s, &h).await?;
     let public = s.registry().settings().unauthenticated_limited_query;
     if !public {
         c.user()?;
@@ -1072,10 +1084,9 @@ pub async fn add_slash(uri: Uri) -> Response {
     redirect(StatusCode::MOVED_PERMANENTLY, &target)
 }
 
-/// `GET /` and `GET /bhr/` → the API root (302; BHR sends people to its HTML pages, which
-/// catchd does not have).
+/// `GET /` and `GET /bhr` → the start page, `/bhr/` (302, as BHR).
 pub async fn root_redirect() -> Response {
-    redirect(StatusCode::FOUND, "/bhr/api/")
+    redirect(StatusCode::FOUND, "/bhr/")
 }
 
 /// Anything else: DRF's 404.

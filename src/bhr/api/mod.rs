@@ -28,9 +28,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 
-pub use auth::{Caller, Users, authenticate};
+pub use auth::{Caller, Users, authenticate, check_password};
 pub use error::{ApiError, FieldErrors, Json};
-pub use input::{body, object, text, timestamp};
+pub use input::{block_request, body, network, object, text, timestamp};
 pub use output::Iso;
 pub use service::{Listener, Receipt};
 
@@ -95,7 +95,14 @@ pub struct AppState {
     /// The runtime the cluster's connections live on, for changes made from threads
     /// outside it (the daemon's core).
     cluster_rt: std::sync::OnceLock<tokio::runtime::Handle>,
+    /// Finds the user of a signed-in browser (the web pages' sessions), for the pages'
+    /// links to `list.csv` and `publist.csv`.
+    sessions: std::sync::OnceLock<SessionLookup>,
 }
+
+/// Finds the signed-in user of a browser from its request headers.
+pub type SessionLookup =
+    Box<dyn Fn(&axum::http::HeaderMap) -> Option<Arc<crate::auth::User>> + Send + Sync>;
 
 impl AppState {
     /// State for a registry, its store and the user directory.
@@ -119,6 +126,7 @@ impl AppState {
             answers: Default::default(),
             cluster: std::sync::OnceLock::new(),
             cluster_rt: std::sync::OnceLock::new(),
+            sessions: std::sync::OnceLock::new(),
         })
     }
 
@@ -269,8 +277,23 @@ impl AppState {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn now(&self) -> Time {
+    /// The time by the API's clock.
+    pub fn now(&self) -> Time {
         (self.clock)()
+    }
+
+    /// Reads the registry, moved to now first, under its lock (keep `f` short: every
+    /// request waits for it).
+    pub fn read<T>(&self, f: impl FnOnce(&Registry) -> T) -> T {
+        let mut reg = self.registry();
+        reg.advance(self.now());
+        f(&reg)
+    }
+
+    /// Lets browsers signed in to the web pages read `list.csv` and `publist.csv` (once;
+    /// later calls are ignored).
+    pub fn set_session_lookup(&self, f: SessionLookup) {
+        let _ = self.sessions.set(f);
     }
 
     /// The user directory.
@@ -379,8 +402,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     api = api
         .route("/bhr/api", get(h::add_slash))
         .route("/", get(h::root_redirect))
-        .route("/bhr", get(h::root_redirect))
-        .route("/bhr/", get(h::root_redirect));
+        .route("/bhr", get(h::root_redirect));
     api.fallback(h::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(json_errors))
@@ -407,11 +429,11 @@ async fn json_errors(req: Request, next: Next) -> Response {
     if status.as_u16() < 400 {
         return r;
     }
-    let is_json = r
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json {
+    // JSON already, or a web page's own error page.
+    let keep = r.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+    });
+    if keep {
         return r;
     }
     let msg = match status {

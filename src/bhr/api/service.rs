@@ -132,14 +132,47 @@ impl AppState {
     /// nothing to end.
     pub fn end_block_at(&self, id: u64, who: UserId, why: &str, now: Time) -> Option<Receipt> {
         self.coordinated_blocking(|| {
-            let rx = self.end_block_unlocked(id, who, why, now);
+            let rx = self.end_block_unlocked(id, who, why, now, false);
             ((), rx)
         })
         .ok()
         .and_then(|((), rx)| rx)
     }
 
-    fn end_block_unlocked(&self, id: u64, who: UserId, why: &str, now: Time) -> Option<Receipt> {
+    /// Ends block `id` as `unblock_now` does (telling the listener, as the handlers do),
+    /// taking the cluster's registry lock when in one, and returns once durable: the
+    /// network, or `None` if the block was not the expected one for its network (already
+    /// ended, or replaced).
+    ///
+    /// # Errors
+    /// The store or the cluster is unavailable.
+    pub async fn end_block_coordinated(
+        &self,
+        id: u64,
+        who: UserId,
+        why: &str,
+        now: Time,
+    ) -> Result<Option<IpNet>, super::ApiError> {
+        let guard = self.cluster_lock().await?;
+        let cidr = self.read(|reg| reg.block(id).map(|b| b.cidr));
+        let out = match self.end_block_unlocked(id, who, why, now, true) {
+            Some(rx) => self.durable(rx).await.map(|()| cidr),
+            None => Ok(None),
+        };
+        if let Some(g) = guard {
+            g.release().await;
+        }
+        out
+    }
+
+    fn end_block_unlocked(
+        &self,
+        id: u64,
+        who: UserId,
+        why: &str,
+        now: Time,
+        publish: bool,
+    ) -> Option<Receipt> {
         let mut reg = self.registry();
         reg.advance(now);
         let cidr = reg.block(id)?.cidr;
@@ -148,6 +181,10 @@ impl AppState {
         }
         let mut ch = Vec::new();
         reg.unblock_now(&cidr, who, why, now, &mut ch);
+        if publish {
+            self.publish(&ch);
+            tracing::info!("UNBLOCK_NOW ID={id} IP={cidr}");
+        }
         Some(self.submit_quietly(ch))
     }
 

@@ -194,7 +194,7 @@ impl Api {
             Limits::default(),
         );
         Api {
-            router: api::router(state.clone()),
+            router: api::router(state.clone()).merge(catchd::web::router(state.clone(), None)),
             state,
             settings,
             clock,

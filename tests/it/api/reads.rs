@@ -497,7 +497,7 @@ async fn navigation_redirects_and_unknown_paths() {
         .expect(301);
     assert_eq!(r.header("location"), "/bhr/api/expected_blocks/?source=x");
     let r = api.get("/", Who::Anonymous).await.expect(302);
-    assert_eq!(r.header("location"), "/bhr/api/");
+    assert_eq!(r.header("location"), "/bhr/");
     for p in [
         "/bhr/api/stats/",
         "/bhr/api/block/",

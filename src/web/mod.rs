@@ -1,0 +1,299 @@
+//! The web pages: BHR's public and operator pages (bhr.md §8.5) and the live
+//! catch-and-release view, rendered on the server as plain HTML.
+//!
+//! * Public: `/bhr/` (start page), `/bhr/stats`, and with `unauthenticated_limited_query`
+//!   `/bhr/limited/query` and `/bhr/limited/list`.
+//! * Signed in (`/accounts/login/`; a session cookie): `/bhr/query`, `/bhr/list`,
+//!   `/bhr/list/source/<source>`, `/bhr/add`, `/bhr/unblock` → `/bhr/do_unblock`, and in
+//!   `catchd run` `/cr/`.
+//!
+//! Every form carries a CSRF token (the session's; before sign-in, a cookie's) and a POST
+//! from another origin is refused. Everything shown is escaped ([`html::Esc`]); pages send
+//! a Content-Security-Policy that allows no inline script, so text that slipped through
+//! could not run anyway. Pages work without JavaScript: the one script (`/static/cr.js`)
+//! only ticks countdowns and refreshes the catch-and-release page in place (without it,
+//! that page reloads itself every 30 s).
+
+pub mod cr;
+mod dns;
+pub mod html;
+mod pages;
+pub mod session;
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::auth::{Perm, User};
+use crate::bhr::api::AppState;
+
+pub use cr::{CatchRelease, Overview};
+use html::Esc;
+use session::{COOKIE, Session, Sessions};
+
+/// What the pages need.
+pub struct WebState {
+    api: Arc<AppState>,
+    sessions: Arc<Sessions>,
+    dns: dns::Resolver,
+    cr: Option<Arc<dyn CatchRelease>>,
+}
+
+/// The pages, over the BHR API's state; `cr` adds the catch-and-release page (the daemon).
+pub fn router(api: Arc<AppState>, cr: Option<Arc<dyn CatchRelease>>) -> Router {
+    let limited = api.read(|r| r.settings().unauthenticated_limited_query);
+    let sessions = Arc::new(Sessions::default());
+    {
+        let sessions = sessions.clone();
+        let weak = Arc::downgrade(&api);
+        api.set_session_lookup(Box::new(move |h| {
+            let id = sessions.user(cookie(h, COOKIE)?)?;
+            let u = weak.upgrade()?.users().get(id)?;
+            u.password_hash.as_ref()?;
+            Some(u)
+        }));
+    }
+    let state = Arc::new(WebState {
+        api,
+        sessions,
+        dns: dns::Resolver::default(),
+        cr: cr.clone(),
+    });
+    use pages as p;
+    let mut r = Router::new()
+        .route("/bhr/", get(p::index))
+        .route("/bhr/stats", get(p::stats))
+        .route("/bhr/query", get(p::query))
+        .route("/bhr/list", get(p::list))
+        .route("/bhr/list/source/{source}", get(p::list_source))
+        .route("/bhr/add", get(p::add_form).post(p::add))
+        .route(
+            "/bhr/unblock",
+            get(p::unblock_form).post(p::unblock_form_post),
+        )
+        .route("/bhr/do_unblock", axum::routing::post(p::do_unblock))
+        .route("/bhr/login", get(p::login_redirect))
+        .route("/accounts/login/", get(p::login_form).post(p::login))
+        .route("/accounts/logout/", get(p::logout_form).post(p::logout))
+        .route("/static/catchd.css", get(p::css))
+        .route("/static/cr.js", get(p::script));
+    if limited {
+        r = r
+            .route("/bhr/limited/query", get(p::limited_query))
+            .route("/bhr/limited/list", get(p::limited_list));
+    }
+    if cr.is_some() {
+        r = r
+            .route("/cr", get(p::cr_slash))
+            .route("/cr/", get(cr::page))
+            .route("/cr/live", get(cr::live));
+    }
+    r.with_state(state)
+}
+
+/// Who is looking at a page.
+pub(crate) struct Visit {
+    /// The signed-in user and their session, with the cookie.
+    pub signed_in: Option<(Arc<User>, Session, String)>,
+    /// Whether the browser came over HTTPS (a TLS-terminating proxy said so).
+    pub https: bool,
+    /// The path and query, to come back to after sign-in.
+    pub here: String,
+}
+
+impl Visit {
+    pub fn user(&self) -> Option<&Arc<User>> {
+        self.signed_in.as_ref().map(|(u, _, _)| u)
+    }
+
+    pub fn may(&self, p: Perm) -> bool {
+        self.user().is_some_and(|u| u.role.may(p))
+    }
+
+    pub fn csrf(&self) -> &str {
+        self.signed_in
+            .as_ref()
+            .map_or("", |(_, s, _)| s.csrf.as_str())
+    }
+}
+
+/// A cookie's value from the request.
+pub(crate) fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+impl WebState {
+    pub(crate) fn visit(&self, h: &HeaderMap, here: &axum::http::Uri) -> Visit {
+        let https = h
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        let signed_in = cookie(h, COOKIE).and_then(|c| {
+            let s = self.sessions.get(c)?;
+            // A user removed or changed by `catchd user` is signed out.
+            let u = self.api.users().get(s.user)?;
+            u.password_hash.as_ref()?;
+            Some((u, s, c.to_string()))
+        });
+        Visit {
+            signed_in,
+            https,
+            here: here
+                .path_and_query()
+                .map_or_else(|| here.path().to_string(), |p| p.as_str().to_string()),
+        }
+    }
+}
+
+/// Headers every page carries.
+fn secure_headers(r: &mut Response) {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// An HTML answer.
+pub(crate) fn html(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    secure_headers(&mut r);
+    r
+}
+
+/// A redirect: 302 for GETs, 303 after a form.
+pub(crate) fn redirect(status: StatusCode, to: &str) -> Response {
+    let mut r = status.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    secure_headers(&mut r);
+    r
+}
+
+/// To the sign-in page, coming back here afterwards.
+pub(crate) fn to_login(v: &Visit) -> Response {
+    redirect(
+        StatusCode::FOUND,
+        &format!("/accounts/login/?next={}", html::Url(&v.here)),
+    )
+}
+
+/// A `Set-Cookie` value.
+pub(crate) fn set_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    https: bool,
+    max_age: Option<u32>,
+) -> HeaderValue {
+    let mut c = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax");
+    if https {
+        c.push_str("; Secure");
+    }
+    if let Some(a) = max_age {
+        let _ = write!(c, "; Max-Age={a}");
+    }
+    HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// One navigation link.
+fn nav_link(out: &mut String, href: &str, text: &str, here: &str) {
+    let current = if here == href || (href != "/bhr/" && here.starts_with(href)) {
+        " aria-current=\"page\""
+    } else {
+        ""
+    };
+    let _ = write!(out, "<a href=\"{href}\"{current}>{text}</a>");
+}
+
+/// The page around `body`: header, navigation, the flash message.
+pub(crate) fn layout(s: &WebState, v: &Visit, title: &str, body: &str) -> String {
+    layout_with(s, v, title, body, "")
+}
+
+/// [`layout`] with extra elements for `<head>`.
+pub(crate) fn layout_with(s: &WebState, v: &Visit, title: &str, body: &str, head: &str) -> String {
+    let limited = s.api.read(|r| r.settings().unauthenticated_limited_query);
+    let path = v.here.split('?').next().unwrap_or("");
+    let mut nav = String::new();
+    nav_link(&mut nav, "/bhr/", "Home", path);
+    if v.user().is_some() {
+        nav_link(&mut nav, "/bhr/query", "Query", path);
+        nav_link(&mut nav, "/bhr/list", "List", path);
+        if v.may(Perm::AddBlock) {
+            nav_link(&mut nav, "/bhr/add", "Add", path);
+        }
+    } else if limited {
+        nav_link(&mut nav, "/bhr/limited/query", "Query", path);
+        nav_link(&mut nav, "/bhr/limited/list", "List", path);
+    }
+    nav_link(&mut nav, "/bhr/stats", "Stats", path);
+    if s.cr.is_some() && v.user().is_some() {
+        nav_link(&mut nav, "/cr/", "Catch &amp; release", path);
+    }
+    let account = match &v.signed_in {
+        Some((u, sess, _)) => format!(
+            "<form class=\"account\" method=\"post\" action=\"/accounts/logout/\">\
+             <span class=\"who\">{}</span>\
+             <input type=\"hidden\" name=\"csrfmiddlewaretoken\" value=\"{}\">\
+             <button type=\"submit\" class=\"link\">Sign out</button></form>",
+            Esc(&u.name),
+            Esc(&sess.csrf)
+        ),
+        None if path.starts_with("/accounts/") => String::new(),
+        None => format!(
+            "<a class=\"account\" href=\"/accounts/login/?next={}\">Sign in</a>",
+            html::Url(&v.here)
+        ),
+    };
+    let flash = v
+        .signed_in
+        .as_ref()
+        .and_then(|(_, s, _)| s.flash.as_deref())
+        .map(|m| format!("<p class=\"flash\" role=\"status\">{}</p>", Esc(m)))
+        .unwrap_or_default();
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} · catchd</title><link rel=\"stylesheet\" href=\"/static/catchd.css\">{head}</head>\
+         <body><header><a class=\"brand\" href=\"/bhr/\">catchd</a><nav>{nav}</nav>{account}</header>\
+         <main>{flash}{body}</main>\
+         <footer>catchd {} · times in UTC</footer></body></html>\n",
+        Esc(title),
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
+/// An error page.
+pub(crate) fn error_page(s: &WebState, v: &Visit, status: StatusCode, msg: &str) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let body = format!("<h1>{}</h1><p class=\"error\">{}</p>", Esc(title), Esc(msg));
+    html(status, layout(s, v, title, &body))
+}

@@ -1,0 +1,1247 @@
+//! BHR's pages (bhr.md §8.5), sign-in and sign-out.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use ipnet::IpNet;
+use serde_json::{Map, Value};
+
+use crate::auth::Perm;
+use crate::bhr::model::{Block, Entry, UserId};
+use crate::time::Time;
+
+use super::html::{Esc, Since, TimeTag, Url};
+use super::session::{self, COOKIE, CSRF_COOKIE, same_secret};
+use super::{Visit, WebState, cookie, error_page, html, layout, redirect, set_cookie, to_login};
+
+type St = State<Arc<WebState>>;
+
+/// Rows a table shows at most (the newest).
+const MAX_ROWS: usize = 1000;
+/// The longest query BHR's form accepts.
+const MAX_QUERY: usize = 100;
+/// The form field carrying the CSRF token (Django's name).
+const CSRF_FIELD: &str = "csrfmiddlewaretoken";
+/// How long a failed sign-in is held before it is answered.
+const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(500);
+
+/// BHR's duration choices (`/bhr/add`), in seconds; 0 is indefinite.
+pub const DURATIONS: [(i64, &str); 8] = [
+    (300, "5 minutes"),
+    (3_600, "1 hour"),
+    (86_400, "1 day"),
+    (604_800, "1 week"),
+    (2_592_000, "1 month"),
+    (7_776_000, "3 months"),
+    (31_536_000, "1 year"),
+    (0, "Indefinite"),
+];
+
+// ----- forms -----
+
+/// A form-encoded body or query string (the last of a repeated key wins for `get`).
+pub(crate) struct Form(Vec<(String, String)>);
+
+impl Form {
+    pub fn parse(raw: &[u8]) -> Form {
+        Form(serde_urlencoded::from_bytes(raw).unwrap_or_default())
+    }
+
+    pub fn query(q: Option<&str>) -> Form {
+        Form::parse(q.unwrap_or("").as_bytes())
+    }
+
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all<'a>(&'a self, k: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn checked(&self, k: &str) -> bool {
+        self.get(k)
+            .is_some_and(|v| matches!(v, "on" | "1" | "true" | "True"))
+    }
+}
+
+fn csrf_input(token: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"{CSRF_FIELD}\" value=\"{}\">",
+        Esc(token)
+    )
+}
+
+/// A POST must come from this site's pages: its `Origin` (when the browser sends one)
+/// is this server, and it carries the token of the session (or, before sign-in, of the
+/// CSRF cookie).
+fn check_post(
+    s: &WebState,
+    v: &Visit,
+    h: &HeaderMap,
+    form: &Form,
+    expected: Option<&str>,
+) -> Result<(), Box<Response>> {
+    let refuse = || {
+        error_page(
+            s,
+            v,
+            StatusCode::FORBIDDEN,
+            "CSRF verification failed. Request aborted. Reload the form and send it again.",
+        )
+    };
+    if let Some(origin) = h.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        let host = h
+            .get(header::HOST)
+            .and_then(|x| x.to_str().ok())
+            .unwrap_or("");
+        let scheme = if v.https { "https" } else { "http" };
+        if origin != format!("{scheme}://{host}") {
+            tracing::warn!(origin, host, "Web: a form from another origin was refused.");
+            return Err(Box::new(refuse()));
+        }
+    }
+    let sent = form.get(CSRF_FIELD).unwrap_or("");
+    match expected {
+        Some(tok) if !tok.is_empty() && same_secret(sent, tok) => Ok(()),
+        _ => Err(Box::new(refuse())),
+    }
+}
+
+// ----- tables -----
+
+/// A block with its entries, copied out of the registry.
+struct Row {
+    block: Block,
+    entries: Vec<Entry>,
+}
+
+/// Which columns a block table has.
+#[derive(Clone, Copy, Default)]
+struct Cols {
+    /// Who and Why (operators).
+    who_why: bool,
+    /// A checkbox to pick blocks to unblock.
+    select: bool,
+    /// The block managers' entries (the query page).
+    entries: bool,
+    /// A reverse-DNS column (local blocks).
+    dns: bool,
+    /// Where a network links to: the query page for operators, the limited one otherwise.
+    limited: bool,
+}
+
+fn is_unblockable(b: &Block, now: Time) -> bool {
+    !b.forced_unblock && b.unblock_at.is_none_or(|u| u > now)
+}
+
+struct Ctx<'a> {
+    now: Time,
+    names: &'a HashMap<UserId, String>,
+    dns: &'a HashMap<IpAddr, String>,
+}
+
+fn who(names: &HashMap<UserId, String>, id: UserId) -> &str {
+    names.get(&id).map_or("?", String::as_str)
+}
+
+/// Writes a table of blocks; returns whether it has a checkbox.
+fn block_table(out: &mut String, rows: &[Row], c: Cols, x: &Ctx<'_>) -> bool {
+    let mut picks = false;
+    if rows.is_empty() {
+        out.push_str("<p class=\"empty\">No blocks.</p>");
+        return picks;
+    }
+    out.push_str("<div class=\"scroll\"><table class=\"blocks cards\"><thead><tr>");
+    if c.select {
+        out.push_str("<th><span class=\"sr\">Unblock</span></th>");
+    }
+    out.push_str("<th>Cidr</th>");
+    if c.dns {
+        out.push_str("<th>DNS</th>");
+    }
+    if c.who_why {
+        out.push_str("<th>Who</th>");
+    }
+    out.push_str("<th>Source</th>");
+    if c.who_why {
+        out.push_str("<th>Why</th>");
+    }
+    out.push_str("<th>Added</th><th>Unblock At</th><th>Duration</th>");
+    if c.entries {
+        out.push_str("<th>Entries</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    let query = if c.limited {
+        "/bhr/limited/query"
+    } else {
+        "/bhr/query"
+    };
+    for Row { block: b, entries } in rows {
+        let live = is_unblockable(b, x.now);
+        let _ = write!(
+            out,
+            "<tr class=\"{}\">",
+            if live { "active" } else { "ended" }
+        );
+        if c.select {
+            if live {
+                picks = true;
+                let _ = write!(
+                    out,
+                    "<td class=\"pick\" data-label=\"Unblock\"><input type=\"checkbox\" name=\"id\" value=\"{}\" aria-label=\"Unblock {}\"></td>",
+                    b.id, b.cidr
+                );
+            } else {
+                out.push_str("<td class=\"pick\"></td>");
+            }
+        }
+        let cidr = b.cidr.to_string();
+        let _ = write!(
+            out,
+            "<td class=\"cidr\" data-label=\"Cidr\"><a href=\"{query}?query={}\">{}</a></td>",
+            Url(&cidr),
+            Esc(&cidr)
+        );
+        if c.dns {
+            let name = x
+                .dns
+                .get(&b.cidr.addr())
+                .filter(|_| b.cidr.prefix_len() == b.cidr.max_prefix_len());
+            let _ = write!(
+                out,
+                "<td data-label=\"DNS\">{}</td>",
+                Esc(name.map_or("", String::as_str))
+            );
+        }
+        if c.who_why {
+            let _ = write!(
+                out,
+                "<td data-label=\"Who\">{}</td>",
+                Esc(who(x.names, b.who))
+            );
+        }
+        let _ = write!(out, "<td data-label=\"Source\">{}</td>", Esc(&b.source));
+        if c.who_why {
+            let _ = write!(out, "<td class=\"why\" data-label=\"Why\">{}", Esc(&b.why));
+            if b.forced_unblock {
+                let by = b.unblock_who.map_or("?", |id| who(x.names, id));
+                let _ = write!(
+                    out,
+                    "<div class=\"note\">Unblocked by {}: {}</div>",
+                    Esc(by),
+                    Esc(&b.unblock_why)
+                );
+            }
+            out.push_str("</td>");
+        }
+        let _ = write!(out, "<td data-label=\"Added\">{}</td>", TimeTag(b.added));
+        match b.unblock_at {
+            Some(u) => {
+                let _ = write!(out, "<td data-label=\"Unblock At\">{}</td><td data-label=\"Duration\">{}</td>", TimeTag(u), Since(b.added, u));
+            }
+            None => out.push_str(
+                "<td data-label=\"Unblock At\">never</td><td data-label=\"Duration\">indefinite</td>",
+            ),
+        }
+        if c.entries {
+            out.push_str("<td data-label=\"Entries\">");
+            if entries.is_empty() {
+                out.push_str("<span class=\"muted\">none</span>");
+            } else {
+                out.push_str(
+                    "<table class=\"entries\"><thead><tr><th>Ident</th><th>Added</th><th>Removed</th></tr></thead><tbody>",
+                );
+                for e in entries {
+                    let _ = write!(
+                        out,
+                        "<tr><td>{}</td><td>{}</td><td>",
+                        Esc(&e.ident),
+                        TimeTag(e.added)
+                    );
+                    match e.removed {
+                        Some(r) => {
+                            let _ = write!(out, "{}", TimeTag(r));
+                        }
+                        None => out.push_str("<span class=\"muted\">in place</span>"),
+                    }
+                    out.push_str("</td></tr>");
+                }
+                out.push_str("</tbody></table>");
+            }
+            out.push_str("</td>");
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table></div>");
+    picks
+}
+
+fn rows_of(
+    reg: &crate::bhr::registry::Registry,
+    blocks: impl Iterator<Item = u64>,
+    entries: bool,
+) -> Vec<Row> {
+    blocks
+        .filter_map(|id| reg.block(id))
+        .map(|b| Row {
+            block: b.clone(),
+            entries: if entries {
+                reg.entries_of(b.id).cloned().collect()
+            } else {
+                Vec::new()
+            },
+        })
+        .collect()
+}
+
+/// "Showing the newest N of M."
+fn shown_of(out: &mut String, shown: usize, total: usize) {
+    if total > shown {
+        let _ = write!(
+            out,
+            "<p class=\"muted\">Showing the newest {shown} of {total}.</p>"
+        );
+    }
+}
+
+// ----- searching -----
+
+/// What a query asks for (shared by `/bhr/query` and the limited page): a first character
+/// that is a digit makes it a network (blocks inside it), anything else a case-sensitive
+/// piece of the reason.
+enum Search {
+    Nothing,
+    Net(IpNet),
+    Text(String),
+}
+
+fn search(q: &str) -> Result<Search, String> {
+    let q = q.trim();
+    if q.is_empty() {
+        return Ok(Search::Nothing);
+    }
+    let n = q.chars().count();
+    if n > MAX_QUERY {
+        return Err(format!(
+            "Ensure this value has at most {MAX_QUERY} characters (it has {n})."
+        ));
+    }
+    if q.as_bytes()[0].is_ascii_digit() {
+        crate::bhr::api::network(q)
+            .map(Search::Net)
+            .map_err(|m| format!("{q}: {m}"))
+    } else {
+        Ok(Search::Text(q.to_string()))
+    }
+}
+
+/// The matching blocks, newest first (at most [`MAX_ROWS`]), and how many matched.
+fn find(s: &WebState, what: &Search, entries: bool) -> (Vec<Row>, usize) {
+    s.api.read(|reg| {
+        let mut ids: Vec<(Time, u64)> = match what {
+            Search::Nothing => Vec::new(),
+            Search::Net(n) => reg.query(n).iter().map(|b| (b.added, b.id)).collect(),
+            Search::Text(t) => reg
+                .blocks()
+                .filter(|b| b.why.contains(t.as_str()))
+                .map(|b| (b.added, b.id))
+                .collect(),
+        };
+        let total = ids.len();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.truncate(MAX_ROWS);
+        (
+            rows_of(reg, ids.into_iter().map(|(_, id)| id), entries),
+            total,
+        )
+    })
+}
+
+fn search_form(out: &mut String, action: &str, q: &str, error: Option<&str>) {
+    let _ = write!(
+        out,
+        "<form class=\"search\" method=\"get\" action=\"{action}\" role=\"search\">\
+         <label for=\"query\">CIDR or comment string</label>\
+         <div class=\"row\"><input id=\"query\" name=\"query\" value=\"{}\" maxlength=\"{MAX_QUERY}\" \
+         placeholder=\"192.0.2.0/24 or a word of the reason\" autofocus>\
+         <button type=\"submit\">Search</button></div>",
+        Esc(q)
+    );
+    if let Some(e) = error {
+        let _ = write!(out, "<p class=\"error\">{}</p>", Esc(e));
+    }
+    out.push_str("</form>");
+}
+
+fn query_page(s: &WebState, v: &Visit, q: Option<&str>, limited: bool) -> Response {
+    let q = q.unwrap_or("");
+    let action = if limited {
+        "/bhr/limited/query"
+    } else {
+        "/bhr/query"
+    };
+    let mut body = String::from("<h1>Query</h1>");
+    let (what, status) = match search(q) {
+        Ok(w) => {
+            search_form(&mut body, action, q, None);
+            (w, StatusCode::OK)
+        }
+        Err(e) => {
+            search_form(&mut body, action, q, Some(&e));
+            (Search::Nothing, StatusCode::BAD_REQUEST)
+        }
+    };
+    if !matches!(what, Search::Nothing) {
+        let (rows, total) = find(s, &what, !limited);
+        let _ = write!(
+            body,
+            "<h2>{} {} for <q>{}</q></h2>",
+            total,
+            if total == 1 { "block" } else { "blocks" },
+            Esc(q.trim())
+        );
+        shown_of(&mut body, rows.len(), total);
+        let names = s.api.users().names();
+        let x = Ctx {
+            now: s.api.now(),
+            names: &names,
+            dns: &HashMap::new(),
+        };
+        let cols = Cols {
+            who_why: !limited,
+            select: !limited && v.may(Perm::ChangeBlock),
+            entries: !limited,
+            dns: false,
+            limited,
+        };
+        if cols.select {
+            unblock_selection(&mut body, v, |out| block_table(out, &rows, cols, &x));
+        } else {
+            block_table(&mut body, &rows, cols, &x);
+        }
+    }
+    html(status, layout(s, v, "Query", &body))
+}
+
+/// A table whose checkboxes pick blocks for `/bhr/unblock`.
+fn unblock_selection(out: &mut String, v: &Visit, table: impl FnOnce(&mut String) -> bool) {
+    let _ = write!(
+        out,
+        "<form method=\"post\" action=\"/bhr/unblock\">{}",
+        csrf_input(v.csrf())
+    );
+    if table(out) {
+        out.push_str("<p><button type=\"submit\" class=\"danger\">Unblock selected…</button></p>");
+    }
+    out.push_str("</form>");
+}
+
+// ----- public pages -----
+
+/// `GET /bhr/`: the start page.
+pub async fn index(State(s): St, h: HeaderMap, uri: Uri) -> Response {
+    let v = s.visit(&h, &uri);
+    let limited = s.api.read(|r| r.settings().unauthenticated_limited_query);
+    let st = s.api.stats_snapshot();
+    let mut body = String::from("<h1>Black Hole Router</h1>");
+    let _ = write!(
+        body,
+        "<dl class=\"counts\"><div><dt>Current</dt><dd>{}</dd></div><div><dt>Expected</dt><dd>{}</dd></div>\
+         <div><dt>Block pending</dt><dd>{}</dd></div><div><dt>Unblock pending</dt><dd>{}</dd></div></dl>",
+        st.current, st.expected, st.block_pending, st.unblock_pending
+    );
+    if v.user().is_some() {
+        search_form(&mut body, "/bhr/query", "", None);
+        body.push_str("<ul class=\"links\"><li><a href=\"/bhr/list\">Blocks in place and recent automated blocks</a></li>");
+        if v.may(Perm::AddBlock) {
+            body.push_str("<li><a href=\"/bhr/add\">Add a block</a></li>");
+        }
+        body.push_str("<li><a href=\"/bhr/stats\">Statistics by source</a></li>");
+        if s.cr.is_some() {
+            body.push_str(
+                "<li><a href=\"/cr/\">Catch and release: watched addresses, live</a></li>",
+            );
+        }
+        body.push_str("<li><a href=\"/bhr/list.csv\">list.csv</a> · <a href=\"/bhr/publist.csv\">publist.csv</a> · <a href=\"/bhr/api/\">API</a></li></ul>");
+    } else {
+        body.push_str(
+            "<p><a class=\"button\" href=\"/accounts/login/?next=/bhr/\">Sign in</a> to query, add and unblock.</p>",
+        );
+    }
+    if limited {
+        body.push_str(
+            "<h2>Limited access pages</h2><ul class=\"links\">\
+             <li><a href=\"/bhr/limited/query\">Query</a></li>\
+             <li><a href=\"/bhr/limited/list\">List</a></li>\
+             <li><a href=\"/bhr/publist.csv\">publist.csv</a></li></ul>",
+        );
+    }
+    html(StatusCode::OK, layout(&s, &v, "Home", &body))
+}
+
+/// `GET /bhr/limited/query?query=Q` (public, with `unauthenticated_limited_query`).
+pub async fn limited_query(
+    State(s): St,
+    h: HeaderMap,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let v = s.visit(&h, &uri);
+    let f = Form::query(q.as_deref());
+    query_page(&s, &v, f.get("query"), true)
+}
+
+/// Expected blocks by group: manual (source `web` or `cli`), local (inside
+/// `local_networks`), automated (the 50 newest not from `web`), newest first.
+struct Lists {
+    manual: (Vec<Row>, usize),
+    local: (Vec<Row>, usize),
+    automated: (Vec<Row>, usize),
+}
+
+fn lists(s: &WebState, source: Option<&str>) -> Lists {
+    s.api.read(|reg| {
+        let local_nets = reg.settings().local_networks.clone();
+        let mut manual = Vec::new();
+        let mut local = Vec::new();
+        let mut automated = Vec::new();
+        let mut newest: Vec<&Block> = reg.expected().collect();
+        newest.reverse();
+        for b in newest {
+            if let Some(src) = source {
+                if *b.source == *src {
+                    automated.push(b.id);
+                }
+                continue;
+            }
+            if matches!(&*b.source, "web" | "cli") {
+                manual.push(b.id);
+            }
+            if local_nets.iter().any(|n| n.contains(&b.cidr)) {
+                local.push(b.id);
+            }
+            if &*b.source != "web" {
+                automated.push(b.id);
+            }
+        }
+        let cap = |ids: Vec<u64>, n: usize| {
+            let total = ids.len();
+            (rows_of(reg, ids.into_iter().take(n), false), total)
+        };
+        Lists {
+            manual: cap(manual, MAX_ROWS),
+            local: cap(local, MAX_ROWS),
+            automated: cap(automated, if source.is_some() { 500 } else { 50 }),
+        }
+    })
+}
+
+async fn local_names(s: &WebState, rows: &[Row]) -> HashMap<IpAddr, String> {
+    let hosts: Vec<IpAddr> = rows
+        .iter()
+        .map(|r| r.block.cidr)
+        .filter(|c| c.prefix_len() == c.max_prefix_len())
+        .map(|c| c.addr())
+        .collect();
+    s.dns.names(&hosts).await
+}
+
+/// `GET /bhr/limited/list` (public, with `unauthenticated_limited_query`).
+pub async fn limited_list(State(s): St, h: HeaderMap, uri: Uri) -> Response {
+    let v = s.visit(&h, &uri);
+    let l = lists(&s, None);
+    let dns = local_names(&s, &l.local.0).await;
+    let names = HashMap::new();
+    let x = Ctx {
+        now: s.api.now(),
+        names: &names,
+        dns: &dns,
+    };
+    let cols = Cols {
+        limited: true,
+        ..Cols::default()
+    };
+    let mut body = String::from(
+        "<h1>Blocks</h1><p>Every block in force: <a href=\"/bhr/publist.csv\">publist.csv</a></p><h2>Manual Blocks</h2>",
+    );
+    shown_of(&mut body, l.manual.0.len(), l.manual.1);
+    block_table(&mut body, &l.manual.0, cols, &x);
+    body.push_str("<h2>Local Blocks</h2>");
+    shown_of(&mut body, l.local.0.len(), l.local.1);
+    block_table(&mut body, &l.local.0, Cols { dns: true, ..cols }, &x);
+    html(StatusCode::OK, layout(&s, &v, "List", &body))
+}
+
+/// `GET /bhr/stats` (public, as in BHR: the same numbers as `/bhr/api/stats`).
+pub async fn stats(State(s): St, h: HeaderMap, uri: Uri) -> Response {
+    let v = s.visit(&h, &uri);
+    let st = s.api.stats_snapshot();
+    let mut body = String::from("<h1>Stats</h1>");
+    let _ = write!(
+        body,
+        "<dl class=\"counts\"><div><dt>Current</dt><dd>{}</dd></div><div><dt>Expected</dt><dd>{}</dd></div>\
+         <div><dt>Block Pending</dt><dd>{}</dd></div><div><dt>Unblock Pending</dt><dd>{}</dd></div></dl>",
+        st.current, st.expected, st.block_pending, st.unblock_pending
+    );
+    body.push_str("<h2>Expected blocks by source</h2>");
+    if st.sources.is_empty() {
+        body.push_str("<p class=\"empty\">No blocks.</p>");
+    } else {
+        body.push_str("<div class=\"scroll\"><table class=\"sources\"><thead><tr><th>Source</th><th class=\"num\">Blocks</th></tr></thead><tbody>");
+        for (src, n) in &st.sources {
+            let _ = write!(
+                body,
+                "<tr><td><a href=\"/bhr/list/source/{}\">{}</a></td><td class=\"num\">{n}</td></tr>",
+                PathSeg(src),
+                Esc(src)
+            );
+        }
+        body.push_str("</tbody></table></div>");
+    }
+    html(StatusCode::OK, layout(&s, &v, "Stats", &body))
+}
+
+/// A path segment, percent-encoded.
+struct PathSeg<'a>(&'a str);
+
+impl std::fmt::Display for PathSeg<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                f.write_char(b as char)?;
+            } else {
+                write!(f, "%{b:02X}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ----- operator pages -----
+
+/// `GET /bhr/query?query=Q` (signed in).
+pub async fn query(State(s): St, h: HeaderMap, uri: Uri, RawQuery(q): RawQuery) -> Response {
+    let v = s.visit(&h, &uri);
+    if v.user().is_none() {
+        return to_login(&v);
+    }
+    let f = Form::query(q.as_deref());
+    query_page(&s, &v, f.get("query"), false)
+}
+
+/// `GET /bhr/list` (signed in).
+pub async fn list(State(s): St, h: HeaderMap, uri: Uri) -> Response {
+    let v = s.visit(&h, &uri);
+    if v.user().is_none() {
+        return to_login(&v);
+    }
+    let l = lists(&s, None);
+    let dns = local_names(&s, &l.local.0).await;
+    let names = s.api.users().names();
+    let x = Ctx {
+        now: s.api.now(),
+        names: &names,
+        dns: &dns,
+    };
+    let cols = Cols {
+        who_why: true,
+        select: v.may(Perm::ChangeBlock),
+        ..Cols::default()
+    };
+    let mut body = String::from(
+        "<h1>Blocks</h1><p>Every block in force: <a href=\"/bhr/list.csv\">list.csv</a> · <a href=\"/bhr/publist.csv\">publist.csv</a></p>",
+    );
+    let sections = |out: &mut String| {
+        out.push_str("<h2>Manual Blocks</h2>");
+        shown_of(out, l.manual.0.len(), l.manual.1);
+        let a = block_table(out, &l.manual.0, cols, &x);
+        out.push_str("<h2>Local Blocks</h2>");
+        shown_of(out, l.local.0.len(), l.local.1);
+        let b = block_table(out, &l.local.0, Cols { dns: true, ..cols }, &x);
+        out.push_str("<h2>50 most recent automated blocks</h2>");
+        let c = block_table(out, &l.automated.0, cols, &x);
+        a || b || c
+    };
+    if cols.select {
+        unblock_selection(&mut body, &v, sections);
+    } else {
+        sections(&mut body);
+    }
+    html(StatusCode::OK, layout(&s, &v, "List", &body))
+}
+
+/// `GET /bhr/list/source/<source>` (signed in): the 500 newest blocks in force of a source.
+pub async fn list_source(
+    State(s): St,
+    h: HeaderMap,
+    uri: Uri,
+    Path(source): Path<String>,
+) -> Response {
+    let v = s.visit(&h, &uri);
+    if v.user().is_none() {
+        return to_login(&v);
+    }
+    let l = lists(&s, Some(&source));
+    let names = s.api.users().names();
+    let x = Ctx {
+        now: s.api.now(),
+        names: &names,
+        dns: &HashMap::new(),
+    };
+    let cols = Cols {
+        who_why: true,
+        select: v.may(Perm::ChangeBlock),
+        ..Cols::default()
+    };
+    let mut body = format!("<h1>Blocks from <q>{}</q></h1>", Esc(&source));
+    shown_of(&mut body, l.automated.0.len(), l.automated.1);
+    if cols.select {
+        unblock_selection(&mut body, &v, |out| {
+            block_table(out, &l.automated.0, cols, &x)
+        });
+    } else {
+        block_table(&mut body, &l.automated.0, cols, &x);
+    }
+    html(
+        StatusCode::OK,
+        layout(&s, &v, &format!("Source {source}"), &body),
+    )
+}
+
+/// The add form, with what was entered and what was wrong with it.
+fn add_page(
+    s: &WebState,
+    v: &Visit,
+    f: &Form,
+    errors: &[(String, String)],
+    status: StatusCode,
+) -> Response {
+    let err = |field: &str| -> String {
+        errors
+            .iter()
+            .filter(|(k, _)| k == field)
+            .map(|(_, m)| format!("<p class=\"error\">{}</p>", Esc(m)))
+            .collect()
+    };
+    let duration: i64 = f
+        .get("duration")
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(DURATIONS[0].0);
+    let mut opts = String::new();
+    for (secs, label) in DURATIONS {
+        let sel = if secs == duration { " selected" } else { "" };
+        let _ = write!(opts, "<option value=\"{secs}\"{sel}>{label}</option>");
+    }
+    let check = |k: &str| if f.checked(k) { " checked" } else { "" };
+    let body = format!(
+        "<h1>Add a block</h1>{general}<form class=\"stacked\" method=\"post\" action=\"/bhr/add\">{csrf}\
+         <label for=\"cidr\">CIDR</label><input id=\"cidr\" name=\"cidr\" required maxlength=\"50\" value=\"{cidr}\" placeholder=\"192.0.2.10 or 2001:db8::/64\" autofocus>{e_cidr}\
+         <label for=\"why\">Why</label><textarea id=\"why\" name=\"why\" required rows=\"3\">{why}</textarea>{e_why}\
+         <label for=\"duration\">Duration</label><select id=\"duration\" name=\"duration\">{opts}</select>{e_duration}\
+         <label class=\"check\"><input type=\"checkbox\" name=\"skip_whitelist\"{skip}> Skip whitelist (and the prefix-length and source checks)</label>\
+         <label class=\"check\"><input type=\"checkbox\" name=\"extend\"{extend}> Extend an existing block for this network</label>\
+         <p><button type=\"submit\">Block</button></p></form>",
+        general = err("non_field_errors"),
+        csrf = csrf_input(v.csrf()),
+        cidr = Esc(f.get("cidr").unwrap_or("")),
+        why = Esc(f.get("why").unwrap_or("")),
+        e_cidr = err("cidr"),
+        e_why = err("why"),
+        e_duration = err("duration"),
+        skip = check("skip_whitelist"),
+        extend = check("extend"),
+    );
+    html(status, layout(s, v, "Add", &body))
+}
+
+fn may_or_refuse(s: &WebState, v: &Visit, p: Perm) -> Result<(), Box<Response>> {
+    if v.user().is_none() {
+        return Err(Box::new(to_login(v)));
+    }
+    if !v.may(p) {
+        return Err(Box::new(error_page(
+            s,
+            v,
+            StatusCode::FORBIDDEN,
+            "You do not have permission to perform this action.",
+        )));
+    }
+    Ok(())
+}
+
+/// The start of every form that changes something: signed in with permission `p`, sent
+/// from this site with the session's token. The visit and the form, or the answer.
+fn posted(
+    s: &WebState,
+    h: &HeaderMap,
+    uri: &Uri,
+    body: &[u8],
+    p: Perm,
+) -> Result<(Visit, Form), Box<Response>> {
+    let v = s.visit(h, uri);
+    may_or_refuse(s, &v, p)?;
+    let f = Form::parse(body);
+    check_post(s, &v, h, &f, Some(v.csrf()))?;
+    Ok((v, f))
+}
+
+/// `GET /bhr/add[?cidr=…]` (signed in, `add_block`).
+pub async fn add_form(State(s): St, h: HeaderMap, uri: Uri, RawQuery(q): RawQuery) -> Response {
+    let v = s.visit(&h, &uri);
+    if let Err(r) = may_or_refuse(&s, &v, Perm::AddBlock) {
+        return *r;
+    }
+    add_page(&s, &v, &Form::query(q.as_deref()), &[], StatusCode::OK)
+}
+
+/// `POST /bhr/add`: blocks with source `web`, then shows the network's history.
+pub async fn add(State(s): St, h: HeaderMap, uri: Uri, body: Bytes) -> Response {
+    let (v, f) = match posted(&s, &h, &uri, &body, Perm::AddBlock) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let Some((user, _, cookie)) = &v.signed_in else {
+        return to_login(&v);
+    };
+    let mut m = Map::new();
+    for k in ["cidr", "why"] {
+        if let Some(x) = f.get(k) {
+            m.insert(k.into(), Value::from(x.trim()));
+        }
+    }
+    let duration = f.get("duration").unwrap_or("");
+    if !DURATIONS.iter().any(|(d, _)| d.to_string() == duration) {
+        return add_page(
+            &s,
+            &v,
+            &f,
+            &[(
+                "duration".into(),
+                format!("Select a valid choice. {duration} is not one of the available choices."),
+            )],
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    m.insert("duration".into(), Value::from(duration));
+    m.insert("source".into(), Value::from("web"));
+    m.insert(
+        "skip_whitelist".into(),
+        Value::Bool(f.checked("skip_whitelist")),
+    );
+    m.insert("extend".into(), Value::Bool(f.checked("extend")));
+    m.insert("autoscale".into(), Value::Bool(false));
+    let req = match crate::bhr::api::block_request(&m, user.id) {
+        Ok(r) => r,
+        Err(e) => {
+            let errors: Vec<(String, String)> = e
+                .iter()
+                .flat_map(|(k, ms)| ms.iter().map(move |m| (k.to_string(), m.clone())))
+                .collect();
+            return add_page(&s, &v, &f, &errors, StatusCode::BAD_REQUEST);
+        }
+    };
+    let now = s.api.now();
+    match s.api.add_block_coordinated(&req, now).await {
+        Ok(Ok((id, created))) => {
+            let b = s.api.read(|r| r.block(id).cloned());
+            let until = b.as_ref().and_then(|b| b.unblock_at).map_or_else(
+                || "indefinitely".to_string(),
+                |u| format!("until {}", super::html::Date(u)),
+            );
+            let msg = if created {
+                format!("Blocked {} {until}.", req.cidr)
+            } else {
+                format!("{} was already blocked; it is blocked {until}.", req.cidr)
+            };
+            tracing::info!(
+                "WEB_BLOCK IP={} user={} created={created} id={id}",
+                req.cidr,
+                user.name
+            );
+            s.sessions.flash(cookie, msg);
+            redirect(
+                StatusCode::SEE_OTHER,
+                &format!("/bhr/query?query={}", Url(&req.cidr.to_string())),
+            )
+        }
+        Ok(Err(refused)) => add_page(
+            &s,
+            &v,
+            &f,
+            &[("non_field_errors".into(), refused.0)],
+            StatusCode::BAD_REQUEST,
+        ),
+        Err(_) => error_page(
+            &s,
+            &v,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The block could not be stored. Try again.",
+        ),
+    }
+}
+
+/// The confirmation page for unblocking the blocks picked.
+fn unblock_page(
+    s: &WebState,
+    v: &Visit,
+    f: &Form,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let ids: Vec<u64> = f
+        .all("id")
+        .filter_map(|i| i.parse().ok())
+        .take(MAX_ROWS)
+        .collect();
+    let now = s.api.now();
+    let rows = s.api.read(|reg| rows_of(reg, ids.iter().copied(), false));
+    let (live, gone): (Vec<Row>, Vec<Row>) = rows
+        .into_iter()
+        .partition(|r| is_unblockable(&r.block, now));
+    let names = s.api.users().names();
+    let x = Ctx {
+        now,
+        names: &names,
+        dns: &HashMap::new(),
+    };
+    let cols = Cols {
+        who_why: true,
+        ..Cols::default()
+    };
+    let mut body = String::from("<h1>Unblock</h1>");
+    if let Some(e) = error {
+        let _ = write!(body, "<p class=\"error\">{}</p>", Esc(e));
+    }
+    if live.is_empty() {
+        body.push_str("<p class=\"empty\">Nothing to unblock: pick blocks in force on the <a href=\"/bhr/list\">list</a> or <a href=\"/bhr/query\">query</a> page.</p>");
+    } else {
+        let _ = write!(
+            body,
+            "<p>These {} will be removed from every block manager now:</p>",
+            if live.len() == 1 {
+                "block".to_string()
+            } else {
+                format!("{} blocks", live.len())
+            }
+        );
+        block_table(&mut body, &live, cols, &x);
+        let _ = write!(
+            body,
+            "<form class=\"stacked\" method=\"post\" action=\"/bhr/do_unblock\">{}",
+            csrf_input(v.csrf())
+        );
+        for r in &live {
+            let _ = write!(
+                body,
+                "<input type=\"hidden\" name=\"id\" value=\"{}\">",
+                r.block.id
+            );
+        }
+        let _ = write!(
+            body,
+            "<label for=\"why\">Why</label><textarea id=\"why\" name=\"why\" required rows=\"2\">{}</textarea>\
+             <p><button type=\"submit\" class=\"danger\">Unblock</button> <a href=\"/bhr/list\">Cancel</a></p></form>",
+            Esc(f.get("why").unwrap_or(""))
+        );
+    }
+    if !gone.is_empty() {
+        body.push_str("<h2>No longer in force</h2>");
+        block_table(&mut body, &gone, cols, &x);
+    }
+    html(status, layout(s, v, "Unblock", &body))
+}
+
+/// `GET /bhr/unblock?id=…`: the confirmation page (changes nothing).
+pub async fn unblock_form(State(s): St, h: HeaderMap, uri: Uri, RawQuery(q): RawQuery) -> Response {
+    let v = s.visit(&h, &uri);
+    if let Err(r) = may_or_refuse(&s, &v, Perm::ChangeBlock) {
+        return *r;
+    }
+    unblock_page(&s, &v, &Form::query(q.as_deref()), None, StatusCode::OK)
+}
+
+/// `POST /bhr/unblock` (the checkboxes of the list and query pages): the confirmation page.
+pub async fn unblock_form_post(State(s): St, h: HeaderMap, uri: Uri, body: Bytes) -> Response {
+    let (v, f) = match posted(&s, &h, &uri, &body, Perm::ChangeBlock) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    unblock_page(&s, &v, &f, None, StatusCode::OK)
+}
+
+/// `POST /bhr/do_unblock`: ends each block picked, with the reason given.
+pub async fn do_unblock(State(s): St, h: HeaderMap, uri: Uri, body: Bytes) -> Response {
+    let (v, f) = match posted(&s, &h, &uri, &body, Perm::ChangeBlock) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let Some((user, _, cookie)) = &v.signed_in else {
+        return to_login(&v);
+    };
+    let why = f.get("why").unwrap_or("").trim();
+    if why.is_empty() {
+        return unblock_page(
+            &s,
+            &v,
+            &f,
+            Some("Say why: this field is required."),
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    let ids: Vec<u64> = f
+        .all("id")
+        .filter_map(|i| i.parse().ok())
+        .take(MAX_ROWS)
+        .collect();
+    if ids.is_empty() {
+        return unblock_page(
+            &s,
+            &v,
+            &f,
+            Some("Pick at least one block."),
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    let mut ended = Vec::new();
+    for id in ids {
+        match s
+            .api
+            .end_block_coordinated(id, user.id, why, s.api.now())
+            .await
+        {
+            Ok(Some(cidr)) => ended.push(cidr),
+            Ok(None) => {}
+            Err(_) => {
+                return error_page(
+                    &s,
+                    &v,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The unblock could not be stored. Try again.",
+                );
+            }
+        }
+    }
+    tracing::info!("WEB_UNBLOCK user={} blocks={}", user.name, ended.len());
+    let msg = match ended.as_slice() {
+        [] => "Nothing was unblocked: those blocks were no longer in force.".to_string(),
+        [one] => format!("Unblocked {one}; block managers remove it now."),
+        many => format!(
+            "Unblocked {} blocks; block managers remove them now.",
+            many.len()
+        ),
+    };
+    s.sessions.flash(cookie, msg);
+    let to = match ended.as_slice() {
+        [one] => format!("/bhr/query?query={}", Url(&one.to_string())),
+        _ => "/bhr/list".to_string(),
+    };
+    redirect(StatusCode::SEE_OTHER, &to)
+}
+
+// ----- signing in and out -----
+
+/// `GET /bhr/login` → the sign-in page, as BHR.
+pub async fn login_redirect() -> Response {
+    redirect(StatusCode::FOUND, "/accounts/login/")
+}
+
+/// Where to go after sign-in: a path on this site, else the start page.
+fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        _ => "/bhr/",
+    }
+}
+
+fn login_page(
+    s: &WebState,
+    v: &Visit,
+    token: &str,
+    name: &str,
+    next: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let mut body = String::from("<h1>Sign in</h1>");
+    if let Some(e) = error {
+        let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", Esc(e));
+    }
+    let _ = write!(
+        body,
+        "<form class=\"stacked narrow\" method=\"post\" action=\"/accounts/login/\">{}\
+         <input type=\"hidden\" name=\"next\" value=\"{}\">\
+         <label for=\"username\">Username</label><input id=\"username\" name=\"username\" required autocomplete=\"username\" value=\"{}\"{}>\
+         <label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" required autocomplete=\"current-password\"{}>\
+         <p><button type=\"submit\">Sign in</button></p></form>\
+         <p class=\"muted\">Accounts are made with <code>catchd user add NAME --password-stdin</code>.</p>",
+        csrf_input(token),
+        Esc(next),
+        Esc(name),
+        if name.is_empty() { " autofocus" } else { "" },
+        if name.is_empty() { "" } else { " autofocus" },
+    );
+    let mut r = html(status, layout(s, v, "Sign in", &body));
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(CSRF_COOKIE, token, "/accounts/", v.https, None),
+    );
+    r
+}
+
+/// `GET /accounts/login/[?next=…]`.
+pub async fn login_form(State(s): St, h: HeaderMap, uri: Uri, RawQuery(q): RawQuery) -> Response {
+    let v = s.visit(&h, &uri);
+    let f = Form::query(q.as_deref());
+    let next = safe_next(f.get("next"));
+    if v.user().is_some() {
+        return redirect(StatusCode::FOUND, next);
+    }
+    let token = cookie(&h, CSRF_COOKIE)
+        .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map_or_else(session::random_token, str::to_string);
+    login_page(&s, &v, &token, "", next, None, StatusCode::OK)
+}
+
+/// `POST /accounts/login/`.
+pub async fn login(State(s): St, h: HeaderMap, uri: Uri, body: Bytes) -> Response {
+    let v = s.visit(&h, &uri);
+    let f = Form::parse(&body);
+    if let Err(r) = check_post(&s, &v, &h, &f, cookie(&h, CSRF_COOKIE)) {
+        return *r;
+    }
+    let token = cookie(&h, CSRF_COOKIE).unwrap_or("").to_string();
+    let name = f.get("username").unwrap_or("").trim();
+    let password = f.get("password").unwrap_or("");
+    let next = safe_next(f.get("next")).to_string();
+    let user =
+        if name.is_empty() || password.is_empty() || name.len() > 150 || password.len() > 4096 {
+            None
+        } else {
+            match crate::bhr::api::check_password(s.api.users(), s.api.store(), name, password)
+                .await
+            {
+                Ok(u) => u,
+                Err(_) => {
+                    return error_page(
+                        &s,
+                        &v,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "The user directory cannot be read. Try again.",
+                    );
+                }
+            }
+        };
+    let Some(user) = user else {
+        tracing::warn!(user = ?name, "Web: sign-in failed.");
+        tokio::time::sleep(FAILED_LOGIN_DELAY).await;
+        return login_page(
+            &s,
+            &v,
+            &token,
+            name,
+            &next,
+            Some(
+                "Please enter a correct username and password. Note that both fields may be case-sensitive.",
+            ),
+            StatusCode::UNAUTHORIZED,
+        );
+    };
+    tracing::info!(user = %user.name, "Web: signed in.");
+    // A new session (never one the browser brought along).
+    if let Some(old) = cookie(&h, COOKIE) {
+        s.sessions.end(old);
+    }
+    let c = s.sessions.start(user.id);
+    let mut r = redirect(StatusCode::SEE_OTHER, &next);
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(COOKIE, &c, "/", v.https, None),
+    );
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(CSRF_COOKIE, "", "/accounts/", v.https, Some(0)),
+    );
+    r
+}
+
+/// `GET /accounts/logout/`: a button (signing out is a POST).
+pub async fn logout_form(State(s): St, h: HeaderMap, uri: Uri) -> Response {
+    let v = s.visit(&h, &uri);
+    if v.user().is_none() {
+        return redirect(StatusCode::FOUND, "/bhr/");
+    }
+    let body = format!(
+        "<h1>Sign out</h1><form method=\"post\" action=\"/accounts/logout/\">{}<button type=\"submit\">Sign out</button></form>",
+        csrf_input(v.csrf())
+    );
+    html(StatusCode::OK, layout(&s, &v, "Sign out", &body))
+}
+
+/// `POST /accounts/logout/`.
+pub async fn logout(State(s): St, h: HeaderMap, uri: Uri, body: Bytes) -> Response {
+    let v = s.visit(&h, &uri);
+    let f = Form::parse(&body);
+    if let Some((u, _, c)) = &v.signed_in {
+        if let Err(r) = check_post(&s, &v, &h, &f, Some(v.csrf())) {
+            return *r;
+        }
+        s.sessions.end(c);
+        tracing::info!(user = %u.name, "Web: signed out.");
+    }
+    let mut r = redirect(StatusCode::SEE_OTHER, "/bhr/");
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(COOKIE, "", "/", v.https, Some(0)),
+    );
+    r
+}
+
+// ----- assets -----
+
+fn asset(body: &'static str, ctype: &'static str) -> Response {
+    let mut r = body.into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    r.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// `GET /static/catchd.css`.
+pub async fn css() -> Response {
+    asset(include_str!("assets/catchd.css"), "text/css; charset=utf-8")
+}
+
+/// `GET /static/cr.js`.
+pub async fn script() -> Response {
+    asset(
+        include_str!("assets/cr.js"),
+        "text/javascript; charset=utf-8",
+    )
+}
+
+/// `GET /cr` → `/cr/`.
+pub async fn cr_slash() -> Response {
+    redirect(StatusCode::MOVED_PERMANENTLY, "/cr/")
+}
