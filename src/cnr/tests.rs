@@ -1155,3 +1155,30 @@ fn watch_state_round_trips_into_a_new_engine() {
     short.restore_watch(addr("10.3.3.3"), &deep);
     assert_eq!(short.info(addr("10.3.3.3")).current_interval, 1);
 }
+
+#[test]
+fn top_lists_the_most_recent_addresses_counts_and_filters() {
+    let mut e = engine("10m,1h,24h,7d");
+    for (i, a) in ["10.0.0.1", "10.0.0.2", "10.0.1.3", "10.0.0.4"].iter().enumerate() {
+        let now = at(60.0 * i as f64);
+        e.advance(now);
+        e.drop_catch_release(now, addr(a), "");
+        e.drain_all();
+    }
+    // At 10.5 minutes the first drop's block (10 min) has ended; the others still block.
+    let now = at(630.0);
+    e.advance(now);
+    e.drain_all();
+    let top = e.watchlist().top(2, now, |_| true);
+    assert_eq!((top.matched, top.blocked), (4, 3));
+    let shown: Vec<String> = top.rows.iter().map(|(a, _)| a.to_string()).collect();
+    assert_eq!(shown, ["10.0.0.4", "10.0.1.3"], "newest watch_until first");
+    let net: ipnet::IpNet = "10.0.0.0/24".parse().unwrap();
+    let top = e
+        .watchlist()
+        .top(10, now, |a| net.contains(&std::net::IpAddr::from(*a)));
+    assert_eq!(top.matched, 3);
+    let shown: Vec<String> = top.rows.iter().map(|(a, _)| a.to_string()).collect();
+    assert_eq!(shown, ["10.0.0.4", "10.0.0.2", "10.0.0.1"]);
+    assert_eq!(e.watchlist().top(0, now, |_| true).rows.len(), 0);
+}

@@ -17,6 +17,8 @@ struct Visitor<'a> {
     api: &'a Api,
     cookies: HashMap<String, String>,
     origin: Option<String>,
+    /// Another router over the same state (the catch-and-release page), if set.
+    router: Option<axum::Router>,
 }
 
 impl<'a> Visitor<'a> {
@@ -25,6 +27,7 @@ impl<'a> Visitor<'a> {
             api,
             cookies: HashMap::new(),
             origin: Some(format!("http://{HOST}")),
+            router: None,
         }
     }
 
@@ -51,7 +54,21 @@ impl<'a> Visitor<'a> {
             }
             None => String::new(),
         };
-        let r = self.api.send(b.body(Body::from(body)).unwrap()).await;
+        let req = b.body(Body::from(body)).unwrap();
+        let r = match &self.router {
+            None => self.api.send(req).await,
+            Some(router) => {
+                use tower::ServiceExt;
+                let r = router.clone().oneshot(req).await.unwrap();
+                let (parts, body) = r.into_parts();
+                let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                Resp {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: String::from_utf8(bytes.to_vec()).unwrap(),
+                }
+            }
+        };
         for v in r.headers.get_all(header::SET_COOKIE) {
             let v = v.to_str().unwrap();
             let (kv, attrs) = v.split_once(';').unwrap_or((v, ""));
@@ -742,4 +759,115 @@ async fn pages_escape_what_they_show() {
             .contains("href=\"/bhr/list/source/%3Cb%3Esrc%3C%2Fb%3E\"")
     );
     assert!(pages[7].body.contains("&quot;&gt;&lt;script&gt;alert(3)"));
+}
+
+/// A daemon's view with attacker-chosen text in every field the page shows.
+struct FakeDaemon;
+
+impl catchd::web::CatchRelease for FakeDaemon {
+    fn overview(
+        &self,
+        limit: usize,
+        filter: Option<&ipnet::IpNet>,
+        now: catchd::time::Time,
+    ) -> catchd::web::Overview {
+        use catchd::addr::Addr;
+        use catchd::cnr::{Action, BlockInfo, CatchReleaseRecord, DEFAULT_INTERVALS, Intervals};
+        use catchd::time::Interval;
+        let secs = Interval::from_secs;
+        let evil: std::sync::Arc<str> = "<script>alert('loc')</script>".into();
+        let all: Vec<(Addr, BlockInfo)> = (1..=3u8)
+            .map(|i| {
+                let a: Addr = format!("192.0.2.{i}").parse().unwrap();
+                let info = BlockInfo {
+                    block_until: Some(now + secs(600 * i64::from(i))),
+                    watch_until: now + secs(3600 * i64::from(i)),
+                    num_reblocked: u32::from(i) - 1,
+                    current_interval: usize::from(i) - 1,
+                    current_block_id: None,
+                    location: Some(evil.clone()),
+                };
+                (a, info)
+            })
+            .collect();
+        let rows: Vec<_> = all
+            .into_iter()
+            .filter(|(a, _)| filter.is_none_or(|n| n.contains(&std::net::IpAddr::from(*a))))
+            .take(limit)
+            .collect();
+        catchd::web::Overview {
+            watched: 3,
+            matched: rows.len(),
+            blocked: rows.len(),
+            rows,
+            intervals: Some(Intervals::new(DEFAULT_INTERVALS.to_vec()).unwrap()),
+            recent: vec![CatchReleaseRecord {
+                ts: now,
+                rule_id: None,
+                ip: "192.0.2.1".parse().unwrap(),
+                action: Action::Dropped,
+                block_interval: secs(600),
+                watch_interval: secs(3600),
+                blocked_until: Some(now + secs(600)),
+                watched_until: now + secs(3600),
+                num_blocked: 1,
+                location: Some(evil.clone()),
+                message: Some("<img src=x onerror=alert('msg')>".into()),
+                plugin: None,
+            }],
+            captures: vec![catchd::web::cr::Capture {
+                interface: "<b>eth0</b>".into(),
+                up: true,
+                rate: 1234,
+                packets: 99,
+                kernel_dropped: 7,
+                ..Default::default()
+            }],
+            actions: vec![("DROPPED", 1), ("SEEN_AGAIN", 0), ("FORGOTTEN", 0)],
+            source: "catch-and-release".into(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_catch_and_release_page_is_for_operators_and_escapes_everything() {
+    let api = api_with(Settings::default()).await;
+    block(&api, "192.0.2.1", "catch-and-release", "x", "600").await;
+    let router = catchd::web::router(api.state.clone(), Some(std::sync::Arc::new(FakeDaemon)));
+    let mut v = Visitor::new(&api);
+    v.router = Some(router.clone());
+    // Strangers are sent to sign in; the live part answers 401.
+    let r = v.get("/cr/").await.expect(302);
+    assert_eq!(r.header("location"), "/accounts/login/?next=/cr/");
+    v.get("/cr/live").await.expect(401);
+    v.get("/cr").await.expect(301);
+
+    v.sign_in("person", "person-pw").await.expect(303);
+    let r = v.get("/cr/").await.expect(200);
+    let b = &r.body;
+    assert!(b.contains("<script src=\"/static/cr.js\" defer></script>"));
+    assert!(b.contains("<noscript><meta http-equiv=\"refresh\" content=\"30\"></noscript>"));
+    assert!(b.contains("192.0.2.3") && b.contains("3 of 4") && b.contains("block 24h"));
+    assert!(
+        b.contains("data-until=") && b.contains(">10m 0s<"),
+        "countdowns rendered on the server"
+    );
+    assert!(b.contains("<td class=\"num\" data-label=\"Packets/s\">1234</td>"));
+    assert!(b.contains("<svg"), "the chart");
+    for raw in ["<script>alert", "<img src", "<b>eth0</b>"] {
+        assert!(!b.contains(raw), "{raw:?} unescaped");
+    }
+    assert!(b.contains("&lt;script&gt;alert(&#x27;loc&#x27;)&lt;/script&gt;"));
+    assert!(b.contains("&lt;b&gt;eth0&lt;/b&gt;"));
+
+    // The filter, and bad filters.
+    let r = v.get("/cr/?addr=192.0.2.2").await.expect(200);
+    assert!(r.body.contains("1 of 3 inside"));
+    assert!(!r.body.contains(">192.0.2.3<"));
+    assert!(r.body.contains("data-src=\"/cr/live?addr=192.0.2.2\""));
+    v.get("/cr/?addr=nonsense").await.expect(400);
+    v.get("/cr/live?addr=nonsense").await.expect(400);
+    let live = v.get("/cr/live?addr=192.0.2.0/24").await.expect(200);
+    assert!(!live.body.contains("<html"), "a fragment");
+    assert!(live.body.contains("data-now="));
 }
