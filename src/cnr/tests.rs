@@ -1159,7 +1159,10 @@ fn watch_state_round_trips_into_a_new_engine() {
 #[test]
 fn top_lists_the_most_recent_addresses_counts_and_filters() {
     let mut e = engine("10m,1h,24h,7d");
-    for (i, a) in ["10.0.0.1", "10.0.0.2", "10.0.1.3", "10.0.0.4"].iter().enumerate() {
+    for (i, a) in ["10.0.0.1", "10.0.0.2", "10.0.1.3", "10.0.0.4"]
+        .iter()
+        .enumerate()
+    {
         let now = at(60.0 * i as f64);
         e.advance(now);
         e.drop_catch_release(now, addr(a), "");
