@@ -93,7 +93,7 @@ bytes() { curl -s -o /dev/null -w '%{size_download}' -H "Cookie: $SESSION" -H "A
 run limited-query-256 bench/wrk/get.lua "/bhr/limited/query?query=192.0.2.0/24"
 TOKEN=$BLOCKER run api-query-256 bench/wrk/get.lua /bhr/api/query/192.0.2.0/24
 run limited-query-text bench/wrk/get.lua "/bhr/limited/query?query=scanner"
-COOKIE=$SESSION run list bench/wrk/cookie.lua /bhr/list
+COOKIE=$SESSION run list bench/wrk/get.lua /bhr/list
 TOKEN=$BLOCKER run list.csv bench/wrk/get.lua /bhr/list.csv
 run stats bench/wrk/get.lua /bhr/stats
 run api-stats bench/wrk/get.lua /bhr/api/stats

@@ -1,8 +1,13 @@
--- GET the URL's path with the token in TOKEN (if set); checks for 200.
+-- GET the URL's path with the token in TOKEN and the cookie in COOKIE (if set); checks
+-- for 200.
 function init(args)
   local token = os.getenv("TOKEN")
   if token and token ~= "" then
     wrk.headers["Authorization"] = "Token " .. token
+  end
+  local cookie = os.getenv("COOKIE")
+  if cookie and cookie ~= "" then
+    wrk.headers["Cookie"] = cookie
   end
 end
 
