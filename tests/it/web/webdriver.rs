@@ -67,9 +67,19 @@ fn http(
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// A ChromeDriver process, killed when dropped (also when starting a session fails).
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A headless Chromium driven through its own ChromeDriver; both end when dropped.
 pub struct Browser {
-    driver: Child,
+    _driver: Driver,
     addr: SocketAddr,
     session: String,
     _profile: tempfile::TempDir,
@@ -92,12 +102,14 @@ impl Browser {
             );
         }
         let port = free_port();
-        let driver = Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let driver = Driver(
+            Command::new("/usr/bin/chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let start = Instant::now();
         loop {
@@ -148,7 +160,7 @@ impl Browser {
         let v: Value = serde_json::from_str(&body).unwrap();
         let session = v["value"]["sessionId"].as_str().unwrap().to_string();
         Browser {
-            driver,
+            _driver: driver,
             addr,
             session,
             _profile: profile,
@@ -287,6 +299,7 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The session first (Chromium exits), then the driver (dropped after this).
         let _ = http(
             self.addr,
             "DELETE",
@@ -294,7 +307,5 @@ impl Drop for Browser {
             None,
             None,
         );
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
