@@ -571,7 +571,7 @@ impl Registry {
     }
 
     /// Expected blocks, oldest first.
-    pub fn expected(&self) -> impl Iterator<Item = &Block> {
+    pub fn expected(&self) -> impl DoubleEndedIterator<Item = &Block> {
         self.expected_by_added
             .iter()
             .map(|(_, id)| &self.blocks[idx(*id)].block)

@@ -17,7 +17,7 @@ use crate::time::{Interval, Time};
 
 use super::html::{Esc, Left, Short, Span, TimeTag, Url};
 use super::pages::Form;
-use super::{WebState, html, layout_with, to_login};
+use super::{WebState, html, layout_with};
 
 /// Watched addresses a page shows at most.
 pub const MAX_WATCHED: usize = 500;
@@ -180,13 +180,12 @@ fn live_html(s: &WebState, o: &Overview, filter: &str, now: Time) -> String {
         o.watched,
         o.blocked
     );
-    for (name, n) in &o.actions {
-        if matches!(*name, "DROPPED" | "SEEN_AGAIN" | "FORGOTTEN") {
-            let label = match *name {
-                "DROPPED" => "Dropped",
-                "SEEN_AGAIN" => "Seen again",
-                _ => "Forgotten",
-            };
+    for (name, label) in [
+        ("DROPPED", "Dropped"),
+        ("FORGOTTEN", "Forgotten"),
+        ("SEEN_AGAIN", "Seen again"),
+    ] {
+        if let Some((_, n)) = o.actions.iter().find(|(a, _)| *a == name) {
             let _ = write!(out, "<div><dt>{label}</dt><dd>{n}</dd></div>");
         }
     }
@@ -364,10 +363,10 @@ pub async fn page(
     uri: Uri,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let v = s.visit(&h, &uri);
-    if v.user().is_none() {
-        return to_login(&v);
-    }
+    let v = match s.operator(&h, &uri, None) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
     let (text, net) = filter_of(q.as_deref());
     let now = s.api.now();
     let (status, error, net) = match net {

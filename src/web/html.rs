@@ -31,19 +31,34 @@ impl fmt::Display for Esc<'_> {
     }
 }
 
-/// Text made safe for a query-string value (`application/x-www-form-urlencoded`).
+/// Percent-encodes every byte but ASCII letters, digits, `-_.~` and those in `keep`.
+fn percent(f: &mut fmt::Formatter<'_>, s: &str, keep: &[u8]) -> fmt::Result {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || keep.contains(&b) {
+            f.write_char(b as char)?;
+        } else {
+            write!(f, "%{b:02X}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Text made safe for a query-string value (`application/x-www-form-urlencoded`); `/`
+/// and `:` stay readable.
 pub struct Url<'a>(pub &'a str);
 
 impl fmt::Display for Url<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/' | b':') {
-                f.write_char(b as char)?;
-            } else {
-                write!(f, "%{b:02X}")?;
-            }
-        }
-        Ok(())
+        percent(f, self.0, b"/:")
+    }
+}
+
+/// Text made safe for one path segment (`/` is encoded too).
+pub struct PathSeg<'a>(pub &'a str);
+
+impl fmt::Display for PathSeg<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        percent(f, self.0, b"")
     }
 }
 

@@ -41,6 +41,30 @@ pub struct WebState {
     sessions: Arc<Sessions>,
     dns: dns::Resolver,
     cr: Option<Arc<dyn CatchRelease>>,
+    /// `unauthenticated_limited_query`, read once (as the routes are).
+    limited: bool,
+}
+
+/// The user of a session, if they still exist and may still sign in (a user removed, or
+/// whose password was taken away, by `catchd user` is signed out).
+fn session_user(
+    users: &crate::bhr::api::Users,
+    id: crate::bhr::model::UserId,
+) -> Option<Arc<User>> {
+    let u = users.get(id)?;
+    u.password_hash.as_ref()?;
+    Some(u)
+}
+
+/// The form field carrying the CSRF token (Django's name).
+pub(crate) const CSRF_FIELD: &str = "csrfmiddlewaretoken";
+
+/// The hidden field with a form's CSRF token.
+pub(crate) fn csrf_input(token: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"{CSRF_FIELD}\" value=\"{}\">",
+        Esc(token)
+    )
 }
 
 /// The pages, over the BHR API's state; `cr` adds the catch-and-release page (the daemon).
@@ -52,9 +76,7 @@ pub fn router(api: Arc<AppState>, cr: Option<Arc<dyn CatchRelease>>) -> Router {
         let weak = Arc::downgrade(&api);
         api.set_session_lookup(Box::new(move |h| {
             let id = sessions.user(cookie(h, COOKIE)?)?;
-            let u = weak.upgrade()?.users().get(id)?;
-            u.password_hash.as_ref()?;
-            Some(u)
+            session_user(weak.upgrade()?.users(), id)
         }));
     }
     let state = Arc::new(WebState {
@@ -62,6 +84,7 @@ pub fn router(api: Arc<AppState>, cr: Option<Arc<dyn CatchRelease>>) -> Router {
         sessions,
         dns: dns::Resolver::default(),
         cr: cr.clone(),
+        limited,
     });
     use pages as p;
     let mut r = Router::new()
@@ -134,23 +157,41 @@ pub(crate) fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 impl WebState {
     pub(crate) fn visit(&self, h: &HeaderMap, here: &axum::http::Uri) -> Visit {
-        let https = h
-            .get("x-forwarded-proto")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
         let signed_in = cookie(h, COOKIE).and_then(|c| {
             let s = self.sessions.get(c)?;
-            // A user removed or changed by `catchd user` is signed out.
-            let u = self.api.users().get(s.user)?;
-            u.password_hash.as_ref()?;
+            let u = session_user(self.api.users(), s.user)?;
             Some((u, s, c.to_string()))
         });
         Visit {
             signed_in,
-            https,
+            https: crate::bhr::api::forwarded_https(h),
             here: here
                 .path_and_query()
                 .map_or_else(|| here.path().to_string(), |p| p.as_str().to_string()),
         }
+    }
+
+    /// The visit of a signed-in user who has permission `perm` (if given); otherwise the
+    /// answer: to the sign-in page, or 403.
+    pub(crate) fn operator(
+        &self,
+        h: &HeaderMap,
+        here: &axum::http::Uri,
+        perm: Option<Perm>,
+    ) -> Result<Visit, Box<Response>> {
+        let v = self.visit(h, here);
+        if v.user().is_none() {
+            return Err(Box::new(to_login(&v)));
+        }
+        if perm.is_some_and(|p| !v.may(p)) {
+            return Err(Box::new(error_page(
+                self,
+                &v,
+                StatusCode::FORBIDDEN,
+                "You do not have permission to perform this action.",
+            )));
+        }
+        Ok(v)
     }
 }
 
@@ -240,7 +281,6 @@ pub(crate) fn layout(s: &WebState, v: &Visit, title: &str, body: &str) -> String
 
 /// [`layout`] with extra elements for `<head>`.
 pub(crate) fn layout_with(s: &WebState, v: &Visit, title: &str, body: &str, head: &str) -> String {
-    let limited = s.api.read(|r| r.settings().unauthenticated_limited_query);
     let path = v.here.split('?').next().unwrap_or("");
     let mut nav = String::new();
     nav_link(&mut nav, "/bhr/", "Home", path);
@@ -250,7 +290,7 @@ pub(crate) fn layout_with(s: &WebState, v: &Visit, title: &str, body: &str, head
         if v.may(Perm::AddBlock) {
             nav_link(&mut nav, "/bhr/add", "Add", path);
         }
-    } else if limited {
+    } else if s.limited {
         nav_link(&mut nav, "/bhr/limited/query", "Query", path);
         nav_link(&mut nav, "/bhr/limited/list", "List", path);
     }
@@ -261,11 +301,10 @@ pub(crate) fn layout_with(s: &WebState, v: &Visit, title: &str, body: &str, head
     let account = match &v.signed_in {
         Some((u, sess, _)) => format!(
             "<form class=\"account\" method=\"post\" action=\"/accounts/logout/\">\
-             <span class=\"who\">{}</span>\
-             <input type=\"hidden\" name=\"csrfmiddlewaretoken\" value=\"{}\">\
+             <span class=\"who\">{}</span>{}\
              <button type=\"submit\" class=\"link\">Sign out</button></form>",
             Esc(&u.name),
-            Esc(&sess.csrf)
+            csrf_input(&sess.csrf)
         ),
         None if path.starts_with("/accounts/") => String::new(),
         None => format!(

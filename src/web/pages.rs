@@ -17,9 +17,12 @@ use crate::auth::Perm;
 use crate::bhr::model::{Block, Entry, UserId};
 use crate::time::Time;
 
-use super::html::{Esc, Since, TimeTag, Url};
+use super::html::{Esc, PathSeg, Since, TimeTag, Url};
 use super::session::{self, COOKIE, CSRF_COOKIE, same_secret};
-use super::{Visit, WebState, cookie, error_page, html, layout, redirect, set_cookie, to_login};
+use super::{
+    CSRF_FIELD, Visit, WebState, cookie, csrf_input, error_page, html, layout, redirect,
+    set_cookie, to_login,
+};
 
 type St = State<Arc<WebState>>;
 
@@ -27,8 +30,6 @@ type St = State<Arc<WebState>>;
 const MAX_ROWS: usize = 1000;
 /// The longest query BHR's form accepts.
 const MAX_QUERY: usize = 100;
-/// The form field carrying the CSRF token (Django's name).
-const CSRF_FIELD: &str = "csrfmiddlewaretoken";
 /// How long a failed sign-in is held before it is answered.
 const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(500);
 
@@ -73,17 +74,18 @@ impl Form {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The block ids picked (`id=…`, repeated), at most [`MAX_ROWS`].
+    fn ids(&self) -> Vec<u64> {
+        self.all("id")
+            .filter_map(|i| i.parse().ok())
+            .take(MAX_ROWS)
+            .collect()
+    }
+
     fn checked(&self, k: &str) -> bool {
         self.get(k)
             .is_some_and(|v| matches!(v, "on" | "1" | "true" | "True"))
     }
-}
-
-fn csrf_input(token: &str) -> String {
-    format!(
-        "<input type=\"hidden\" name=\"{CSRF_FIELD}\" value=\"{}\">",
-        Esc(token)
-    )
 }
 
 /// A POST must come from this site's pages: its `Origin` (when the browser sends one)
@@ -451,20 +453,23 @@ fn unblock_selection(out: &mut String, v: &Visit, table: impl FnOnce(&mut String
     out.push_str("</form>");
 }
 
+/// The four counts of `/bhr/api/stats`, with BHR's headings.
+fn counts(out: &mut String, st: &crate::bhr::registry::Stats) {
+    let _ = write!(
+        out,
+        "<dl class=\"counts\"><div><dt>Current</dt><dd>{}</dd></div><div><dt>Expected</dt><dd>{}</dd></div>\
+         <div><dt>Block Pending</dt><dd>{}</dd></div><div><dt>Unblock Pending</dt><dd>{}</dd></div></dl>",
+        st.current, st.expected, st.block_pending, st.unblock_pending
+    );
+}
+
 // ----- public pages -----
 
 /// `GET /bhr/`: the start page.
 pub async fn index(State(s): St, h: HeaderMap, uri: Uri) -> Response {
     let v = s.visit(&h, &uri);
-    let limited = s.api.read(|r| r.settings().unauthenticated_limited_query);
-    let st = s.api.stats_snapshot();
     let mut body = String::from("<h1>Black Hole Router</h1>");
-    let _ = write!(
-        body,
-        "<dl class=\"counts\"><div><dt>Current</dt><dd>{}</dd></div><div><dt>Expected</dt><dd>{}</dd></div>\
-         <div><dt>Block pending</dt><dd>{}</dd></div><div><dt>Unblock pending</dt><dd>{}</dd></div></dl>",
-        st.current, st.expected, st.block_pending, st.unblock_pending
-    );
+    counts(&mut body, &s.api.stats_snapshot());
     if v.user().is_some() {
         search_form(&mut body, "/bhr/query", "", None);
         body.push_str("<ul class=\"links\"><li><a href=\"/bhr/list\">Blocks in place and recent automated blocks</a></li>");
@@ -483,7 +488,7 @@ pub async fn index(State(s): St, h: HeaderMap, uri: Uri) -> Response {
             "<p><a class=\"button\" href=\"/accounts/login/?next=/bhr/\">Sign in</a> to query, add and unblock.</p>",
         );
     }
-    if limited {
+    if s.limited {
         body.push_str(
             "<h2>Limited access pages</h2><ul class=\"links\">\
              <li><a href=\"/bhr/limited/query\">Query</a></li>\
@@ -506,29 +511,25 @@ pub async fn limited_query(
     query_page(&s, &v, f.get("query"), true)
 }
 
-/// Expected blocks by group: manual (source `web` or `cli`), local (inside
-/// `local_networks`), automated (the 50 newest not from `web`), newest first.
+/// Expected blocks by group, newest first: manual (source `web` or `cli`), local (inside
+/// `local_networks`), automated (the 50 newest not from `web`); each with its total.
 struct Lists {
     manual: (Vec<Row>, usize),
     local: (Vec<Row>, usize),
     automated: (Vec<Row>, usize),
 }
 
-fn lists(s: &WebState, source: Option<&str>) -> Lists {
+/// The newest `n` rows of `ids` and how many there were.
+fn capped(reg: &crate::bhr::registry::Registry, ids: Vec<u64>, n: usize) -> (Vec<Row>, usize) {
+    let total = ids.len();
+    (rows_of(reg, ids.into_iter().take(n), false), total)
+}
+
+fn lists(s: &WebState) -> Lists {
     s.api.read(|reg| {
-        let local_nets = reg.settings().local_networks.clone();
-        let mut manual = Vec::new();
-        let mut local = Vec::new();
-        let mut automated = Vec::new();
-        let mut newest: Vec<&Block> = reg.expected().collect();
-        newest.reverse();
-        for b in newest {
-            if let Some(src) = source {
-                if *b.source == *src {
-                    automated.push(b.id);
-                }
-                continue;
-            }
+        let local_nets = &reg.settings().local_networks;
+        let (mut manual, mut local, mut automated) = (Vec::new(), Vec::new(), Vec::new());
+        for b in reg.expected().rev() {
             if matches!(&*b.source, "web" | "cli") {
                 manual.push(b.id);
             }
@@ -539,16 +540,41 @@ fn lists(s: &WebState, source: Option<&str>) -> Lists {
                 automated.push(b.id);
             }
         }
-        let cap = |ids: Vec<u64>, n: usize| {
-            let total = ids.len();
-            (rows_of(reg, ids.into_iter().take(n), false), total)
-        };
         Lists {
-            manual: cap(manual, MAX_ROWS),
-            local: cap(local, MAX_ROWS),
-            automated: cap(automated, if source.is_some() { 500 } else { 50 }),
+            manual: capped(reg, manual, MAX_ROWS),
+            local: capped(reg, local, MAX_ROWS),
+            automated: capped(reg, automated, 50),
         }
     })
+}
+
+/// The 500 newest expected blocks of one source, and how many there are.
+fn source_rows(s: &WebState, source: &str) -> (Vec<Row>, usize) {
+    s.api.read(|reg| {
+        let ids = reg
+            .expected()
+            .rev()
+            .filter(|b| *b.source == *source)
+            .map(|b| b.id)
+            .collect();
+        capped(reg, ids, 500)
+    })
+}
+
+/// The list pages' sections; the automated one only for operators. Returns whether a
+/// table has a checkbox.
+fn list_sections(out: &mut String, l: &Lists, cols: Cols, x: &Ctx<'_>, automated: bool) -> bool {
+    out.push_str("<h2>Manual Blocks</h2>");
+    shown_of(out, l.manual.0.len(), l.manual.1);
+    let mut picks = block_table(out, &l.manual.0, cols, x);
+    out.push_str("<h2>Local Blocks</h2>");
+    shown_of(out, l.local.0.len(), l.local.1);
+    picks |= block_table(out, &l.local.0, Cols { dns: true, ..cols }, x);
+    if automated {
+        out.push_str("<h2>50 most recent automated blocks</h2>");
+        picks |= block_table(out, &l.automated.0, cols, x);
+    }
+    picks
 }
 
 async fn local_names(s: &WebState, rows: &[Row]) -> HashMap<IpAddr, String> {
@@ -564,7 +590,7 @@ async fn local_names(s: &WebState, rows: &[Row]) -> HashMap<IpAddr, String> {
 /// `GET /bhr/limited/list` (public, with `unauthenticated_limited_query`).
 pub async fn limited_list(State(s): St, h: HeaderMap, uri: Uri) -> Response {
     let v = s.visit(&h, &uri);
-    let l = lists(&s, None);
+    let l = lists(&s);
     let dns = local_names(&s, &l.local.0).await;
     let names = HashMap::new();
     let x = Ctx {
@@ -577,13 +603,9 @@ pub async fn limited_list(State(s): St, h: HeaderMap, uri: Uri) -> Response {
         ..Cols::default()
     };
     let mut body = String::from(
-        "<h1>Blocks</h1><p>Every block in force: <a href=\"/bhr/publist.csv\">publist.csv</a></p><h2>Manual Blocks</h2>",
+        "<h1>Blocks</h1><p>Every block in force: <a href=\"/bhr/publist.csv\">publist.csv</a></p>",
     );
-    shown_of(&mut body, l.manual.0.len(), l.manual.1);
-    block_table(&mut body, &l.manual.0, cols, &x);
-    body.push_str("<h2>Local Blocks</h2>");
-    shown_of(&mut body, l.local.0.len(), l.local.1);
-    block_table(&mut body, &l.local.0, Cols { dns: true, ..cols }, &x);
+    list_sections(&mut body, &l, cols, &x, false);
     html(StatusCode::OK, layout(&s, &v, "List", &body))
 }
 
@@ -592,12 +614,7 @@ pub async fn stats(State(s): St, h: HeaderMap, uri: Uri) -> Response {
     let v = s.visit(&h, &uri);
     let st = s.api.stats_snapshot();
     let mut body = String::from("<h1>Stats</h1>");
-    let _ = write!(
-        body,
-        "<dl class=\"counts\"><div><dt>Current</dt><dd>{}</dd></div><div><dt>Expected</dt><dd>{}</dd></div>\
-         <div><dt>Block Pending</dt><dd>{}</dd></div><div><dt>Unblock Pending</dt><dd>{}</dd></div></dl>",
-        st.current, st.expected, st.block_pending, st.unblock_pending
-    );
+    counts(&mut body, &st);
     body.push_str("<h2>Expected blocks by source</h2>");
     if st.sources.is_empty() {
         body.push_str("<p class=\"empty\">No blocks.</p>");
@@ -616,41 +633,25 @@ pub async fn stats(State(s): St, h: HeaderMap, uri: Uri) -> Response {
     html(StatusCode::OK, layout(&s, &v, "Stats", &body))
 }
 
-/// A path segment, percent-encoded.
-struct PathSeg<'a>(&'a str);
-
-impl std::fmt::Display for PathSeg<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for b in self.0.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                f.write_char(b as char)?;
-            } else {
-                write!(f, "%{b:02X}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
 // ----- operator pages -----
 
 /// `GET /bhr/query?query=Q` (signed in).
 pub async fn query(State(s): St, h: HeaderMap, uri: Uri, RawQuery(q): RawQuery) -> Response {
-    let v = s.visit(&h, &uri);
-    if v.user().is_none() {
-        return to_login(&v);
-    }
+    let v = match s.operator(&h, &uri, None) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
     let f = Form::query(q.as_deref());
     query_page(&s, &v, f.get("query"), false)
 }
 
 /// `GET /bhr/list` (signed in).
 pub async fn list(State(s): St, h: HeaderMap, uri: Uri) -> Response {
-    let v = s.visit(&h, &uri);
-    if v.user().is_none() {
-        return to_login(&v);
-    }
-    let l = lists(&s, None);
+    let v = match s.operator(&h, &uri, None) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let l = lists(&s);
     let dns = local_names(&s, &l.local.0).await;
     let names = s.api.users().names();
     let x = Ctx {
@@ -666,17 +667,7 @@ pub async fn list(State(s): St, h: HeaderMap, uri: Uri) -> Response {
     let mut body = String::from(
         "<h1>Blocks</h1><p>Every block in force: <a href=\"/bhr/list.csv\">list.csv</a> · <a href=\"/bhr/publist.csv\">publist.csv</a></p>",
     );
-    let sections = |out: &mut String| {
-        out.push_str("<h2>Manual Blocks</h2>");
-        shown_of(out, l.manual.0.len(), l.manual.1);
-        let a = block_table(out, &l.manual.0, cols, &x);
-        out.push_str("<h2>Local Blocks</h2>");
-        shown_of(out, l.local.0.len(), l.local.1);
-        let b = block_table(out, &l.local.0, Cols { dns: true, ..cols }, &x);
-        out.push_str("<h2>50 most recent automated blocks</h2>");
-        let c = block_table(out, &l.automated.0, cols, &x);
-        a || b || c
-    };
+    let sections = |out: &mut String| list_sections(out, &l, cols, &x, true);
     if cols.select {
         unblock_selection(&mut body, &v, sections);
     } else {
@@ -692,11 +683,11 @@ pub async fn list_source(
     uri: Uri,
     Path(source): Path<String>,
 ) -> Response {
-    let v = s.visit(&h, &uri);
-    if v.user().is_none() {
-        return to_login(&v);
-    }
-    let l = lists(&s, Some(&source));
+    let v = match s.operator(&h, &uri, None) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let (rows, total) = source_rows(&s, &source);
     let names = s.api.users().names();
     let x = Ctx {
         now: s.api.now(),
@@ -709,13 +700,11 @@ pub async fn list_source(
         ..Cols::default()
     };
     let mut body = format!("<h1>Blocks from <q>{}</q></h1>", Esc(&source));
-    shown_of(&mut body, l.automated.0.len(), l.automated.1);
+    shown_of(&mut body, rows.len(), total);
     if cols.select {
-        unblock_selection(&mut body, &v, |out| {
-            block_table(out, &l.automated.0, cols, &x)
-        });
+        unblock_selection(&mut body, &v, |out| block_table(out, &rows, cols, &x));
     } else {
-        block_table(&mut body, &l.automated.0, cols, &x);
+        block_table(&mut body, &rows, cols, &x);
     }
     html(
         StatusCode::OK,
@@ -769,21 +758,6 @@ fn add_page(
     html(status, layout(s, v, "Add", &body))
 }
 
-fn may_or_refuse(s: &WebState, v: &Visit, p: Perm) -> Result<(), Box<Response>> {
-    if v.user().is_none() {
-        return Err(Box::new(to_login(v)));
-    }
-    if !v.may(p) {
-        return Err(Box::new(error_page(
-            s,
-            v,
-            StatusCode::FORBIDDEN,
-            "You do not have permission to perform this action.",
-        )));
-    }
-    Ok(())
-}
-
 /// The start of every form that changes something: signed in with permission `p`, sent
 /// from this site with the session's token. The visit and the form, or the answer.
 fn posted(
@@ -793,8 +767,7 @@ fn posted(
     body: &[u8],
     p: Perm,
 ) -> Result<(Visit, Form), Box<Response>> {
-    let v = s.visit(h, uri);
-    may_or_refuse(s, &v, p)?;
+    let v = s.operator(h, uri, Some(p))?;
     let f = Form::parse(body);
     check_post(s, &v, h, &f, Some(v.csrf()))?;
     Ok((v, f))
@@ -802,10 +775,10 @@ fn posted(
 
 /// `GET /bhr/add[?cidr=…]` (signed in, `add_block`).
 pub async fn add_form(State(s): St, h: HeaderMap, uri: Uri, RawQuery(q): RawQuery) -> Response {
-    let v = s.visit(&h, &uri);
-    if let Err(r) = may_or_refuse(&s, &v, Perm::AddBlock) {
-        return *r;
-    }
+    let v = match s.operator(&h, &uri, Some(Perm::AddBlock)) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
     add_page(&s, &v, &Form::query(q.as_deref()), &[], StatusCode::OK)
 }
 
@@ -903,11 +876,7 @@ fn unblock_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let ids: Vec<u64> = f
-        .all("id")
-        .filter_map(|i| i.parse().ok())
-        .take(MAX_ROWS)
-        .collect();
+    let ids = f.ids();
     let now = s.api.now();
     let rows = s.api.read(|reg| rows_of(reg, ids.iter().copied(), false));
     let (live, gone): (Vec<Row>, Vec<Row>) = rows
@@ -968,10 +937,10 @@ fn unblock_page(
 
 /// `GET /bhr/unblock?id=…`: the confirmation page (changes nothing).
 pub async fn unblock_form(State(s): St, h: HeaderMap, uri: Uri, RawQuery(q): RawQuery) -> Response {
-    let v = s.visit(&h, &uri);
-    if let Err(r) = may_or_refuse(&s, &v, Perm::ChangeBlock) {
-        return *r;
-    }
+    let v = match s.operator(&h, &uri, Some(Perm::ChangeBlock)) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
     unblock_page(&s, &v, &Form::query(q.as_deref()), None, StatusCode::OK)
 }
 
@@ -1003,11 +972,7 @@ pub async fn do_unblock(State(s): St, h: HeaderMap, uri: Uri, body: Bytes) -> Re
             StatusCode::BAD_REQUEST,
         );
     }
-    let ids: Vec<u64> = f
-        .all("id")
-        .filter_map(|i| i.parse().ok())
-        .take(MAX_ROWS)
-        .collect();
+    let ids = f.ids();
     if ids.is_empty() {
         return unblock_page(
             &s,

@@ -49,10 +49,12 @@ fn links(h: &HeaderMap) -> Links {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("localhost");
-    let https = h
-        .get("x-forwarded-proto")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-    Links::new(if https { "https" } else { "http" }, host)
+    let scheme = if super::forwarded_https(h) {
+        "https"
+    } else {
+        "http"
+    };
+    Links::new(scheme, host)
 }
 
 fn ok() -> Response {

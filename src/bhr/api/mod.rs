@@ -302,6 +302,13 @@ impl AppState {
     }
 }
 
+/// Whether a TLS-terminating proxy says the client came over HTTPS
+/// (`X-Forwarded-Proto: https`).
+pub fn forwarded_https(h: &axum::http::HeaderMap) -> bool {
+    h.get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
 /// The router collections under `/bhr/api/` (listed by the API root; a GET without the
 /// trailing slash is redirected).
 const COLLECTIONS: [&str; 9] = [
