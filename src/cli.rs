@@ -90,7 +90,7 @@ pub struct ImportBhrArgs {
 #[derive(Debug, Args)]
 pub struct ScanArgs {
     /// Log files, read start to end in order (`-`: standard input).
-    #[arg(value_name = "FILE", required_unless_present = "check")]
+    #[arg(value_name = "FILE", required_unless_present_any = ["check", "print_rules"])]
     pub files: Vec<PathBuf>,
 
     /// A rule file (jails and rules) instead of the bundled one (see `--print-rules`).
@@ -714,7 +714,7 @@ fn scan_cmd(a: ScanArgs) -> anyhow::Result<()> {
     // One line per address: later crossings of a blocked address add nothing.
     let mut seen = std::collections::HashSet::new();
     let stdout = std::io::stdout();
-    let lines = crate::scan::scan_files(&mut scanner, &a.files, |d| {
+    let read = crate::scan::scan_files(&mut scanner, &a.files, |d| {
         if !seen.insert(d.addr) {
             return;
         }
@@ -790,7 +790,8 @@ fn scan_cmd(a: ScanArgs) -> anyhow::Result<()> {
         });
     }
     eprintln!(
-        "catchd: {lines} lines, {} matched, {} addresses {} ({} allowed, {} evicted, {} lines cut) in {:.2} s",
+        "catchd: {} lines, {} matched, {} addresses {} ({} allowed, {} evicted, {} lines cut) in {:.2} s",
+        read.lines,
         st.matched,
         found.len(),
         if a.dry_run {
@@ -800,7 +801,7 @@ fn scan_cmd(a: ScanArgs) -> anyhow::Result<()> {
         },
         st.allowed,
         st.evictions,
-        st.long_lines,
+        st.long_lines + read.cut,
         started.elapsed().as_secs_f64()
     );
     if failed > 0 {

@@ -15,8 +15,9 @@ const SUFFIXES: [(&str, i64); 6] = [
 /// autoscaling here.
 pub const MAX_SECONDS: i64 = 1000 * 365 * 86_400;
 
-/// Parses a duration the way BHR does, returning seconds (0 means indefinite; negative
-/// values are allowed and give an already-expired block, as in BHR):
+/// Parses a duration the way BHR does, returning seconds (0 means indefinite). A sign is
+/// read, as BHR reads it, but the API refuses negative durations (BHR would make a block
+/// that ended before it began):
 ///
 /// * an integer with optional sign and surrounding whitespace: `300`, ` -5 `;
 /// * an integer followed by one of `y` (365 days), `mo` (30 days), `d`, `h`, `m`, `s`:

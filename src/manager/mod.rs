@@ -101,6 +101,10 @@ pub trait Source: Send + Sync {
     fn set_unblocked(&self, ids: &[u64]) -> impl Future<Output = Result<(), SourceError>> + Send;
     /// Every expected block (`list.csv`).
     fn expected(&self) -> impl Future<Output = Result<Vec<Rule>, SourceError>> + Send;
+    /// Rows of the source's answers that could not be read and were skipped, so far.
+    fn bad_rows(&self) -> u64 {
+        0
+    }
 }
 
 /// How a manager runs.
@@ -143,6 +147,8 @@ pub struct Counters {
     pub rule_failures: AtomicU64,
     /// Requests to the source that failed.
     pub source_errors: AtomicU64,
+    /// Rows of the source's answers skipped because they could not be read.
+    pub bad_rows: AtomicU64,
     /// Unix time of the last failure of any kind (0: none).
     pub last_failure: AtomicU64,
 }
@@ -167,7 +173,7 @@ pub fn render_metrics(managers: &[(String, &'static str, Arc<Counters>)], out: &
         return;
     }
     type Pick = fn(&Counters) -> &AtomicU64;
-    let families: [(&str, &str, &str, Pick); 9] = [
+    let families: [(&str, &str, &str, Pick); 10] = [
         (
             "blocked_total",
             "counter",
@@ -215,6 +221,12 @@ pub fn render_metrics(managers: &[(String, &'static str, Arc<Counters>)], out: &
             "counter",
             "failed requests to the BHR API",
             |c| &c.source_errors,
+        ),
+        (
+            "bad_rows_total",
+            "counter",
+            "rows of the BHR API's answers skipped because they could not be read",
+            |c| &c.bad_rows,
         ),
         (
             "last_failure_seconds",
@@ -472,6 +484,9 @@ impl<S: Source> Manager<S> {
             .queue(wait, self.added_since)
             .await
             .map_err(|e| self.source_error(e))?;
+        self.counters
+            .bad_rows
+            .store(self.source.bad_rows(), Ordering::Relaxed);
         let Some(last) = rows.last() else {
             return Ok(false);
         };
@@ -547,6 +562,9 @@ impl<S: Source> Manager<S> {
             .expected()
             .await
             .map_err(|e| self.source_error(e))?;
+        self.counters
+            .bad_rows
+            .store(self.source.bad_rows(), Ordering::Relaxed);
         let now = self.source.now();
         if let Backend::Nftables(n) = &mut self.backend {
             n.expect(&expected);

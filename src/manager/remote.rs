@@ -24,6 +24,8 @@ pub struct Remote {
     token: String,
     ident: String,
     http: reqwest::Client,
+    /// Rows of `list.csv` that could not be read and were skipped, so far.
+    bad_rows: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -70,6 +72,7 @@ impl Remote {
             token: token.to_string(),
             ident: ident.to_string(),
             http,
+            bad_rows: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -187,15 +190,38 @@ impl Remote {
         };
         let wi = col("why");
         let mut out = Vec::new();
-        for rec in rd.records() {
-            let rec = rec.map_err(|e| bad(e.to_string()))?;
-            let cidr = net("list.csv", rec.get(ci).unwrap_or(""))?;
-            let until = match rec.get(ui).unwrap_or("").trim() {
-                "" => None,
-                t => Some(timestamp(t).ok_or_else(|| bad(format!("bad unblock_at {t:?}")))?),
+        // A row that cannot be read is skipped (and counted and logged): one bad row must
+        // not stop the manager from reconciling every other block.
+        let mut skipped = 0u64;
+        for (n, rec) in rd.records().enumerate() {
+            let row = || -> Result<Rule, String> {
+                let rec = rec.map_err(|e| e.to_string())?;
+                let text = rec.get(ci).unwrap_or("");
+                let cidr = net("list.csv", text).map_err(|_| format!("bad cidr {text:?}"))?;
+                let until = match rec.get(ui).unwrap_or("").trim() {
+                    "" => None,
+                    t => Some(timestamp(t).ok_or_else(|| format!("bad unblock_at {t:?}"))?),
+                };
+                let why = wi.and_then(|i| rec.get(i)).unwrap_or("").to_string();
+                Ok(Rule { cidr, until, why })
             };
-            let why = wi.and_then(|i| rec.get(i)).unwrap_or("").to_string();
-            out.push(Rule { cidr, until, why });
+            match row() {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    skipped += 1;
+                    if skipped <= 3 {
+                        tracing::warn!(row = n + 2, "list.csv: skipping a row: {e}");
+                    }
+                }
+            }
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                skipped,
+                "list.csv: rows skipped because they could not be read"
+            );
+            self.bad_rows
+                .fetch_add(skipped, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(out)
     }
@@ -293,5 +319,9 @@ impl Source for Remote {
 
     async fn expected(&self) -> Result<Vec<Rule>, SourceError> {
         self.list(None).await
+    }
+
+    fn bad_rows(&self) -> u64 {
+        self.bad_rows.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -169,9 +169,56 @@ impl Scanner {
     }
 }
 
+/// What [`scan_files`] read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Read {
+    /// Lines read.
+    pub lines: u64,
+    /// Lines cut at [`MAX_LINE`] while reading (the scanner's own cuts are in its stats).
+    pub cut: u64,
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes into `buf` (without its newline),
+/// skipping the rest of a longer line without holding it. `Ok(None)` at the end of the
+/// input; otherwise whether the line was cut.
+fn read_line_capped(
+    r: &mut impl std::io::BufRead,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let mut cut = false;
+    let mut any = false;
+    loop {
+        let chunk = match r.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok(any.then_some(cut));
+        }
+        any = true;
+        let (piece, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (&chunk[..i], Some(i + 1)),
+            None => (chunk, None),
+        };
+        let room = MAX_LINE.saturating_sub(buf.len());
+        if piece.len() > room {
+            cut = true;
+        }
+        buf.extend_from_slice(&piece[..piece.len().min(room)]);
+        let used = done.unwrap_or(chunk.len());
+        r.consume(used);
+        if done.is_some() {
+            return Ok(Some(cut));
+        }
+    }
+}
+
 /// Reads files once, start to end (`-` is standard input), through a scanner; calls
 /// `found` for every detection. Dates without a year are resolved against each file's
-/// modification time. Returns the lines read.
+/// modification time. Lines longer than [`MAX_LINE`] are cut (and counted) as they are
+/// read, so a huge line is never held whole.
 ///
 /// # Errors
 /// A file that cannot be read, named.
@@ -179,27 +226,21 @@ pub fn scan_files(
     scanner: &mut Scanner,
     files: &[std::path::PathBuf],
     mut found: impl FnMut(Detection),
-) -> Result<u64, String> {
-    use std::io::BufRead;
-    let mut lines = 0u64;
+) -> Result<Read, String> {
+    let mut read = Read::default();
     for path in files {
         let now = Time::now();
         if path.as_os_str() == "-" {
             let clock = Clock::new(now);
             let stdin = std::io::stdin();
             let mut r = stdin.lock();
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                let n = r
-                    .read_until(b'\n', &mut buf)
-                    .map_err(|e| format!("standard input: {e}"))?;
-                if n == 0 {
-                    break;
-                }
-                let b = buf.strip_suffix(b"\n").unwrap_or(&buf);
-                lines += 1;
-                if let Some(d) = scanner.line(&String::from_utf8_lossy(b), &clock, now) {
+            let mut buf = Vec::with_capacity(256);
+            while let Some(cut) =
+                read_line_capped(&mut r, &mut buf).map_err(|e| format!("standard input: {e}"))?
+            {
+                read.lines += 1;
+                read.cut += u64::from(cut);
+                if let Some(d) = scanner.line(&String::from_utf8_lossy(&buf), &clock, now) {
                     found(d);
                 }
             }
@@ -216,6 +257,7 @@ pub fn scan_files(
             .map_or(now, |d| Time::from_micros(d.as_micros() as i64));
         let clock = Clock::new(mtime);
         let mut f = tail::Follower::new(path, None, false);
+        let mut lines = 0u64;
         let mut each = |l: &str| {
             lines += 1;
             if let Some(d) = scanner.line(l, &clock, mtime) {
@@ -225,8 +267,10 @@ pub fn scan_files(
         f.poll(&mut each)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         f.finish(&mut each);
+        read.lines += lines;
+        read.cut += f.stats().long_lines;
     }
-    Ok(lines)
+    Ok(read)
 }
 
 #[cfg(test)]
@@ -327,6 +371,28 @@ pattern = '{LOG_PREFIX{sshd}} Failed password for .* from {HOST_IP} port'
             .collect();
         assert!(feed(&mut s, &lines).is_empty());
         assert_eq!(s.stats().too_old, 2);
+    }
+
+    #[test]
+    fn standard_input_lines_are_capped_as_they_are_read() {
+        let long = "z".repeat(MAX_LINE * 3);
+        let text = format!("a\n{long}\nb\n\nlast");
+        let mut r = std::io::BufReader::with_capacity(64, text.as_bytes());
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        while let Some(cut) = read_line_capped(&mut r, &mut buf).unwrap() {
+            got.push((buf.len(), cut));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (1, false),
+                (MAX_LINE, true),
+                (1, false),
+                (0, false),
+                (4, false)
+            ]
+        );
     }
 
     #[test]

@@ -217,17 +217,36 @@ fn ctime(b: &[u8]) -> Option<(Time, usize)> {
     Some((local(dt)?, i + 5))
 }
 
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
 /// `@` and 24 hex digits (TAI64N): (time, length).
 fn tai64n(b: &[u8]) -> Option<(Time, usize)> {
-    if b.first() != Some(&b'@') || b.len() < 25 {
+    if b.first() != Some(&b'@') {
         return None;
     }
-    let hex = std::str::from_utf8(&b[1..25]).ok()?;
-    let secs = u64::from_str_radix(&hex[..16], 16).ok()?;
-    let nanos = u32::from_str_radix(&hex[16..], 16).ok()?;
+    let hex = b.get(1..25)?;
+    // Bytes, not text: a multi-byte character among the digits must not be sliced.
+    let mut secs = 0u64;
+    for &c in &hex[..16] {
+        secs = (secs << 4) | u64::from(hex_digit(c)?);
+    }
+    let mut nanos = 0u32;
+    for &c in &hex[16..] {
+        nanos = (nanos << 4) | u32::from(hex_digit(c)?);
+    }
     // TAI64 labels are 2^62 + TAI seconds; TAI ran 10 s ahead of UTC in 1970.
     let unix = secs.checked_sub(0x4000_0000_0000_000a)?;
-    let us = i64::try_from(unix).ok()?.checked_mul(1_000_000)? + i64::from(nanos / 1000);
+    let us = i64::try_from(unix)
+        .ok()?
+        .checked_mul(1_000_000)?
+        .checked_add(i64::from(nanos / 1000))?;
     Some((Time::from_micros(us), 25))
 }
 
@@ -451,6 +470,10 @@ mod tests {
             "Oct  4 12:04:50 host sshd[12",
             "Oct  4 12:04:50  sshd: x",
             "\u{1F600}\u{1F600}\u{1F600}\u{1F600}",
+            // A multi-byte character where the TAI64N digits would be (a panic once).
+            "@aaaaaaaaaaaaaaa\u{20AC}aaaaaa",
+            "@aaaaaaaaaaaaaaaaaaaaaa\u{20AC}",
+            "@\u{20AC}aaaaaaaaaaaaaaaaaaaaaaaaaaa",
         ] {
             let _ = p(l);
         }

@@ -51,6 +51,8 @@ pub struct Rule {
     pub pattern: Pattern,
     /// Test lines with the address each must give (`None`: must not match).
     pub tests: Vec<(String, Option<IpAddr>)>,
+    /// How many of them are log-injection attempts (`injection = true`).
+    pub injection_tests: usize,
 }
 
 /// Why a rule file cannot be used: the message names the entry and the key.
@@ -167,6 +169,10 @@ struct RuleFile {
 struct TestLine {
     line: String,
     host: String,
+    /// The line puts another address where a client chooses the text (a log injection
+    /// attempt): the rule must still give `host`.
+    #[serde(default)]
+    injection: bool,
 }
 
 fn interval(key: &str, v: &str) -> Result<Interval, RulesError> {
@@ -287,6 +293,7 @@ impl Rules {
             let pattern = Pattern::compile(&r.pattern)
                 .map_err(|e: PatternError| RulesError(format!("{}: {e}", key("pattern"))))?;
             let mut tests = Vec::new();
+            let injection_tests = r.tests.iter().filter(|t| t.injection).count();
             for t in r.tests {
                 let host = if t.host.is_empty() {
                     None
@@ -302,6 +309,7 @@ impl Rules {
                 jail,
                 pattern,
                 tests,
+                injection_tests,
             });
         }
         if rules.is_empty() {
@@ -546,8 +554,19 @@ mod tests {
     }
 
     #[test]
+    fn every_bundled_rule_is_tested_against_log_injection() {
+        for rule in &Rules::bundled().rules {
+            assert!(
+                rule.injection_tests > 0,
+                "rule {} has no test line marked injection = true",
+                rule.name
+            );
+        }
+    }
+
+    #[test]
     fn the_self_test_can_fail() {
-        let text = BUNDLED.replace("host = \"203.0.113.7\"", "host = \"203.0.113.99\"");
+        let text = BUNDLED.replacen("host = \"203.0.113.7\"", "host = \"203.0.113.99\"", 1);
         let r = Rules::parse(&text, "t").unwrap();
         assert_eq!(r.self_test().len(), 1);
     }

@@ -155,16 +155,23 @@ enum Job {
     Load(oneshot::Sender<Result<Snapshot, Error>>),
 }
 
-/// Proof that this process is the one that serves a database: an exclusive lock on
-/// `<db>.lock`, held until dropped. Two servers on one database would hand out the same
-/// ids.
+/// Proof that this process is the one that serves a database: an exclusive `flock` on the
+/// database file itself, held until dropped. Two servers on one database would hand out
+/// the same ids (and, through a hard link, write two different WAL files).
+///
+/// The lock belongs to the file (its inode), not to the name it was opened by: a second
+/// process reaching the same file through a symlink, a hard link or another relative path
+/// is refused. (`flock` and SQLite's POSIX locks do not interact on Linux. The descriptor
+/// stays open while the store runs: closing a descriptor of the database would drop
+/// SQLite's own POSIX locks in this process.)
 #[derive(Debug)]
 pub struct OwnerLock {
     _file: Option<std::fs::File>,
 }
 
 impl OwnerLock {
-    /// Takes the lock for the database at `db`, or fails at once if another process has it.
+    /// Takes the lock for the database at `db` (creating an empty database file if there
+    /// is none yet), or fails at once if another process has it.
     ///
     /// # Errors
     /// [`Error::Open`], saying another process holds it.
@@ -173,26 +180,28 @@ impl OwnerLock {
             // PostgreSQL: the backend's advisory lock does this.
             return Ok(OwnerLock { _file: None });
         }
-        let mut name = db.as_os_str().to_owned();
-        name.push(".lock");
-        let path = PathBuf::from(name);
         let open_err = |msg: String| Error::Open {
-            path: path.clone(),
+            path: db.to_path_buf(),
             msg,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
         }
+        // Read-write, created if missing (an empty file is an empty SQLite database);
+        // never truncated.
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
-            .open(&path)
+            .open(db)
             .map_err(|e| open_err(e.to_string()))?;
         match file.try_lock() {
             Ok(()) => Ok(OwnerLock { _file: Some(file) }),
             Err(std::fs::TryLockError::WouldBlock) => Err(open_err(
-                "another catchd process is serving this database".into(),
+                "another catchd process is serving this database file (perhaps through \
+                 another path, a symlink or a hard link to it)"
+                    .into(),
             )),
             Err(std::fs::TryLockError::Error(e)) => Err(open_err(e.to_string())),
         }

@@ -95,7 +95,8 @@ async fn fail(State(s): St, h: HeaderMap, Path(raw): Path<String>) -> Result<Res
     let mut last = None;
     let f = s.list.fail(it, now, |c| s.persist(c, &mut last));
     durable(&s, last).await?;
-    if f.newly_blocked
+    // A new blacklisting, or one a failure re-armed: the registry block follows.
+    if (f.newly_blocked || f.refreshed)
         && s.list.settings().block_addresses
         && let Ok(ip) = it.parse::<std::net::IpAddr>()
     {
@@ -105,7 +106,11 @@ async fn fail(State(s): St, h: HeaderMap, Path(raw): Path<String>) -> Result<Res
             cidr_text: net.to_string(),
             who: s.who,
             source: "watchlist".into(),
-            why: format!("{} failures within the watch", f.failures),
+            why: if f.refreshed {
+                "failing while blacklisted".into()
+            } else {
+                format!("{} failures within the watch", f.failures)
+            },
             seconds: 0,
             until: Some(now + s.list.settings().block_ttl),
             skip_whitelist: false,

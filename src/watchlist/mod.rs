@@ -99,6 +99,9 @@ pub struct Failed {
     pub failures: u32,
     /// This failure blacklisted it.
     pub newly_blocked: bool,
+    /// The item was blacklisted already and this failure re-armed its block TTL
+    /// (`refresh_on_hit`).
+    pub refreshed: bool,
 }
 
 /// What [`Watchlist::check`] says.
@@ -250,11 +253,19 @@ impl Watchlist {
         let mut e = self.map.entry(key.clone()).or_default();
         e.expire(now);
         if e.blocked(now) {
-            // Already blacklisted: nothing changes (BlackRed returns at once).
+            // Already blacklisted. BlackRed's log_fail checks first, and that check
+            // re-arms the block when refresh_on_hit is on: an item that keeps failing
+            // stays blacklisted.
+            let refreshed = s.refresh_on_hit && e.block_until != Some(now + s.block_ttl);
+            if refreshed {
+                e.block_until = Some(now + s.block_ttl);
+                store((key, Some(*e)));
+            }
             return Failed {
                 blocked: true,
                 failures: e.failures,
                 newly_blocked: false,
+                refreshed,
             };
         }
         e.failures += 1;
@@ -267,6 +278,7 @@ impl Watchlist {
                 blocked: true,
                 failures,
                 newly_blocked: true,
+                refreshed: false,
             }
         } else {
             e.watch_until = Some(now + s.watch_ttl);
@@ -274,6 +286,7 @@ impl Watchlist {
                 blocked: false,
                 failures: e.failures,
                 newly_blocked: false,
+                refreshed: false,
             }
         };
         store((key, Some(*e)));
@@ -403,14 +416,29 @@ mod tests {
             Failed {
                 blocked: true,
                 failures: 3,
-                newly_blocked: true
+                newly_blocked: true,
+                refreshed: false,
             }
         );
         assert_eq!(ch.unwrap().1.unwrap().block_until, Some(s(358 + 86_400)));
-        // Blocked: more failures change nothing.
+        // Blocked: a failure re-arms the block, as BlackRed's log_fail does (it checks
+        // first, and the check refreshes): an attacker who keeps failing stays blocked.
         let (f, ch) = fail(&w, "10.0.0.1", s(400));
-        assert!(f.blocked && !f.newly_blocked);
+        assert!(f.blocked && !f.newly_blocked && f.refreshed);
+        assert_eq!(ch.unwrap().1.unwrap().block_until, Some(s(400 + 86_400)));
+        let (f, _) = fail(&w, "10.0.0.1", s(400 + 86_000));
+        assert!(f.blocked && f.refreshed);
+        assert!(check(&w, "10.0.0.1", s(400 + 86_400 + 10)).0.blocked);
+        // Without refresh_on_hit, failures of a blocked item change nothing.
+        let w = list(false);
+        for t in 0..3 {
+            fail(&w, "z", s(t));
+        }
+        let (f, ch) = fail(&w, "z", s(100));
+        assert!(f.blocked && !f.refreshed);
         assert!(ch.is_none());
+        assert!(!check(&w, "z", s(86_403)).0.blocked);
+        let w = list(true);
         // A gap longer than the watch TTL starts over.
         fail(&w, "u", s(0));
         fail(&w, "u", s(100));

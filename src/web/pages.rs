@@ -1025,10 +1025,21 @@ pub async fn login_redirect() -> Response {
     redirect(StatusCode::FOUND, "/accounts/login/")
 }
 
-/// Where to go after sign-in: a path on this site, else the start page.
-fn safe_next(next: Option<&str>) -> &str {
+/// Where to go after sign-in: a plain path on this site, else the start page.
+///
+/// Browsers clean a `Location` before they resolve it (they drop tabs and newlines
+/// anywhere and treat `\` as `/`), so `/\t/evil.example` becomes `//evil.example`, another
+/// site. Only printable ASCII other than `\` is taken, starting with one `/` not followed
+/// by another: what remains is a path, with no scheme and no authority.
+pub fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        Some(n)
+            if n.starts_with('/')
+                && !n[1..].starts_with(['/', '\\'])
+                && n.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'\\') =>
+        {
+            n
+        }
         _ => "/bhr/",
     }
 }

@@ -274,6 +274,69 @@ fn bad_arguments_exit_2_with_one_clear_line() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("test lines pass"));
 }
 
+/// Runs `catchd scan ARGS` with `input` on standard input.
+fn scan_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = catchd()
+        .arg("scan")
+        .args(args)
+        .env_remove("BHR_TOKEN")
+        .env_remove("BHR_HOST")
+        .env("TZ", "UTC")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn hostile_lines_are_scanned_past() {
+    // A 26-byte line with a multi-byte character where TAI64N's digits would be: this
+    // once sliced a str inside the character and panicked.
+    let mut input = b"@aaaaaaaaaaaaaaa\xe2\x82\xacaaaaaa\n".to_vec();
+    // Invalid UTF-8, NULs, a lone @, control characters.
+    input.extend_from_slice(b"\xff\xfe\x00garbage\n@\n\x1b[31m\r\n");
+    // A 20 kB line, cut as it is read.
+    input.extend_from_slice(&vec![b'q'; 20_000]);
+    input.push(b'\n');
+    // And then five real failures: scanning carried on.
+    for i in 0..5 {
+        input.extend_from_slice(failed(i, "203.0.113.77").as_bytes());
+        input.push(b'\n');
+    }
+    let o = scan_stdin(&["--dry-run", "--json", "-"], &input);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(addrs_json(&o), set(&["203.0.113.77"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("10 lines"), "{err}");
+    assert!(
+        err.contains("1 lines cut"),
+        "the 20 kB line is counted: {err}"
+    );
+    // The same from a file (the follower cuts it).
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("hostile.log");
+    std::fs::write(&p, &input).unwrap();
+    let o = scan(&["--dry-run", "--json", p.to_str().unwrap()]);
+    assert_eq!(addrs_json(&o), set(&["203.0.113.77"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("1 lines cut"), "{err}");
+}
+
+#[test]
+fn print_rules_needs_no_file() {
+    let o = scan(&["--print-rules"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("[[jail]]") && text.contains("[[rule]]"));
+    assert_eq!(text, catchd::scan::rules::BUNDLED);
+}
+
 #[test]
 fn scan_blocks_through_a_running_catchd() {
     let dir = tempfile::tempdir().unwrap();

@@ -146,6 +146,12 @@ async fn create(
     let links = links(h);
     let names = names(s);
     let out = change(s, |reg, now, ch| {
+        if req.until.is_some_and(|u| u <= now) {
+            return Err(ApiError::Invalid(FieldErrors::one(
+                "unblock_at",
+                "Ensure this time is in the future.",
+            )));
+        }
         reg.check(req, |id| who(&names, id).to_string())
             .map_err(|r| ApiError::Invalid(FieldErrors::one("non_field_errors", r.0)))?;
         let added = reg.add_block(req, now, ch);

@@ -253,11 +253,21 @@ pub fn block_request(
     let has_until = m.get("unblock_at").is_some_and(|v| !v.is_null());
     let duration_text = text(m, "duration", !has_until, false, None, &mut e);
     let seconds = duration_text.as_deref().and_then(|d| {
-        let s = duration::parse(d);
-        if s.is_none() {
-            e.add("duration", "Invalid duration");
+        match duration::parse(d) {
+            None => {
+                e.add("duration", "Invalid duration");
+                None
+            }
+            // BHR takes these and makes a block that ended before it began.
+            Some(s) if s < 0 => {
+                e.add(
+                    "duration",
+                    "Ensure this value is greater than or equal to 0.",
+                );
+                None
+            }
+            s => s,
         }
-        s
     });
     let until = if has_until {
         match text(m, "unblock_at", false, false, None, &mut e) {

@@ -136,16 +136,32 @@ async fn permissions_follow_the_bhr_groups() {
             "/bhr/api/whitelist/",
             json!({"cidr": "203.0.113.0/24", "why": "x"}),
         ),
+        // BHR: POST on the blocks viewset needs add_block; set_blocked/ needs add_block
+        // and add_blockentry (bhr.md §7.3).
+        (
+            "POST",
+            "/bhr/api/blocks/",
+            json!({"cidr": "192.0.2.3", "source": "s", "why": "w"}),
+        ),
+        (
+            "POST",
+            "/bhr/api/blocks/1/set_blocked/",
+            json!({"ident": "i"}),
+        ),
     ];
     // (role, which of the cases above it may do)
     let allowed = [
         (
             Who::Blocker,
-            [true, true, false, false, false, false, false, false],
+            [
+                true, true, false, false, false, false, false, false, true, false,
+            ],
         ),
         (
             Who::Manager,
-            [false, false, false, true, true, true, true, false],
+            [
+                false, false, false, true, true, true, true, false, false, false,
+            ],
         ),
     ];
     for (who, may) in allowed {

@@ -125,14 +125,33 @@ async fn durations_in_bhr_and_humantime_forms() {
     }
     let b = api.block_ok("192.0.2.100", "0").await;
     assert_eq!(b["unblock_at"], Value::Null);
-    // Negative: already over (as in the original).
-    let b = api.block_ok("192.0.2.101", "-5").await;
-    assert_eq!(
-        b["unblock_at"],
-        iso(T0 - "5s".parse::<catchd::time::Interval>().unwrap())
-    );
-    let expected = api.json("/bhr/api/expected_blocks/", Who::Person).await;
-    assert!(!expected.to_string().contains("192.0.2.101"));
+    // Negative: refused (the original makes a block that ended before it began).
+    for neg in ["-5", "-60", " -1s ", "-1h 30m"] {
+        let r = api
+            .block(&[
+                ("cidr", "192.0.2.101"),
+                ("source", "test"),
+                ("why", "x"),
+                ("duration", neg),
+            ])
+            .await
+            .expect(400);
+        let msg = &r.json()["duration"][0];
+        assert!(msg.as_str().is_some_and(|m| !m.is_empty()), "{neg}: {msg}");
+    }
+    // An unblock_at that has passed, likewise.
+    let r = api
+        .block(&[
+            ("cidr", "192.0.2.101"),
+            ("source", "test"),
+            ("why", "x"),
+            ("unblock_at", "2001-01-01T00:00:00Z"),
+        ])
+        .await
+        .expect(400);
+    assert!(r.json()["unblock_at"][0].is_string(), "{}", r.json());
+    let all = api.json("/bhr/api/blocks/", Who::Person).await;
+    assert!(!all.to_string().contains("192.0.2.101"));
     for bad in ["1.5h", "5w", "h", "5ms", "soon"] {
         let r = api
             .block(&[

@@ -447,3 +447,106 @@ fn bad_manager_arguments_exit_2() {
     );
     let _ = Command::new("true").status();
 }
+
+/// A stand-in for a BHR server whose `list.csv` has a row that cannot be read: canned
+/// answers over HTTP/1.1, one request per connection.
+fn canned_bhr(list_csv: &'static str) -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = r.read_line(&mut first);
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = std::io::Read::read_exact(&mut r, &mut body);
+            let (ctype, text) = if first.contains("/bhr/list.csv") {
+                ("text/csv", list_csv)
+            } else if first.starts_with("POST") {
+                ("application/json", "{\"status\": \"ok\"}")
+            } else {
+                ("application/json", "[]")
+            };
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn one_unreadable_list_row_does_not_stop_reconciling() {
+    let dir = tempfile::tempdir().unwrap();
+    let bhr = canned_bhr(
+        "cidr,who,source,why,added,unblock_at\r\n\
+         192.0.2.81/32,z,s,good,2026-11-21 13:51:53.360815+00:00,\r\n\
+         banana,z,s,bad cidr,2026-11-21 13:51:53.360815+00:00,\r\n\
+         192.0.2.82/32,z,s,bad end,2026-11-21 13:51:53.360815+00:00,someday\r\n\
+         192.0.2.83/32,z,s,\"unterminated\r\n",
+    );
+    let f = dir.path().join("hosts.allow");
+    std::fs::write(&f, "").unwrap();
+    let metrics = free_port();
+    let log = dir.path().join("m.log");
+    let mut child = catchd()
+        .args([
+            "manager",
+            "--server",
+            &format!("http://{bhr}"),
+            "--token",
+            "t",
+        ])
+        .args([
+            "--ident",
+            "h",
+            "--poll-timeout",
+            "1s",
+            "--unblock-interval",
+            "1s",
+        ])
+        .args([
+            "--backend",
+            "hosts-allow",
+            "--hosts-allow",
+            f.to_str().unwrap(),
+        ])
+        .args(["--metrics-listen", &metrics.to_string()])
+        .env("RUST_LOG", "catchd=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    eventually("the readable row is put in place", || {
+        std::fs::read_to_string(&f)
+            .unwrap_or_default()
+            .contains("ALL: 192.0.2.81 : deny")
+    });
+    eventually("the unreadable rows are counted", || {
+        metric(metrics, "catchd_blocker_bad_rows_total") >= 3
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("skipping a row"), "{text}");
+    assert!(text.contains("banana"), "{text}");
+    let held = std::fs::read_to_string(&f).unwrap();
+    assert!(
+        !held.contains("192.0.2.82") && !held.contains("192.0.2.83"),
+        "{held}"
+    );
+}

@@ -232,6 +232,31 @@ fn serve_uses_the_config_file_and_refuses_a_second_server_on_one_database() {
         stderr(&o)
     );
 
+    // The lock is the file's, whatever name reaches it: a symlink, a hard link and
+    // another spelling of the path are refused too (two servers on one file would hand
+    // out the same ids, and a hard link would get a WAL file of its own).
+    let sym = dir.path().join("sym.db");
+    std::os::unix::fs::symlink(&db, &sym).unwrap();
+    let hard = dir.path().join("hard.db");
+    std::fs::hard_link(&db, &hard).unwrap();
+    let dotted = dir.path().join(".").join(db.file_name().unwrap());
+    for other in [&sym, &hard, &dotted] {
+        let o = run(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            other.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", other.display());
+        assert!(
+            stderr(&o).contains("another catchd process is serving this database"),
+            "{}: {}",
+            other.display(),
+            stderr(&o)
+        );
+    }
+
     // A busy port is named.
     let o = run(&[
         "serve",

@@ -449,6 +449,60 @@ async fn sign_in_needs_the_right_password_and_a_csrf_token() {
     w.get("/bhr/list").await.expect(302);
 }
 
+/// `next` after sign-in: only a plain local path is followed. Browsers drop tabs and
+/// newlines and read `\` as `/`, so `/\t/evil.example` would be `//evil.example`.
+#[tokio::test]
+async fn sign_in_never_redirects_off_site() {
+    let api = api_with(Settings::default()).await;
+    let hostile = [
+        "//evil.example/",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\r\n/evil.example",
+        "\t//evil.example",
+        "/\\evil.example",
+        "\\/evil.example",
+        "/%09/evil.example\t",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "/bhr/\x00",
+        " /bhr/",
+        "/ /evil.example",
+        "",
+    ];
+    for next in hostile {
+        // The form.
+        let mut v = Visitor::new(&api);
+        let page = v.get("/accounts/login/").await.expect(200);
+        let t = csrf(&page.body);
+        let r = v
+            .post(
+                "/accounts/login/",
+                &[
+                    ("csrfmiddlewaretoken", &t),
+                    ("username", "person"),
+                    ("password", "person-pw"),
+                    ("next", next),
+                ],
+            )
+            .await
+            .expect(303);
+        assert_eq!(r.header("location"), "/bhr/", "POST next={next:?}");
+        // GET while signed in (the query string, percent-encoded).
+        let q: String = serde_urlencoded::to_string([("next", next)]).unwrap();
+        let r = v.get(&format!("/accounts/login/?{q}")).await.expect(302);
+        assert_eq!(r.header("location"), "/bhr/", "GET ?{q}");
+    }
+    // Plain local paths are kept.
+    let mut v = Visitor::new(&api);
+    v.sign_in("person", "person-pw").await.expect(303);
+    for next in ["/bhr/list", "/bhr/query?query=192.0.2.1", "/cr/"] {
+        let q: String = serde_urlencoded::to_string([("next", next)]).unwrap();
+        let r = v.get(&format!("/accounts/login/?{q}")).await.expect(302);
+        assert_eq!(r.header("location"), next);
+    }
+}
+
 #[tokio::test]
 async fn the_add_form_blocks_and_the_unblock_form_ends_blocks() {
     let api = api_with(Settings::default()).await;
