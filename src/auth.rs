@@ -8,6 +8,11 @@
 //! A token is 40 random hex characters, like Django REST framework's, shown once when it is
 //! made; only its SHA-256 is stored. Passwords (for HTTP Basic) are stored as argon2 hashes.
 
+mod passwords;
+pub mod throttle;
+
+pub use passwords::{CheckError, Passwords};
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -526,6 +526,9 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // systemd and shells start processes with a soft limit of 1024 open files; the hard
+    // limit is what the administrator allows.
+    crate::httpd::raise_fd_limit();
     match cli.command {
         Command::Replay(args) => replay_cmd(args),
         Command::Run(args) => run_cmd(&args),
@@ -953,7 +956,11 @@ fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()> {
     let _ = write!(
         t,
         "[server]\nlisten = \"{}\"\ndb = \"{}\"\ncluster = {}\nlease_ttl = \"{}\"\nmax_body = {}\n\
-         request_timeout = \"{}\"\nmax_long_poll = \"{}\"\nmax_concurrent = {}\n",
+         request_timeout = \"{}\"\nmax_long_poll = \"{}\"\nmax_concurrent = {}\n\
+         max_long_polls_per_user = {}\nheader_timeout = \"{}\"\nidle_timeout = \"{}\"\n\
+         write_timeout = \"{}\"\nmax_connections = {}  # in force now: {}\n\
+         shutdown_grace = \"{}\"\nsign_in_failures = {}\nsign_in_failures_per_user = {}\n\
+         sign_in_window = \"{}\"\n",
         c.server.listen,
         crate::store::redact(&c.server.db.display().to_string()),
         c.server.cluster,
@@ -962,6 +969,16 @@ fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()> {
         humantime::format_duration(l.request_timeout),
         humantime::format_duration(l.max_long_poll),
         l.max_concurrent,
+        l.max_long_polls_per_user,
+        humantime::format_duration(l.connections.header_timeout),
+        humantime::format_duration(l.connections.idle_timeout),
+        humantime::format_duration(l.connections.write_timeout),
+        l.connections.max_connections,
+        crate::httpd::connection_cap(l.connections.max_connections),
+        humantime::format_duration(l.connections.shutdown_grace),
+        l.sign_in.per_address,
+        l.sign_in.per_user,
+        humantime::format_duration(l.sign_in.window),
     );
     let _ = write!(
         t,

@@ -14,6 +14,15 @@
 //! request_timeout = "90s"
 //! max_long_poll = "60s"
 //! max_concurrent = 1024
+//! max_long_polls_per_user = 16  # more answer at once with what is queued
+//! header_timeout = "10s"      # a request head must arrive whole within this
+//! idle_timeout = "60s"        # idle keep-alive connections are closed after this
+//! write_timeout = "30s"       # a client that reads nothing for this long is cut off
+//! max_connections = 1024      # open at once (never more than half the fd limit)
+//! shutdown_grace = "5s"       # SIGTERM: requests in flight get this long
+//! sign_in_failures = 10       # wrong passwords per address (IPv6: per /64) …
+//! sign_in_failures_per_user = 20  # … and per user name, before 429s …
+//! sign_in_window = "5m"       # … forgiven over this time
 //!
 //! [capture]
 //! interfaces = ["eth1"]       # none: no capture (the API and timers still run)
@@ -574,6 +583,15 @@ struct ServerFile {
     request_timeout: Option<String>,
     max_long_poll: Option<String>,
     max_concurrent: Option<u64>,
+    max_long_polls_per_user: Option<u64>,
+    header_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    write_timeout: Option<String>,
+    max_connections: Option<u64>,
+    shutdown_grace: Option<String>,
+    sign_in_failures: Option<u64>,
+    sign_in_failures_per_user: Option<u64>,
+    sign_in_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -710,6 +728,55 @@ impl Config {
                 ));
             }
             l.max_concurrent = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = s.max_long_polls_per_user {
+            l.max_long_polls_per_user = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        let conn = &mut l.connections;
+        if let Some(t) = s.header_timeout {
+            conn.header_timeout = duration("server.header_timeout", &t)?;
+        }
+        if let Some(t) = s.idle_timeout {
+            conn.idle_timeout = duration("server.idle_timeout", &t)?;
+        }
+        if let Some(t) = s.write_timeout {
+            conn.write_timeout = duration("server.write_timeout", &t)?;
+        }
+        if let Some(n) = s.max_connections {
+            if n < 16 {
+                return Err(invalid(
+                    "server.max_connections",
+                    "must be at least 16".into(),
+                ));
+            }
+            conn.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(t) = s.shutdown_grace {
+            let d = humantime::parse_duration(t.trim())
+                .map_err(|e| invalid("server.shutdown_grace", format!("`{t}`: {e}")))?;
+            conn.shutdown_grace = d;
+        }
+        let th = &mut l.sign_in;
+        if let Some(n) = s.sign_in_failures {
+            if n == 0 {
+                return Err(invalid(
+                    "server.sign_in_failures",
+                    "must be at least 1".into(),
+                ));
+            }
+            th.per_address = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        if let Some(n) = s.sign_in_failures_per_user {
+            if n == 0 {
+                return Err(invalid(
+                    "server.sign_in_failures_per_user",
+                    "must be at least 1".into(),
+                ));
+            }
+            th.per_user = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        if let Some(t) = s.sign_in_window {
+            th.window = duration("server.sign_in_window", &t)?;
         }
 
         let b = file.bhr;

@@ -46,6 +46,7 @@ pub mod cnr;
 pub mod config;
 pub mod daemon;
 pub mod enforce;
+pub mod httpd;
 pub mod manager;
 pub mod packet;
 pub mod replay;

@@ -230,11 +230,15 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         );
         on_listening(local);
         let routes = routes.merge(crate::web::router(state.clone(), None));
-        api::serve(listener, state.clone(), Some(routes), async {
+        let grace = config.server.limits.connections.shutdown_grace;
+        api::serve(listener, state.clone(), Some(routes), async move {
             signal().await;
-            tracing::info!("Stopping: finishing requests in flight.");
+            tracing::info!(
+                "Stopping: finishing requests in flight (for at most {}).",
+                humantime::format_duration(grace)
+            );
         })
-        .await?;
+        .await;
         match state.failure() {
             Some(why) => Err(Error::StoreFailed(why)),
             None => {

@@ -639,6 +639,67 @@ impl Registry {
     /// Every block (any state) whose network lies within `net` (or equals it): BHR's
     /// `cidr <<= query`. Ordered by network, then id.
     pub fn query(&self, net: &IpNet) -> Vec<&Block> {
+        self.query_after(net, None).collect()
+    }
+
+    // ----- reads from a cursor (for answers streamed in pieces) -----
+    //
+    // Each takes the key of the last row already sent (`None`: from the start) and gives
+    // the rows after it, in the same order as the whole read. Keys never change for a row,
+    // so a listing read in pieces (with changes in between) never repeats a row.
+
+    /// [`blocks`](Registry::blocks) after block `after`.
+    pub fn blocks_after(&self, after: Option<u64>) -> impl Iterator<Item = &Block> {
+        let from = after.map_or(0, |id| usize::try_from(id).unwrap_or(usize::MAX));
+        self.blocks.iter().skip(from).map(|s| &s.block)
+    }
+
+    /// [`entries`](Registry::entries) after entry `after`.
+    pub fn entries_after(&self, after: Option<u64>) -> impl Iterator<Item = &Entry> {
+        let from = after.map_or(0, |id| usize::try_from(id).unwrap_or(usize::MAX));
+        self.entries.iter().skip(from).map(|(e, _)| e)
+    }
+
+    /// [`expected`](Registry::expected) after the block keyed `(added, id)`, from `since`.
+    pub fn expected_after(
+        &self,
+        since: Option<Time>,
+        after: Option<(Time, u64)>,
+    ) -> impl Iterator<Item = &Block> {
+        use std::ops::Bound;
+        let lo = match (after, since) {
+            (Some(k), _) => Bound::Excluded(k),
+            (None, Some(t)) => Bound::Included((t, 0)),
+            (None, None) => Bound::Unbounded,
+        };
+        self.expected_by_added
+            .range((lo, Bound::Unbounded))
+            .map(|(_, id)| &self.blocks[idx(*id)].block)
+    }
+
+    /// Whether a block is in place nowhere (what [`pending`](Registry::pending) keeps).
+    pub fn is_pending(&self, id: u64) -> bool {
+        id.checked_sub(1)
+            .and_then(|i| self.blocks.get(usize::try_from(i).ok()?))
+            .is_some_and(|st| st.expected && st.active == 0)
+    }
+
+    /// [`current`](Registry::current) after block `after`.
+    pub fn current_after(&self, after: Option<u64>) -> impl Iterator<Item = &Block> {
+        use std::ops::Bound;
+        let lo = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.current
+            .range((lo, Bound::Unbounded))
+            .map(|id| &self.blocks[idx(*id)].block)
+    }
+
+    /// [`query`](Registry::query) after the block keyed `(cidr, id)`.
+    pub fn query_after(
+        &self,
+        net: &IpNet,
+        after: Option<(IpNet, u64)>,
+    ) -> impl Iterator<Item = &Block> {
+        use std::ops::Bound;
         let (lo, hi) = match net {
             IpNet::V4(n) => (
                 IpNet::V4(ipnet::Ipv4Net::new_assert(n.network(), 0)),
@@ -649,11 +710,22 @@ impl Registry {
                 IpNet::V6(ipnet::Ipv6Net::new_assert(n.broadcast(), 128)),
             ),
         };
+        let start = match after {
+            Some((c, _)) if c >= lo => Bound::Included(c),
+            _ => Bound::Included(lo),
+        };
+        let net = *net;
         self.by_cidr
-            .range(lo..=hi)
-            .filter(|(c, _)| net.contains(*c))
-            .flat_map(|(_, ids)| ids.iter().map(|id| &self.blocks[idx(*id)].block))
-            .collect()
+            .range((start, Bound::Included(hi)))
+            .filter(move |(c, _)| net.contains(*c))
+            .flat_map(move |(c, ids)| {
+                let floor = match after {
+                    Some((ac, aid)) if ac == *c => aid,
+                    _ => 0,
+                };
+                ids.iter().filter(move |id| **id > floor)
+            })
+            .map(|id| &self.blocks[idx(*id)].block)
     }
 
     /// The whitelist.

@@ -430,6 +430,11 @@ impl Watchlist {
         Some(self.block_info(&e))
     }
 
+    /// Every tracked address, in no order.
+    pub fn addresses(&self) -> Vec<Addr> {
+        self.map.iter().map(|r| *r.key()).collect()
+    }
+
     /// How many addresses are tracked.
     pub fn len(&self) -> usize {
         self.map.len()

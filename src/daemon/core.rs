@@ -140,6 +140,19 @@ const SIGHTING_BATCH: usize = 4096;
 /// The longest the core sleeps without looking at the clock.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
+/// How long a stopping core waits for the store to make its last steps durable.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// What one step of the engine produced, held until the store has made the step's writes
+/// durable: only then are its records written to the logs and published on the bus, and
+/// the replies waiting for it answered. So a log line never tells of a drop the store
+/// does not hold, and a rule id in a log is never handed out again after a crash.
+struct Step {
+    seq: u64,
+    outputs: Vec<Output>,
+    replies: Vec<oneshot::Sender<Result<(), crate::store::Error>>>,
+}
+
 /// The catch-and-release core.
 pub struct Core {
     engine: Engine,
@@ -164,6 +177,12 @@ pub struct Core {
     next_rotation: Option<Instant>,
     /// The event bus, when this manager is on one.
     cluster: Option<Cluster>,
+    /// Steps waiting for the store, oldest first.
+    steps: std::collections::VecDeque<Step>,
+    next_step: u64,
+    /// The store's word on each step: its number and the commit's result.
+    durable_tx: crossbeam_channel::Sender<(u64, Result<(), crate::store::Error>)>,
+    durable_rx: Receiver<(u64, Result<(), crate::store::Error>)>,
 }
 
 fn rule_id(block: u64) -> Option<RuleId> {
@@ -206,6 +225,7 @@ impl Core {
             }
         }
         let next_rotation = settings.rotate_interval.map(|d| Instant::now() + d);
+        let (durable_tx, durable_rx) = crossbeam_channel::unbounded();
         let mut core = Core {
             engine,
             link,
@@ -224,6 +244,10 @@ impl Core {
             settings,
             next_rotation,
             cluster,
+            steps: std::collections::VecDeque::new(),
+            next_step: 0,
+            durable_tx,
+            durable_rx,
         };
         core.restore(watch, clock);
         if let Some(c) = &core.cluster {
@@ -402,28 +426,14 @@ impl Core {
         self.engine.drain_all();
     }
 
-    /// Writes what the engine produced, notes which addresses changed, and persists them.
+    /// Takes what the engine produced, notes which addresses changed, and hands their
+    /// state to the store with the records, which are written once it is durable.
     fn flush(&mut self) {
+        let mut outputs = Vec::new();
         while let Some(o) = self.engine.poll_output() {
-            if let Some(c) = &self.cluster {
-                c.output(&o);
-            }
             match &o {
                 Output::CatchRelease(r) => {
                     self.dirty.insert(r.ip);
-                    let mut recent = self
-                        .metrics
-                        .recent
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    if recent.len() >= RECENT {
-                        recent.pop_front();
-                    }
-                    recent.push_back(r.clone());
-                    drop(recent);
-                    if let Some(i) = Action::ALL.iter().position(|a| *a == r.action) {
-                        self.metrics.actions[i].fetch_add(1, Ordering::Relaxed);
-                    }
                 }
                 Output::Forgotten { addr, .. } => {
                     self.dirty.insert(*addr);
@@ -437,9 +447,7 @@ impl Core {
                 | Output::BlockNew { .. }
                 | Output::BlockDelete { .. } => {}
             }
-            if let Err(e) = self.logs.write(&o) {
-                self.log_failed(&e);
-            }
+            outputs.push(o);
         }
         let (made, last) = {
             let mut l = link::lock(&self.link);
@@ -453,8 +461,9 @@ impl Core {
         if let Some(rx) = last {
             self.last = Some(rx);
         }
+        let mut writes: Vec<Write> = Vec::new();
         if !self.dirty.is_empty() {
-            let mut writes: Vec<Write> = self
+            writes = self
                 .dirty
                 .drain()
                 .map(|a| match self.engine.watch_state(a) {
@@ -463,17 +472,9 @@ impl Core {
                 })
                 .collect();
             writes.push(Write::CrClock(self.engine.now()));
-            self.last = Some(self.store.submit(writes));
         }
-        if let Err(e) = self.logs.flush() {
-            self.log_failed(&e);
-        }
-        if self
-            .settings
-            .rotate_size
-            .is_some_and(|max| self.logs.largest() >= max)
-        {
-            self.rotate();
+        if !writes.is_empty() || !outputs.is_empty() {
+            self.step(writes, outputs, Vec::new());
         }
         self.metrics
             .watched
@@ -483,13 +484,102 @@ impl Core {
             .store(self.engine.rule_count() as u64, Ordering::Relaxed);
     }
 
+    /// Submits a step's writes (after everything submitted before them); its records and
+    /// replies wait for their commit.
+    fn step(
+        &mut self,
+        writes: Vec<Write>,
+        outputs: Vec<Output>,
+        replies: Vec<oneshot::Sender<Result<(), crate::store::Error>>>,
+    ) {
+        let seq = self.next_step;
+        self.next_step += 1;
+        let tx = self.durable_tx.clone();
+        self.store.submit_then(writes, move |r| {
+            let _ = tx.send((seq, r));
+        });
+        self.steps.push_back(Step {
+            seq,
+            outputs,
+            replies,
+        });
+    }
+
+    /// The store made steps up to `seq` durable (or failed): their records go to the logs
+    /// and the bus, and their replies are answered.
+    fn durable(&mut self, seq: u64, r: &Result<(), crate::store::Error>) {
+        if let Err(e) = r {
+            // Memory is ahead of the disk: nothing of it is logged, and the server stops.
+            self.api.fail(&e.to_string());
+        }
+        let mut wrote = false;
+        while self.steps.front().is_some_and(|s| s.seq <= seq) {
+            let Some(step) = self.steps.pop_front() else {
+                break;
+            };
+            if r.is_ok() {
+                for o in &step.outputs {
+                    self.publish(o);
+                }
+                wrote |= !step.outputs.is_empty();
+            }
+            for reply in step.replies {
+                let _ = reply.send(r.clone());
+            }
+        }
+        if wrote {
+            if let Err(e) = self.logs.flush() {
+                self.log_failed(&e);
+            }
+            if self
+                .settings
+                .rotate_size
+                .is_some_and(|max| self.logs.largest() >= max)
+            {
+                self.rotate();
+            }
+        }
+    }
+
+    /// Handles every answer the store has given so far.
+    fn take_durable(&mut self) {
+        while let Ok((seq, r)) = self.durable_rx.try_recv() {
+            self.durable(seq, &r);
+        }
+    }
+
+    /// A durable record: logged, published, counted.
+    fn publish(&mut self, o: &Output) {
+        if let Some(c) = &self.cluster {
+            c.output(o);
+        }
+        if let Output::CatchRelease(r) = o {
+            let mut recent = self
+                .metrics
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if recent.len() >= RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(r.clone());
+            drop(recent);
+            if let Some(i) = Action::ALL.iter().position(|a| *a == r.action) {
+                self.metrics.actions[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Err(e) = self.logs.write(o) {
+            self.log_failed(&e);
+        }
+    }
+
     fn log_failed(&self, e: &crate::zeeklog::Error) {
         self.metrics.log_errors.fetch_add(1, Ordering::Relaxed);
         tracing::error!(error = %e, "Cannot write a log.");
     }
 
     fn rotate(&mut self) {
-        match self.logs.rotate() {
+        match self.logs.rotate().and_then(|()| self.logs.flush()) {
             Ok(()) => {
                 self.metrics.rotations.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("Logs rotated.");
@@ -500,9 +590,11 @@ impl Core {
     }
 
     /// A receipt for the reply to a command: answers once everything submitted so far
-    /// (the command's own changes included) is durable.
-    fn receipt(&self) -> Receipt {
-        self.store.submit(Vec::new())
+    /// (the command's own changes included) is durable and its records are in the logs.
+    fn receipt(&mut self) -> Receipt {
+        let (tx, rx) = oneshot::channel();
+        self.step(Vec::new(), Vec::new(), vec![tx]);
+        rx
     }
 
     fn sighting(&mut self, s: Sighting) {
@@ -720,9 +812,17 @@ impl Core {
         commands: Receiver<Command>,
         bus: Receiver<Received>,
     ) {
+        let durable = self.durable_rx.clone();
         loop {
             let wait = self.sleep_for();
             select! {
+                recv(durable) -> d => {
+                    if let Ok((seq, r)) = d {
+                        self.durable(seq, &r);
+                    }
+                    self.take_durable();
+                    continue;
+                }
                 recv(commands) -> c => match c {
                     Ok(Command::Stop { reply }) => {
                         self.shutdown();
@@ -896,6 +996,22 @@ impl Core {
 
     fn shutdown(&mut self) {
         self.tick();
+        drop(self.receipt());
+        // What is still on its way to the disk, then into the logs.
+        let until = Instant::now() + STOP_WAIT;
+        while !self.steps.is_empty() {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.durable_rx.recv_timeout(left) {
+                Ok((seq, r)) => self.durable(seq, &r),
+                Err(_) => {
+                    tracing::error!(
+                        steps = self.steps.len(),
+                        "The store did not confirm the last changes; their log lines are not written."
+                    );
+                    break;
+                }
+            }
+        }
         if let Err(e) = self.logs.finish() {
             self.log_failed(&e);
         }

@@ -247,9 +247,7 @@ async fn drop_many(s: &CrState, items: Vec<Value>) -> Result<Response> {
 
 /// `POST /api/v1/cr/drop`.
 async fn drop(State(s): St, h: HeaderMap, b: Bytes) -> Result<Response> {
-    authenticate(s.api.users(), s.api.store(), &h)
-        .await?
-        .require(&[Perm::AddBlock])?;
+    authenticate(&s.api, &h).await?.require(&[Perm::AddBlock])?;
     let m = match body(&h, &b)? {
         Value::Array(items) => return drop_many(&s, items).await,
         v => object(v)?,
@@ -279,7 +277,7 @@ async fn drop(State(s): St, h: HeaderMap, b: Bytes) -> Result<Response> {
 
 /// `POST /api/v1/cr/unblock`.
 async fn unblock(State(s): St, h: HeaderMap, b: Bytes) -> Result<Response> {
-    authenticate(s.api.users(), s.api.store(), &h)
+    authenticate(&s.api, &h)
         .await?
         .require(&[Perm::ChangeBlock])?;
     let m = object(body(&h, &b)?)?;
@@ -304,9 +302,7 @@ async fn unblock(State(s): St, h: HeaderMap, b: Bytes) -> Result<Response> {
 
 /// `GET /api/v1/cr/<addr>`.
 async fn info(State(s): St, h: HeaderMap, Path(raw): Path<String>) -> Result<Response> {
-    authenticate(s.api.users(), s.api.store(), &h)
-        .await?
-        .user()?;
+    authenticate(&s.api, &h).await?.user()?;
     let addr = parse_addr("addr", &raw)?;
     let i = ask(&s, |reply| Command::Info { addr, reply }).await?;
     Ok(Json::of(&info_out(None, &i)).respond(StatusCode::OK))
@@ -314,11 +310,25 @@ async fn info(State(s): St, h: HeaderMap, Path(raw): Path<String>) -> Result<Res
 
 /// `GET /api/v1/cr`.
 async fn list(State(s): St, h: HeaderMap) -> Result<Response> {
-    authenticate(s.api.users(), s.api.store(), &h)
-        .await?
-        .user()?;
-    let all = ask(&s, |reply| Command::List { reply }).await?;
-    Ok(Json::seq(all.iter().map(|(a, i)| info_out(Some(*a), i))).respond(StatusCode::OK))
+    authenticate(&s.api, &h).await?.user()?;
+    // Streamed from the watched set (which other threads may read) in address order: the
+    // addresses are taken at once (16 bytes each), their state as each page is sent.
+    let mut addrs = s.watched.addresses();
+    addrs.sort_unstable();
+    let watched = s.watched.clone();
+    let mut at = 0usize;
+    Ok(crate::bhr::api::stream::json_pages(Box::new(
+        move |_after: Option<&usize>, p| {
+            while at < addrs.len() && p.room() {
+                let a = addrs[at];
+                at += 1;
+                p.looked(at);
+                if let Some(i) = watched.get(&a) {
+                    p.json(&info_out(Some(a), &i));
+                }
+            }
+        },
+    )))
 }
 
 /// `GET /metrics`.

@@ -342,7 +342,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
     });
     let (stop_managers, managers_stop) = tokio::sync::watch::channel(false);
 
-    let served = rt.block_on(async {
+    rt.block_on(async {
         if let Some((c, holder)) = lease.clone() {
             tokio::spawn(keep_lease(c, holder, config.server.lease_ttl));
         }
@@ -361,13 +361,17 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         );
         on_listening(local);
         let stop = stop_capture.clone();
+        let grace = config.server.limits.connections.shutdown_grace;
         let shutdown = async move {
             server::signal().await;
-            tracing::info!("Stopping: finishing requests in flight.");
+            tracing::info!(
+                "Stopping: finishing requests in flight (for at most {}).",
+                humantime::format_duration(grace)
+            );
             // Capture first: no new sightings while requests finish.
             stop.store(true, Ordering::Relaxed);
         };
-        let served = api::serve(listener, state.clone(), Some(
+        api::serve(listener, state.clone(), Some(
                 http::router(cr.clone())
                     .merge(watchlist_routes)
                     .merge(crate::web::router(state.clone(), Some(cr.clone()))),
@@ -378,7 +382,6 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         for r in running {
             let _ = r.await;
         }
-        served
     });
     stop_capture.store(true, Ordering::Relaxed);
     for s in sensors {
@@ -398,7 +401,6 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
             p.stop();
         }
     }
-    served.map_err(server::Error::Io)?;
     match state.failure() {
         Some(why) => Err(server::Error::StoreFailed(why).into()),
         None => {

@@ -146,8 +146,28 @@ pub trait Backend: Send + 'static {
     fn next_user_id(&mut self) -> Result<UserId, Error>;
 }
 
+/// Who hears how a write job ended.
+enum Done {
+    /// An awaited receipt.
+    Receipt(oneshot::Sender<Result<(), Error>>),
+    /// A function run on the writer thread once the job is committed (or failed); it must
+    /// not block.
+    Call(Box<dyn FnOnce(Result<(), Error>) + Send>),
+}
+
+impl Done {
+    fn send(self, r: Result<(), Error>) {
+        match self {
+            Done::Receipt(tx) => {
+                let _ = tx.send(r);
+            }
+            Done::Call(f) => f(r),
+        }
+    }
+}
+
 enum Job {
-    Write(Vec<Write>, oneshot::Sender<Result<(), Error>>),
+    Write(Vec<Write>, Done),
     UserByToken([u8; 32], oneshot::Sender<Result<Option<User>, Error>>),
     UserByName(String, oneshot::Sender<Result<Option<User>, Error>>),
     NextUserId(oneshot::Sender<Result<UserId, Error>>),
@@ -325,10 +345,29 @@ impl Store {
             let _ = done.send(Err(Error::Failed));
             return rx;
         }
-        if let Err(Error::Closed) = self.send(Job::Write(writes, done)) {
+        if let Err(Error::Closed) = self.send(Job::Write(writes, Done::Receipt(done))) {
             // The sender went with the job; the receiver reports the closed channel.
         }
         rx
+    }
+
+    /// Queues writes; `then` is called on the writer thread once they are durable (or
+    /// failed). It must not block: send to a channel. Calls made in some order are
+    /// committed, and `then` called, in that order.
+    pub fn submit_then(
+        &self,
+        writes: Vec<Write>,
+        then: impl FnOnce(Result<(), Error>) + Send + 'static,
+    ) {
+        if self.failed.load(Ordering::Acquire) {
+            then(Err(Error::Failed));
+            return;
+        }
+        if let Err(mpsc::SendError(Job::Write(_, done))) =
+            self.tx.send(Job::Write(writes, Done::Call(Box::new(then))))
+        {
+            done.send(Err(Error::Closed));
+        }
     }
 
     /// Writes and waits until they are durable.
@@ -443,9 +482,7 @@ fn writer(mut db: impl Backend, rx: mpsc::Receiver<Job>, failed: Arc<AtomicBool>
         }
         for job in jobs.drain(..) {
             match job {
-                Job::Write(_, done) => {
-                    let _ = done.send(result.clone());
-                }
+                Job::Write(_, done) => done.send(result.clone()),
                 Job::UserByToken(h, tx) => {
                     let _ = tx.send(db.user_by_token(&h));
                 }

@@ -87,9 +87,7 @@ async fn durable(s: &WatchlistApi, rx: Option<Receipt>) -> Result<()> {
 
 /// `POST /api/v1/watchlist/<item>/fail`.
 async fn fail(State(s): St, h: HeaderMap, Path(raw): Path<String>) -> Result<Response> {
-    authenticate(s.api.users(), s.api.store(), &h)
-        .await?
-        .require(&[Perm::AddBlock])?;
+    authenticate(&s.api, &h).await?.require(&[Perm::AddBlock])?;
     let it = item(&raw)?;
     let now = s.api.clock_now();
     let mut last = None;
@@ -147,9 +145,7 @@ fn status_json(s: &WatchlistApi, it: &str, last: &mut Option<Receipt>, with_item
 
 /// `GET /api/v1/watchlist/<item>`.
 async fn check_one(State(s): St, h: HeaderMap, Path(raw): Path<String>) -> Result<Response> {
-    authenticate(s.api.users(), s.api.store(), &h)
-        .await?
-        .user()?;
+    authenticate(&s.api, &h).await?.user()?;
     let it = item(&raw)?;
     let mut last = None;
     let v = status_json(&s, it, &mut last, false);
@@ -159,9 +155,7 @@ async fn check_one(State(s): St, h: HeaderMap, Path(raw): Path<String>) -> Resul
 
 /// `POST /api/v1/watchlist/check`.
 async fn check_many(State(s): St, h: HeaderMap, b: Bytes) -> Result<Response> {
-    authenticate(s.api.users(), s.api.store(), &h)
-        .await?
-        .user()?;
+    authenticate(&s.api, &h).await?.user()?;
     let items = match body(&h, &b)? {
         Value::Array(a) => a,
         Value::Object(mut m) => match m.remove("items") {
@@ -209,7 +203,7 @@ async fn check_many(State(s): St, h: HeaderMap, b: Bytes) -> Result<Response> {
 
 /// `DELETE /api/v1/watchlist/<item>`.
 async fn unblock(State(s): St, h: HeaderMap, Path(raw): Path<String>) -> Result<Response> {
-    authenticate(s.api.users(), s.api.store(), &h)
+    authenticate(&s.api, &h)
         .await?
         .require(&[Perm::ChangeBlock])?;
     let it = item(&raw)?;

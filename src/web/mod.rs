@@ -115,7 +115,8 @@ pub fn router(api: Arc<AppState>, cr: Option<Arc<dyn CatchRelease>>) -> Router {
             .route("/cr/", get(cr::page))
             .route("/cr/live", get(cr::live));
     }
-    r.with_state(state)
+    r.layer(axum::middleware::from_fn(crate::bhr::api::client_scope))
+        .with_state(state)
 }
 
 /// Who is looking at a page.

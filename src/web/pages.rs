@@ -1108,10 +1108,25 @@ pub async fn login(State(s): St, h: HeaderMap, uri: Uri, body: Bytes) -> Respons
         if name.is_empty() || password.is_empty() || name.len() > 150 || password.len() > 4096 {
             None
         } else {
-            match crate::bhr::api::check_password(s.api.users(), s.api.store(), name, password)
-                .await
-            {
+            match crate::bhr::api::check_password(&s.api, name, password).await {
                 Ok(u) => u,
+                Err(crate::bhr::api::ApiError::Throttled(secs)) => {
+                    tracing::warn!(user = ?name, "Web: sign-in throttled.");
+                    let mut r = login_page(
+                        &s,
+                        &v,
+                        &token,
+                        name,
+                        &next,
+                        Some(&format!(
+                            "Too many failed sign-ins. Try again in {secs} seconds."
+                        )),
+                        StatusCode::TOO_MANY_REQUESTS,
+                    );
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    return r;
+                }
                 Err(_) => {
                     return error_page(
                         &s,

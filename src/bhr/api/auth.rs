@@ -4,7 +4,9 @@
 //! The directory is loaded at start-up; a token or name it does not know is looked up in
 //! the store once, so users added with `catchd user` while the server runs can log in at
 //! once. A password that verified is remembered (by the SHA-256 of name and password) so
-//! that argon2 does not run on every request.
+//! that argon2 does not run on every request. Passwords are checked by
+//! [`crate::auth::Passwords`]: bounded, as slow for a name nobody has as for a wrong
+//! password, and throttled per client address and per user name (429 past the limit).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -13,11 +15,37 @@ use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::auth::{Perm, User, hash_token, verify_password};
+use crate::auth::{CheckError, Perm, User, hash_token};
 use crate::bhr::model::UserId;
 use crate::store::Store;
 
+use super::AppState;
 use super::error::{ApiError, NOT_PROVIDED};
+
+tokio::task_local! {
+    /// The address of the client whose request is being served (set by [`client_scope`]).
+    static CLIENT: std::net::IpAddr;
+}
+
+/// Middleware: makes the client's address (the [`crate::httpd::ClientAddr`] extension)
+/// known to [`authenticate`] and [`check_password`] for the rest of the request.
+pub async fn client_scope(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match req.extensions().get::<crate::httpd::ClientAddr>() {
+        Some(c) => {
+            let ip = c.0.ip();
+            CLIENT.scope(ip, next.run(req)).await
+        }
+        None => next.run(req).await,
+    }
+}
+
+/// The address of the client whose request is being served, if known.
+pub fn client() -> Option<std::net::IpAddr> {
+    CLIENT.try_with(|c| *c).ok()
+}
 
 #[derive(Default)]
 struct Dir {
@@ -183,12 +211,10 @@ impl Caller {
 /// Basic, is anonymous; bad credentials are a 401 even on public endpoints, as in DRF.
 ///
 /// # Errors
-/// [`ApiError::Unauthenticated`] with DRF's message, or a store error.
-pub async fn authenticate(
-    users: &Users,
-    store: &Store,
-    headers: &HeaderMap,
-) -> Result<Caller, ApiError> {
+/// [`ApiError::Unauthenticated`] with DRF's message, [`ApiError::Throttled`] after too
+/// many wrong passwords, or a store error.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let (users, store) = (state.users(), state.store());
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(Caller::Anonymous);
     };
@@ -217,7 +243,7 @@ pub async fn authenticate(
             1 => Err(ApiError::Unauthenticated(
                 "Invalid basic header. No credentials provided.",
             )),
-            2 => basic(users, store, parts[1]).await,
+            2 => basic(state, parts[1]).await,
             _ => Err(ApiError::Unauthenticated(
                 "Invalid basic header. Credentials string should not contain spaces.",
             )),
@@ -247,7 +273,8 @@ async fn token(users: &Users, store: &Store, key: &str) -> Result<Caller, ApiErr
     }
 }
 
-async fn basic(users: &Users, store: &Store, b64: &str) -> Result<Caller, ApiError> {
+async fn basic(state: &AppState, b64: &str) -> Result<Caller, ApiError> {
+    let users = state.users();
     let bad = || {
         ApiError::Unauthenticated("Invalid basic header. Credentials not correctly base64 encoded.")
     };
@@ -268,7 +295,7 @@ async fn basic(users: &Users, store: &Store, b64: &str) -> Result<Caller, ApiErr
     if let Some(u) = cached {
         return Ok(Caller::User(u));
     }
-    match check_password(users, store, name, password).await? {
+    match check_password(state, name, password).await? {
         Some(user) => {
             users.write().basic_ok.insert(key, user.id);
             Ok(Caller::User(user))
@@ -279,16 +306,17 @@ async fn basic(users: &Users, store: &Store, b64: &str) -> Result<Caller, ApiErr
 
 /// Checks a name and password against the directory (and the store, for a name the
 /// directory does not know yet): the user, or `None` for a wrong name or password or a
-/// user without a password.
+/// user without a password. All three take the same argon2 work.
 ///
 /// # Errors
-/// A store error.
+/// [`ApiError::Throttled`] past the failure limit, [`ApiError::Busy`] when every
+/// password check is busy, or a store error.
 pub async fn check_password(
-    users: &Users,
-    store: &Store,
+    state: &AppState,
     name: &str,
     password: &str,
 ) -> Result<Option<Arc<User>>, ApiError> {
+    let users = state.users();
     let known = {
         let d = users.read();
         d.by_name.get(name).and_then(|id| d.by_id.get(id)).cloned()
@@ -298,27 +326,29 @@ pub async fn check_password(
         None => {
             let nk = name_key(name);
             if users.missed(&nk) {
-                return Ok(None);
+                None
+            } else {
+                let found = state
+                    .store()
+                    .user_by_name(name)
+                    .await?
+                    .map(|u| users.put(u));
+                if found.is_none() {
+                    users.remember_miss(nk);
+                }
+                found
             }
-            let found = store.user_by_name(name).await?.map(|u| users.put(u));
-            if found.is_none() {
-                users.remember_miss(nk);
-            }
-            found
         }
     };
-    let Some(user) = user else {
-        return Ok(None);
-    };
-    let Some(hash) = user.password_hash.clone() else {
-        return Ok(None);
-    };
-    let pw = password.to_string();
-    let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash))
+    let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
+    match state
+        .passwords()
+        .check(client(), name, password, hash, state.now())
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    if !ok {
-        return Ok(None);
+    {
+        Ok(true) => Ok(user),
+        Ok(false) => Ok(None),
+        Err(CheckError::Throttled(secs)) => Err(ApiError::Throttled(secs)),
+        Err(CheckError::Busy) => Err(ApiError::Busy),
     }
-    Ok(Some(user))
 }

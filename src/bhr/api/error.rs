@@ -71,6 +71,10 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// 503: the store failed and takes no more writes.
     Unavailable,
+    /// 503 with `Retry-After: 1`: too much work at once (every password check busy).
+    Busy,
+    /// 429 with `Retry-After`: too many failed sign-ins; the seconds to wait.
+    Throttled(u64),
     /// 500; the cause is logged, not shown.
     Internal(String),
 }
@@ -147,6 +151,22 @@ impl IntoResponse for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The block store is unavailable; no changes are accepted.",
             ),
+            ApiError::Busy => {
+                let mut r = detail(StatusCode::SERVICE_UNAVAILABLE, "Server busy; try again.");
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
+            ApiError::Throttled(secs) => {
+                // DRF's throttling message.
+                let mut r = detail(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!("Request was throttled. Expected available in {secs} seconds."),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                r
+            }
             ApiError::Internal(cause) => {
                 tracing::error!(error = %cause, "Internal error.");
                 detail(

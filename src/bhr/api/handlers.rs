@@ -22,12 +22,13 @@ use super::auth::{Caller, authenticate};
 use super::error::{ApiError, FieldErrors, Json, json as json_response};
 use super::input::{self, network, timestamp};
 use super::output::{self, Cell, Links, PyStr};
+use super::stream;
 
 type Result<T> = std::result::Result<T, ApiError>;
 type St = State<Arc<AppState>>;
 
 async fn caller(s: &AppState, h: &HeaderMap) -> Result<Caller> {
-    authenticate(&s.users, &s.store, h).await
+    authenticate(s, h).await
 }
 
 /// [`caller`], or else the user of a signed-in browser: for GET-only routes that the web
@@ -386,7 +387,10 @@ pub async fn queue(
     Path(ident): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response> {
-    caller(&s, &h).await?.require(&[Perm::AddBlockEntry])?;
+    let user = caller(&s, &h)
+        .await?
+        .require(&[Perm::AddBlockEntry])?
+        .clone();
     let p = params(&q);
     let timeout = match p.get("timeout").map(|t| t.trim()) {
         None | Some("") => 0u64,
@@ -403,7 +407,17 @@ pub async fn queue(
             ))
         })?,
     };
-    let wait = Duration::from_secs(timeout).min(s.limits.max_long_poll);
+    // Each user may hold a few long polls at once; more answer at once with what is
+    // queued, so that one token cannot take every slot the server has.
+    let slot = if timeout > 0 {
+        s.long_poll_slot(user.id)
+    } else {
+        None
+    };
+    let wait = match &slot {
+        Some(_) => Duration::from_secs(timeout).min(s.limits.max_long_poll),
+        None => Duration::ZERO,
+    };
     let deadline = tokio::time::Instant::now() + wait;
     let links = links(&h);
     loop {
@@ -543,20 +557,24 @@ fn query_net(text: &str) -> Result<ipnet::IpNet> {
     network(text).map_err(|m| ApiError::Invalid(FieldErrors::one("cidr", m)))
 }
 
-/// `GET /bhr/api/query/<cidr>`: every block within the network, any state.
+/// `GET /bhr/api/query/<cidr>`: every block within the network, any state (streamed).
 pub async fn query(State(s): St, h: HeaderMap, Path(cidr): Path<String>) -> Result<Response> {
     caller(&s, &h).await?.user()?;
     let net = query_net(&cidr)?;
     let links = links(&h);
     let names = names(&s);
-    let rows = view(&s, |reg| {
-        Json::seq(
-            reg.query(&net)
-                .into_iter()
-                .map(|b| output::block(b, who(&names, b.who), &links, None)),
-        )
-    });
-    Ok(rows.respond(StatusCode::OK))
+    Ok(stream::json_array(
+        s,
+        Box::new(move |reg, after: Option<&(ipnet::IpNet, u64)>, p| {
+            p.fill(
+                reg.query_after(&net, after.copied()),
+                |b| (b.cidr, b.id),
+                |p, b| {
+                    p.json(&output::block(b, who(&names, b.who), &links, None));
+                },
+            );
+        }),
+    ))
 }
 
 /// `GET /bhr/api/query_limited/<cidr>` (public; only with `unauthenticated_limited_query`).
@@ -567,14 +585,73 @@ pub async fn query_limited(
 ) -> Result<Response> {
     caller(&s, &h).await?;
     let net = query_net(&cidr)?;
-    let rows = view(&s, |reg| {
-        Json::seq(reg.query(&net).into_iter().map(output::limited))
-    });
-    Ok(rows.respond(StatusCode::OK))
+    Ok(stream::json_array(
+        s,
+        Box::new(move |reg, after: Option<&(ipnet::IpNet, u64)>, p| {
+            p.fill(
+                reg.query_after(&net, after.copied()),
+                |b| (b.cidr, b.id),
+                |p, b| {
+                    p.json(&output::limited(b));
+                },
+            );
+        }),
+    ))
 }
 
-/// Reads one of the derived block sets, authenticated.
-async fn block_set(
+/// The block listings that are streamed, each in its own order.
+#[derive(Clone, Copy, Debug)]
+enum Listing {
+    /// Every block, by id.
+    All,
+    /// In place somewhere, by id.
+    Current,
+    /// Expected and in place nowhere, oldest first.
+    Pending,
+}
+
+/// Streams one of the block listings, authenticated.
+async fn block_set(s: Arc<AppState>, h: HeaderMap, set: Listing) -> Result<Response> {
+    caller(&s, &h).await?.user()?;
+    let links = links(&h);
+    let names = names(&s);
+    Ok(match set {
+        Listing::All | Listing::Current => stream::json_array(
+            s,
+            Box::new(move |reg, after: Option<&u64>, p| {
+                let rows: Box<dyn Iterator<Item = &Block>> = match set {
+                    Listing::All => Box::new(reg.blocks_after(after.copied())),
+                    _ => Box::new(reg.current_after(after.copied())),
+                };
+                p.fill(
+                    rows,
+                    |b| b.id,
+                    |p, b| {
+                        p.json(&output::block(b, who(&names, b.who), &links, None));
+                    },
+                );
+            }),
+        ),
+        Listing::Pending => stream::json_array(
+            s,
+            Box::new(move |reg, after: Option<&(Time, u64)>, p| {
+                p.fill(
+                    reg.expected_after(None, after.copied()),
+                    |b| (b.added, b.id),
+                    |p, b| {
+                        if reg.is_pending(b.id) {
+                            p.json(&output::block(b, who(&names, b.who), &links, None));
+                        }
+                    },
+                );
+            }),
+        ),
+    })
+}
+
+/// Reads a derived block set that is not streamed (pending removal: blocks with an entry
+/// due for removal, which is short-lived and small), authenticated.
+async fn block_list(
     s: Arc<AppState>,
     h: HeaderMap,
     pick: impl FnOnce(&Registry) -> Vec<&Block>,
@@ -621,7 +698,7 @@ fn id_of(raw: &str) -> Result<u64> {
 
 /// `GET /bhr/api/blocks/`.
 pub async fn blocks_list(State(s): St, h: HeaderMap) -> Result<Response> {
-    block_set(s, h, |r| r.blocks().collect()).await
+    block_set(s, h, Listing::All).await
 }
 
 /// `GET /bhr/api/blocks/<id>/`.
@@ -632,7 +709,7 @@ pub async fn block_get(State(s): St, h: HeaderMap, Path(id): Path<String>) -> Re
 
 /// `GET /bhr/api/current_blocks/`.
 pub async fn current_blocks(State(s): St, h: HeaderMap) -> Result<Response> {
-    block_set(s, h, |r| r.current().collect()).await
+    block_set(s, h, Listing::Current).await
 }
 
 /// `GET /bhr/api/current_blocks/<id>/`.
@@ -642,7 +719,7 @@ pub async fn current_block(State(s): St, h: HeaderMap, Path(id): Path<String>) -
 
 /// `GET /bhr/api/pending_blocks/`.
 pub async fn pending_blocks(State(s): St, h: HeaderMap) -> Result<Response> {
-    block_set(s, h, |r| r.pending().collect()).await
+    block_set(s, h, Listing::Pending).await
 }
 
 /// `GET /bhr/api/pending_blocks/<id>/`.
@@ -652,7 +729,7 @@ pub async fn pending_block(State(s): St, h: HeaderMap, Path(id): Path<String>) -
 
 /// `GET /bhr/api/pending_removal_blocks/`.
 pub async fn pending_removal_blocks(State(s): St, h: HeaderMap) -> Result<Response> {
-    block_set(s, h, Registry::pending_removal).await
+    block_list(s, h, Registry::pending_removal).await
 }
 
 /// `GET /bhr/api/pending_removal_blocks/<id>/`.
@@ -672,14 +749,20 @@ pub async fn expected_blocks(
 ) -> Result<Response> {
     caller(&s, &h).await?.user()?;
     let source = params(&q).remove("source");
-    let rows = view(&s, |reg| {
-        Json::seq(
-            reg.expected()
-                .filter(|b| source.as_deref().is_none_or(|src| *b.source == *src))
-                .map(output::brief),
-        )
-    });
-    Ok(rows.respond(StatusCode::OK))
+    Ok(stream::json_array(
+        s,
+        Box::new(move |reg, after: Option<&(Time, u64)>, p| {
+            p.fill(
+                reg.expected_after(None, after.copied()),
+                |b| (b.added, b.id),
+                |p, b| {
+                    if source.as_deref().is_none_or(|src| *b.source == *src) {
+                        p.json(&output::brief(b));
+                    }
+                },
+            );
+        }),
+    ))
 }
 
 /// One block of a derived set in the brief shape, or 404.
@@ -708,13 +791,6 @@ pub async fn expected_block(
     brief_in_set(s, h, &id, |r, id| r.expected().find(|b| b.id == id)).await
 }
 
-fn csv_response(body: String, ctype: &'static str) -> Response {
-    let mut r = body.into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    r
-}
-
 /// `GET /bhr/api/current_blocks_brief/`: CSV by default, `?format=json` for JSON.
 pub async fn current_blocks_brief(
     State(s): St,
@@ -723,19 +799,34 @@ pub async fn current_blocks_brief(
 ) -> Result<Response> {
     caller(&s, &h).await?.user()?;
     let json_wanted = params(&q).get("format").is_some_and(|f| f == "json");
-    let cidrs: Vec<String> = view(&s, |reg| {
-        reg.current().map(|b| b.cidr.to_string()).collect()
-    });
     if json_wanted {
-        let v = Value::Array(cidrs.into_iter().map(|c| json!({"cidr": c})).collect());
-        return Ok(json_response(StatusCode::OK, &v));
+        return Ok(stream::json_array(
+            s,
+            Box::new(move |reg, after: Option<&u64>, p| {
+                p.fill(
+                    reg.current_after(after.copied()),
+                    |b| b.id,
+                    |p, b| {
+                        p.json(&output::brief(b));
+                    },
+                );
+            }),
+        ));
     }
-    let mut body = String::new();
-    output::csv_row(&mut body, &[Cell::Text("cidr")]);
-    for c in &cidrs {
-        output::csv_row(&mut body, &[Cell::Text(c)]);
-    }
-    Ok(csv_response(body, "text/csv; charset=utf-8"))
+    Ok(stream::csv(
+        s,
+        &[Cell::Text("cidr")],
+        "text/csv; charset=utf-8",
+        Box::new(move |reg, after: Option<&u64>, p| {
+            p.fill(
+                reg.current_after(after.copied()),
+                |b| b.id,
+                |p, b| {
+                    p.csv(&[Cell::Net(&b.cidr)]);
+                },
+            );
+        }),
+    ))
 }
 
 /// `GET /bhr/api/current_blocks_brief/<id>/` (JSON).
@@ -799,13 +890,20 @@ pub async fn block_set_blocked(
 pub async fn entries_list(State(s): St, h: HeaderMap) -> Result<Response> {
     caller(&s, &h).await?.user()?;
     let links = links(&h);
-    let rows = view(&s, |reg| {
-        Json::seq(reg.entries().map(|e| {
-            let b = reg.block(e.block).expect("entries have blocks");
-            output::entry(e, b, &links)
-        }))
-    });
-    Ok(rows.respond(StatusCode::OK))
+    Ok(stream::json_array(
+        s,
+        Box::new(move |reg, after: Option<&u64>, p| {
+            p.fill(
+                reg.entries_after(after.copied()),
+                |e| e.id,
+                |p, e| {
+                    if let Some(b) = reg.block(e.block) {
+                        p.json(&output::entry(e, b, &links));
+                    }
+                },
+            );
+        }),
+    ))
 }
 
 /// `GET /bhr/api/blockentries/<id>/`.
@@ -1011,30 +1109,32 @@ pub async fn list_csv(State(s): St, h: HeaderMap, RawQuery(q): RawQuery) -> Resu
             ApiError::Invalid(FieldErrors::one("since", "Enter a valid date/time."))
         })?),
     };
-    let source = p.get("source");
+    let source = p.get("source").cloned();
     let names = names(&s);
     let header = ["cidr", "who", "source", "why", "added", "unblock_at"].map(Cell::Text);
-    let body = view(&s, |reg| {
-        let mut body = String::with_capacity(128 * (reg.stats().expected as usize + 1));
-        output::csv_row(&mut body, &header);
-        let rows: Box<dyn Iterator<Item = &Block>> = match since {
-            Some(t) => Box::new(reg.expected_since(t)),
-            None => Box::new(reg.expected()),
-        };
-        for b in rows.filter(|b| source.is_none_or(|src| *b.source == **src)) {
-            let row = [
-                Cell::Net(&b.cidr),
-                Cell::Text(who(&names, b.who)),
-                Cell::Text(&b.source),
-                Cell::Text(&b.why),
-                Cell::Time(Some(b.added)),
-                Cell::Time(b.unblock_at),
-            ];
-            output::csv_row(&mut body, &row);
-        }
-        body
-    });
-    Ok(csv_response(body, "text/csv"))
+    Ok(stream::csv(
+        s,
+        &header,
+        "text/csv",
+        Box::new(move |reg, after: Option<&(Time, u64)>, p| {
+            p.fill(
+                reg.expected_after(since, after.copied()),
+                |b| (b.added, b.id),
+                |p, b| {
+                    if source.as_deref().is_none_or(|src| *b.source == *src) {
+                        p.csv(&[
+                            Cell::Net(&b.cidr),
+                            Cell::Text(who(&names, b.who)),
+                            Cell::Text(&b.source),
+                            Cell::Text(&b.why),
+                            Cell::Time(Some(b.added)),
+                            Cell::Time(b.unblock_at),
+                        ]);
+                    }
+                },
+            );
+        }),
+    ))
 }
 
 /// `GET /bhr/publist.csv`: expected blocks without who and why. Public with
@@ -1046,20 +1146,24 @@ pub async fn publist_csv(State(s): St, h: HeaderMap) -> Result<Response> {
     if !public {
         c.user()?;
     }
-    let body = view(&s, |reg| {
-        let mut body = String::with_capacity(80 * (reg.stats().expected as usize + 1));
-        output::csv_row(&mut body, &["cidr", "added", "unblock_at"].map(Cell::Text));
-        for b in reg.expected() {
-            let row = [
-                Cell::Net(&b.cidr),
-                Cell::Time(Some(b.added)),
-                Cell::Time(b.unblock_at),
-            ];
-            output::csv_row(&mut body, &row);
-        }
-        body
-    });
-    Ok(csv_response(body, "text/csv"))
+    Ok(stream::csv(
+        s,
+        &["cidr", "added", "unblock_at"].map(Cell::Text),
+        "text/csv",
+        Box::new(move |reg, after: Option<&(Time, u64)>, p| {
+            p.fill(
+                reg.expected_after(None, after.copied()),
+                |b| (b.added, b.id),
+                |p, b| {
+                    p.csv(&[
+                        Cell::Net(&b.cidr),
+                        Cell::Time(Some(b.added)),
+                        Cell::Time(b.unblock_at),
+                    ]);
+                },
+            );
+        }),
+    ))
 }
 
 // ----- navigation -----

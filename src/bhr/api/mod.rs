@@ -15,6 +15,7 @@ mod handlers;
 mod input;
 mod output;
 mod service;
+pub mod stream;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,7 +29,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 
-pub use auth::{Caller, Users, authenticate, check_password};
+pub use auth::{Caller, Users, authenticate, check_password, client, client_scope};
 pub use error::{ApiError, FieldErrors, Json};
 pub use input::{block_request, body, network, object, text, timestamp};
 pub use output::Iso;
@@ -57,6 +58,14 @@ pub struct Limits {
     pub max_long_poll: Duration,
     /// Requests served at once; more are refused with 503.
     pub max_concurrent: usize,
+    /// Long polls (`queue/<ident>?timeout=`) one user may have waiting at once; more
+    /// answer at once with what is queued.
+    pub max_long_polls_per_user: usize,
+    /// Connections: header, idle and write timeouts, the cap, the shutdown grace.
+    pub connections: crate::httpd::Settings,
+    /// Failed sign-ins (HTTP Basic and the web form) before an address or a user name is
+    /// answered 429 for a while.
+    pub sign_in: crate::auth::throttle::Settings,
 }
 
 impl Default for Limits {
@@ -68,6 +77,9 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(90),
             max_long_poll: Duration::from_secs(60),
             max_concurrent: 1024,
+            max_long_polls_per_user: 16,
+            connections: crate::httpd::Settings::default(),
+            sign_in: crate::auth::throttle::Settings::default(),
         }
     }
 }
@@ -98,6 +110,34 @@ pub struct AppState {
     /// Finds the user of a signed-in browser (the web pages' sessions), for the pages'
     /// links to `list.csv` and `publist.csv`.
     sessions: std::sync::OnceLock<SessionLookup>,
+    /// The connection layer's counters.
+    connections: Arc<crate::httpd::Stats>,
+    /// Long polls waiting, by user.
+    long_polls: Mutex<std::collections::HashMap<crate::bhr::model::UserId, usize>>,
+    /// Password checks: bounded, equal work for every name, failures throttled.
+    passwords: crate::auth::Passwords,
+}
+
+/// A long poll's slot (see [`AppState::long_poll_slot`]).
+pub(crate) struct LongPoll<'a> {
+    state: &'a AppState,
+    user: crate::bhr::model::UserId,
+}
+
+impl Drop for LongPoll<'_> {
+    fn drop(&mut self) {
+        let mut m = self
+            .state
+            .long_polls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// Finds the signed-in user of a browser from its request headers.
@@ -119,7 +159,6 @@ impl AppState {
             users,
             new_blocks: tokio::sync::Notify::new(),
             clock,
-            limits,
             stop: tokio::sync::watch::Sender::new(false),
             failure: Mutex::new(None),
             listener: std::sync::OnceLock::new(),
@@ -127,7 +166,32 @@ impl AppState {
             cluster: std::sync::OnceLock::new(),
             cluster_rt: std::sync::OnceLock::new(),
             sessions: std::sync::OnceLock::new(),
+            connections: Arc::default(),
+            long_polls: Mutex::default(),
+            passwords: crate::auth::Passwords::new(limits.sign_in.clone()),
+            limits,
         })
+    }
+
+    /// The connection layer's counters.
+    pub fn connections(&self) -> &Arc<crate::httpd::Stats> {
+        &self.connections
+    }
+
+    /// The password checker.
+    pub fn passwords(&self) -> &crate::auth::Passwords {
+        &self.passwords
+    }
+
+    /// Takes one of `user`'s long-poll slots, if it has one left; released on drop.
+    pub(crate) fn long_poll_slot(&self, user: crate::bhr::model::UserId) -> Option<LongPoll<'_>> {
+        let mut m = self.long_polls.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(user).or_default();
+        if *n >= self.limits.max_long_polls_per_user {
+            return None;
+        }
+        *n += 1;
+        Some(LongPoll { state: self, user })
     }
 
     /// Makes this node part of a cluster whose change log it has applied up to `head`,
@@ -413,6 +477,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     api.fallback(h::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn(auth::client_scope))
         .with_state(state)
 }
 
@@ -460,20 +525,19 @@ async fn json_errors(req: Request, next: Next) -> Response {
 }
 
 /// Serves the API (and `extra` routes, under the same limits) on `listener` until
-/// `shutdown` completes or the state is stopped, then finishes the requests in flight.
-///
-/// # Errors
-/// An I/O error from the listener.
+/// `shutdown` completes or the state is stopped, then finishes the requests in flight
+/// (for at most `server.shutdown_grace`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     extra: Option<Router>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     use tower::ServiceBuilder;
     let limits = state.limits.clone();
     let stopper = state.clone();
     let counted = state.clone();
+    let stats = state.connections.clone();
     let shutdown = async move {
         tokio::select! {
             () = shutdown => stopper.stop(),
@@ -503,7 +567,5 @@ pub async fn serve(
         // Outermost, so that what the layers above answer is JSON too.
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(counted, count_answers));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::httpd::serve(listener, app, limits.connections.clone(), stats, shutdown).await;
 }

@@ -164,3 +164,123 @@ fn sigterm_closes_the_logs_and_keeps_every_acknowledged_write() {
     assert_eq!(text.matches("#close").count(), 1);
     assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 20);
 }
+
+/// One JSON POST that reports failure instead of panicking (the daemon is killed while
+/// these run). `Some(body)` for a 200.
+fn try_post(addr: std::net::SocketAddr, path: &str, auth: &str, body: &str) -> Option<Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: {auth}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| serde_json::from_str(body).ok())
+        .flatten()
+}
+
+/// `kill -9` in the middle of a stream of drops: after the restart, every address a log
+/// line speaks of is stored, every acknowledged drop is stored, a rule id in the logs
+/// belongs to one address only, and new drops get ids the logs have never shown.
+#[test]
+fn after_sigkill_the_logs_tell_only_what_is_stored_and_ids_are_not_reused() {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let s = Files::new("[cnr]\nintervals = \"10m,1h\"\n");
+    let d = s.start(&[]);
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let n = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..6)
+        .map(|t| {
+            let (acked, stop, n, addr, auth) = (
+                acked.clone(),
+                stop.clone(),
+                n.clone(),
+                d.addr,
+                s.zeek.clone(),
+            );
+            std::thread::spawn(move || {
+                for i in 0..100_000u32 {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let a = format!("100.{}.{}.{}", 64 + t, i / 250, 1 + i % 250);
+                    let body = json!({"addr": a, "location": "burst"}).to_string();
+                    match try_post(addr, "/api/v1/cr/drop", &auth, &body) {
+                        Some(_) => {
+                            acked.lock().unwrap().push(a);
+                            n.fetch_add(1, Ordering::Relaxed);
+                        }
+                        None => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_for(60, "300 acknowledged drops", || {
+        (n.load(Ordering::Relaxed) >= 300).then_some(())
+    });
+    // Drops in flight at the kill.
+    d.kill();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acked: HashSet<String> = acked.lock().unwrap().iter().cloned().collect();
+
+    let d = s.start(&[]);
+    let stored: HashSet<String> = d
+        .json("/api/v1/cr", &s.ops)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["addr"].as_str().unwrap().to_string())
+        .collect();
+    let missing: Vec<&String> = acked.difference(&stored).collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    // What the catch-and-release log says happened, happened.
+    let logged: HashSet<String> = log_lines(&s.logs, "netcontrol_catch_release")
+        .into_iter()
+        .map(|f| f[2].clone())
+        .collect();
+    let phantom: Vec<&String> = logged.difference(&stored).collect();
+    assert!(phantom.is_empty(), "logged but not stored: {phantom:?}");
+    // One address per rule id in netcontrol.log.
+    let mut owner: HashMap<String, String> = HashMap::new();
+    for f in log_lines(&s.logs, "netcontrol") {
+        if f[1] == "-" || f[8] == "-" {
+            continue;
+        }
+        let ip = f[8].trim_end_matches("/32").to_string();
+        if let Some(other) = owner.insert(f[1].clone(), ip.clone()) {
+            assert_eq!(other, ip, "rule {} names two addresses", f[1]);
+        }
+        assert!(
+            stored.contains(&ip),
+            "netcontrol.log names {ip}, which is not stored"
+        );
+    }
+    assert!(!owner.is_empty());
+    // New drops after the restart never get an id the logs already used.
+    for i in 0..20 {
+        let a = format!("100.100.0.{}", i + 1);
+        let (st, v) = d.post("/api/v1/cr/drop", &s.zeek, &json!({"addr": a}));
+        assert_eq!(st, 200, "{v}");
+        let id = v["current_block_id"].to_string();
+        assert!(
+            !owner.contains_key(&id),
+            "rule id {id} was used before the crash for {}",
+            owner[&id]
+        );
+    }
+    assert!(d.terminate().success());
+}

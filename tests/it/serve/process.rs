@@ -215,5 +215,28 @@ pub fn http(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("bad response: {raw:?}"));
+    let chunked = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    if chunked {
+        return (
+            status,
+            dechunk(body).unwrap_or_else(|| panic!("bad chunks: {raw:?}")),
+        );
+    }
     (status, body.to_string())
+}
+
+/// The body of a `Transfer-Encoding: chunked` answer (long listings are streamed).
+pub fn dechunk(mut rest: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let n = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if n == 0 {
+            return Some(out);
+        }
+        out.push_str(after.get(..n)?);
+        rest = after.get(n..)?.strip_prefix("\r\n")?;
+    }
 }
