@@ -11,6 +11,27 @@ use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
+/// The one rule for IPv4-mapped IPv6 addresses everywhere (API, registry, whitelist,
+/// catch-and-release, watchlist, scan, enforcement): `::ffff:a.b.c.d` is the IPv4
+/// address `a.b.c.d`.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// [`canonical_ip`] for networks: `::ffff:a.b.c.d/(96+n)` is `a.b.c.d/n`, so that every
+/// check made on IPv4 networks applies to it. A shorter IPv6 prefix that only partly
+/// covers the mapped space stays IPv6.
+pub fn canonical_net(n: ipnet::IpNet) -> ipnet::IpNet {
+    match n {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map_or(n, |m| ipnet::IpNet::V4(m.trunc())),
+            None => n,
+        },
+        _ => n,
+    }
+}
+
 /// An IPv4 or IPv6 address in canonical 16-byte form.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Addr([u8; 16]);
@@ -263,6 +284,26 @@ impl FromStr for Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mapped_networks_are_ipv4_networks() {
+        let n = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+        for (given, want) in [
+            ("::ffff:198.51.100.200/128", "198.51.100.200/32"),
+            ("::ffff:198.51.100.0/120", "198.51.100.0/24"),
+            ("::ffff:0:0/96", "0.0.0.0/0"),
+            ("2001:db8::/32", "2001:db8::/32"),
+            ("::/0", "::/0"),
+            ("::ffff:0:0/95", "::ffff:0:0/95"),
+            ("192.0.2.0/24", "192.0.2.0/24"),
+        ] {
+            assert_eq!(canonical_net(n(given)), n(want), "{given}");
+        }
+        assert_eq!(
+            canonical_ip("::ffff:10.1.2.3".parse().unwrap()),
+            "10.1.2.3".parse::<IpAddr>().unwrap()
+        );
+    }
 
     #[test]
     fn v4_is_v4_mapped_and_prints_as_v4() {

@@ -109,6 +109,7 @@ pub struct Live {
     cap: pcap::Capture<pcap::Active>,
     interface: String,
     link: LinkType,
+    options: LiveOptions,
 }
 
 impl Live {
@@ -148,7 +149,13 @@ impl Live {
             cap,
             interface: o.interface.clone(),
             link,
+            options: o.clone(),
         })
+    }
+
+    /// What it was opened with (to open it again).
+    pub fn options(&self) -> &LiveOptions {
+        &self.options
     }
 
     /// The interface.

@@ -1078,7 +1078,8 @@ fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()> {
         "[bhr]\ntime_window_factor = {:?}\nminimum_time_window = {:?}\n\
          penalty_time_multiplier = {:?}\nreturn_to_base_multiplier = {:?}\n\
          return_to_base_factor = {:?}\nminimum_prefixlen = {}\nminimum_prefixlen_v6 = {}\n\
-         local_networks = {:?}\nunauthenticated_limited_query = {}\n",
+         local_networks = {:?}\nunauthenticated_limited_query = {}\nnever_block = {:?}\n\
+         never_block_host = {}\nskip_whitelist_roles = {:?}\n",
         b.time_window_factor,
         b.minimum_time_window,
         b.penalty_time_multiplier,
@@ -1088,6 +1089,15 @@ fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()> {
         b.minimum_prefixlen_v6,
         nets,
         b.unauthenticated_limited_query,
+        b.never_block
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        b.never_block_host,
+        b.skip_whitelist_roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>(),
     );
     print_stdout(&t)
 }

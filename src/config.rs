@@ -112,6 +112,11 @@
 //! minimum_prefixlen_v6 = 64
 //! local_networks = ["10.0.0.0/8"]
 //! unauthenticated_limited_query = false
+//! # No block may overlap these, skip_whitelist or not (and /0 never may). The default:
+//! never_block = ["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "224.0.0.0/4",
+//!                "ff00::/8", "0.0.0.0/32", "::/128", "255.255.255.255/32"]
+//! never_block_host = true        # nor hold an address of this host (at start)
+//! skip_whitelist_roles = ["admin"]  # who may set skip_whitelist
 //! ```
 
 use std::net::SocketAddr;
@@ -606,6 +611,9 @@ struct BhrFile {
     minimum_prefixlen_v6: Option<i64>,
     local_networks: Option<Vec<String>>,
     unauthenticated_limited_query: Option<bool>,
+    never_block: Option<Vec<String>>,
+    never_block_host: Option<bool>,
+    skip_whitelist_roles: Option<Vec<String>>,
 }
 
 /// Seconds as a number, or a duration string.
@@ -839,7 +847,7 @@ impl Config {
         if let Some(v) = b.minimum_prefixlen_v6 {
             st.minimum_prefixlen_v6 = prefix("bhr.minimum_prefixlen_v6", v, 128)?;
         }
-        if let Some(nets) = b.local_networks {
+        let networks = |key: &str, nets: &[String]| -> Result<Vec<IpNet>, Error> {
             let mut out = Vec::with_capacity(nets.len());
             for (i, n) in nets.iter().enumerate() {
                 let net: IpNet = n
@@ -847,22 +855,40 @@ impl Config {
                     .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from))
                     .map_err(|_| {
                         invalid(
-                            &format!("bhr.local_networks[{i}]"),
+                            &format!("{key}[{i}]"),
                             format!("`{n}` is not a network such as 10.0.0.0/8"),
                         )
                     })?;
                 if net.trunc() != net {
                     return Err(invalid(
-                        &format!("bhr.local_networks[{i}]"),
+                        &format!("{key}[{i}]"),
                         format!("`{n}` has host bits set (did you mean {}?)", net.trunc()),
                     ));
                 }
-                out.push(net);
+                out.push(crate::addr::canonical_net(net));
             }
-            st.local_networks = out;
+            Ok(out)
+        };
+        if let Some(nets) = b.local_networks {
+            st.local_networks = networks("bhr.local_networks", &nets)?;
         }
         if let Some(v) = b.unauthenticated_limited_query {
             st.unauthenticated_limited_query = v;
+        }
+        if let Some(nets) = b.never_block {
+            st.never_block = networks("bhr.never_block", &nets)?;
+        }
+        if let Some(v) = b.never_block_host {
+            st.never_block_host = v;
+        }
+        if let Some(roles) = b.skip_whitelist_roles {
+            let mut out = Vec::with_capacity(roles.len());
+            for (i, r) in roles.iter().enumerate() {
+                out.push(r.parse::<crate::auth::Role>().map_err(|e| {
+                    invalid(&format!("bhr.skip_whitelist_roles[{i}]"), e.to_string())
+                })?);
+            }
+            st.skip_whitelist_roles = out;
         }
 
         let cap = file.capture;

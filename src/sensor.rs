@@ -49,6 +49,21 @@ const BATCH: usize = 4096;
 /// How long a poll waits on a quiet interface.
 const POLL_WAIT: Duration = Duration::from_millis(100);
 
+/// The first and the longest wait before a failed capture is opened again.
+const RESTART_WAIT: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
+/// Sleeps `d`, or less if `stop` is set; whether to go on.
+fn wait(stop: &AtomicBool, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    !stop.load(Ordering::Relaxed)
+}
+
 /// How often libpcap's counters are read.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -73,8 +88,10 @@ pub struct SensorStats {
     pub if_dropped: AtomicU64,
     /// Frames per second over the last second.
     pub rate: AtomicU64,
-    /// Set when the thread stopped because of an error.
+    /// Set while the capture is down (it failed and is not open again yet).
     pub failed: AtomicBool,
+    /// Times the capture was opened again after it failed.
+    pub restarts: AtomicU64,
 }
 
 impl SensorStats {
@@ -93,12 +110,14 @@ pub struct Sensor {
 }
 
 impl Sensor {
-    /// Starts a thread capturing from `live` until `stop` is set.
+    /// Starts a thread capturing from `live` until `stop` is set. A capture that fails
+    /// (the interface went away, a bug) is logged, shown as down (`catchd_capture_up 0`)
+    /// and opened again, after 1 s, then 2, 4 … up to 30 s between attempts.
     ///
     /// # Errors
     /// If the thread cannot be started.
     pub fn spawn<W: Watched>(
-        mut live: Live,
+        live: Live,
         watch: Arc<W>,
         rule: Sightings,
         tx: Sender<Sighting>,
@@ -110,12 +129,45 @@ impl Sensor {
         let thread = std::thread::Builder::new()
             .name(format!("catchd-capture-{interface}"))
             .spawn(move || {
-                if let Err(e) = capture_loop(&mut live, &*watch, rule, &tx, &stop, &st) {
-                    tracing::error!(error = %e, "Capture stopped.");
-                    st.failed.store(true, Ordering::Relaxed);
-                }
-                if let Ok(s) = live.stats() {
-                    st.publish_pcap(s);
+                let options = live.options().clone();
+                let mut live = Some(live);
+                let mut backoff = RESTART_WAIT.0;
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(l) = live.as_mut() {
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            capture_loop(l, &*watch, rule, &tx, &stop, &st)
+                        }));
+                        if let Ok(s) = l.stats() {
+                            st.publish_pcap(s);
+                        }
+                        let why = match r {
+                            Ok(Ok(())) => return,
+                            Ok(Err(e)) => e.to_string(),
+                            Err(p) => format!(
+                                "panicked: {}",
+                                crate::daemon::workers::panic_text(&*p)
+                            ),
+                        };
+                        st.failed.store(true, Ordering::Relaxed);
+                        tracing::error!(interface = %options.interface, "Capture stopped: {why}; opening it again.");
+                        live = None;
+                    }
+                    if !wait(&stop, backoff) {
+                        return;
+                    }
+                    match Live::open(&options) {
+                        Ok(l) => {
+                            tracing::info!(interface = %options.interface, "Capturing again.");
+                            st.restarts.fetch_add(1, Ordering::Relaxed);
+                            st.failed.store(false, Ordering::Relaxed);
+                            backoff = RESTART_WAIT.0;
+                            live = Some(l);
+                        }
+                        Err(e) => {
+                            tracing::warn!(interface = %options.interface, "Cannot capture yet: {e}");
+                            backoff = (backoff * 2).min(RESTART_WAIT.1);
+                        }
+                    }
                 }
             })?;
         Ok(Sensor {

@@ -40,9 +40,10 @@ pub enum Error {
     /// The async runtime or the server failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
-    /// A commit failed while serving; the server stopped.
-    #[error("stopped because the store failed: {0}")]
-    StoreFailed(String),
+    /// Something made going on unsafe while serving (a failed commit, a worker that
+    /// cannot be restarted); the server stopped.
+    #[error("stopped because {0}")]
+    Failed(String),
     /// The watchlist cannot start (its key file).
     #[error(transparent)]
     Watchlist(#[from] crate::watchlist::Error),
@@ -159,7 +160,7 @@ pub fn open(config: &Config) -> Result<Opened, Error> {
     };
     let snap = store.load_blocking()?;
     let (blocks, entries) = (snap.blocks.len(), snap.entries.len());
-    let registry = Registry::restore(
+    let mut registry = Registry::restore(
         config.bhr.clone(),
         Time::now(),
         snap.blocks,
@@ -167,6 +168,7 @@ pub fn open(config: &Config) -> Result<Opened, Error> {
         snap.whitelist,
         snap.source_blacklist,
     )?;
+    registry.set_host_addresses(host_addresses());
     let shown = crate::store::redact(&db.display().to_string());
     tracing::info!(db = %shown, blocks, entries, "Store opened.");
     Ok(Opened {
@@ -180,6 +182,26 @@ pub fn open(config: &Config) -> Result<Opened, Error> {
         watchlist: snap.watchlist,
         cluster,
     })
+}
+
+/// The addresses of this host's interfaces (none if they cannot be read).
+pub fn host_addresses() -> Vec<std::net::IpAddr> {
+    let Ok(ifs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut v: Vec<std::net::IpAddr> = ifs
+        .filter_map(|i| {
+            let a = i.address?;
+            if let Some(s) = a.as_sockaddr_in() {
+                Some(std::net::IpAddr::V4(s.ip()))
+            } else {
+                a.as_sockaddr_in6().map(|s| std::net::IpAddr::V6(s.ip()))
+            }
+        })
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// Opens the store and registry for `config` and serves the API until SIGINT/SIGTERM.
@@ -240,7 +262,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         })
         .await;
         match state.failure() {
-            Some(why) => Err(Error::StoreFailed(why)),
+            Some(why) => Err(Error::Failed(why)),
             None => {
                 tracing::info!("Stopped.");
                 Ok(())

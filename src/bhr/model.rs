@@ -111,7 +111,27 @@ pub struct Settings {
     pub local_networks: Vec<IpNet>,
     /// Whether the limited views (`publist.csv`, `query_limited`) are public.
     pub unauthenticated_limited_query: bool,
+    /// Networks no block may overlap, `skip_whitelist` or not (`/0` never may either).
+    pub never_block: Vec<IpNet>,
+    /// No block may hold an address of the host catchd runs on.
+    pub never_block_host: bool,
+    /// The roles whose requests may set `skip_whitelist` (BHR: anyone who may block).
+    pub skip_whitelist_roles: Vec<crate::auth::Role>,
 }
+
+/// The networks never blocked unless `bhr.never_block` says otherwise: loopback,
+/// link-local, multicast, the unspecified and broadcast addresses.
+pub const NEVER_BLOCK: [&str; 9] = [
+    "127.0.0.0/8",
+    "::1/128",
+    "169.254.0.0/16",
+    "fe80::/10",
+    "224.0.0.0/4",
+    "ff00::/8",
+    "0.0.0.0/32",
+    "::/128",
+    "255.255.255.255/32",
+];
 
 impl Default for Settings {
     fn default() -> Settings {
@@ -125,6 +145,12 @@ impl Default for Settings {
             minimum_prefixlen_v6: 64,
             local_networks: vec!["10.0.0.0/8".parse().expect("valid network")],
             unauthenticated_limited_query: false,
+            never_block: NEVER_BLOCK
+                .iter()
+                .map(|n| n.parse().expect("valid network"))
+                .collect(),
+            never_block_host: true,
+            skip_whitelist_roles: vec![crate::auth::Role::Admin],
         }
     }
 }

@@ -20,6 +20,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use std::net::IpAddr;
+
 use ipnet::IpNet;
 
 use crate::time::{Interval, Time};
@@ -123,6 +125,9 @@ pub struct Refused(pub String);
 #[derive(Debug)]
 pub struct Registry {
     settings: Settings,
+    /// The addresses of the host catchd runs on (never blocked, with
+    /// `never_block_host`).
+    host: Vec<IpAddr>,
     now: Time,
     blocks: Vec<BlockState>,
     entries: Vec<(Entry, bool)>,
@@ -174,6 +179,7 @@ impl Registry {
     pub fn new(settings: Settings) -> Registry {
         Registry {
             settings,
+            host: Vec::new(),
             now: Time::ZERO,
             blocks: Vec::new(),
             entries: Vec::new(),
@@ -559,10 +565,14 @@ impl Registry {
 
     /// The newest expected block for exactly this network.
     pub fn expected_for(&self, cidr: &IpNet) -> Option<&Block> {
-        self.by_cidr.get(cidr)?.iter().rev().find_map(|id| {
-            let st = &self.blocks[idx(*id)];
-            st.expected.then_some(&st.block)
-        })
+        self.by_cidr
+            .get(&crate::addr::canonical_net(*cidr))?
+            .iter()
+            .rev()
+            .find_map(|id| {
+                let st = &self.blocks[idx(*id)];
+                st.expected.then_some(&st.block)
+            })
     }
 
     /// Counts for `/bhr/api/stats` (call [`advance`](Registry::advance) first).
@@ -639,7 +649,8 @@ impl Registry {
     /// Every block (any state) whose network lies within `net` (or equals it): BHR's
     /// `cidr <<= query`. Ordered by network, then id.
     pub fn query(&self, net: &IpNet) -> Vec<&Block> {
-        self.query_after(net, None).collect()
+        self.query_after(&crate::addr::canonical_net(*net), None)
+            .collect()
     }
 
     // ----- reads from a cursor (for answers streamed in pieces) -----
@@ -740,29 +751,77 @@ impl Registry {
 
     // ----- rules -----
 
+    /// Makes these the addresses of the host catchd runs on (never blocked while
+    /// `never_block_host` is on).
+    pub fn set_host_addresses(&mut self, host: Vec<IpAddr>) {
+        self.host = host.into_iter().map(crate::addr::canonical_ip).collect();
+    }
+
+    /// Why a network may never be blocked, flag or not: it is all of a family (`/0`), it
+    /// overlaps `never_block` (loopback, link-local, multicast … by default), or it holds
+    /// an address of this host.
+    pub fn never(&self, cidr: &IpNet) -> Option<String> {
+        let cidr = crate::addr::canonical_net(*cidr);
+        if cidr.prefix_len() == 0 {
+            return Some(format!("Refusing to block {cidr}: it is every address"));
+        }
+        if let Some(n) = self
+            .settings
+            .never_block
+            .iter()
+            .find(|n| overlaps(&cidr, n))
+        {
+            return Some(format!(
+                "Refusing to block {cidr}: it overlaps {n}, which is never blocked (bhr.never_block)"
+            ));
+        }
+        if self.settings.never_block_host
+            && let Some(a) = self.host.iter().find(|a| cidr.contains(*a))
+        {
+            return Some(format!(
+                "Refusing to block {cidr}: it holds {a}, an address of this host (bhr.never_block_host)"
+            ));
+        }
+        None
+    }
+
     /// BHR's object-level checks, in its order (whitelist, prefix length, source
-    /// blacklist), skipped entirely with `skip_whitelist`. `who_name` turns a user id into
-    /// the name the messages show.
+    /// blacklist), skipped with `skip_whitelist`; after them, and never skipped, the
+    /// networks that may never be blocked ([`never`](Registry::never)). `who_name` turns
+    /// a user id into the name the messages show.
     pub fn check(
         &self,
         req: &NewBlock,
         who_name: impl Fn(UserId) -> String,
     ) -> Result<(), Refused> {
-        if req.skip_whitelist {
-            return Ok(());
+        if !req.skip_whitelist {
+            self.bhr_checks(req, who_name)?;
         }
-        if let Some(w) = self.whitelist.iter().find(|w| overlaps(&req.cidr, &w.cidr)) {
+        match self.never(&req.cidr) {
+            Some(why) => Err(Refused(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// BHR's own checks.
+    fn bhr_checks(
+        &self,
+        req: &NewBlock,
+        who_name: impl Fn(UserId) -> String,
+    ) -> Result<(), Refused> {
+        let cidr = crate::addr::canonical_net(req.cidr);
+        if let Some(w) = self.whitelist.iter().find(|w| overlaps(&cidr, &w.cidr)) {
             return Err(Refused(format!(
                 "whitelisted: {}: {}",
                 who_name(w.who),
                 w.why
             )));
         }
-        let min = match req.cidr {
+        let min = match cidr {
             IpNet::V4(_) => self.settings.minimum_prefixlen,
             IpNet::V6(_) => self.settings.minimum_prefixlen_v6,
         };
-        if req.cidr.prefix_len() < min {
+        if cidr.prefix_len() < min {
             return Err(Refused(format!(
                 "Prefix length in {} is too small",
                 req.cidr_text
@@ -817,6 +876,19 @@ impl Registry {
     /// the in-place entries of earlier blocks for the network removed (the re-block race
     /// fix). The caller has already run [`check`](Registry::check).
     pub fn add_block(&mut self, req: &NewBlock, now: Time, changes: &mut Vec<Change>) -> Added {
+        // An IPv4-mapped network is the IPv4 one.
+        let canonical;
+        let req = match crate::addr::canonical_net(req.cidr) {
+            c if c == req.cidr => req,
+            c => {
+                canonical = NewBlock {
+                    cidr: c,
+                    cidr_text: c.to_string(),
+                    ..req.clone()
+                };
+                &canonical
+            }
+        };
         self.advance(now);
         let now = self.now;
         let mut unblock_at = match req.until {
@@ -910,7 +982,8 @@ impl Registry {
     ) -> bool {
         self.advance(now);
         let now = self.now;
-        let Some(id) = self.expected_for(cidr).map(|b| b.id) else {
+        let cidr = crate::addr::canonical_net(*cidr);
+        let Some(id) = self.expected_for(&cidr).map(|b| b.id) else {
             return false;
         };
         let why = self.intern(why);
@@ -992,7 +1065,7 @@ impl Registry {
         self.advance(now);
         let w = WhitelistEntry {
             id: self.next_whitelist,
-            cidr,
+            cidr: crate::addr::canonical_net(cidr),
             who,
             why: Arc::from(why),
             added: self.now,

@@ -806,12 +806,15 @@ impl Core {
 
     /// Runs until [`Command::Stop`] (or until every command sender is gone), then
     /// persists, closes the logs and waits for the store.
+    ///
+    /// # Errors
+    /// The event bus stopped under it (the daemon cannot go on without it).
     pub fn run(
         mut self,
         sightings: Receiver<Sighting>,
         commands: Receiver<Command>,
         bus: Receiver<Received>,
-    ) {
+    ) -> Result<(), String> {
         let durable = self.durable_rx.clone();
         loop {
             let wait = self.sleep_for();
@@ -827,19 +830,26 @@ impl Core {
                     Ok(Command::Stop { reply }) => {
                         self.shutdown();
                         let _ = reply.send(());
-                        return;
+                        return Ok(());
                     }
                     Ok(c) => self.command(c),
                     Err(_) => {
                         self.shutdown();
-                        return;
+                        return Ok(());
                     }
                 },
                 recv(bus) -> r => {
-                    if let Ok(r) = r {
-                        self.bus_event(r);
-                        for r in bus.try_iter().take(SIGHTING_BATCH - 1) {
+                    match r {
+                        Ok(r) => {
                             self.bus_event(r);
+                            for r in bus.try_iter().take(SIGHTING_BATCH - 1) {
+                                self.bus_event(r);
+                            }
+                        }
+                        Err(_) => {
+                            // The bus's socket thread is gone.
+                            self.shutdown();
+                            return Err("the event bus stopped".into());
                         }
                     }
                     self.engine.drain_all();

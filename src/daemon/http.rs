@@ -58,6 +58,8 @@ pub struct CrState {
     pub intervals: crate::cnr::Intervals,
     /// The registry source of catch-and-release's blocks.
     pub cr_source: String,
+    /// The daemon's supervised workers.
+    pub workers: Arc<super::workers::Workers>,
 }
 
 impl crate::web::CatchRelease for CrState {
@@ -335,6 +337,13 @@ async fn list(State(s): St, h: HeaderMap) -> Result<Response> {
 async fn metrics(State(s): St) -> Response {
     let mut b = String::with_capacity(4096);
     capture_metrics(&mut b, &s.sensors);
+    s.workers.render(&mut b);
+    let _ = writeln!(
+        b,
+        "# HELP catchd_store_up whether the store's writer runs and accepts writes\n# TYPE catchd_store_up gauge\ncatchd_store_up {}",
+        u8::from(s.api.store().is_up())
+    );
+    s.api.connections().render(&mut b);
     if let Some((node, st)) = &s.bus {
         crate::bus::render_metrics(st, node, &mut b);
     }
@@ -507,10 +516,21 @@ pub fn capture_metrics(b: &mut String, sensors: &[(String, Arc<SensorStats>)]) {
     }
     let _ = writeln!(
         b,
-        "# HELP catchd_capture_up whether the capture thread runs\n# TYPE catchd_capture_up gauge"
+        "# HELP catchd_capture_up whether the capture runs\n# TYPE catchd_capture_up gauge"
     );
     for (iface, st) in sensors {
         let up = u8::from(!st.failed.load(Ordering::Relaxed));
         let _ = writeln!(b, "catchd_capture_up{{interface=\"{iface}\"}} {up}");
+    }
+    let _ = writeln!(
+        b,
+        "# HELP catchd_capture_restarts_total times a failed capture was opened again\n# TYPE catchd_capture_restarts_total counter"
+    );
+    for (iface, st) in sensors {
+        let n = st.restarts.load(Ordering::Relaxed);
+        let _ = writeln!(
+            b,
+            "catchd_capture_restarts_total{{interface=\"{iface}\"}} {n}"
+        );
     }
 }

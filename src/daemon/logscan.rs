@@ -36,6 +36,8 @@ pub struct ScanMetrics {
     pub rotations: AtomicU64,
     /// Read errors.
     pub errors: AtomicU64,
+    /// Lines that could not be scanned (a bug, caught) and were skipped.
+    pub line_errors: AtomicU64,
 }
 
 impl ScanMetrics {
@@ -66,6 +68,11 @@ impl ScanMetrics {
                 &self.rotations,
             ),
             ("read_errors_total", "log file read errors", &self.errors),
+            (
+                "line_errors_total",
+                "log lines that could not be scanned and were skipped",
+                &self.line_errors,
+            ),
         ] {
             let _ = writeln!(
                 out,
@@ -84,7 +91,8 @@ pub struct Batch {
     pub positions: Vec<(String, Position)>,
 }
 
-/// Starts the thread if files are configured.
+/// Starts the thread if files are configured, under `workers` (a scan thread that stops
+/// is started again, from the positions it had reached).
 ///
 /// # Errors
 /// The rule file cannot be read or the rules compiled (already checked with the config).
@@ -94,8 +102,9 @@ pub fn spawn(
     commands: Sender<Command>,
     stop: Arc<AtomicBool>,
     metrics: Arc<ScanMetrics>,
+    workers: &Arc<super::workers::Workers>,
 ) -> Result<Option<JoinHandle<()>>, String> {
-    let sc = &config.scan;
+    let sc = config.scan.clone();
     if sc.files.is_empty() {
         return Ok(None);
     }
@@ -109,8 +118,10 @@ pub fn spawn(
     if !sc.jails.is_empty() {
         rules.select(&sc.jails).map_err(|e| e.0)?;
     }
-    let mut scanner = Scanner::new(rules, sc.max_addresses, None).map_err(|e| e.0)?;
-    let mut followers: Vec<(String, Follower)> = sc
+    // Compiled once here, so that a bad rule is an error at start.
+    Scanner::new(rules.clone(), sc.max_addresses, None).map_err(|e| e.0)?;
+    // Where each file was read to: the stored positions, then what the thread sent.
+    let positions: Vec<(String, Option<Position>)> = sc
         .files
         .iter()
         .map(|p: &PathBuf| {
@@ -119,88 +130,153 @@ pub fn spawn(
                 .iter()
                 .find(|(k, _)| *k == key)
                 .map(|(_, v)| v.clone());
+            (key, resume)
+        })
+        .collect();
+    // The first followers are made now, before the daemon answers: lines written once it
+    // runs are read (a follower new to a file starts at its end).
+    let mut first = Some(followers(&sc, &positions));
+    let positions = Arc::new(std::sync::Mutex::new(positions));
+    let worker = workers.add("scan", None);
+    let thread = workers
+        .thread(
+            "catchd-scan",
+            worker,
+            super::workers::Policy::Restart,
+            move || {
+                let fs = match first.take() {
+                    Some(fs) => fs,
+                    None => followers(&sc, &positions.lock().unwrap_or_else(|p| p.into_inner())),
+                };
+                follow(&sc, &rules, fs, &positions, &commands, &stop, &metrics)
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(Some(thread))
+}
+
+/// A follower for each file, from where it was read to.
+fn followers(
+    sc: &crate::config::Scan,
+    positions: &[(String, Option<Position>)],
+) -> Vec<(String, Follower)> {
+    sc.files
+        .iter()
+        .zip(positions)
+        .map(|(p, (key, resume))| {
             let f = Follower::new(p, resume.clone(), !sc.from_start && resume.is_none());
             if resume.is_some() {
                 tracing::info!(file = %key, offset = f.position().offset, "Scan: resuming.");
             } else {
                 tracing::info!(file = %key, "Scan: following.");
             }
-            (key, f)
+            (key.clone(), f)
         })
-        .collect();
+        .collect()
+}
+
+/// The scan loop over `followers` until `stop` (or the core is gone); `positions` is
+/// kept up to date with what was sent to the core.
+fn follow(
+    sc: &crate::config::Scan,
+    rules: &Rules,
+    mut followers: Vec<(String, Follower)>,
+    positions: &std::sync::Mutex<Vec<(String, Option<Position>)>>,
+    commands: &Sender<Command>,
+    stop: &AtomicBool,
+    metrics: &ScanMetrics,
+) -> Result<(), String> {
+    let mut scanner = Scanner::new(rules.clone(), sc.max_addresses, None).map_err(|e| e.0)?;
     let every = sc.poll_interval;
-    let thread = std::thread::Builder::new()
-        .name("catchd-scan".into())
-        .spawn(move || {
-            let mut last: Vec<Position> = followers
-                .iter()
-                .map(|(_, f)| f.position().clone())
-                .collect();
-            let mut rotations = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let now = Time::now();
-                let clock = Clock::new(now);
-                let mut found = Vec::new();
-                for (key, f) in &mut followers {
-                    let r = f.poll(|l| {
-                        if let Some(d) = scanner.line(l, &clock, now) {
-                            found.push(d);
-                        }
-                    });
-                    if let Err(e) = r {
-                        metrics.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(file = %key, "Scan: cannot read: {e}");
+    let mut last: Vec<Position> = followers
+        .iter()
+        .map(|(_, f)| f.position().clone())
+        .collect();
+    let mut rotations = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Time::now();
+        let clock = Clock::new(now);
+        let mut found = Vec::new();
+        for (key, f) in &mut followers {
+            let r = f.poll(|l| {
+                // A line that trips a bug is counted and skipped; scanning goes on.
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    scanner.line(l, &clock, now)
+                })) {
+                    Ok(Some(d)) => found.push(d),
+                    Ok(None) => {}
+                    Err(p) => {
+                        metrics.line_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            file = %key,
+                            line = %l.escape_debug(),
+                            "Scan: a line could not be scanned ({}); skipped.",
+                            super::workers::panic_text(&*p)
+                        );
                     }
                 }
-                let st = scanner.stats();
-                metrics.lines.store(st.lines, Ordering::Relaxed);
-                metrics.matched.store(st.matched, Ordering::Relaxed);
-                metrics.detections.store(st.detections, Ordering::Relaxed);
-                metrics.evictions.store(st.evictions, Ordering::Relaxed);
-                let tail: u64 = followers.iter().map(|(_, f)| f.stats().long_lines).sum();
-                metrics
-                    .long_lines
-                    .store(st.long_lines + tail, Ordering::Relaxed);
-                let rot: u64 = followers
-                    .iter()
-                    .map(|(_, f)| f.stats().rotations + f.stats().truncations)
-                    .sum();
-                if rot != rotations {
-                    rotations = rot;
-                    metrics.rotations.store(rot, Ordering::Relaxed);
-                }
-                let positions: Vec<(String, Position)> = followers
-                    .iter()
-                    .zip(&mut last)
-                    .filter_map(|((k, f), l)| {
-                        (f.position() != l).then(|| {
-                            *l = f.position().clone();
-                            (k.clone(), l.clone())
-                        })
-                    })
-                    .collect();
-                for d in &found {
-                    tracing::info!(
-                        addr = %d.addr,
-                        rule = %d.rule,
-                        count = d.count,
-                        denied = d.denied,
-                        "Scan: blocking."
-                    );
-                }
-                if (!found.is_empty() || !positions.is_empty())
-                    && commands
-                        .send(Command::Scan(Batch {
-                            detections: found,
-                            positions,
-                        }))
-                        .is_err()
-                {
-                    return;
-                }
-                std::thread::sleep(every);
+            });
+            if let Err(e) = r {
+                metrics.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(file = %key, "Scan: cannot read: {e}");
             }
-        })
-        .map_err(|e| e.to_string())?;
-    Ok(Some(thread))
+        }
+        let st = scanner.stats();
+        metrics.lines.store(st.lines, Ordering::Relaxed);
+        metrics.matched.store(st.matched, Ordering::Relaxed);
+        metrics.detections.store(st.detections, Ordering::Relaxed);
+        metrics.evictions.store(st.evictions, Ordering::Relaxed);
+        let tail: u64 = followers.iter().map(|(_, f)| f.stats().long_lines).sum();
+        metrics
+            .long_lines
+            .store(st.long_lines + tail, Ordering::Relaxed);
+        let rot: u64 = followers
+            .iter()
+            .map(|(_, f)| f.stats().rotations + f.stats().truncations)
+            .sum();
+        if rot != rotations {
+            rotations = rot;
+            metrics.rotations.store(rot, Ordering::Relaxed);
+        }
+        let moved: Vec<(String, Position)> = followers
+            .iter()
+            .zip(&mut last)
+            .filter_map(|((k, f), l)| {
+                (f.position() != l).then(|| {
+                    *l = f.position().clone();
+                    (k.clone(), l.clone())
+                })
+            })
+            .collect();
+        for d in &found {
+            tracing::info!(
+                addr = %d.addr,
+                rule = %d.rule,
+                count = d.count,
+                denied = d.denied,
+                "Scan: blocking."
+            );
+        }
+        if !found.is_empty() || !moved.is_empty() {
+            {
+                let mut p = positions.lock().unwrap_or_else(|p| p.into_inner());
+                for (k, pos) in &moved {
+                    if let Some(slot) = p.iter_mut().find(|(key, _)| key == k) {
+                        slot.1 = Some(pos.clone());
+                    }
+                }
+            }
+            if commands
+                .send(Command::Scan(Batch {
+                    detections: found,
+                    positions: moved,
+                }))
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(every);
+    }
+    Ok(())
 }

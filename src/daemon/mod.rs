@@ -15,6 +15,7 @@ pub mod http;
 pub mod link;
 pub mod logscan;
 pub mod replica;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use crate::zeeklog::{Format, LogSet};
 
 use self::core::{Command, Core, CoreMetrics};
 use self::link::{Link, ManagerPlugin, RegistryIds};
+use self::workers::{Policy, Workers};
 
 /// The user the registry blocks of catch-and-release are made as.
 pub const CNR_USER: &str = "catch-and-release";
@@ -205,6 +207,10 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         let _enter = rt.enter();
         state.join_cluster(c, head);
     }
+    let workers = {
+        let st = state.clone();
+        Workers::new(Arc::new(move |why| st.abort(why)))
+    };
     let link = Link::new(state.clone(), who, &config.cnr.source, &config.cnr.why);
     // The blockers inside the daemon are block managers of catch-and-release's drops.
     let mut idents = config.cnr.block_managers.clone();
@@ -213,23 +219,32 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
             idents.push(b.ident.clone());
         }
     }
+    // Each blocker is made by a function, so that one that stops (a panic in a backend)
+    // can be made and started again, counting on where it stopped.
     let mut managers = Vec::new();
+    let mut blockers = Vec::new();
     for b in &config.blockers {
-        let runner = crate::enforce::Runner::new(b.options.command_timeout, b.dry_run);
-        let backend = crate::enforce::Backend::new(b.kind, &b.options, runner)
-            .map_err(|m| Error::Blocker(format!("blocker {}: {m}", b.ident)))?;
-        let source = crate::manager::local::Local::new(state.clone(), &b.ident);
-        managers.push(crate::manager::Manager::new(
-            source,
-            backend,
-            b.settings.clone(),
-        ));
+        let counters = Arc::new(crate::manager::Counters::default());
+        let make = {
+            let (state, b, counters) = (state.clone(), b.clone(), counters.clone());
+            move || {
+                let runner = crate::enforce::Runner::new(b.options.command_timeout, b.dry_run);
+                crate::enforce::Backend::new(b.kind, &b.options, runner)
+                    .map(|backend| {
+                        crate::manager::Manager::with_counters(
+                            crate::manager::local::Local::new(state.clone(), &b.ident),
+                            backend,
+                            b.settings.clone(),
+                            counters.clone(),
+                        )
+                    })
+                    .map_err(|m| format!("blocker {}: {m}", b.ident))
+            }
+        };
+        let first = make().map_err(Error::Blocker)?;
+        blockers.push((b.ident.clone(), first.backend_name(), counters));
+        managers.push((b.ident.clone(), first, make));
     }
-    let blockers: Vec<_> = managers
-        .iter()
-        .zip(&config.blockers)
-        .map(|(m, b)| (b.ident.clone(), m.backend_name(), m.counters()))
-        .collect();
     let mut backends: Vec<(Box<dyn Backend>, i64)> = Vec::new();
     if idents.is_empty() {
         backends.push((Box::new(ManagerPlugin::auto(link.clone())), 0));
@@ -297,9 +312,18 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
 
     let (sight_tx, sight_rx) = crossbeam_channel::bounded::<Sighting>(config.capture.queue);
     let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Command>();
-    let core_thread = std::thread::Builder::new()
-        .name("catchd-core".into())
-        .spawn(move || core.run(sight_rx, cmd_rx, bus_rx))?;
+    // The core owns the engine: if it stops, nothing can take its place, so the daemon
+    // stops with an error (to be restarted from what is durable).
+    let mut core = Some((core, sight_rx, cmd_rx, bus_rx));
+    let core_thread = workers.thread(
+        "catchd-core",
+        workers.add("core", None),
+        Policy::Fatal,
+        move || match core.take() {
+            Some((core, sightings, commands, bus)) => core.run(sightings, commands, bus),
+            None => Ok(()),
+        },
+    )?;
     {
         let tx = cmd_tx.clone();
         state.set_listener(Box::new(move |changes| {
@@ -314,6 +338,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         cmd_tx.clone(),
         stop_capture.clone(),
         scan_metrics.clone(),
+        &workers,
     )
     .map_err(Error::Scan)?;
     let (watchlist_routes, wl_api) =
@@ -339,6 +364,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         watched: watchlist.clone(),
         intervals: config.cnr.intervals.clone(),
         cr_source: config.cnr.source.clone(),
+        workers: workers.clone(),
     });
     let (stop_managers, managers_stop) = tokio::sync::watch::channel(false);
 
@@ -346,15 +372,49 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         if let Some((c, holder)) = lease.clone() {
             tokio::spawn(keep_lease(c, holder, config.server.lease_ttl));
         }
-        tokio::spawn(server::reload_users(state.clone(), store.clone()));
-        tokio::spawn(rotate_on_hup(cmd_tx.clone()));
-        tokio::spawn(crate::watchlist::api::sweep(
-            wl_api,
-            std::time::Duration::from_secs(60),
-        ));
+        {
+            let (state, store) = (state.clone(), store.clone());
+            workers.task(workers.add("users", None), Policy::Restart, move || {
+                let (state, store) = (state.clone(), store.clone());
+                async move {
+                    server::reload_users(state, store).await;
+                    Ok(())
+                }
+            });
+        }
+        {
+            let tx = cmd_tx.clone();
+            workers.task(workers.add("sighup", None), Policy::Restart, move || {
+                let tx = tx.clone();
+                async move {
+                    rotate_on_hup(tx).await;
+                    Ok(())
+                }
+            });
+        }
+        workers.task(workers.add("watchlist_sweep", None), Policy::Restart, move || {
+            let wl = wl_api.clone();
+            async move {
+                crate::watchlist::api::sweep(wl, std::time::Duration::from_secs(60)).await;
+                Ok(())
+            }
+        });
         let mut running = Vec::new();
-        for m in managers {
-            running.push(tokio::spawn(m.run(managers_stop.clone())));
+        for (ident, first, make) in managers {
+            let mut first = Some(first);
+            let stop = managers_stop.clone();
+            running.push(workers.task(
+                workers.add("blocker", Some(("ident", ident))),
+                Policy::Restart,
+                move || {
+                    let m = first.take().map_or_else(&make, Ok);
+                    let stop = stop.clone();
+                    async move {
+                        m?.run(stop).await;
+                        Ok(())
+                    }
+                },
+            ));
         }
         tracing::info!(
             "catchd running: BHR API on http://{local}/bhr/api/, catch-and-release on http://{local}/api/v1/cr"
@@ -376,6 +436,8 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
                     .merge(watchlist_routes)
                     .merge(crate::web::router(state.clone(), Some(cr.clone()))),
             ), shutdown).await;
+        // From here on, workers end because the daemon stops.
+        workers.stop();
         // Block managers finish the step they are in (a batch is applied and
         // acknowledged, or not applied) before the store closes.
         let _ = stop_managers.send(true);
@@ -402,7 +464,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         }
     }
     match state.failure() {
-        Some(why) => Err(server::Error::StoreFailed(why).into()),
+        Some(why) => Err(server::Error::Failed(why).into()),
         None => {
             tracing::info!("Stopped.");
             Ok(())

@@ -339,6 +339,20 @@ impl<S: Source> Manager<S> {
         }
     }
 
+    /// [`new`](Manager::new), counting into `counters` (a manager started again keeps
+    /// its predecessor's counts).
+    pub fn with_counters(
+        source: S,
+        backend: Backend,
+        settings: Settings,
+        counters: Arc<Counters>,
+    ) -> Manager<S> {
+        Manager {
+            counters,
+            ..Manager::new(source, backend, settings)
+        }
+    }
+
     /// The counters (shared; they keep counting while the manager runs).
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.counters)

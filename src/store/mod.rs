@@ -251,6 +251,8 @@ fn postgres_on_thread(url: &str, writer: bool) -> Result<Postgres, Error> {
 pub struct Store {
     tx: mpsc::Sender<Job>,
     failed: Arc<AtomicBool>,
+    /// Cleared when the writer thread ends.
+    running: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -305,12 +307,38 @@ impl Store {
     pub fn start(backend: impl Backend) -> Result<Store, Error> {
         let (tx, rx) = mpsc::channel::<Job>();
         let failed = Arc::new(AtomicBool::new(false));
-        let flag = failed.clone();
+        let running = Arc::new(AtomicBool::new(true));
+        let (flag, alive) = (failed.clone(), running.clone());
         std::thread::Builder::new()
             .name("catchd-store".into())
-            .spawn(move || writer(backend, rx, flag))
+            .spawn(move || {
+                // A panic in the writer is a bug: say so; the jobs left are answered
+                // "closed", so whoever waits on them stops the server.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    writer(backend, rx, flag.clone());
+                }));
+                if let Err(p) = r {
+                    let why = p
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    tracing::error!("The store's writer stopped: {why}.");
+                    flag.store(true, Ordering::Release);
+                }
+                alive.store(false, Ordering::Release);
+            })
             .map_err(|e| Error::Db(format!("cannot start the store thread: {e}")))?;
-        Ok(Store { tx, failed })
+        Ok(Store {
+            tx,
+            failed,
+            running,
+        })
+    }
+
+    /// Whether the writer runs and takes writes.
+    pub fn is_up(&self) -> bool {
+        self.running.load(Ordering::Acquire) && !self.failed.load(Ordering::Acquire)
     }
 
     /// Reads everything stored.

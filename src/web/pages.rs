@@ -828,6 +828,22 @@ pub async fn add(State(s): St, h: HeaderMap, uri: Uri, body: Bytes) -> Response 
             return add_page(&s, &v, &f, &errors, StatusCode::BAD_REQUEST);
         }
     };
+    if req.skip_whitelist
+        && !s
+            .api
+            .read(|r| r.settings().skip_whitelist_roles.contains(&user.role))
+    {
+        return add_page(
+            &s,
+            &v,
+            &f,
+            &[(
+                "non_field_errors".into(),
+                "You do not have permission to skip the whitelist.".into(),
+            )],
+            StatusCode::FORBIDDEN,
+        );
+    }
     let now = s.api.now();
     match s.api.add_block_coordinated(&req, now).await {
         Ok(Ok((id, created))) => {

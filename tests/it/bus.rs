@@ -495,7 +495,7 @@ fn the_netcontrol_backend_contract() {
 
     // A rule with a 1 s expiry: added, then timed out by catchd (can_expire = T).
     let rule = zeek::drop_rule(
-        "192.0.2.0/24".parse().unwrap(),
+        "198.51.100.0/24".parse().unwrap(),
         Interval::from_secs(1),
         "scan",
         "7",

@@ -46,7 +46,7 @@ fn serve_on_postgres_survives_a_database_restart_and_sigkill() {
             Some(&t),
             Some((
                 "application/json",
-                r#"{"cidr": "192.0.2.2", "source": "t", "why": "x", "duration": 600}"#,
+                r#"{"cidr": "192.0.2.3", "source": "t", "why": "x", "duration": 600}"#,
             )),
         )
     });
@@ -72,7 +72,7 @@ fn serve_on_postgres_survives_a_database_restart_and_sigkill() {
         .iter()
         .map(|b| b["cidr"].as_str().unwrap())
         .collect();
-    assert_eq!(cidrs, ["192.0.2.1/32", "192.0.2.2/32"], "{q}");
+    assert_eq!(cidrs, ["192.0.2.1/32", "192.0.2.3/32"], "{q}");
     assert!(s.terminate().success());
 }
 

@@ -526,3 +526,40 @@ fn catchd_run_follows_logs_across_restarts_and_rotation() {
     assert!(scan_metric(&d, "catchd_scan_rotations_total") >= 1);
     assert!(d.terminate().success());
 }
+
+/// The line that once killed the scan thread of `catchd run` for good: it is read past,
+/// the scanner stays up, and later failures still block.
+#[test]
+fn catchd_run_scans_past_a_hostile_line() {
+    let logdir = tempfile::tempdir().unwrap();
+    let auth = logdir.path().join("auth.log");
+    append(&auth, &[now_line("sshd[1]: Server listening.")]);
+    let f = Files::new(&format!(
+        "[scan]\nfiles = [\"{}\"]\npoll_interval = \"50ms\"\n",
+        auth.display()
+    ));
+    let d = f.start(&[]);
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&auth)
+            .unwrap();
+        file.write_all(b"@aaaaaaaaaaaaaaa\xe2\x82\xacaaaaaa\n\xff\xfe\x00\n")
+            .unwrap();
+    }
+    append(&auth, &failures("203.0.113.41", 5));
+    let t = std::time::Instant::now();
+    while d.json("/api/v1/cr/203.0.113.41", &f.ops)["watch_until"]
+        .as_f64()
+        .unwrap()
+        == 0.0
+    {
+        assert!(t.elapsed().as_secs() < 10, "not blocked:\n{}", d.log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(scan_metric(&d, "catchd_scan_lines_total"), 7);
+    assert_eq!(scan_metric(&d, "catchd_scan_up"), 1);
+    assert_eq!(scan_metric(&d, "catchd_scan_line_errors_total"), 0);
+    assert!(d.terminate().success());
+}

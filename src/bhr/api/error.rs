@@ -63,6 +63,8 @@ pub enum ApiError {
     Unauthenticated(&'static str),
     /// 403.
     Forbidden,
+    /// 403 with a reason of its own.
+    ForbiddenBecause(&'static str),
     /// 404 `{"detail":"Not found."}`.
     NotFound,
     /// 405 for a method.
@@ -138,6 +140,7 @@ impl IntoResponse for ApiError {
                 StatusCode::FORBIDDEN,
                 "You do not have permission to perform this action.",
             ),
+            ApiError::ForbiddenBecause(why) => detail(StatusCode::FORBIDDEN, why),
             ApiError::NotFound => detail(StatusCode::NOT_FOUND, "Not found."),
             ApiError::MethodNotAllowed(m) => detail(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -169,11 +169,23 @@ async fn create(
     Ok(out)
 }
 
+/// `skip_whitelist` (which in BHR bypasses every check) is for the roles
+/// `bhr.skip_whitelist_roles` names (admin by default).
+fn may_skip_whitelist(s: &AppState, user: &crate::auth::User, req: &NewBlock) -> Result<()> {
+    if req.skip_whitelist && !s.read(|r| r.settings().skip_whitelist_roles.contains(&user.role)) {
+        return Err(ApiError::ForbiddenBecause(
+            "You do not have permission to skip the whitelist.",
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /bhr/api/block`.
 pub async fn block(State(s): St, h: HeaderMap, body: Bytes) -> Result<Response> {
     let user = caller(&s, &h).await?.require(&[Perm::AddBlock])?.clone();
     let m = input::object(input::body(&h, &body)?)?;
     let req = input::block_request(&m, user.id).map_err(ApiError::Invalid)?;
+    may_skip_whitelist(&s, &user, &req)?;
     let (out, _) = create(&s, &h, &user, &req, true).await?;
     Ok(out.respond(StatusCode::CREATED))
 }
@@ -217,6 +229,7 @@ pub async fn mblock(State(s): St, h: HeaderMap, body: Bytes) -> Result<Response>
             .and_then(|m| input::block_request(&m, user.id).map_err(ApiError::Invalid));
         match parsed {
             Ok(r) => {
+                may_skip_whitelist(&s, &user, &r)?;
                 reqs.push(Some(r));
                 errors.push(json!({}));
             }
@@ -851,6 +864,7 @@ pub async fn blocks_create(State(s): St, h: HeaderMap, body: Bytes) -> Result<Re
     }
     m.insert("extend".into(), Value::Bool(false));
     let req = input::block_request(&m, user.id).map_err(ApiError::Invalid)?;
+    may_skip_whitelist(&s, &user, &req)?;
     let (out, id) = create(&s, &h, &user, &req, false).await?;
     let mut r = out.respond(StatusCode::CREATED);
     if let Ok(v) = HeaderValue::from_str(&links(&h).api(&format!("blocks/{id}/"))) {

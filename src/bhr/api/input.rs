@@ -177,13 +177,16 @@ pub fn boolean(
 
 /// Parses a network as Python's `ipaddress.ip_network` (strict) does: an address is a
 /// host network, host bits set is an error. Messages are Python's.
+///
+/// An IPv4-mapped address or network is the IPv4 one (`::ffff:a.b.c.d/(96+n)` is
+/// `a.b.c.d/n`), so every IPv4 rule applies to it.
 pub fn network(text: &str) -> Result<IpNet, String> {
     let t = text.trim();
     if let Ok(ip) = t.parse::<std::net::IpAddr>() {
-        return Ok(IpNet::from(ip));
+        return Ok(IpNet::from(crate::addr::canonical_ip(ip)));
     }
     match t.parse::<IpNet>() {
-        Ok(n) if n.trunc() == n => Ok(n),
+        Ok(n) if n.trunc() == n => Ok(crate::addr::canonical_net(n)),
         Ok(_) => Err(format!("{t} has host bits set")),
         Err(_) => Err(format!(
             "'{t}' does not appear to be an IPv4 or IPv6 network"
@@ -298,10 +301,18 @@ pub fn block_request(
             "Specify only one of duration and unblock_at",
         ));
     }
-    let (Some(cidr), Some(cidr_text), Some(source), Some(why)) = (cidr, cidr_text, source, why)
+    let (Some(cidr), Some(mut cidr_text), Some(source), Some(why)) = (cidr, cidr_text, source, why)
     else {
         return Err(FieldErrors::one("non_field_errors", "Invalid data."));
     };
+    // An IPv4-mapped request is echoed as the IPv4 network it is.
+    if cidr.addr().is_ipv4() && cidr_text.contains(':') {
+        cidr_text = if cidr.prefix_len() == 32 {
+            cidr.addr().to_string()
+        } else {
+            cidr.to_string()
+        };
+    }
     Ok(NewBlock {
         cidr,
         cidr_text,

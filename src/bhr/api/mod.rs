@@ -306,11 +306,18 @@ impl AppState {
         self.stop.send_replace(true);
     }
 
-    /// Stops the server because of a failure that makes going on unsafe.
+    /// Stops the server because the store failed: memory now holds changes the disk does
+    /// not, and going on is unsafe.
     pub fn fail(&self, why: &str) {
+        self.abort(&format!("the store failed: {why}"));
+    }
+
+    /// Stops the server (and the daemon) with an error: `why` completes "stopped because
+    /// …", and is what the process exits with.
+    pub fn abort(&self, why: &str) {
         let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         if f.is_none() {
-            tracing::error!(error = why, "The store failed; stopping the server.");
+            tracing::error!("Stopping because {why}.");
             *f = Some(why.to_string());
         }
         drop(f);

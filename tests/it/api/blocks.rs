@@ -322,18 +322,54 @@ async fn skip_whitelist_skips_every_check() {
         ("1.0.0.0/8", "t"),
         ("192.0.2.1", "badsrc"),
     ] {
+        let fields = [
+            ("cidr", cidr),
+            ("source", source),
+            ("why", "w"),
+            ("duration", "60"),
+            ("skip_whitelist", "True"),
+        ];
+        // Only admins may skip the checks (bhr.skip_whitelist_roles); a blocker is refused.
+        let r = api.block(&fields).await.expect(403);
+        assert_eq!(
+            r.json(),
+            json!({"detail": "You do not have permission to skip the whitelist."})
+        );
         let b = api
-            .block(&[
-                ("cidr", cidr),
-                ("source", source),
-                ("why", "w"),
-                ("duration", "60"),
-                ("skip_whitelist", "True"),
-            ])
+            .post_form("/bhr/api/block", Who::Admin, &fields)
             .await
             .expect(201)
             .json();
         assert_eq!(b["skip_whitelist"], true);
+    }
+    // What may never be blocked is never skipped: /0, loopback, multicast …
+    for cidr in [
+        "0.0.0.0/0",
+        "::/0",
+        "127.0.0.1",
+        "224.0.0.5",
+        "ff02::1",
+        "fe80::1",
+    ] {
+        let r = api
+            .post_form(
+                "/bhr/api/block",
+                Who::Admin,
+                &[
+                    ("cidr", cidr),
+                    ("source", "t"),
+                    ("why", "w"),
+                    ("duration", "60"),
+                    ("skip_whitelist", "True"),
+                ],
+            )
+            .await
+            .expect(400);
+        let msg = r.json()["non_field_errors"][0]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(msg.starts_with("Refusing to block"), "{cidr}: {msg}");
     }
 }
 
@@ -346,13 +382,17 @@ async fn booleans_take_drf_spellings() {
     {
         let cidr = format!("192.0.2.{i}");
         let b = api
-            .block(&[
-                ("cidr", &cidr),
-                ("source", "s"),
-                ("why", "w"),
-                ("duration", "60"),
-                ("skip_whitelist", v),
-            ])
+            .post_form(
+                "/bhr/api/block",
+                Who::Admin,
+                &[
+                    ("cidr", &cidr),
+                    ("source", "s"),
+                    ("why", "w"),
+                    ("duration", "60"),
+                    ("skip_whitelist", v),
+                ],
+            )
             .await
             .expect(201)
             .json();

@@ -190,7 +190,9 @@ fn logs_rotate_on_sighup_and_by_size() {
 
 #[test]
 fn it_can_drop_privileges_after_opening_the_capture() {
-    let f = Files::new("[daemon]\nuser = \"nobody\"\n[capture]\ninterfaces = [\"lo\"]\n");
+    let f = Files::new(&format!(
+        "[daemon]\nuser = \"nobody\"\n[capture]\ninterfaces = [\"lo\"]\n{LOOPBACK_BLOCKABLE}"
+    ));
     // The user must be able to write the data and log directories.
     let chown = std::process::Command::new("chown")
         .args(["-R", "nobody", f.dir.path().to_str().unwrap()])

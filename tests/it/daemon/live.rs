@@ -134,3 +134,42 @@ fn a_released_address_seen_again_is_blocked_longer_then_forgotten() {
     );
     assert!(d.terminate().success());
 }
+
+/// A value of `/metrics`.
+fn metric(d: &crate::serve::process::Server, line_start: &str) -> Option<u64> {
+    let (_, m) = d.request("GET", "/metrics", None, None);
+    m.lines()
+        .find(|l| l.starts_with(&format!("{line_start} ")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// No capture stops silently: the interface goes away, the capture shows as down, and it
+/// is opened again (and captures) once the interface is back.
+#[test]
+fn a_capture_whose_interface_goes_away_is_shown_down_and_opened_again() {
+    let ns = Netns::new("gone", 31);
+    let iface = ns.root_if.clone();
+    let f = Files::new("");
+    let d = f.start(&["-i", &iface]);
+    let up = format!("catchd_capture_up{{interface=\"{iface}\"}}");
+    let restarts = format!("catchd_capture_restarts_total{{interface=\"{iface}\"}}");
+    let packets = format!("catchd_capture_packets_total{{interface=\"{iface}\"}}");
+    assert_eq!(metric(&d, &up), Some(1), "{}", d.log());
+    drop(ns);
+    wait_for(10, "the capture down", || {
+        (metric(&d, &up) == Some(0)).then_some(())
+    });
+    assert!(d.log().contains("Capture stopped"), "{}", d.log());
+    let ns = Netns::new("gone", 31);
+    wait_for(40, "the capture up again", || {
+        (metric(&d, &up) == Some(1)).then_some(())
+    });
+    assert!(metric(&d, &restarts) >= Some(1));
+    let before = metric(&d, &packets).unwrap_or(0);
+    wait_for(10, "packets captured again", || {
+        ns.send_udp(5);
+        (metric(&d, &packets).unwrap_or(0) > before).then_some(())
+    });
+    assert!(d.terminate().success());
+}

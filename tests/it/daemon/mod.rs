@@ -58,6 +58,11 @@ impl Files {
     }
 }
 
+/// A `[bhr]` section that lets tests block loopback addresses (which catchd never blocks
+/// by default) so that they can capture on `lo`; as the quick start's demo does.
+pub const LOOPBACK_BLOCKABLE: &str =
+    "[bhr]\nnever_block = [\"169.254.0.0/16\", \"fe80::/10\", \"224.0.0.0/4\", \"ff00::/8\"]\n";
+
 /// Polls `f` every 50 ms until it returns `Some`, for at most `secs` seconds.
 #[track_caller]
 pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {

@@ -16,13 +16,27 @@ fn ip(args: &[&str]) -> std::process::Output {
 #[track_caller]
 fn must(args: &[&str]) -> String {
     let o = ip(args);
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         o.status.success(),
-        "ip {}: {} (live capture tests need root, i.e. CAP_NET_ADMIN and CAP_NET_RAW)",
+        "ip {} failed: {}{}",
         args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
+        err.trim(),
+        permission_hint(&err)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A hint about privileges, only when the error is about them.
+pub fn permission_hint(err: &str) -> &'static str {
+    let denied = err.contains("Operation not permitted") || err.contains("Permission denied");
+    if denied && !nix::unistd::Uid::effective().is_root() {
+        " (live capture tests need root, i.e. CAP_NET_ADMIN and CAP_NET_RAW)"
+    } else if denied {
+        " (running as root, but the capability is missing here: CAP_NET_ADMIN and CAP_NET_RAW, or a mount namespace that allows network namespaces)"
+    } else {
+        ""
+    }
 }
 
 pub struct Netns {

@@ -17,10 +17,10 @@ fn send_from(from: &str) {
 }
 
 fn setup() -> Files {
-    Files::new(
+    Files::new(&format!(
         "[cnr]\nsweep_interval = \"1s\"\nintervals = \"3s,6s,12s\"\nblock_managers = [\"bgp1\"]\n\
-         [capture]\ninterfaces = [\"lo\"]\n",
-    )
+         [capture]\ninterfaces = [\"lo\"]\n{LOOPBACK_BLOCKABLE}"
+    ))
 }
 
 fn ids(v: &Value) -> Vec<u64> {

@@ -17,11 +17,13 @@ fn ip(args: &[&str]) -> std::process::Output {
 #[track_caller]
 fn must(args: &[&str]) {
     let o = ip(args);
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         o.status.success(),
-        "ip {}: {} (these tests need root)",
+        "ip {} failed: {}{}",
         args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
+        err.trim(),
+        crate::daemon::netns::permission_hint(&err)
     );
 }
 

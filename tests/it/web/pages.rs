@@ -636,19 +636,27 @@ async fn the_add_form_blocks_and_the_unblock_form_ends_blocks() {
     )
     .await
     .expect(400);
-    // skip_whitelist lets the short prefix through.
-    v.post(
-        "/bhr/add",
-        &[
-            ("csrfmiddlewaretoken", tok),
-            ("cidr", "10.0.0.0/8"),
-            ("why", "x"),
-            ("duration", "300"),
-            ("skip_whitelist", "on"),
-        ],
-    )
-    .await
-    .expect(303);
+    // skip_whitelist (which would let the short prefix through) is for admins only
+    // (bhr.skip_whitelist_roles); a user is told so.
+    let r = v
+        .post(
+            "/bhr/add",
+            &[
+                ("csrfmiddlewaretoken", tok),
+                ("cidr", "10.0.0.0/8"),
+                ("why", "x"),
+                ("duration", "300"),
+                ("skip_whitelist", "on"),
+            ],
+        )
+        .await
+        .expect(403);
+    assert!(
+        r.body
+            .contains("You do not have permission to skip the whitelist."),
+        "{}",
+        r.body
+    );
     // extend: the existing block gets the new, longer end.
     v.post(
         "/bhr/add",
