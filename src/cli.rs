@@ -382,7 +382,8 @@ pub enum UserCommand {
         /// blocker (BHR Blockers), manager (BHR Block Managers), user (BHR Users) or admin.
         #[arg(long)]
         role: Role,
-        /// Also set a password for HTTP Basic, read from the first line of stdin.
+        /// Also set a password for HTTP Basic and the web pages: asked for on a terminal
+        /// (without echo), else read from the first line of stdin.
         #[arg(long)]
         password_stdin: bool,
         #[allow(missing_docs)] // StoreArgs documents itself; a doc comment would confuse clap.
@@ -403,7 +404,8 @@ pub enum UserCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Set a user's password for HTTP Basic, read from the first line of stdin.
+    /// Set a user's password for HTTP Basic and the web pages: asked for twice without
+    /// echo on a terminal, else read from the first line of stdin.
     Password {
         /// User name.
         name: String,
@@ -1130,15 +1132,49 @@ fn find_user(store: &Store, name: &str, db: &Path) -> anyhow::Result<User> {
         .ok_or_else(|| InputError(format!("no user `{name}` in {}", db.display())).into())
 }
 
-/// The first line of stdin, without its line ending.
-fn read_password() -> anyhow::Result<String> {
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
-    let pw = line.trim_end_matches(['\r', '\n']).to_string();
-    if pw.is_empty() {
-        return Err(InputError("no password on stdin".into()).into());
+/// A password: on a terminal, asked for twice without echo; otherwise the first line of
+/// stdin, without its line ending.
+fn read_password(name: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin.read_line(&mut line)?;
+        let pw = line.trim_end_matches(['\r', '\n']).to_string();
+        if pw.is_empty() {
+            return Err(InputError("no password on stdin".into()).into());
+        }
+        return Ok(pw);
     }
-    Ok(pw)
+    let first = prompt_hidden(&format!("Password for {name}: "))?;
+    if first.is_empty() {
+        return Err(InputError("no password given".into()).into());
+    }
+    let again = prompt_hidden("Again: ")?;
+    if again != first {
+        return Err(InputError("the passwords differ".into()).into());
+    }
+    Ok(first)
+}
+
+/// Asks on stderr and reads a line from the terminal with echo off (restored after, also
+/// when reading fails).
+fn prompt_hidden(prompt: &str) -> anyhow::Result<String> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    use std::io::Write as _;
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin)?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    quiet.local_flags.insert(LocalFlags::ECHONL);
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    tcsetattr(&stdin, SetArg::TCSAFLUSH, &quiet)?;
+    let mut line = String::new();
+    let r = stdin.read_line(&mut line);
+    tcsetattr(&stdin, SetArg::TCSAFLUSH, &saved)?;
+    r?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 fn user_cmd(cmd: UserCommand) -> anyhow::Result<()> {
@@ -1151,7 +1187,7 @@ fn user_cmd(cmd: UserCommand) -> anyhow::Result<()> {
         } => {
             check_user_name(&name)?;
             let password_hash = if password_stdin {
-                Some(auth::hash_password(&read_password()?))
+                Some(auth::hash_password(&read_password(&name)?))
             } else {
                 None
             };
@@ -1206,7 +1242,7 @@ fn user_cmd(cmd: UserCommand) -> anyhow::Result<()> {
             let c = args.load()?;
             let store = Store::open_for_users(&c.server.db)?;
             let mut user = find_user(&store, &name, &c.server.db)?;
-            user.password_hash = Some(auth::hash_password(&read_password()?));
+            user.password_hash = Some(auth::hash_password(&read_password(&name)?));
             store.commit_blocking(vec![Write::User(user)])?;
             Ok(())
         }

@@ -38,9 +38,10 @@ impl Time {
         Time(us)
     }
 
-    /// Builds a time from a `struct timeval` as found in pcap headers.
+    /// Builds a time from a `struct timeval` as found in pcap headers. A damaged header's
+    /// absurd value saturates at the ends of time rather than overflow.
     pub const fn from_timeval(sec: i64, usec: i64) -> Time {
-        Time(sec * MICROS_PER_SEC + usec)
+        Time(sec.saturating_mul(MICROS_PER_SEC).saturating_add(usec))
     }
 
     /// Microseconds since the epoch.
@@ -76,7 +77,7 @@ impl Interval {
 
     /// Builds an interval from whole seconds.
     pub const fn from_secs(secs: i64) -> Interval {
-        Interval(secs * MICROS_PER_SEC)
+        Interval(secs.saturating_mul(MICROS_PER_SEC))
     }
 
     /// Microseconds.

@@ -275,11 +275,13 @@ impl Core {
             }
         }
         if !watch.is_empty() {
+            // The stored clock is the time of the last change stored before the stop (not
+            // when the process stopped): that is where the replay starts.
             tracing::info!(
                 watched = watch.len(),
                 rules = self.engine.rule_count(),
-                down_for = %(now - since),
-                "Catch-and-release state restored."
+                last_change_ago = %(now - since),
+                "Catch-and-release state restored; replaying what came due since its last change."
             );
         }
         self.process_expiries(now);

@@ -48,7 +48,11 @@ struct RawUnblockRow {
 
 fn net(what: &str, text: &str) -> Result<IpNet, SourceError> {
     text.parse::<IpNet>()
-        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map(|n| crate::addr::canonical_net(n.trunc()))
+        .or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|a| IpNet::from(crate::addr::canonical_ip(a)))
+        })
         .map_err(|_| SourceError::Answer {
             what: what.to_string(),
             detail: format!("bad cidr {text:?}"),

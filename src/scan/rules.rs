@@ -85,9 +85,9 @@ impl AddrList {
             }
             given.push(e.to_string());
             if let Ok(ip) = e.parse::<IpAddr>() {
-                nets.push(IpNet::from(ip));
+                nets.push(IpNet::from(crate::addr::canonical_ip(ip)));
             } else if let Ok(n) = e.parse::<IpNet>() {
-                nets.push(n.trunc());
+                nets.push(crate::addr::canonical_net(n.trunc()));
             } else {
                 regex::Regex::new(e)
                     .map_err(|err| format!("`{e}` is no address, network or regex: {err}"))?;
@@ -113,6 +113,7 @@ impl AddrList {
 
     /// Whether the list holds `ip`.
     pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = crate::addr::canonical_ip(ip);
         if self.nets.iter().any(|n| n.contains(&ip)) {
             return true;
         }
@@ -477,7 +478,7 @@ impl Matcher {
         }
         let i = found?;
         let caps = self.rules[i].pattern.regex.captures(text)?;
-        let host: IpAddr = caps.name("host")?.as_str().parse().ok()?;
+        let host: IpAddr = crate::addr::canonical_ip(caps.name("host")?.as_str().parse().ok()?);
         let host = match host {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(host, IpAddr::V4),
             v4 => v4,

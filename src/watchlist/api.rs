@@ -98,7 +98,7 @@ async fn fail(State(s): St, h: HeaderMap, Path(raw): Path<String>) -> Result<Res
         && s.list.settings().block_addresses
         && let Ok(ip) = it.parse::<std::net::IpAddr>()
     {
-        let net = ipnet::IpNet::from(ip);
+        let net = ipnet::IpNet::from(crate::addr::canonical_ip(ip));
         let req = NewBlock {
             cidr: net,
             cidr_text: net.to_string(),

@@ -210,8 +210,18 @@ impl Watchlist {
         }
     }
 
-    /// The stored key of an item: the item, or its HMAC in hex.
+    /// The stored key of an item: the item, or its HMAC in hex. An item that is an IP
+    /// address is keyed by its canonical text (`::ffff:192.0.2.1` and `192.0.2.1` are one
+    /// item, as are `2001:DB8::1` and `2001:db8::1`).
     pub fn key(&self, item: &str) -> String {
+        let canonical;
+        let item = match item.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                canonical = crate::addr::canonical_ip(ip).to_string();
+                canonical.as_str()
+            }
+            Err(_) => item,
+        };
         match &self.key {
             None => item.to_string(),
             Some(k) => {
@@ -481,6 +491,19 @@ mod tests {
             (st.failures, st.watch_ttl),
             (1, Some(Interval::from_secs(120)))
         );
+    }
+
+    #[test]
+    fn an_address_is_one_item_however_it_is_written() {
+        let w = list(true);
+        fail(&w, "::ffff:192.0.2.1", s(0));
+        fail(&w, "192.0.2.1", s(1));
+        assert_eq!(check(&w, "192.0.2.1", s(2)).0.failures, 2);
+        fail(&w, "2001:DB8::1", s(0));
+        assert_eq!(check(&w, "2001:db8::1", s(1)).0.failures, 1);
+        // Not addresses: kept as they are.
+        fail(&w, "Alice", s(0));
+        assert_eq!(check(&w, "alice", s(1)).0.failures, 0);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The one integration-test binary (see Cargo.toml `[[test]]`).
 
+mod abuse;
 mod api;
+mod arbitrary;
 mod baselines;
 mod bus;
 mod daemon;

@@ -531,19 +531,47 @@ async fn json_errors(req: Request, next: Next) -> Response {
     out
 }
 
-/// Serves the API (and `extra` routes, under the same limits) on `listener` until
-/// `shutdown` completes or the state is stopped, then finishes the requests in flight
-/// (for at most `server.shutdown_grace`).
+/// The whole application as the servers serve it: the BHR routes and `extra` (the web
+/// pages, the watchlist, the daemon's routes), under the limits (body size, timeout,
+/// concurrency with load shedding), every error answered in JSON, answers counted.
+pub fn app(state: Arc<AppState>, extra: Option<Router>) -> Router {
+    use tower::ServiceBuilder;
+    let limits = state.limits.clone();
+    let counted = state.clone();
+    let mut app = router(state);
+    if let Some(extra) = extra {
+        app = app.merge(extra);
+    }
+    app.layer(
+        ServiceBuilder::new()
+            .layer(axum::error_handling::HandleErrorLayer::new(
+                |_: tower::BoxError| async { (StatusCode::SERVICE_UNAVAILABLE, "busy") },
+            ))
+            .load_shed()
+            .concurrency_limit(limits.max_concurrent)
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                limits.request_timeout,
+            ))
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(
+                limits.max_body,
+            )),
+    )
+    // Outermost, so that what the layers above answer is JSON too.
+    .layer(axum::middleware::from_fn(json_errors))
+    .layer(axum::middleware::from_fn_with_state(counted, count_answers))
+}
+
+/// Serves [`app`] on `listener` until `shutdown` completes or the state is stopped, then
+/// finishes the requests in flight (for at most `server.shutdown_grace`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     extra: Option<Router>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    use tower::ServiceBuilder;
-    let limits = state.limits.clone();
+    let settings = state.limits.connections.clone();
     let stopper = state.clone();
-    let counted = state.clone();
     let stats = state.connections.clone();
     let shutdown = async move {
         tokio::select! {
@@ -551,28 +579,6 @@ pub async fn serve(
             () = stopper.stopping() => {}
         }
     };
-    let mut app = router(state);
-    if let Some(extra) = extra {
-        app = app.merge(extra);
-    }
-    let app = app
-        .layer(
-            ServiceBuilder::new()
-                .layer(axum::error_handling::HandleErrorLayer::new(
-                    |_: tower::BoxError| async { (StatusCode::SERVICE_UNAVAILABLE, "busy") },
-                ))
-                .load_shed()
-                .concurrency_limit(limits.max_concurrent)
-                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    limits.request_timeout,
-                ))
-                .layer(tower_http::limit::RequestBodyLimitLayer::new(
-                    limits.max_body,
-                )),
-        )
-        // Outermost, so that what the layers above answer is JSON too.
-        .layer(axum::middleware::from_fn(json_errors))
-        .layer(axum::middleware::from_fn_with_state(counted, count_answers));
-    crate::httpd::serve(listener, app, limits.connections.clone(), stats, shutdown).await;
+    let app = app(state, extra);
+    crate::httpd::serve(listener, app, settings, stats, shutdown).await;
 }

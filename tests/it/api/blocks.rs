@@ -722,3 +722,85 @@ async fn acknowledged_blocks_survive_a_restart() {
     let b = api.block_ok("192.0.2.3", "1h").await;
     assert_eq!(b["url"], "http://testserver/bhr/api/blocks/3/");
 }
+
+/// An IPv4-mapped address or network is the IPv4 one: the IPv4 whitelist and prefix
+/// rules apply, and queries for either form find the block.
+#[tokio::test]
+async fn ipv4_mapped_requests_are_ipv4() {
+    let api = Api::with(Settings::default(), |reg| {
+        let mut ch = Vec::new();
+        reg.add_whitelist("198.51.100.0/24".parse().unwrap(), 4, "ours", T0, &mut ch);
+    })
+    .await;
+    let r = api
+        .block(&[
+            ("cidr", "::ffff:198.51.100.200"),
+            ("source", "t"),
+            ("why", "w"),
+            ("duration", "60"),
+        ])
+        .await
+        .expect(400);
+    assert_eq!(
+        r.json(),
+        json!({"non_field_errors": ["whitelisted: admin: ours"]})
+    );
+    // All of IPv4 is not a /96.
+    let r = api
+        .block(&[
+            ("cidr", "::ffff:0:0/96"),
+            ("source", "t"),
+            ("why", "w"),
+            ("duration", "60"),
+        ])
+        .await
+        .expect(400);
+    assert!(r.json()["non_field_errors"][0].is_string(), "{}", r.body);
+    let r = api
+        .post_form(
+            "/bhr/api/block",
+            Who::Admin,
+            &[
+                ("cidr", "::ffff:0:0/96"),
+                ("source", "t"),
+                ("why", "w"),
+                ("duration", "60"),
+                ("skip_whitelist", "true"),
+            ],
+        )
+        .await
+        .expect(400);
+    assert_eq!(
+        r.json(),
+        json!({"non_field_errors": ["Refusing to block 0.0.0.0/0: it is every address"]})
+    );
+    let b = api.block_ok("::ffff:203.0.113.5", "60").await;
+    assert_eq!(b["cidr"], "203.0.113.5", "echoed as the IPv4 address it is");
+    let b = api.block_ok("::ffff:203.0.113.0/120", "60").await;
+    assert_eq!(b["cidr"], "203.0.113.0/24");
+    for q in ["203.0.113.5", "::ffff:203.0.113.5", "203.0.113.0/24"] {
+        let found = api.json(&format!("/bhr/api/query/{q}"), Who::Person).await;
+        assert!(
+            found.to_string().contains("203.0.113.5/32"),
+            "query {q}: {found}"
+        );
+    }
+    // A whitelist entry given mapped is the IPv4 network too.
+    api.post_json(
+        "/bhr/api/whitelist/",
+        Who::Person,
+        &json!({"cidr": "::ffff:192.0.2.0/120", "why": "docs"}),
+    )
+    .await
+    .expect(201);
+    let r = api
+        .block(&[
+            ("cidr", "192.0.2.77"),
+            ("source", "t"),
+            ("why", "w"),
+            ("duration", "60"),
+        ])
+        .await
+        .expect(400);
+    assert!(r.body.contains("whitelisted"), "{}", r.body);
+}

@@ -66,7 +66,12 @@ impl Server {
     }
 
     fn launch(command: &str, db: &Path, extra: &[&str]) -> Server {
-        let mut cmd = catchd();
+        Server::launch_with(catchd(), command, db, extra)
+    }
+
+    /// [`start`](Server::start)/[`run`](Server::run) from a prepared command (limits set
+    /// with `pre_exec`, environment …).
+    pub fn launch_with(mut cmd: Command, command: &str, db: &Path, extra: &[&str]) -> Server {
         cmd.arg(command);
         if !extra.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
