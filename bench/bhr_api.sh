@@ -4,6 +4,7 @@
 #
 #   bench/bhr_api.sh                   defaults: 10 s per scenario, 64 connections, 2 threads
 #   DURATION=30s CONNS=128 bench/bhr_api.sh
+#   CATCHD=/other/catchd bench/bhr_api.sh   the same with another build
 #
 # Three phases on one database:
 #   1. reads with about 1,500 expected blocks, as in the original's measurements:
@@ -32,8 +33,11 @@ if [ ${#need[@]} -gt 0 ]; then
   "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -q "${need[@]}" >/dev/null
 fi
 
-cargo build --release -q --bin catchd
-CATCHD=$PWD/target/release/catchd
+# CATCHD=/path/to/catchd compares another build (an older commit's) on the same machine.
+if [ -z "${CATCHD:-}" ]; then
+  cargo build --release -q --bin catchd
+  CATCHD=$PWD/target/release/catchd
+fi
 work=$(mktemp -d)
 pid=
 cleanup() {
@@ -79,7 +83,8 @@ run() {
 }
 expected() { curl -sf "$URL/bhr/api/stats" | sed -n 's/.*"expected":\([0-9]*\).*/\1/p'; }
 
-# 1. About 1,500 expected blocks (256 of them in 192.0.2.0/24).
+# 1. About 1,500 expected blocks (256 of them in 203.0.113.0/24; not 192.0.2.0/24, which
+#    may hold this host's own address, never blocked).
 python3 - "$URL" "$BLOCKER" <<'PY'
 import json, sys, urllib.request
 url, token = sys.argv[1], sys.argv[2]
@@ -87,7 +92,7 @@ def mblock(recs):
     req = urllib.request.Request(url + "/bhr/api/mblock", data=json.dumps(recs).encode(),
         headers={"Authorization": "Token " + token, "Content-Type": "application/json"})
     urllib.request.urlopen(req).read()
-mblock([{"cidr": "192.0.2.%d" % i, "source": "seed", "why": "w", "duration": "1d"} for i in range(256)])
+mblock([{"cidr": "203.0.113.%d" % i, "source": "seed", "why": "w", "duration": "1d"} for i in range(256)])
 for k in range(13):
     mblock([{"cidr": "10.%d.%d.1" % (k, i), "source": "seed", "why": "w", "duration": "1d"}
             for i in range(100)])
@@ -95,7 +100,7 @@ PY
 SMALL=$(expected)
 run stats bench/wrk/get.lua /bhr/api/stats ""
 run queue bench/wrk/get.lua /bhr/api/queue/bench-poll "$MANAGER"
-run query-256 bench/wrk/get.lua /bhr/api/query/192.0.2.0/24 "$BLOCKER"
+run query-256 bench/wrk/get.lua /bhr/api/query/203.0.113.0/24 "$BLOCKER"
 run expected_blocks bench/wrk/get.lua /bhr/api/expected_blocks/ "$BLOCKER"
 run list.csv bench/wrk/get.lua /bhr/list.csv "$BLOCKER"
 

@@ -18,7 +18,7 @@
 //! * **Errors hyper answers itself** (a request line or header it cannot parse: 400, a URI
 //!   over 64 KiB: 414, too many or too large headers: 431) get a JSON body in BHR's error
 //!   shape, like every other error: hyper writes them with an empty body before any
-//!   handler runs, and [`Io`] replaces them on the way out.
+//!   handler runs, and `Io` replaces them on the way out.
 //!
 //! Every request carries the client's address as a [`ClientAddr`] extension.
 
@@ -190,6 +190,9 @@ fn ms(since: Instant) -> u64 {
 
 const NONE: u64 = u64::MAX;
 
+/// The longest a watchdog sleeps on a busy connection before it looks again.
+const RECHECK: Duration = Duration::from_secs(1);
+
 /// What a connection's parts (its socket, its service, its response bodies) tell its
 /// watchdog. Times are milliseconds since `born`.
 struct Shared {
@@ -231,18 +234,20 @@ impl Shared {
         ms(self.born)
     }
 
+    // Starting and finishing a request only move deadlines later (the watchdog re-checks
+    // a busy connection at least every `RECHECK`), so they wake nobody: the watchdog costs
+    // one wake-up per request, on the first byte of its head.
+
     fn request_started(&self) {
         self.busy.store(true, Ordering::Release);
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.first_byte.store(NONE, Ordering::Relaxed);
-        self.wake.notify_one();
     }
 
     fn response_finished(&self) {
         self.waiting_since.store(self.now(), Ordering::Relaxed);
         self.first_byte.store(NONE, Ordering::Relaxed);
         self.busy.store(false, Ordering::Release);
-        self.wake.notify_one();
     }
 
     fn read_some(&self) {
@@ -261,6 +266,17 @@ impl Shared {
 
     fn write_went(&self) {
         self.write_blocked.store(NONE, Ordering::Relaxed);
+    }
+
+    /// When to look again: the next deadline, or for a busy connection a re-check (its
+    /// idle deadline will start from the end of the response, later than that).
+    fn wake_at(&self, s: &Settings) -> u64 {
+        match self.deadline(s) {
+            Some((t, _)) => t,
+            None => self.now().saturating_add(
+                u64::try_from(RECHECK.min(s.idle_timeout).as_millis()).unwrap_or(NONE),
+            ),
+        }
     }
 
     /// The next deadline, and why the connection would be closed at it.
@@ -449,12 +465,8 @@ async fn watch(
     tokio::pin!(conn);
     let mut grace: Option<Instant> = None;
     loop {
-        let deadline = shared.deadline(settings);
-        let at = deadline.map(|(t, _)| shared.born + Duration::from_millis(t));
-        let at = match (at, grace) {
-            (Some(a), Some(g)) => Some(a.min(g)),
-            (a, g) => a.or(g),
-        };
+        let at = shared.born + Duration::from_millis(shared.wake_at(settings));
+        let at = grace.map_or(at, |g| at.min(g));
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -468,12 +480,7 @@ async fn watch(
                 grace = Some(Instant::now() + settings.shutdown_grace);
                 conn.as_mut().graceful_shutdown();
             }
-            () = async {
-                match at {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            () = tokio::time::sleep_until(at) => {
                 if grace.is_some_and(|g| Instant::now() >= g) {
                     if shared.busy.load(Ordering::Acquire) {
                         stats.cut_at_shutdown.fetch_add(1, Ordering::Relaxed);
