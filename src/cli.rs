@@ -764,24 +764,17 @@ fn scan_cmd(a: ScanArgs) -> anyhow::Result<()> {
         let rt = crate::server::runtime()?;
         rt.block_on(async {
             for d in &found {
-                let source = format!("scan:{}", d.rule);
+                let source = d.source();
                 let r = match d.action {
                     crate::scan::rules::Action::CatchRelease => {
                         remote.cr_drop(d.addr, &source).await
                     }
                     crate::scan::rules::Action::Block(len) => {
-                        let why = format!(
-                            "{} failures ({}) from {} to {}",
-                            d.count,
-                            d.rule,
-                            crate::bhr::api::Iso(d.first),
-                            crate::bhr::api::Iso(d.last)
-                        );
                         remote
                             .block(
                                 ipnet::IpNet::from(d.addr),
                                 &source,
-                                &why,
+                                &d.why(),
                                 len.as_micros() / 1_000_000,
                             )
                             .await

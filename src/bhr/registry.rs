@@ -74,6 +74,40 @@ pub struct NewBlock {
     pub autoscale: bool,
 }
 
+impl NewBlock {
+    /// A request made inside catchd rather than read from a request body: `cidr` spelled
+    /// as it is, indefinite until [`until`](NewBlock::until) says otherwise, every check
+    /// applied, an existing block returned as it is.
+    pub fn new(cidr: IpNet, who: UserId, source: &str, why: impl Into<String>) -> NewBlock {
+        NewBlock {
+            cidr,
+            cidr_text: cidr.to_string(),
+            who,
+            source: source.to_string(),
+            why: why.into(),
+            seconds: 0,
+            until: None,
+            skip_whitelist: false,
+            extend: false,
+            autoscale: false,
+        }
+    }
+
+    /// Ends the block at `until` (`None`: indefinite).
+    #[must_use]
+    pub fn until(mut self, until: Option<Time>) -> NewBlock {
+        self.until = until;
+        self
+    }
+
+    /// Extends an expected block for the same network instead of returning it as it is.
+    #[must_use]
+    pub fn extending(mut self) -> NewBlock {
+        self.extend = true;
+        self
+    }
+}
+
 /// The result of adding a block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Added {
@@ -454,6 +488,13 @@ impl Registry {
             }
         }
         self.entries[idx(eid)].1 = is_due;
+    }
+
+    /// The registry as of `now`: moved there first, so that a read can never see a block
+    /// as expected after its end.
+    pub fn at(&mut self, now: Time) -> &Registry {
+        self.advance(now);
+        self
     }
 
     /// Moves time forward (never back): blocks whose `unblock_at` has passed stop being

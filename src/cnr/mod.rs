@@ -619,6 +619,12 @@ impl Engine {
         Sighting::Queued
     }
 
+    /// Whether a sighting of `a` now would re-drop it: it is watched and no DROP rule for
+    /// it is in place.
+    pub fn may_redrop(&self, a: Addr) -> bool {
+        self.watch.contains(&a) && self.nc.drop_rule_for(a).is_none()
+    }
+
     /// `catch_release_seen`; returns whether `a` is tracked.
     fn seen_impl(&mut self, a: Addr) -> bool {
         let Some(mut e) = self.watch.entry(&a) else {

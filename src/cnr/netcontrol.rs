@@ -190,6 +190,7 @@ pub trait RuleIds: Send {
     /// The refusal, for the log.
     fn assign(
         &mut self,
+        now: Time,
         entity: IpNet,
         expire: Interval,
         location: Option<&str>,
@@ -198,7 +199,8 @@ pub trait RuleIds: Send {
 
 /// A NetControl plugin: something that puts drop rules in place.
 ///
-/// Calls are synchronous and must not block: a backend accepts or declines at once and
+/// Calls are synchronous, get the engine's `now`, and must not wait on I/O: a backend
+/// accepts or declines at once and
 /// answers either during the call (through [`Answers`]) or later (through
 /// [`Engine::answer`]).
 pub trait Backend: Send {
@@ -212,10 +214,16 @@ pub trait Backend: Send {
     }
 
     /// Offers a rule. Returns whether the backend takes it.
-    fn add_rule(&mut self, rule: &Arc<Rule>, answers: &mut Answers) -> bool;
+    fn add_rule(&mut self, now: Time, rule: &Arc<Rule>, answers: &mut Answers) -> bool;
 
     /// Asks the backend to remove a rule it accepted. Returns whether it will.
-    fn remove_rule(&mut self, rule: &Arc<Rule>, reason: &str, answers: &mut Answers) -> bool;
+    fn remove_rule(
+        &mut self,
+        now: Time,
+        rule: &Arc<Rule>,
+        reason: &str,
+        answers: &mut Answers,
+    ) -> bool;
 }
 
 /// The built-in backend: accepts every rule at once and removes it when asked, leaving
@@ -247,12 +255,18 @@ impl Backend for AcceptingBackend {
         &self.name
     }
 
-    fn add_rule(&mut self, _rule: &Arc<Rule>, answers: &mut Answers) -> bool {
+    fn add_rule(&mut self, _now: Time, _rule: &Arc<Rule>, answers: &mut Answers) -> bool {
         answers.push(Answer::Added(String::new()));
         true
     }
 
-    fn remove_rule(&mut self, _rule: &Arc<Rule>, _reason: &str, answers: &mut Answers) -> bool {
+    fn remove_rule(
+        &mut self,
+        _now: Time,
+        _rule: &Arc<Rule>,
+        _reason: &str,
+        answers: &mut Answers,
+    ) -> bool {
         answers.push(Answer::Removed(String::new()));
         true
     }
@@ -523,7 +537,7 @@ impl Engine {
                     self.report(msg);
                     return None;
                 }
-                match ids.assign(entity, expire, location.as_deref()) {
+                match ids.assign(self.now, entity, expire, location.as_deref()) {
                     Ok(id) => id,
                     Err(why) => {
                         self.log_refused(entity, expire, location, why);
@@ -553,7 +567,10 @@ impl Engine {
                 break;
             }
             let mut answers = Answers::default();
-            if self.nc.plugins[i].backend.add_rule(&rule, &mut answers) {
+            if self.nc.plugins[i]
+                .backend
+                .add_rule(self.now, &rule, &mut answers)
+            {
                 accepted = Some(priority);
                 self.log_rule(&rule, "ADD", State::Requested, id, "");
                 plugins.insert(id);
@@ -642,7 +659,9 @@ impl Engine {
     fn remove_rule_plugin(&mut self, rule: &Arc<Rule>, p: PluginId, reason: &str) -> bool {
         let mut answers = Answers::default();
         let ok = match self.nc.plugin_mut(p) {
-            Some(plugin) => plugin.backend.remove_rule(rule, reason, &mut answers),
+            Some(plugin) => plugin
+                .backend
+                .remove_rule(self.now, rule, reason, &mut answers),
             None => false,
         };
         if ok {

@@ -477,11 +477,11 @@ impl Backend for Deferred {
     fn name(&self) -> &str {
         "manager"
     }
-    fn add_rule(&mut self, r: &Arc<Rule>, _: &mut Answers) -> bool {
+    fn add_rule(&mut self, _now: Time, r: &Arc<Rule>, _: &mut Answers) -> bool {
         self.taken.lock().unwrap().push(r.clone());
         true
     }
-    fn remove_rule(&mut self, _: &Arc<Rule>, _: &str, _: &mut Answers) -> bool {
+    fn remove_rule(&mut self, _now: Time, _: &Arc<Rule>, _: &str, _: &mut Answers) -> bool {
         true
     }
 }
@@ -560,11 +560,11 @@ impl Backend for Failing {
     fn name(&self) -> &str {
         "failing"
     }
-    fn add_rule(&mut self, _: &Arc<Rule>, a: &mut Answers) -> bool {
+    fn add_rule(&mut self, _now: Time, _: &Arc<Rule>, a: &mut Answers) -> bool {
         a.push(Answer::Error("no route".into()));
         true
     }
-    fn remove_rule(&mut self, _: &Arc<Rule>, _: &str, _: &mut Answers) -> bool {
+    fn remove_rule(&mut self, _now: Time, _: &Arc<Rule>, _: &str, _: &mut Answers) -> bool {
         true
     }
 }
@@ -596,11 +596,11 @@ impl Backend for Existing {
     fn name(&self) -> &str {
         "exists"
     }
-    fn add_rule(&mut self, _: &Arc<Rule>, a: &mut Answers) -> bool {
+    fn add_rule(&mut self, _now: Time, _: &Arc<Rule>, a: &mut Answers) -> bool {
         a.push(Answer::Exists("old: ".into()));
         true
     }
-    fn remove_rule(&mut self, _: &Arc<Rule>, _: &str, _: &mut Answers) -> bool {
+    fn remove_rule(&mut self, _now: Time, _: &Arc<Rule>, _: &str, _: &mut Answers) -> bool {
         true
     }
 }
@@ -1041,6 +1041,7 @@ struct Registry(u32);
 impl RuleIds for Registry {
     fn assign(
         &mut self,
+        _now: Time,
         entity: ipnet::IpNet,
         _expire: Interval,
         _location: Option<&str>,

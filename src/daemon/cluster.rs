@@ -18,13 +18,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::bhr::api::{AppState, Receipt};
+use crate::bhr::api::{AppState, Tell};
 use crate::bhr::model::{Block, UserId};
 use crate::bhr::registry::NewBlock;
 use crate::broker::zeek::{self, RuleView};
 use crate::broker::{Event, Value};
 use crate::bus::Publisher;
 use crate::cnr::{CatchReleaseRecord, Output, Watchlist};
+use crate::daemon::effects::Effects;
 use crate::time::Time;
 
 /// A rule Zeek gave catchd, kept to answer about it later.
@@ -70,7 +71,6 @@ pub struct Cluster {
     ends: BTreeSet<(Time, u64)>,
     /// Answers waiting for their block to be durable.
     pending: Vec<(Arc<str>, Event)>,
-    last: Option<Receipt>,
 }
 
 impl Cluster {
@@ -93,7 +93,6 @@ impl Cluster {
             by_id: HashMap::new(),
             ends: BTreeSet::new(),
             pending: Vec::new(),
-            last: None,
         }
     }
 
@@ -155,7 +154,13 @@ impl Cluster {
 
     /// `broker_add_rule`: returns the block it made or found, for the core to mirror into
     /// catch-and-release.
-    pub fn add_rule(&mut self, api: &AppState, req: RuleRequest<'_>, now: Time) -> Option<Block> {
+    pub fn add_rule(
+        &mut self,
+        api: &AppState,
+        effects: &mut Effects,
+        req: RuleRequest<'_>,
+        now: Time,
+    ) -> Option<Block> {
         let RuleRequest {
             topic,
             plugin,
@@ -194,21 +199,11 @@ impl Cluster {
             .clone()
             .filter(|l| !l.is_empty())
             .unwrap_or_else(|| format!("NetControl rule {}", r.id));
-        let req = NewBlock {
-            cidr: net.trunc(),
-            cidr_text: net.to_string(),
-            who: self.who,
-            source: self.source.clone(),
-            why,
-            seconds: 0,
-            until: expire.map(|e| now + e),
-            skip_whitelist: false,
-            extend: false,
-            autoscale: false,
-        };
-        match api.add_block_at(&req, now) {
-            Ok((id, created, rx)) => {
-                self.last = Some(rx);
+        let mut req =
+            NewBlock::new(net.trunc(), self.who, &self.source, why).until(expire.map(|e| now + e));
+        req.cidr_text = net.to_string();
+        match effects.add_block(&req, now, Tell::Nobody) {
+            Ok((id, created)) => {
                 let block = api.block(id);
                 let name = if created {
                     zeek::BROKER_RULE_ADDED
@@ -262,7 +257,13 @@ impl Cluster {
 
     /// `broker_remove_rule`: ends the rule's block if the rule made it (and no other Zeek
     /// rule stands for it) and answers `broker_rule_removed`.
-    pub fn remove_rule(&mut self, api: &AppState, req: RuleRequest<'_>, reason: &str, now: Time) {
+    pub fn remove_rule(
+        &mut self,
+        effects: &mut Effects,
+        req: RuleRequest<'_>,
+        reason: &str,
+        now: Time,
+    ) {
         if !self.netcontrol {
             return;
         }
@@ -286,13 +287,11 @@ impl Cluster {
                 } else {
                     reason
                 };
-                match api.end_block_at(block, self.who, why, now) {
-                    Some(rx) => {
-                        self.last = Some(rx);
-                        msg = format!("registry block {block} ended");
-                    }
-                    None => msg = format!("registry block {block} had already ended"),
-                }
+                msg = if effects.end_block(block, self.who, why, now) {
+                    format!("registry block {block} ended")
+                } else {
+                    format!("registry block {block} had already ended")
+                };
             }
         } else {
             msg.push_str("not blocked by catchd");
@@ -307,14 +306,13 @@ impl Cluster {
         self.pending.push((topic.clone(), e));
     }
 
-    /// Sends the answers, once what they report is durable.
-    pub fn send_answers(&mut self) {
+    /// Sends the answers, once what they report is durable (everything submitted to
+    /// `store` so far).
+    pub fn send_answers(&mut self, store: &crate::store::Store) {
         if self.pending.is_empty() {
             return;
         }
-        if let Some(rx) = self.last.take()
-            && let Err(e) = rx.blocking_recv().unwrap_or(Ok(()))
-        {
+        if let Err(e) = store.submit(Vec::new()).blocking_recv().unwrap_or(Ok(())) {
             tracing::error!(error = %e, "Bus: a NetControl block is not durable; not answering.");
             self.pending.clear();
             return;

@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, select};
 use tokio::sync::oneshot;
 
 use crate::addr::Addr;
-use crate::bhr::api::{AppState, Receipt};
+use crate::bhr::api::{AppState, Receipt, Tell};
 use crate::bhr::model::Block;
 use crate::bhr::registry::Change;
 use crate::cnr::{
@@ -33,9 +33,24 @@ use crate::time::{Interval, Time};
 use crate::zeeklog::LogSet;
 
 use super::cluster::{Cluster, RuleRequest};
-use super::link::{self, Shared};
+use super::effects::{self, Shared, block_id, rule_id};
 use crate::broker::zeek::Incoming;
 use crate::bus::Received;
+
+impl Command {
+    /// Whether acting on it may change the registry (its step then holds the cluster
+    /// lock).
+    fn may_change_registry(&self) -> bool {
+        matches!(
+            self,
+            Command::Drop { .. }
+                | Command::DropMany { .. }
+                | Command::Unblock { .. }
+                | Command::Registry(_)
+                | Command::Scan(_)
+        )
+    }
+}
 
 /// A value whose changes are durable once `receipt` answers.
 pub struct Durable<T> {
@@ -156,7 +171,7 @@ struct Step {
 /// The catch-and-release core.
 pub struct Core {
     engine: Engine,
-    link: Shared,
+    effects: Shared,
     api: Arc<AppState>,
     store: Store,
     logs: LogSet,
@@ -185,10 +200,6 @@ pub struct Core {
     durable_rx: Receiver<(u64, Result<(), crate::store::Error>)>,
 }
 
-fn rule_id(block: u64) -> Option<RuleId> {
-    u32::try_from(block).ok().and_then(RuleId::new)
-}
-
 fn is_host(net: &ipnet::IpNet) -> bool {
     net.prefix_len() == net.max_prefix_len()
 }
@@ -200,7 +211,7 @@ impl Core {
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         engine: Engine,
-        link: Shared,
+        effects: Shared,
         api: Arc<AppState>,
         store: Store,
         logs: LogSet,
@@ -214,7 +225,7 @@ impl Core {
         let mut plugins = Vec::new();
         let mut auto = None;
         if settings.block_managers.is_empty() {
-            auto = engine.plugin_id(link::AUTO_PLUGIN);
+            auto = engine.plugin_id(effects::AUTO_PLUGIN);
             plugins.extend(auto);
         } else {
             for ident in &settings.block_managers {
@@ -228,7 +239,7 @@ impl Core {
         let (durable_tx, durable_rx) = crossbeam_channel::unbounded();
         let mut core = Core {
             engine,
-            link,
+            effects,
             api,
             store,
             logs,
@@ -256,13 +267,14 @@ impl Core {
         core
     }
 
+    /// The time: the process's one clock (the API's), never behind the engine.
     fn now(&self) -> Time {
-        Time::now().max(self.engine.now())
+        self.api.now().max(self.engine.now())
     }
 
     /// Puts the stored state back and replays the time catchd was down.
     fn restore(&mut self, watch: Vec<(Addr, WatchState)>, clock: Option<Time>) {
-        let now = Time::now();
+        let now = self.api.now();
         let since = clock.unwrap_or(now).min(now);
         self.engine.advance(since);
         let rules: BTreeSet<RuleId> = watch.iter().filter_map(|(_, st)| st.rule).collect();
@@ -270,7 +282,7 @@ impl Core {
             self.engine.restore_watch(*a, st);
         }
         for id in rules {
-            if let Some(b) = self.api.block(u64::from(id.get())) {
+            if let Some(b) = self.api.block(block_id(id)) {
                 self.restore_block(&b, since);
             }
         }
@@ -288,6 +300,7 @@ impl Core {
         self.engine.advance(now);
         self.engine.drain_all();
         self.flush();
+        self.finish_step();
     }
 
     /// The plugins that have block `id` in place.
@@ -400,7 +413,7 @@ impl Core {
         let Some(rule) = self.engine.rule(id) else {
             return;
         };
-        if let Some(b) = self.api.block(u64::from(id.get())) {
+        if let Some(b) = self.api.block(block_id(id)) {
             // Extended since: wait for the new end.
             if let Some(u) = b.unblock_at
                 && u > t
@@ -421,7 +434,6 @@ impl Core {
         } else {
             active
         };
-        link::lock(&self.link).now = t;
         for p in targets {
             self.engine.answer(t, rule.clone(), p, Answer::Timeout);
         }
@@ -450,18 +462,6 @@ impl Core {
                 | Output::BlockDelete { .. } => {}
             }
             outputs.push(o);
-        }
-        let (made, last) = {
-            let mut l = link::lock(&self.link);
-            (std::mem::take(&mut l.made), l.last.take())
-        };
-        for (id, end) in made {
-            if let Some(end) = end {
-                self.set_end(id, end);
-            }
-        }
-        if let Some(rx) = last {
-            self.last = Some(rx);
         }
         let mut writes: Vec<Write> = Vec::new();
         if !self.dirty.is_empty() {
@@ -591,6 +591,58 @@ impl Core {
         self.next_rotation = self.settings.rotate_interval.map(|d| Instant::now() + d);
     }
 
+    /// Takes the cluster's registry lock for the step in progress, unless it holds it
+    /// already: outside the engine, before a call that may change the registry. (Outside
+    /// a cluster there is nothing to take.)
+    fn hold_lock(&mut self) {
+        let mut fx = effects::lock(&self.effects);
+        if !fx.holding() {
+            fx.begin(self.api.lock_cluster_blocking().map_err(|_| ()));
+        }
+    }
+
+    /// Ends a step: what the engine asked of the registry is applied, the ends of the
+    /// blocks it made are scheduled, and in a cluster the lock is released once the
+    /// step's registry changes are durable (outside one, the core goes on and watches the
+    /// last receipt for a store failure).
+    fn finish_step(&mut self) {
+        let done = effects::lock(&self.effects).finish();
+        for (id, end) in &done.made {
+            if let Some(end) = end {
+                self.set_end(*id, *end);
+            }
+        }
+        if !done.made.is_empty() {
+            self.api.wake_queues();
+        }
+        match done.held {
+            Some(guard) if guard.in_cluster() => {
+                for rx in done.receipts {
+                    if let Err(e) = rx
+                        .blocking_recv()
+                        .unwrap_or(Err(crate::store::Error::Closed))
+                    {
+                        self.api.fail(&e.to_string());
+                    }
+                }
+                drop(guard);
+            }
+            _ => {
+                if let Some(rx) = done.receipts.into_iter().last() {
+                    self.last = Some(rx);
+                }
+            }
+        }
+    }
+
+    /// Whether a sighting of `addr` at `now` may re-drop it (it is watched and not
+    /// blocked), so its step needs the cluster lock.
+    fn may_redrop(&mut self, s: &Sighting) -> bool {
+        let now = s.ts.max(self.engine.now());
+        self.engine.advance(now);
+        self.engine.may_redrop(s.addr)
+    }
+
     /// A receipt for the reply to a command: answers once everything submitted so far
     /// (the command's own changes included) is durable and its records are in the logs.
     fn receipt(&mut self) -> Receipt {
@@ -601,7 +653,6 @@ impl Core {
 
     fn sighting(&mut self, s: Sighting) {
         let now = s.ts.max(self.engine.now());
-        link::lock(&self.link).now = now;
         let _ = self.engine.sighting(now, s.addr);
         self.engine.drain_all();
         self.metrics.sightings.fetch_add(1, Ordering::Relaxed);
@@ -618,26 +669,23 @@ impl Core {
         let now = self.now();
         let ip: IpAddr = addr.to_ip();
         if self.engine.drop_rule_for(ip).is_none()
-            && let Some(b) = self.api.expected_host_block(ip, now)
+            && let Some(b) = self.api.expected_host_block(ip)
         {
             self.mirror(&b);
         }
-        link::lock(&self.link).now = now;
         let info = self.engine.drop_catch_release(now, addr, location);
         self.engine.drain_all();
         if info.is_known() {
             Ok(info)
         } else {
-            Err(link::lock(&self.link)
-                .refusal
-                .take()
+            Err(effects::lock(&self.effects)
+                .take_refusal()
                 .unwrap_or_else(|| "no backend took the drop".into()))
         }
     }
 
     fn registry_changes(&mut self, changes: Vec<Change>) {
         let now = self.now();
-        link::lock(&self.link).now = now;
         self.engine.advance(now);
         for ch in changes {
             if let (Change::Block(b), Some(c)) = (&ch, self.cluster.as_mut()) {
@@ -735,7 +783,6 @@ impl Core {
                 reply,
             } => {
                 let now = self.now();
-                link::lock(&self.link).now = now;
                 let value = self.engine.unblock_catch_release(now, addr, &reason);
                 self.engine.drain_all();
                 self.flush();
@@ -766,10 +813,10 @@ impl Core {
         if let Some(c) = self.cluster.as_mut() {
             c.expire(&self.api, now);
         }
-        link::lock(&self.link).now = now;
         self.engine.advance(now);
         self.engine.drain_all();
         self.flush();
+        self.finish_step();
         if self.next_rotation.is_some_and(|t| Instant::now() >= t) {
             self.rotate();
         }
@@ -786,7 +833,7 @@ impl Core {
     }
 
     fn sleep_for(&self) -> Duration {
-        let now = Time::now();
+        let now = self.api.now();
         let next = [
             self.engine.next_deadline(),
             self.expiries.first().map(|(t, _)| *t),
@@ -834,13 +881,20 @@ impl Core {
                         let _ = reply.send(());
                         return Ok(());
                     }
-                    Ok(c) => self.command(c),
+                    Ok(c) => {
+                        if c.may_change_registry() {
+                            self.hold_lock();
+                        }
+                        self.command(c);
+                        self.finish_step();
+                    }
                     Err(_) => {
                         self.shutdown();
                         return Ok(());
                     }
                 },
                 recv(bus) -> r => {
+                    self.hold_lock();
                     match r {
                         Ok(r) => {
                             self.bus_event(r);
@@ -850,24 +904,28 @@ impl Core {
                         }
                         Err(_) => {
                             // The bus's socket thread is gone.
+                            self.finish_step();
                             self.shutdown();
                             return Err("the event bus stopped".into());
                         }
                     }
                     self.engine.drain_all();
                     self.flush();
+                    self.finish_step();
                     if let Some(c) = self.cluster.as_mut() {
-                        c.send_answers();
+                        c.send_answers(&self.store);
                     }
                 }
                 recv(sightings) -> s => {
-                    if let Ok(s) = s {
-                        self.sighting(s);
-                        for s in sightings.try_iter().take(SIGHTING_BATCH - 1) {
-                            self.sighting(s);
+                    let clustered = self.api.in_cluster();
+                    for s in s.into_iter().chain(sightings.try_iter().take(SIGHTING_BATCH - 1)) {
+                        if clustered && self.may_redrop(&s) {
+                            self.hold_lock();
                         }
+                        self.sighting(s);
                     }
                     self.flush();
+                    self.finish_step();
                 }
                 default(wait) => {}
             }
@@ -879,10 +937,9 @@ impl Core {
     /// changes it caused, so a stored position never runs ahead of them).
     fn scan_batch(&mut self, b: super::logscan::Batch) {
         let now = self.now();
-        link::lock(&self.link).now = now;
         self.engine.advance(now);
         for d in b.detections {
-            let location = format!("scan:{}", d.rule);
+            let location = d.source();
             match d.action {
                 crate::scan::rules::Action::CatchRelease => {
                     if let Err(e) = self.drop_one(Addr::from(d.addr), &location) {
@@ -890,28 +947,10 @@ impl Core {
                     }
                 }
                 crate::scan::rules::Action::Block(len) => {
-                    let net = ipnet::IpNet::from(d.addr);
-                    let req = crate::bhr::registry::NewBlock {
-                        cidr: net,
-                        cidr_text: net.to_string(),
-                        who: link::lock(&self.link).who(),
-                        source: location,
-                        why: format!(
-                            "{} failures ({}) from {} to {}",
-                            d.count,
-                            d.rule,
-                            crate::bhr::api::Iso(d.first),
-                            crate::bhr::api::Iso(d.last)
-                        ),
-                        seconds: 0,
-                        until: Some(now + len),
-                        skip_whitelist: false,
-                        extend: true,
-                        autoscale: false,
-                    };
-                    match self.api.add_block_at(&req, now) {
-                        Ok((id, _, rx)) => {
-                            self.last = Some(rx);
+                    let req = d.block_request(effects::lock(&self.effects).who(), now, len);
+                    let made = effects::lock(&self.effects).add_block(&req, now, Tell::Nobody);
+                    match made {
+                        Ok((id, _)) => {
                             if let Some(block) = self.api.block(id)
                                 && is_host(&block.cidr)
                             {
@@ -941,7 +980,6 @@ impl Core {
     /// NetControl backend contract). Records stay queued for the caller's flush.
     fn bus_event(&mut self, r: Received) {
         let now = self.now();
-        link::lock(&self.link).now = now;
         self.engine.advance(now);
         match r.event {
             Incoming::Add { addr, location } => {
@@ -966,7 +1004,10 @@ impl Core {
                     raw,
                     rule,
                 };
-                if let Some(b) = c.add_rule(&self.api, req, now)
+                let mut fx = effects::lock(&self.effects);
+                let made = c.add_rule(&self.api, &mut fx, req, now);
+                drop(fx);
+                if let Some(b) = made
                     && is_host(&b.cidr)
                 {
                     self.block_changed(&b, now);
@@ -985,7 +1026,7 @@ impl Core {
                         raw,
                         rule,
                     };
-                    c.remove_rule(&self.api, req, &reason, now);
+                    c.remove_rule(&mut effects::lock(&self.effects), req, &reason, now);
                 }
             }
             Incoming::NetControlHello(id) => {

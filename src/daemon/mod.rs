@@ -11,8 +11,8 @@
 
 pub mod cluster;
 pub mod core;
+pub mod effects;
 pub mod http;
-pub mod link;
 pub mod logscan;
 pub mod replica;
 pub mod workers;
@@ -31,7 +31,7 @@ use crate::server::{self, Opened};
 use crate::zeeklog::{Format, LogSet};
 
 use self::core::{Command, Core, CoreMetrics};
-use self::link::{Link, ManagerPlugin, RegistryIds};
+use self::effects::{Effects, ManagerPlugin, RegistryIds};
 use self::workers::{Policy, Workers};
 
 /// The user the registry blocks of catch-and-release are made as.
@@ -211,7 +211,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         let st = state.clone();
         Workers::new(Arc::new(move |why| st.abort(why)))
     };
-    let link = Link::new(state.clone(), who, &config.cnr.source, &config.cnr.why);
+    let effects = Effects::new(state.clone(), who, &config.cnr.source, &config.cnr.why);
     // The blockers inside the daemon are block managers of catch-and-release's drops.
     let mut idents = config.cnr.block_managers.clone();
     for b in &config.blockers {
@@ -247,10 +247,10 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
     }
     let mut backends: Vec<(Box<dyn Backend>, i64)> = Vec::new();
     if idents.is_empty() {
-        backends.push((Box::new(ManagerPlugin::auto(link.clone())), 0));
+        backends.push((Box::new(ManagerPlugin::auto(effects.clone())), 0));
     } else {
         for ident in &idents {
-            backends.push((Box::new(ManagerPlugin::ident(ident, link.clone())), 0));
+            backends.push((Box::new(ManagerPlugin::ident(ident, effects.clone())), 0));
         }
     }
     let mut engine = Engine::new(
@@ -264,7 +264,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         },
         backends,
     );
-    engine.set_rule_ids(Box::new(RegistryIds(link.clone())));
+    engine.set_rule_ids(Box::new(RegistryIds(effects.clone())));
     let watchlist = engine.watchlist().clone();
     let metrics = Arc::new(CoreMetrics::default());
     let mut bus = None;
@@ -294,7 +294,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         .map(|(_, n)| (n.node_id().to_string(), n.publisher().stats().clone()));
     let core = Core::start(
         engine,
-        link,
+        effects,
         state.clone(),
         store.clone(),
         logs,

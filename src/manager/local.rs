@@ -9,6 +9,10 @@ use crate::bhr::api::AppState;
 use crate::enforce::Rule;
 use crate::time::Time;
 
+/// Why a change was not made: the store failed (the server then stops) or the cluster's
+/// database is unreachable.
+const UNAVAILABLE: &str = "the store or the cluster's database is unavailable";
+
 /// This process's registry, for one ident.
 pub struct Local {
     state: Arc<AppState>,
@@ -39,7 +43,7 @@ impl Source for Local {
     }
 
     fn now(&self) -> Time {
-        self.state.clock_now()
+        self.state.now()
     }
 
     async fn queue(&self, wait: Duration, since: Time) -> Result<Vec<QueueRow>, SourceError> {
@@ -60,7 +64,7 @@ impl Source for Local {
         self.state
             .manager_set_blocked(&self.ident, ids)
             .await
-            .map_err(|e| SourceError::Store(e.to_string()))
+            .map_err(|_| SourceError::Store(UNAVAILABLE.into()))
     }
 
     async fn unblock_queue(&self) -> Result<Vec<UnblockRow>, SourceError> {
@@ -76,7 +80,7 @@ impl Source for Local {
         self.state
             .manager_set_unblocked(ids)
             .await
-            .map_err(|e| SourceError::Store(e.to_string()))
+            .map_err(|_| SourceError::Store(UNAVAILABLE.into()))
     }
 
     async fn expected(&self) -> Result<Vec<Rule>, SourceError> {

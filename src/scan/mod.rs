@@ -53,6 +53,37 @@ pub struct Detection {
     pub action: Action,
 }
 
+impl Detection {
+    /// The `source` of the block or drop it becomes: `scan:<rule>`.
+    pub fn source(&self) -> String {
+        format!("scan:{}", self.rule)
+    }
+
+    /// The `why` of the block it becomes.
+    pub fn why(&self) -> String {
+        format!(
+            "{} failures ({}) from {} to {}",
+            self.count,
+            self.rule,
+            crate::bhr::api::Iso(self.first),
+            crate::bhr::api::Iso(self.last)
+        )
+    }
+
+    /// The registry block it becomes, made as `who` at `now` for `len`.
+    pub fn block_request(
+        &self,
+        who: crate::bhr::model::UserId,
+        now: Time,
+        len: crate::time::Interval,
+    ) -> crate::bhr::registry::NewBlock {
+        let net = crate::addr::canonical_net(ipnet::IpNet::from(self.addr));
+        crate::bhr::registry::NewBlock::new(net, who, &self.source(), self.why())
+            .until(Some(now + len))
+            .extending()
+    }
+}
+
 /// What a scanner has seen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {

@@ -48,7 +48,7 @@ pub struct Cluster {
     url: String,
     /// The connection that holds the registry lock while a change is made (one change
     /// at a time per node).
-    lock: tokio::sync::Mutex<LockConn>,
+    lock: Arc<tokio::sync::Mutex<LockConn>>,
     /// Changes waiting for `lock` on this node.
     waiting: AtomicUsize,
     /// A connection for catching up between changes (kept, not made per call).
@@ -72,10 +72,13 @@ struct LockConn {
 const MAX_STREAK: u32 = 64;
 const MAX_HOLD: Duration = Duration::from_millis(20);
 
-/// The registry lock, held; [`release`](Guard::release) it once the change is durable.
-pub struct Guard<'a> {
-    conn: tokio::sync::MutexGuard<'a, LockConn>,
-    cluster: &'a Cluster,
+/// The registry lock, held. It is released when dropped (from a task on the runtime it
+/// was taken on, so a guard may be dropped anywhere), or with [`release`](Guard::release)
+/// from async code.
+pub struct Guard {
+    conn: Option<tokio::sync::OwnedMutexGuard<LockConn>>,
+    cluster: Arc<Cluster>,
+    rt: tokio::runtime::Handle,
 }
 
 async fn connect(url: &str) -> Result<Client, Error> {
@@ -98,19 +101,39 @@ async fn unlock(st: &mut LockConn) {
     }
 }
 
-impl Guard<'_> {
-    /// Releases the lock: to the next change queued on this node when there is one (for
-    /// a bounded streak, so other nodes get their turn), otherwise to everyone.
+impl Guard {
+    /// Releases the lock now.
     pub async fn release(mut self) {
-        let queued = self.cluster.waiting.load(Ordering::Acquire) > 0;
-        let young = self.conn.since.is_some_and(|t| t.elapsed() < MAX_HOLD);
-        if queued && young && self.conn.streak < MAX_STREAK && self.conn.held {
-            // Handed over with the lock held (the janitor gives it up should the waiter
-            // have gone away).
-            return;
+        if let Some(conn) = self.conn.take() {
+            give_up(&self.cluster, conn).await;
         }
-        unlock(&mut self.conn).await;
     }
+
+    fn conn(&mut self) -> &mut LockConn {
+        self.conn.as_mut().expect("held until released")
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let cluster = self.cluster.clone();
+            self.rt.spawn(async move { give_up(&cluster, conn).await });
+        }
+    }
+}
+
+/// Gives the lock to the next change queued on this node when there is one (for a bounded
+/// streak, so other nodes get their turn), otherwise to everyone.
+async fn give_up(cluster: &Cluster, mut conn: tokio::sync::OwnedMutexGuard<LockConn>) {
+    let queued = cluster.waiting.load(Ordering::Acquire) > 0;
+    let young = conn.since.is_some_and(|t| t.elapsed() < MAX_HOLD);
+    if queued && young && conn.streak < MAX_STREAK && conn.held {
+        // Handed over with the lock held (the janitor gives it up should the waiter
+        // have gone away).
+        return;
+    }
+    unlock(&mut conn).await;
 }
 
 impl Cluster {
@@ -118,7 +141,7 @@ impl Cluster {
     pub fn new(url: &str) -> Arc<Cluster> {
         Arc::new(Cluster {
             url: url.to_string(),
-            lock: tokio::sync::Mutex::new(LockConn::default()),
+            lock: Arc::new(tokio::sync::Mutex::new(LockConn::default())),
             waiting: AtomicUsize::new(0),
             reader: tokio::sync::Mutex::new(None),
         })
@@ -129,9 +152,9 @@ impl Cluster {
     ///
     /// # Errors
     /// [`Error::Db`]: the database is unreachable.
-    pub async fn lock(&self, since: i64) -> Result<(Guard<'_>, Vec<(i64, Change)>), Error> {
+    pub async fn lock(self: &Arc<Self>, since: i64) -> Result<(Guard, Vec<(i64, Change)>), Error> {
         self.waiting.fetch_add(1, Ordering::AcqRel);
-        let mut st = self.lock.lock().await;
+        let mut st = self.lock.clone().lock_owned().await;
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         if st.client.as_ref().is_none_or(Client::is_closed) {
             st.client = None;
@@ -140,13 +163,7 @@ impl Cluster {
         if st.held {
             // Held since the last change on this node: nobody else committed meanwhile.
             st.streak += 1;
-            return Ok((
-                Guard {
-                    conn: st,
-                    cluster: self,
-                },
-                Vec::new(),
-            ));
+            return Ok((self.guard(st), Vec::new()));
         }
         if st.client.is_none() {
             st.client = Some(connect(&self.url).await?);
@@ -173,17 +190,25 @@ impl Cluster {
         st.held = true;
         st.streak = 0;
         st.since = Some(Instant::now());
-        let guard = Guard {
-            conn: st,
-            cluster: self,
+        let mut guard = self.guard(st);
+        let read = {
+            let conn = guard.conn();
+            changes_since(conn.client.as_ref().expect("connected"), since).await
         };
-        match changes_since(guard.conn.client.as_ref().expect("connected"), since).await {
+        match read {
             Ok(rows) => Ok((guard, rows)),
             Err(e) => {
-                let mut g = guard;
-                unlock(&mut g.conn).await;
+                unlock(guard.conn()).await;
                 Err(e)
             }
+        }
+    }
+
+    fn guard(self: &Arc<Self>, conn: tokio::sync::OwnedMutexGuard<LockConn>) -> Guard {
+        Guard {
+            conn: Some(conn),
+            cluster: self.clone(),
+            rt: tokio::runtime::Handle::current(),
         }
     }
 

@@ -89,7 +89,7 @@ async fn durable(s: &WatchlistApi, rx: Option<Receipt>) -> Result<()> {
 async fn fail(State(s): St, h: HeaderMap, Path(raw): Path<String>) -> Result<Response> {
     authenticate(&s.api, &h).await?.require(&[Perm::AddBlock])?;
     let it = item(&raw)?;
-    let now = s.api.clock_now();
+    let now = s.api.now();
     let mut last = None;
     let f = s.list.fail(it, now, |c| s.persist(c, &mut last));
     durable(&s, last).await?;
@@ -99,23 +99,15 @@ async fn fail(State(s): St, h: HeaderMap, Path(raw): Path<String>) -> Result<Res
         && let Ok(ip) = it.parse::<std::net::IpAddr>()
     {
         let net = ipnet::IpNet::from(crate::addr::canonical_ip(ip));
-        let req = NewBlock {
-            cidr: net,
-            cidr_text: net.to_string(),
-            who: s.who,
-            source: "watchlist".into(),
-            why: if f.refreshed {
-                "failing while blacklisted".into()
-            } else {
-                format!("{} failures within the watch", f.failures)
-            },
-            seconds: 0,
-            until: Some(now + s.list.settings().block_ttl),
-            skip_whitelist: false,
-            extend: true,
-            autoscale: false,
+        let why = if f.refreshed {
+            "failing while blacklisted".to_string()
+        } else {
+            format!("{} failures within the watch", f.failures)
         };
-        match s.api.add_block_coordinated(&req, now).await? {
+        let req = NewBlock::new(net, s.who, "watchlist", why)
+            .until(Some(now + s.list.settings().block_ttl))
+            .extending();
+        match s.api.add_block_durably(&req).await? {
             Ok(_) => {}
             Err(refused) => {
                 tracing::info!(
@@ -130,7 +122,7 @@ async fn fail(State(s): St, h: HeaderMap, Path(raw): Path<String>) -> Result<Res
 }
 
 fn status_json(s: &WatchlistApi, it: &str, last: &mut Option<Receipt>, with_item: bool) -> Value {
-    let now = s.api.clock_now();
+    let now = s.api.now();
     let st = s.list.check(it, now, |c| s.persist(c, last));
     let mut m = Map::new();
     if with_item {
@@ -207,7 +199,7 @@ async fn unblock(State(s): St, h: HeaderMap, Path(raw): Path<String>) -> Result<
         .await?
         .require(&[Perm::ChangeBlock])?;
     let it = item(&raw)?;
-    let now = s.api.clock_now();
+    let now = s.api.now();
     let mut last = None;
     let was = s.list.unblock(it, now, |c| s.persist(c, &mut last));
     durable(&s, last).await?;
@@ -220,7 +212,7 @@ pub async fn sweep(state: Arc<WatchlistApi>, every: std::time::Duration) {
     loop {
         tick.tick().await;
         let store = state.api.store();
-        state.list.sweep(state.api.clock_now(), |(k, e)| {
+        state.list.sweep(state.api.now(), |(k, e)| {
             drop(store.submit(vec![Write::WatchItem(k, e)]));
         });
     }

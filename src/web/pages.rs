@@ -844,8 +844,7 @@ pub async fn add(State(s): St, h: HeaderMap, uri: Uri, body: Bytes) -> Response 
             StatusCode::FORBIDDEN,
         );
     }
-    let now = s.api.now();
-    match s.api.add_block_coordinated(&req, now).await {
+    match s.api.add_block_durably(&req).await {
         Ok(Ok((id, created))) => {
             let b = s.api.read(|r| r.block(id).cloned());
             let until = b.as_ref().and_then(|b| b.unblock_at).map_or_else(
@@ -1000,11 +999,7 @@ pub async fn do_unblock(State(s): St, h: HeaderMap, uri: Uri, body: Bytes) -> Re
     }
     let mut ended = Vec::new();
     for id in ids {
-        match s
-            .api
-            .end_block_coordinated(id, user.id, why, s.api.now())
-            .await
-        {
+        match s.api.end_block_durably(id, user.id, why).await {
             Ok(Some(cidr)) => ended.push(cidr),
             Ok(None) => {}
             Err(_) => {

@@ -14,15 +14,14 @@ use serde_json::{Map, Value, json};
 use crate::auth::Perm;
 use crate::bhr::model::{Block, UserId};
 use crate::bhr::registry::{Change, NewBlock, Registry};
-use crate::store::Write;
 use crate::time::Time;
 
-use super::AppState;
 use super::auth::{Caller, authenticate};
 use super::error::{ApiError, FieldErrors, Json, json as json_response};
 use super::input::{self, network, timestamp};
 use super::output::{self, Cell, Links, PyStr};
 use super::stream;
+use super::{AppState, Tell};
 
 type Result<T> = std::result::Result<T, ApiError>;
 type St = State<Arc<AppState>>;
@@ -75,55 +74,14 @@ fn params(q: &Option<String>) -> HashMap<String, String> {
         .collect()
 }
 
-/// Hands changes to the store under the registry lock and returns the receipt to await
-/// after unlocking. An empty batch still waits for everything queued before it, so that
-/// nothing an answer reveals is less durable than the answer.
-fn submit(
-    s: &AppState,
-    changes: Vec<Change>,
-) -> tokio::sync::oneshot::Receiver<std::result::Result<(), crate::store::Error>> {
-    s.publish(&changes);
-    s.store
-        .submit(changes.into_iter().map(Write::Bhr).collect())
-}
-
-/// Makes a change under the registry lock (moved to now first), hands the changed rows to
-/// the store while still holding the lock (so commits keep the order of the changes), and
-/// returns once they are durable.
+/// Makes a change through the one change path (see `service`), told to the listener.
 async fn change<T>(
     s: &AppState,
     f: impl FnOnce(&mut Registry, Time, &mut Vec<Change>) -> Result<T>,
 ) -> Result<T> {
-    // In a cluster: other nodes' changes first, and none of theirs until ours is stored.
-    let guard = s.cluster_lock().await?;
-    let r = async {
-        let (out, rx) = {
-            let mut reg = s.registry();
-            let now = s.now();
-            reg.advance(now);
-            let mut ch = Vec::new();
-            let out = f(&mut reg, now, &mut ch)?;
-            (out, submit(s, ch))
-        };
-        s.durable(rx).await?;
-        Ok(out)
-    }
-    .await;
-    if let Some(g) = guard {
-        g.release().await;
-    }
-    r
+    s.change(Tell::Listener, f).await
 }
 
-/// Reads the registry (moved to now first) under its lock.
-fn view<T>(s: &AppState, f: impl FnOnce(&Registry) -> T) -> T {
-    let mut reg = s.registry();
-    reg.advance(s.now());
-    f(&reg)
-}
-
-/// Waits for the store. If it failed, memory holds changes the disk does not, so the
-/// server stops (to be restarted from what is durable) and the request gets a 503.
 fn names(s: &AppState) -> HashMap<UserId, String> {
     s.users.names()
 }
@@ -165,7 +123,6 @@ async fn create(
         ))
     })
     .await?;
-    s.new_blocks.notify_waiters();
     Ok(out)
 }
 
@@ -275,7 +232,6 @@ pub async fn mblock(State(s): St, h: HeaderMap, body: Bytes) -> Result<Response>
         Ok(Json::of(&out))
     })
     .await?;
-    s.new_blocks.notify_waiters();
     Ok(out.respond(StatusCode::CREATED))
 }
 
@@ -331,14 +287,14 @@ fn stats_value(reg: &Registry) -> Value {
 /// `GET /bhr/api/stats` (public).
 pub async fn stats(State(s): St, h: HeaderMap) -> Result<Response> {
     caller(&s, &h).await?;
-    let v = view(&s, stats_value);
+    let v = s.read(stats_value);
     Ok(json_response(StatusCode::OK, &v))
 }
 
 /// `GET /bhr/api/source_stats` (public).
 pub async fn source_stats(State(s): St, h: HeaderMap) -> Result<Response> {
     caller(&s, &h).await?;
-    let v = view(&s, |reg| stats_value(reg)["sources"].clone());
+    let v = s.read(|reg| stats_value(reg)["sources"].clone());
     Ok(json_response(StatusCode::OK, &v))
 }
 
@@ -346,7 +302,7 @@ pub async fn source_stats(State(s): St, h: HeaderMap) -> Result<Response> {
 /// every request (BHR caches it for five minutes); the `Cache-Control` header stays.
 pub async fn metrics(State(s): St, h: HeaderMap) -> Result<Response> {
     caller(&s, &h).await?;
-    let (st, now) = view(&s, |reg| (reg.stats().clone(), reg.now()));
+    let (st, now) = s.read(|reg| (reg.stats().clone(), reg.now()));
     let ms = now.as_micros() / 1000;
     let mut b = String::new();
     b.push_str("\n# HELP bhr_blocked_total total hosts blocked\n# TYPE bhr_blocked_total gauge\n");
@@ -431,31 +387,18 @@ pub async fn queue(
         Some(_) => Duration::from_secs(timeout).min(s.limits.max_long_poll),
         None => Duration::ZERO,
     };
-    let deadline = tokio::time::Instant::now() + wait;
     let links = links(&h);
-    loop {
-        let notified = s.new_blocks.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let rows = view(&s, |reg| {
+    let rows = s
+        .wait_for(wait, |reg| {
             let rows = reg.queue(&ident, since);
             (!rows.is_empty())
                 .then(|| Json::seq(rows.into_iter().map(|b| output::queue_row(b, &links))))
-        });
-        if let Some(rows) = rows {
-            return Ok(rows.respond(StatusCode::OK));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(json_response(StatusCode::OK, &json!([])));
-        }
-        tokio::select! {
-            () = &mut notified => {}
-            () = tokio::time::sleep_until(deadline) => {}
-            () = s.stopping() => {
-                return Ok(json_response(StatusCode::OK, &json!([])));
-            }
-        }
-    }
+        })
+        .await;
+    Ok(match rows {
+        Some(rows) => rows.respond(StatusCode::OK),
+        None => json_response(StatusCode::OK, &json!([])),
+    })
 }
 
 /// `GET /bhr/api/unblock_queue/<ident>`.
@@ -466,7 +409,7 @@ pub async fn unblock_queue(
 ) -> Result<Response> {
     caller(&s, &h).await?.require(&[Perm::ChangeBlockEntry])?;
     let links = links(&h);
-    let rows = view(&s, |reg| {
+    let rows = s.read(|reg| {
         Json::seq(reg.unblock_queue(&ident).into_iter().map(|e| {
             let b = reg.block(e.block).expect("entries have blocks");
             output::unblock_row(e, b, &links)
@@ -535,11 +478,7 @@ pub async fn set_blocked_multi(
                 format!("Invalid pk \"{bad}\" - object does not exist."),
             ))
         })?;
-        for id in &ids {
-            if let Some(b) = reg.block(*id) {
-                tracing::info!("SET_BLOCKED ID={id} IP={} IDENT={ident}", b.cidr);
-            }
-        }
+        super::service::log_set_blocked(reg, &ident, &ids);
         Ok(())
     })
     .await?;
@@ -553,11 +492,7 @@ pub async fn set_unblocked_multi(State(s): St, h: HeaderMap, body: Bytes) -> Res
     let ids = ids(&m)?;
     change(&s, |reg, now, ch| {
         reg.set_unblocked(&ids, now, ch);
-        for c in ch.iter() {
-            if let Change::Entry(e) = c {
-                tracing::info!("SET_UNBLOCKED ID={}", e.id);
-            }
-        }
+        super::service::log_set_unblocked(ch);
         Ok(())
     })
     .await?;
@@ -672,7 +607,7 @@ async fn block_list(
     caller(&s, &h).await?.user()?;
     let links = links(&h);
     let names = names(&s);
-    let rows = view(&s, |reg| {
+    let rows = s.read(|reg| {
         Json::seq(
             pick(reg)
                 .into_iter()
@@ -692,16 +627,17 @@ async fn block_in_set(
     caller(&s, &h).await?.user()?;
     let names = names(&s);
     let links = links(&h);
-    let v = view(&s, |reg| {
-        let b = pick(reg).into_iter().find(|b| b.id == id)?;
-        Some(Json::of(&output::block(
-            b,
-            who(&names, b.who),
-            &links,
-            None,
-        )))
-    })
-    .ok_or(ApiError::NotFound)?;
+    let v = s
+        .read(|reg| {
+            let b = pick(reg).into_iter().find(|b| b.id == id)?;
+            Some(Json::of(&output::block(
+                b,
+                who(&names, b.who),
+                &links,
+                None,
+            )))
+        })
+        .ok_or(ApiError::NotFound)?;
     Ok(v.respond(StatusCode::OK))
 }
 
@@ -787,11 +723,11 @@ async fn brief_in_set(
 ) -> Result<Response> {
     caller(&s, &h).await?.user()?;
     let id = id_of(raw_id)?;
-    let v = {
-        let mut reg = s.registry();
-        reg.advance(s.now());
-        to_value(output::brief(pick(&reg, id).ok_or(ApiError::NotFound)?))
-    };
+    let v = s.read(|reg| -> Result<Value> {
+        Ok(to_value(output::brief(
+            pick(reg, id).ok_or(ApiError::NotFound)?,
+        )))
+    })?;
     Ok(json_response(StatusCode::OK, &v))
 }
 
@@ -924,12 +860,11 @@ pub async fn entries_list(State(s): St, h: HeaderMap) -> Result<Response> {
 pub async fn entry_get(State(s): St, h: HeaderMap, Path(id): Path<String>) -> Result<Response> {
     caller(&s, &h).await?.user()?;
     let id = id_of(&id)?;
-    let v = {
-        let reg = s.registry();
+    let v = s.read(|reg| -> Result<Value> {
         let e = reg.entry(id).ok_or(ApiError::NotFound)?;
         let b = reg.block(e.block).expect("entries have blocks");
-        to_value(output::entry(e, b, &links(&h)))
-    };
+        Ok(to_value(output::entry(e, b, &links(&h))))
+    })?;
     Ok(json_response(StatusCode::OK, &v))
 }
 
@@ -958,7 +893,7 @@ pub async fn entry_set_unblocked(
 pub async fn whitelist_list(State(s): St, h: HeaderMap) -> Result<Response> {
     caller(&s, &h).await?.user()?;
     let names = names(&s);
-    let v = view(&s, |reg| {
+    let v = s.read(|reg| {
         Value::Array(
             reg.whitelist()
                 .iter()
@@ -974,15 +909,14 @@ pub async fn whitelist_get(State(s): St, h: HeaderMap, Path(id): Path<String>) -
     caller(&s, &h).await?.user()?;
     let id = id_of(&id)?;
     let names = names(&s);
-    let v = {
-        let reg = s.registry();
+    let v = s.read(|reg| -> Result<Value> {
         let w = reg
             .whitelist()
             .iter()
             .find(|w| w.id == id)
             .ok_or(ApiError::NotFound)?;
-        to_value(output::whitelist(w, who(&names, w.who)))
-    };
+        Ok(to_value(output::whitelist(w, who(&names, w.who))))
+    })?;
     Ok(json_response(StatusCode::OK, &v))
 }
 
@@ -1032,7 +966,7 @@ pub async fn whitelist_delete(
 pub async fn source_blacklist_list(State(s): St, h: HeaderMap) -> Result<Response> {
     caller(&s, &h).await?.user()?;
     let names = names(&s);
-    let v = view(&s, |reg| {
+    let v = s.read(|reg| {
         Value::Array(
             reg.source_blacklist()
                 .iter()
@@ -1051,15 +985,14 @@ pub async fn source_blacklist_get(
 ) -> Result<Response> {
     caller(&s, &h).await?.user()?;
     let names = names(&s);
-    let v = {
-        let reg = s.registry();
+    let v = s.read(|reg| -> Result<Value> {
         let e = reg
             .source_blacklist()
             .iter()
             .find(|e| *e.source == *source)
             .ok_or(ApiError::NotFound)?;
-        to_value(output::source_blacklist(e, who(&names, e.who)))
-    };
+        Ok(to_value(output::source_blacklist(e, who(&names, e.who))))
+    })?;
     Ok(json_response(StatusCode::OK, &v))
 }
 
@@ -1156,7 +1089,7 @@ pub async fn list_csv(State(s): St, h: HeaderMap, RawQuery(q): RawQuery) -> Resu
 /// browser session there, which catchd does not have).
 pub async fn publist_csv(State(s): St, h: HeaderMap) -> Result<Response> {
     let c = reader(&s, &h).await?;
-    let public = s.registry().settings().unauthenticated_limited_query;
+    let public = s.read(|r| r.settings().unauthenticated_limited_query);
     if !public {
         c.user()?;
     }

@@ -33,7 +33,7 @@ pub use auth::{Caller, Users, authenticate, check_password, client, client_scope
 pub use error::{ApiError, FieldErrors, Json};
 pub use input::{block_request, body, network, object, text, timestamp};
 pub use output::Iso;
-pub use service::{Listener, Receipt};
+pub use service::{ClusterGuard, Listener, Receipt, Tell};
 
 use crate::bhr::registry::Registry;
 use crate::store::Store;
@@ -251,55 +251,6 @@ impl AppState {
         }
     }
 
-    /// Runs a registry change made from a thread outside the runtime (the daemon's core)
-    /// under the cluster's registry lock, when this node is in a cluster: `f` makes the
-    /// change and returns its receipt, which is awaited before the lock is released (the
-    /// receipt handed back is then already answered). Outside a cluster, `f` alone.
-    pub(crate) fn coordinated_blocking<T>(
-        &self,
-        f: impl FnOnce() -> (T, Option<service::Receipt>),
-    ) -> Result<(T, Option<service::Receipt>), ApiError> {
-        let Some(rt) = self.cluster_rt.get() else {
-            return Ok(f());
-        };
-        let guard = rt.block_on(self.cluster_lock())?;
-        let (out, rx) = f();
-        let settled = match rx {
-            Some(rx) => {
-                let r = rt.block_on(rx).unwrap_or(Err(crate::store::Error::Closed));
-                if let Err(e) = &r {
-                    self.fail(&e.to_string());
-                }
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let _ = tx.send(r);
-                Some(rx)
-            }
-            None => None,
-        };
-        if let Some(g) = guard {
-            rt.block_on(g.release());
-        }
-        Ok((out, settled))
-    }
-
-    /// Takes the cluster's registry lock and catches up, when this node is in a cluster.
-    ///
-    /// # Errors
-    /// [`ApiError::Unavailable`] when the database cannot be reached.
-    pub(crate) async fn cluster_lock(
-        &self,
-    ) -> Result<Option<crate::store::cluster::Guard<'_>>, ApiError> {
-        let Some((c, _)) = self.cluster.get() else {
-            return Ok(None);
-        };
-        let (guard, rows) = c.lock(self.cluster_seq()).await.map_err(|e| {
-            tracing::warn!(error = %e, "Cluster: cannot take the registry lock.");
-            ApiError::Unavailable
-        })?;
-        self.catch_up(rows);
-        Ok(Some(guard))
-    }
-
     /// Asks the server to stop: no new connections, long polls answer at once, requests in
     /// flight finish.
     pub fn stop(&self) {
@@ -353,14 +304,6 @@ impl AppState {
         (self.clock)()
     }
 
-    /// Reads the registry, moved to now first, under its lock (keep `f` short: every
-    /// request waits for it).
-    pub fn read<T>(&self, f: impl FnOnce(&Registry) -> T) -> T {
-        let mut reg = self.registry();
-        reg.advance(self.now());
-        f(&reg)
-    }
-
     /// Lets browsers signed in to the web pages read `list.csv` and `publist.csv` (once;
     /// later calls are ignored).
     pub fn set_session_lookup(&self, f: SessionLookup) {
@@ -398,7 +341,7 @@ const COLLECTIONS: [&str; 9] = [
 /// a GET is redirected), and queue idents and query networks take the rest of the path.
 pub fn router(state: Arc<AppState>) -> Router {
     use handlers as h;
-    let limited = state.registry().settings().unauthenticated_limited_query;
+    let limited = state.read(|r| r.settings().unauthenticated_limited_query);
     let max_body = state.limits.max_body;
     let mut api = Router::new()
         .route("/bhr/api/", get(h::api_root))
