@@ -318,11 +318,11 @@ impl Backend for Scripted {
     fn name(&self) -> &str {
         self.name
     }
-    fn add_rule(&mut self, _r: &Arc<Rule>, a: &mut Answers) -> bool {
+    fn add_rule(&mut self, _now: Time, _r: &Arc<Rule>, a: &mut Answers) -> bool {
         a.push((self.answer)());
         true
     }
-    fn remove_rule(&mut self, _r: &Arc<Rule>, _reason: &str, a: &mut Answers) -> bool {
+    fn remove_rule(&mut self, _now: Time, _r: &Arc<Rule>, _reason: &str, a: &mut Answers) -> bool {
         a.push(Answer::Removed(String::new()));
         true
     }
