@@ -37,21 +37,6 @@ use super::effects::{self, Shared, block_id, rule_id};
 use crate::broker::zeek::Incoming;
 use crate::bus::Received;
 
-impl Command {
-    /// Whether acting on it may change the registry (its step then holds the cluster
-    /// lock).
-    fn may_change_registry(&self) -> bool {
-        matches!(
-            self,
-            Command::Drop { .. }
-                | Command::DropMany { .. }
-                | Command::Unblock { .. }
-                | Command::Registry(_)
-                | Command::Scan(_)
-        )
-    }
-}
-
 /// A value whose changes are durable once `receipt` answers.
 pub struct Durable<T> {
     /// The value.
@@ -110,6 +95,21 @@ pub enum Command {
         /// Answered when done.
         reply: oneshot::Sender<()>,
     },
+}
+
+impl Command {
+    /// Whether acting on it may change the registry (its step then holds the cluster
+    /// lock).
+    fn may_change_registry(&self) -> bool {
+        matches!(
+            self,
+            Command::Drop { .. }
+                | Command::DropMany { .. }
+                | Command::Unblock { .. }
+                | Command::Registry(_)
+                | Command::Scan(_)
+        )
+    }
 }
 
 /// The core's counters, readable from any thread.
@@ -947,8 +947,11 @@ impl Core {
                     }
                 }
                 crate::scan::rules::Action::Block(len) => {
-                    let req = d.block_request(effects::lock(&self.effects).who(), now, len);
-                    let made = effects::lock(&self.effects).add_block(&req, now, Tell::Nobody);
+                    let made = {
+                        let mut fx = effects::lock(&self.effects);
+                        let req = d.block_request(fx.who(), now, len);
+                        fx.add_block(&req, now, Tell::Nobody)
+                    };
                     match made {
                         Ok((id, _)) => {
                             if let Some(block) = self.api.block(id)

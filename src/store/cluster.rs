@@ -72,9 +72,8 @@ struct LockConn {
 const MAX_STREAK: u32 = 64;
 const MAX_HOLD: Duration = Duration::from_millis(20);
 
-/// The registry lock, held. It is released when dropped (from a task on the runtime it
-/// was taken on, so a guard may be dropped anywhere), or with [`release`](Guard::release)
-/// from async code.
+/// The registry lock, held. It is released when dropped, from a task on the runtime it was
+/// taken on, so a guard may be dropped anywhere (async code or the daemon's core thread).
 pub struct Guard {
     conn: Option<tokio::sync::OwnedMutexGuard<LockConn>>,
     cluster: Arc<Cluster>,
@@ -102,13 +101,6 @@ async fn unlock(st: &mut LockConn) {
 }
 
 impl Guard {
-    /// Releases the lock now.
-    pub async fn release(mut self) {
-        if let Some(conn) = self.conn.take() {
-            give_up(&self.cluster, conn).await;
-        }
-    }
-
     fn conn(&mut self) -> &mut LockConn {
         self.conn.as_mut().expect("held until released")
     }
