@@ -15,6 +15,7 @@ use crate::cnr::Intervals;
 use crate::config::{self, Config};
 use crate::packet::Sightings;
 use crate::replay::{self, DropSpec};
+use crate::shutdown::Shutdown;
 use crate::store::{Store, Write};
 use crate::time::Interval;
 use crate::zeeklog::Format;
@@ -812,9 +813,10 @@ fn proxy_cmd(a: &ProxyArgs) -> anyhow::Result<()> {
     for (flag, v) in [("--xpub", &a.xpub), ("--xsub", &a.xsub)] {
         config::check_endpoint(v).map_err(|m| InputError(format!("{flag}: {m}")))?;
     }
+    let (_trigger, shutdown) = Shutdown::on_signals()?;
     let proxy = crate::bus::proxy::start(&a.xpub, &a.xsub)?;
     let rt = crate::server::runtime()?;
-    rt.block_on(crate::server::signal());
+    rt.block_on(shutdown.wait());
     tracing::info!("Stopping.");
     proxy.stop();
     Ok(())
@@ -848,20 +850,24 @@ fn manager_cmd(a: ManagerArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    crate::manager::run_standalone(crate::manager::Standalone {
-        server: a.server,
-        token: a.token,
-        ident: a.ident,
-        kind: a.backend,
-        options,
-        dry_run: a.dry_run,
-        settings: crate::manager::Settings {
-            poll_timeout: a.poll_timeout,
-            unblock_interval: a.unblock_interval,
-            reconcile_interval: a.reconcile_interval,
+    let (_trigger, shutdown) = Shutdown::on_signals()?;
+    crate::manager::run_standalone(
+        crate::manager::Standalone {
+            server: a.server,
+            token: a.token,
+            ident: a.ident,
+            kind: a.backend,
+            options,
+            dry_run: a.dry_run,
+            settings: crate::manager::Settings {
+                poll_timeout: a.poll_timeout,
+                unblock_interval: a.unblock_interval,
+                reconcile_interval: a.reconcile_interval,
+            },
+            metrics: a.metrics_listen,
         },
-        metrics: a.metrics_listen,
-    })?;
+        shutdown,
+    )?;
     Ok(())
 }
 
@@ -910,7 +916,8 @@ fn run_cmd(a: &RunArgs) -> anyhow::Result<()> {
         }
         c.bus.node_id = Some(id.clone());
     }
-    crate::daemon::run(&c, |_| ())?;
+    let (_trigger, shutdown) = Shutdown::on_signals()?;
+    crate::daemon::run(&c, crate::bhr::api::system_clock(), shutdown, |_| ())?;
     Ok(())
 }
 
@@ -919,7 +926,8 @@ fn serve_cmd(a: &ServeArgs) -> anyhow::Result<()> {
     if let Some(l) = a.listen {
         c.server.listen = l;
     }
-    crate::server::run(&c, |_| ())?;
+    let (_trigger, shutdown) = Shutdown::on_signals()?;
+    crate::server::run(&c, crate::bhr::api::system_clock(), shutdown, |_| ())?;
     Ok(())
 }
 

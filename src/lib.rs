@@ -53,6 +53,7 @@ pub mod replay;
 pub mod scan;
 pub mod sensor;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 pub mod time;
 pub mod watchlist;

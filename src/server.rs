@@ -139,7 +139,7 @@ pub struct Opened {
 ///
 /// # Errors
 /// [`Error`].
-pub fn open(config: &Config) -> Result<Opened, Error> {
+pub fn open(config: &Config, now: Time) -> Result<Opened, Error> {
     let db = &config.server.db;
     if config.server.cluster && !crate::store::is_postgres(db) {
         return Err(Error::Store(store::Error::Open {
@@ -162,7 +162,7 @@ pub fn open(config: &Config) -> Result<Opened, Error> {
     let (blocks, entries) = (snap.blocks.len(), snap.entries.len());
     let mut registry = Registry::restore(
         config.bhr.clone(),
-        Time::now(),
+        now,
         snap.blocks,
         snap.entries,
         snap.whitelist,
@@ -204,12 +204,18 @@ pub fn host_addresses() -> Vec<std::net::IpAddr> {
     v
 }
 
-/// Opens the store and registry for `config` and serves the API until SIGINT/SIGTERM.
-/// `on_listening` is called with the bound address (useful with port 0).
+/// Opens the store and registry for `config` and serves the API until `shutdown` fires
+/// (or the store fails). `on_listening` is called with the bound address (useful with
+/// port 0).
 ///
 /// # Errors
 /// [`Error`].
-pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), Error> {
+pub fn run(
+    config: &Config,
+    clock: api::Clock,
+    shutdown: crate::shutdown::Shutdown,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), Error> {
     let Opened {
         lock: _lock,
         store,
@@ -218,7 +224,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         watchlist: entries,
         cluster,
         ..
-    } = open(config)?;
+    } = open(config, clock())?;
     let who = system_user(&store, &mut users, WATCHLIST_USER)?;
     if users.is_empty() {
         tracing::warn!(
@@ -234,7 +240,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
             registry,
             store.clone(),
             users,
-            api::system_clock(),
+            clock,
             config.server.limits.clone(),
         );
         if let Some((c, head)) = cluster {
@@ -254,7 +260,7 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
         let routes = routes.merge(crate::web::router(state.clone(), None));
         let grace = config.server.limits.connections.shutdown_grace;
         api::serve(listener, state.clone(), Some(routes), async move {
-            signal().await;
+            shutdown.wait().await;
             tracing::info!(
                 "Stopping: finishing requests in flight (for at most {}).",
                 humantime::format_duration(grace)
@@ -311,27 +317,5 @@ pub async fn reload_users(state: Arc<AppState>, store: Store) {
             }
             Err(e) => tracing::warn!(error = %e, "Cannot re-read the users."),
         }
-    }
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub async fn signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

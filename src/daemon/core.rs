@@ -25,7 +25,8 @@ use crate::bhr::api::{AppState, Receipt, Tell};
 use crate::bhr::model::Block;
 use crate::bhr::registry::Change;
 use crate::cnr::{
-    Action, Answer, BlockInfo, Engine, Output, PluginId, Rule, RuleId, RuleType, Target, WatchState,
+    Action, Answer, BlockInfo, Config as EngineConfig, Engine, Output, PluginId, Rule, RuleId,
+    RuleType, Target, WatchState,
 };
 use crate::sensor::Sighting;
 use crate::store::{Store, Write};
@@ -149,6 +150,33 @@ pub struct Settings {
     pub rotate_size: Option<u64>,
 }
 
+/// What the core is made of.
+pub struct Setup {
+    /// The engine's settings (`start` is set from the saved clock).
+    pub engine: EngineConfig,
+    /// The core's own settings.
+    pub settings: Settings,
+    /// Where the engine's rule installs and removals go.
+    pub effects: Shared,
+    /// The registry and its change path.
+    pub api: Arc<AppState>,
+    /// The store the watch state is saved to.
+    pub store: Store,
+    /// The Zeek logs.
+    pub logs: LogSet,
+    /// The event bus, when this manager is on one.
+    pub cluster: Option<Cluster>,
+}
+
+/// The state saved by the previous run.
+#[derive(Debug, Default)]
+pub struct Saved {
+    /// The watched addresses.
+    pub watch: Vec<(Addr, WatchState)>,
+    /// The network time that state is current to.
+    pub clock: Option<Time>,
+}
+
 /// Sightings handled before the core persists and looks at its commands again.
 const SIGHTING_BATCH: usize = 4096;
 
@@ -205,22 +233,33 @@ fn is_host(net: &ipnet::IpNet) -> bool {
 }
 
 impl Core {
-    /// Builds the core around an engine whose backends are the link's plugins (activated
-    /// in `settings.block_managers` order, or the automatic one), restores the stored
-    /// state and replays what came due since `clock`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        engine: Engine,
-        effects: Shared,
-        api: Arc<AppState>,
-        store: Store,
-        logs: LogSet,
-        settings: Settings,
-        watch: Vec<(Addr, WatchState)>,
-        clock: Option<Time>,
-        metrics: Arc<CoreMetrics>,
-        cluster: Option<Cluster>,
-    ) -> Core {
+    /// Builds the core and its engine, whose backends are the effects' plugins (one per
+    /// block manager in `settings.block_managers`, in that order, or the automatic one),
+    /// restores the saved state and replays what came due since it was saved.
+    pub fn start(setup: Setup, saved: Saved) -> Core {
+        let Setup {
+            mut engine,
+            settings,
+            effects,
+            api,
+            store,
+            logs,
+            cluster,
+        } = setup;
+        let mut backends: Vec<(Box<dyn crate::cnr::Backend>, i64)> = Vec::new();
+        if settings.block_managers.is_empty() {
+            backends.push((Box::new(effects::ManagerPlugin::auto(effects.clone())), 0));
+        } else {
+            for ident in &settings.block_managers {
+                backends.push((
+                    Box::new(effects::ManagerPlugin::ident(ident, effects.clone())),
+                    0,
+                ));
+            }
+        }
+        engine.start = saved.clock.unwrap_or_else(|| api.now());
+        let mut engine = Engine::new(engine, backends);
+        engine.set_rule_ids(Box::new(effects::RegistryIds(effects.clone())));
         let mut idents = HashMap::new();
         let mut plugins = Vec::new();
         let mut auto = None;
@@ -251,7 +290,7 @@ impl Core {
             ends: HashMap::new(),
             dirty: HashSet::new(),
             last: None,
-            metrics,
+            metrics: Arc::default(),
             settings,
             next_rotation,
             cluster,
@@ -260,11 +299,21 @@ impl Core {
             durable_tx,
             durable_rx,
         };
-        core.restore(watch, clock);
+        core.restore(saved.watch, saved.clock);
         if let Some(c) = &core.cluster {
             c.announce();
         }
         core
+    }
+
+    /// The core's counters (shared with the status pages and `/metrics`).
+    pub fn metrics(&self) -> Arc<CoreMetrics> {
+        self.metrics.clone()
+    }
+
+    /// The watched addresses (shared with the capture threads).
+    pub fn watchlist(&self) -> Arc<crate::cnr::Watchlist> {
+        self.engine.watchlist().clone()
     }
 
     /// The time: the process's one clock (the API's), never behind the engine.
@@ -807,7 +856,7 @@ impl Core {
     }
 
     /// Fires what is due and checks on the store.
-    fn tick(&mut self) {
+    pub(super) fn tick(&mut self) {
         let now = self.now();
         self.process_expiries(now);
         if let Some(c) = self.cluster.as_mut() {
@@ -881,56 +930,77 @@ impl Core {
                         let _ = reply.send(());
                         return Ok(());
                     }
-                    Ok(c) => {
-                        if c.may_change_registry() {
-                            self.hold_lock();
-                        }
-                        self.command(c);
-                        self.finish_step();
-                    }
+                    Ok(c) => self.on_command(c),
                     Err(_) => {
                         self.shutdown();
                         return Ok(());
                     }
                 },
-                recv(bus) -> r => {
-                    self.hold_lock();
-                    match r {
-                        Ok(r) => {
-                            self.bus_event(r);
-                            for r in bus.try_iter().take(SIGHTING_BATCH - 1) {
-                                self.bus_event(r);
-                            }
-                        }
-                        Err(_) => {
-                            // The bus's socket thread is gone.
-                            self.finish_step();
-                            self.shutdown();
-                            return Err("the event bus stopped".into());
-                        }
+                recv(bus) -> r => match r {
+                    Ok(r) => self.on_bus(std::iter::once(r).chain(bus.try_iter().take(SIGHTING_BATCH - 1))),
+                    Err(_) => {
+                        // The bus's socket thread is gone.
+                        self.shutdown();
+                        return Err("the event bus stopped".into());
                     }
-                    self.engine.drain_all();
-                    self.flush();
-                    self.finish_step();
-                    if let Some(c) = self.cluster.as_mut() {
-                        c.send_answers(&self.store);
-                    }
-                }
+                },
                 recv(sightings) -> s => {
-                    let clustered = self.api.in_cluster();
-                    for s in s.into_iter().chain(sightings.try_iter().take(SIGHTING_BATCH - 1)) {
-                        if clustered && self.may_redrop(&s) {
-                            self.hold_lock();
-                        }
-                        self.sighting(s);
-                    }
-                    self.flush();
-                    self.finish_step();
+                    self.on_sightings(s.into_iter().chain(sightings.try_iter().take(SIGHTING_BATCH - 1)));
                 }
                 default(wait) => {}
             }
             self.tick();
         }
+    }
+
+    /// One command, as one step (not [`Command::Stop`], which ends [`Core::run`]).
+    pub(super) fn on_command(&mut self, c: Command) {
+        if c.may_change_registry() {
+            self.hold_lock();
+        }
+        self.command(c);
+        self.finish_step();
+    }
+
+    /// A batch of events from the bus, as one step.
+    pub(super) fn on_bus(&mut self, events: impl Iterator<Item = Received>) {
+        self.hold_lock();
+        for r in events {
+            self.bus_event(r);
+        }
+        self.engine.drain_all();
+        self.flush();
+        self.finish_step();
+        if let Some(c) = self.cluster.as_mut() {
+            c.send_answers(&self.store);
+        }
+    }
+
+    /// A batch of sightings, as one step.
+    pub(super) fn on_sightings(&mut self, batch: impl Iterator<Item = Sighting>) {
+        let clustered = self.api.in_cluster();
+        for s in batch {
+            if clustered && self.may_redrop(&s) {
+                self.hold_lock();
+            }
+            self.sighting(s);
+        }
+        self.flush();
+        self.finish_step();
+    }
+
+    /// Waits (for at most [`STOP_WAIT`]) until the store has made every step durable and
+    /// their records are in the logs; false if it did not in time.
+    pub(super) fn settle(&mut self) -> bool {
+        let until = Instant::now() + STOP_WAIT;
+        while !self.steps.is_empty() {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.durable_rx.recv_timeout(left) {
+                Ok((seq, r)) => self.durable(seq, &r),
+                Err(_) => return false,
+            }
+        }
+        true
     }
 
     /// Acts on what the log scanner found, then stores where it read to (after the
@@ -1050,23 +1120,15 @@ impl Core {
         self.engine.drain_all();
     }
 
-    fn shutdown(&mut self) {
+    pub(super) fn shutdown(&mut self) {
         self.tick();
         drop(self.receipt());
         // What is still on its way to the disk, then into the logs.
-        let until = Instant::now() + STOP_WAIT;
-        while !self.steps.is_empty() {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.durable_rx.recv_timeout(left) {
-                Ok((seq, r)) => self.durable(seq, &r),
-                Err(_) => {
-                    tracing::error!(
-                        steps = self.steps.len(),
-                        "The store did not confirm the last changes; their log lines are not written."
-                    );
-                    break;
-                }
-            }
+        if !self.settle() {
+            tracing::error!(
+                steps = self.steps.len(),
+                "The store did not confirm the last changes; their log lines are not written."
+            );
         }
         if let Err(e) = self.logs.finish() {
             self.log_failed(&e);

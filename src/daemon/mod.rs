@@ -17,21 +17,26 @@ pub mod logscan;
 pub mod replica;
 pub mod workers;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::bhr::api::{self, AppState, Users};
+use crate::bhr::api::{self, AppState, Clock, Users};
 use crate::capture::{Live, LiveError, LiveOptions};
-use crate::cnr::{Backend, Config as EngineConfig, Engine};
+use crate::cnr::Config as EngineConfig;
 use crate::config::Config;
 use crate::packet::Sightings;
 use crate::sensor::Sighting;
 use crate::server::{self, Opened};
+use crate::shutdown::Shutdown;
 use crate::zeeklog::{Format, LogSet};
 
-use self::core::{Command, Core, CoreMetrics};
-use self::effects::{Effects, ManagerPlugin, RegistryIds};
+use self::cluster::Cluster;
+use self::core::{Command, Core, Saved, Setup};
+use self::effects::Effects;
 use self::workers::{Policy, Workers};
 
 /// The user the registry blocks of catch-and-release are made as.
@@ -146,129 +151,125 @@ fn drop_privileges(user: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs the daemon until SIGTERM/SIGINT. `on_listening` is called with the bound HTTP
-/// address once everything runs.
-///
-/// # Errors
-/// [`Error`].
-pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), Error> {
-    if config.bus.enabled && config.bus.role == crate::config::Role::Sensor {
-        return replica::run(config, on_listening);
-    }
-    // In a cluster, catch-and-release has one owner: wait to be it before loading its
-    // state (the previous owner is gone by then, and wrote all it had).
-    let lease = match config.server.db.to_str().filter(|_| config.server.cluster) {
-        Some(url) => match wait_for_lease(url, config.server.lease_ttl)? {
-            Some(l) => Some(l),
-            None => {
-                tracing::info!("Stopped (still standby).");
-                return Ok(());
-            }
-        },
-        None => None,
-    };
-    // Everything that needs privileges, or can fail on a bad setting, before any thread;
-    // the captures first, so that a wrong interface leaves nothing behind.
-    let lives = open_captures(config)?;
-    let Opened {
-        lock: _lock,
-        store,
-        registry,
-        mut users,
-        watch,
-        cr_clock,
-        scan_positions,
-        watchlist: watch_entries,
-        cluster: db_cluster,
-    } = server::open(config)?;
-    let watchlist_who = server::system_user(&store, &mut users, server::WATCHLIST_USER)?;
-    let who = server::system_user(&store, &mut users, CNR_USER)?;
-    let format = if config.logs.json {
-        Format::Json
-    } else {
-        Format::Tsv
-    };
-    let logs = LogSet::open_append(&config.logs.dir, format)?;
-    let rt = server::runtime()?;
-    let (listener, local) = rt.block_on(server::bind(config.server.listen))?;
-    if let Some(user) = &config.daemon.user {
-        drop_privileges(user)?;
-    }
+/// What `run` opens before any thread starts (everything that needs privileges or can
+/// fail on a bad setting), privileges dropped after.
+struct Resources {
+    lives: Vec<Live>,
+    opened: Opened,
+    /// The system users of the watchlist and of catch-and-release.
+    watchlist_who: crate::bhr::model::UserId,
+    cnr_who: crate::bhr::model::UserId,
+    logs: LogSet,
+    listener: tokio::net::TcpListener,
+    local: SocketAddr,
+}
 
-    let state = AppState::new(
-        registry,
-        store.clone(),
-        Users::new(users),
-        api::system_clock(),
-        config.server.limits.clone(),
-    );
-    if let Some((c, head)) = db_cluster {
-        // Before the core starts: its registry changes take the cluster's lock too.
-        let _enter = rt.enter();
-        state.join_cluster(c, head);
+impl Resources {
+    /// Opens them, the captures first so that a wrong interface leaves nothing behind.
+    fn open(
+        config: &Config,
+        now: crate::time::Time,
+        rt: &tokio::runtime::Runtime,
+    ) -> Result<Resources, Error> {
+        let lives = open_captures(config)?;
+        let mut opened = server::open(config, now)?;
+        let watchlist_who =
+            server::system_user(&opened.store, &mut opened.users, server::WATCHLIST_USER)?;
+        let cnr_who = server::system_user(&opened.store, &mut opened.users, CNR_USER)?;
+        let format = if config.logs.json {
+            Format::Json
+        } else {
+            Format::Tsv
+        };
+        let logs = LogSet::open_append(&config.logs.dir, format)?;
+        let (listener, local) = rt.block_on(server::bind(config.server.listen))?;
+        if let Some(user) = &config.daemon.user {
+            drop_privileges(user)?;
+        }
+        Ok(Resources {
+            lives,
+            opened,
+            watchlist_who,
+            cnr_who,
+            logs,
+            listener,
+            local,
+        })
     }
-    let workers = {
-        let st = state.clone();
-        Workers::new(Arc::new(move |why| st.abort(why)))
-    };
-    let effects = Effects::new(state.clone(), who, &config.cnr.source, &config.cnr.why);
-    // The blockers inside the daemon are block managers of catch-and-release's drops.
+}
+
+/// The blockers of `[[blocker]]`: block managers run inside the daemon.
+struct Blockers {
+    /// Each with the function that makes it again after a panic.
+    managers: Vec<(String, LocalManager, MakeManager)>,
+    /// Ident, backend name and counters, for the status page and `/metrics`.
+    stats: Vec<(String, &'static str, Arc<crate::manager::Counters>)>,
+}
+
+type LocalManager = crate::manager::Manager<crate::manager::local::Local>;
+type MakeManager = Box<dyn Fn() -> Result<LocalManager, String> + Send + Sync>;
+
+impl Blockers {
+    fn new(config: &Config, state: &Arc<AppState>) -> Result<Blockers, Error> {
+        let mut managers = Vec::new();
+        let mut stats = Vec::new();
+        for b in &config.blockers {
+            let counters = Arc::new(crate::manager::Counters::default());
+            let make: MakeManager = {
+                let (state, b, counters) = (state.clone(), b.clone(), counters.clone());
+                Box::new(move || {
+                    let runner = crate::enforce::Runner::new(b.options.command_timeout, b.dry_run);
+                    crate::enforce::Backend::new(b.kind, &b.options, runner)
+                        .map(|backend| {
+                            crate::manager::Manager::with_counters(
+                                crate::manager::local::Local::new(state.clone(), &b.ident),
+                                backend,
+                                b.settings.clone(),
+                                counters.clone(),
+                            )
+                        })
+                        .map_err(|m| format!("blocker {}: {m}", b.ident))
+                })
+            };
+            let first = make().map_err(Error::Blocker)?;
+            stats.push((b.ident.clone(), first.backend_name(), counters));
+            managers.push((b.ident.clone(), first, make));
+        }
+        Ok(Blockers { managers, stats })
+    }
+}
+
+/// The block managers catch-and-release's drops go to: `cnr.block_managers`, then the
+/// blockers' idents.
+fn block_manager_idents(config: &Config) -> Vec<String> {
     let mut idents = config.cnr.block_managers.clone();
     for b in &config.blockers {
         if !idents.contains(&b.ident) {
             idents.push(b.ident.clone());
         }
     }
-    // Each blocker is made by a function, so that one that stops (a panic in a backend)
-    // can be made and started again, counting on where it stopped.
-    let mut managers = Vec::new();
-    let mut blockers = Vec::new();
-    for b in &config.blockers {
-        let counters = Arc::new(crate::manager::Counters::default());
-        let make = {
-            let (state, b, counters) = (state.clone(), b.clone(), counters.clone());
-            move || {
-                let runner = crate::enforce::Runner::new(b.options.command_timeout, b.dry_run);
-                crate::enforce::Backend::new(b.kind, &b.options, runner)
-                    .map(|backend| {
-                        crate::manager::Manager::with_counters(
-                            crate::manager::local::Local::new(state.clone(), &b.ident),
-                            backend,
-                            b.settings.clone(),
-                            counters.clone(),
-                        )
-                    })
-                    .map_err(|m| format!("blocker {}: {m}", b.ident))
-            }
-        };
-        let first = make().map_err(Error::Blocker)?;
-        blockers.push((b.ident.clone(), first.backend_name(), counters));
-        managers.push((b.ident.clone(), first, make));
-    }
-    let mut backends: Vec<(Box<dyn Backend>, i64)> = Vec::new();
-    if idents.is_empty() {
-        backends.push((Box::new(ManagerPlugin::auto(effects.clone())), 0));
-    } else {
-        for ident in &idents {
-            backends.push((Box::new(ManagerPlugin::ident(ident, effects.clone())), 0));
-        }
-    }
-    let mut engine = Engine::new(
-        EngineConfig {
-            intervals: config.cnr.intervals.clone(),
-            warn_blocked: config.cnr.warn_blocked,
-            sweep_interval: config.cnr.sweep_interval,
-            max_timer_expires: None,
-            start: cr_clock.unwrap_or_else(crate::time::Time::now),
-            ..EngineConfig::default()
-        },
-        backends,
-    );
-    engine.set_rule_ids(Box::new(RegistryIds(effects.clone())));
-    let watchlist = engine.watchlist().clone();
-    let metrics = Arc::new(CoreMetrics::default());
-    let mut bus = None;
-    let (cluster, bus_rx) = if config.bus.enabled {
+    idents
+}
+
+/// The daemon's end of the event bus, when it is on one.
+struct OnBus {
+    proxy: Option<crate::bus::proxy::Proxy>,
+    node: crate::bus::Node,
+}
+
+impl OnBus {
+    /// Joins as the catch-and-release manager: the cluster for the core, and its events.
+    fn join(
+        config: &Config,
+        who: crate::bhr::model::UserId,
+    ) -> Result<
+        (
+            OnBus,
+            Cluster,
+            crossbeam_channel::Receiver<crate::bus::Received>,
+        ),
+        Error,
+    > {
         let mut topics = vec![
             crate::broker::zeek::MANAGER_TOPIC.to_string(),
             crate::broker::zeek::CONTROL_MANAGER_TOPIC.to_string(),
@@ -277,104 +278,402 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
             topics.push(config.bus.netcontrol_topic.clone());
         }
         let (proxy, node, rx) = join_bus(config, "manager", topics)?;
-        let c = self::cluster::Cluster::new(
+        let c = Cluster::new(
             node.publisher(),
             node.node_id().to_string(),
             config.bus.netcontrol,
             config.bus.netcontrol_source.clone(),
             who,
         );
-        bus = Some((proxy, node));
-        (Some(c), rx)
-    } else {
-        (None, crossbeam_channel::never())
-    };
-    let bus_stats = bus
-        .as_ref()
-        .map(|(_, n)| (n.node_id().to_string(), n.publisher().stats().clone()));
-    let core = Core::start(
-        engine,
-        effects,
-        state.clone(),
-        store.clone(),
-        logs,
-        core::Settings {
-            block_managers: idents.clone(),
-            hand_over_sources: config.cnr.hand_over_sources.clone(),
-            rotate_interval: config.logs.rotate_interval,
-            rotate_size: config.logs.rotate_size,
-        },
-        watch,
-        cr_clock,
-        metrics.clone(),
-        cluster,
-    );
-
-    let (sight_tx, sight_rx) = crossbeam_channel::bounded::<Sighting>(config.capture.queue);
-    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Command>();
-    // The core owns the engine: if it stops, nothing can take its place, so the daemon
-    // stops with an error (to be restarted from what is durable).
-    let mut core = Some((core, sight_rx, cmd_rx, bus_rx));
-    let core_thread = workers.thread(
-        "catchd-core",
-        workers.add("core", None),
-        Policy::Fatal,
-        move || match core.take() {
-            Some((core, sightings, commands, bus)) => core.run(sightings, commands, bus),
-            None => Ok(()),
-        },
-    )?;
-    {
-        let tx = cmd_tx.clone();
-        state.set_listener(Box::new(move |changes| {
-            let _ = tx.send(Command::Registry(changes.to_vec()));
-        }));
+        Ok((OnBus { proxy, node }, c, rx))
     }
-    let stop_capture = Arc::new(AtomicBool::new(false));
-    let scan_metrics = Arc::new(logscan::ScanMetrics::default());
-    let scan_thread = logscan::spawn(
-        config,
-        &scan_positions,
-        cmd_tx.clone(),
-        stop_capture.clone(),
-        scan_metrics.clone(),
-        &workers,
-    )
-    .map_err(Error::Scan)?;
-    let (watchlist_routes, wl_api) =
-        server::watchlist(config, &state, watch_entries, watchlist_who)?;
-    let rule = Sightings {
-        any_packet: config.capture.any_packet,
-    };
-    let sensors = crate::sensor::spawn_all(lives, &watchlist, rule, &sight_tx, &stop_capture)?;
-    drop(sight_tx);
-    let cr = Arc::new(http::CrState {
-        api: state.clone(),
-        commands: cmd_tx.clone(),
-        core: metrics,
-        sensors: sensors
-            .iter()
-            .map(|s| (s.interface().to_string(), s.stats().clone()))
-            .collect(),
-        started: std::time::Instant::now(),
-        blockers,
-        bus: bus_stats,
-        scan: scan_metrics,
-        watchlist: wl_api.clone(),
-        watched: watchlist.clone(),
-        intervals: config.cnr.intervals.clone(),
-        cr_source: config.cnr.source.clone(),
-        workers: workers.clone(),
-    });
-    let (stop_managers, managers_stop) = tokio::sync::watch::channel(false);
 
-    rt.block_on(async {
-        if let Some((c, holder)) = lease.clone() {
-            tokio::spawn(keep_lease(c, holder, config.server.lease_ttl));
+    fn stop(self) {
+        self.node.stop();
+        if let Some(p) = self.proxy {
+            p.stop();
         }
+    }
+}
+
+/// Runs the daemon until `shutdown` fires (or it stops by itself with an error: the store
+/// failed, the lease was lost, the core stopped). `clock` is the process's one clock (the
+/// API's and catch-and-release's); `on_listening` is called with the bound HTTP address
+/// once everything runs.
+///
+/// # Errors
+/// [`Error`].
+pub fn run(
+    config: &Config,
+    clock: Clock,
+    shutdown: Shutdown,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), Error> {
+    if config.bus.enabled && config.bus.role == crate::config::Role::Sensor {
+        return replica::run(config, shutdown, on_listening);
+    }
+    // In a cluster, catch-and-release has one owner: wait to be it before loading its
+    // state (the previous owner is gone by then, and wrote all it had).
+    let lease = match config.server.db.to_str().filter(|_| config.server.cluster) {
+        Some(url) => match wait_for_lease(url, config, &shutdown)? {
+            Some(l) => Some(l),
+            None => {
+                tracing::info!("Stopped (still standby).");
+                return Ok(());
+            }
+        },
+        None => None,
+    };
+    let rt = server::runtime()?;
+    let res = Resources::open(config, clock(), &rt)?;
+    let parts = Parts::assemble(config, res, clock, &rt)?;
+    let running = parts.spawn(config)?;
+    let state = running.serve(config, &rt, lease, shutdown, on_listening);
+    // The lease task (and any other) ends with the runtime.
+    drop(rt);
+    match state.failure() {
+        Some(why) => Err(server::Error::Failed(why).into()),
+        None => {
+            tracing::info!("Stopped.");
+            Ok(())
+        }
+    }
+}
+
+/// The daemon assembled, before any thread runs.
+struct Parts {
+    _lock: crate::store::OwnerLock,
+    state: Arc<AppState>,
+    store: crate::store::Store,
+    workers: Arc<Workers>,
+    blockers: Blockers,
+    bus: Option<OnBus>,
+    bus_rx: crossbeam_channel::Receiver<crate::bus::Received>,
+    core: Core,
+    scan_positions: Vec<(String, crate::scan::tail::Position)>,
+    watch_entries: Vec<(String, crate::watchlist::Entry)>,
+    watchlist_who: crate::bhr::model::UserId,
+    lives: Vec<Live>,
+    listener: tokio::net::TcpListener,
+    local: SocketAddr,
+}
+
+impl Parts {
+    /// The API's state on `clock`, the blockers, the bus, and the core with its saved
+    /// state restored.
+    fn assemble(
+        config: &Config,
+        res: Resources,
+        clock: Clock,
+        rt: &tokio::runtime::Runtime,
+    ) -> Result<Parts, Error> {
+        let cnr_who = res.cnr_who;
+        let Opened {
+            lock,
+            store,
+            registry,
+            users,
+            watch,
+            cr_clock,
+            scan_positions,
+            watchlist: watch_entries,
+            cluster: db_cluster,
+        } = res.opened;
+        let state = AppState::new(
+            registry,
+            store.clone(),
+            Users::new(users),
+            clock,
+            config.server.limits.clone(),
+        );
+        if let Some((c, head)) = db_cluster {
+            // Before the core starts: its registry changes take the cluster's lock too.
+            let _enter = rt.enter();
+            state.join_cluster(c, head);
+        }
+        let workers = {
+            let st = state.clone();
+            Workers::new(Arc::new(move |why| st.abort(why)))
+        };
+        let blockers = Blockers::new(config, &state)?;
+        let (bus, cluster, bus_rx) = if config.bus.enabled {
+            let (b, c, rx) = OnBus::join(config, cnr_who)?;
+            (Some(b), Some(c), rx)
+        } else {
+            (None, None, crossbeam_channel::never())
+        };
+        let setup = Setup {
+            engine: engine_config(config),
+            settings: core::Settings {
+                block_managers: block_manager_idents(config),
+                hand_over_sources: config.cnr.hand_over_sources.clone(),
+                rotate_interval: config.logs.rotate_interval,
+                rotate_size: config.logs.rotate_size,
+            },
+            effects: Effects::new(state.clone(), cnr_who, &config.cnr.source, &config.cnr.why),
+            api: state.clone(),
+            store: store.clone(),
+            logs: res.logs,
+            cluster,
+        };
+        let saved = Saved {
+            watch,
+            clock: cr_clock,
+        };
+        Ok(Parts {
+            _lock: lock,
+            state,
+            store,
+            workers,
+            blockers,
+            bus,
+            bus_rx,
+            core: Core::start(setup, saved),
+            scan_positions,
+            watch_entries,
+            watchlist_who: res.watchlist_who,
+            lives: res.lives,
+            listener: res.listener,
+            local: res.local,
+        })
+    }
+
+    /// Starts the core thread, the log scanner and the capture threads.
+    fn spawn(self, config: &Config) -> Result<Running, Error> {
+        let (state, workers) = (&self.state.clone(), &self.workers.clone());
+        let (watchlist, metrics) = (self.core.watchlist(), self.core.metrics());
+        let (sight_tx, sight_rx) = crossbeam_channel::bounded::<Sighting>(config.capture.queue);
+        let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Command>();
+        // The core owns the engine: if it stops, nothing can take its place, so the daemon
+        // stops with an error (to be restarted from what is durable).
+        let mut core = Some((self.core, sight_rx, cmd_rx, self.bus_rx));
+        let core_thread = workers.thread(
+            "catchd-core",
+            workers.add("core", None),
+            Policy::Fatal,
+            move || match core.take() {
+                Some((core, sightings, commands, bus)) => core.run(sightings, commands, bus),
+                None => Ok(()),
+            },
+        )?;
         {
-            let (state, store) = (state.clone(), store.clone());
-            workers.task(workers.add("users", None), Policy::Restart, move || {
+            let tx = cmd_tx.clone();
+            state.set_listener(Box::new(move |changes| {
+                let _ = tx.send(Command::Registry(changes.to_vec()));
+            }));
+        }
+        let stop_capture = Arc::new(AtomicBool::new(false));
+        let scan_metrics = Arc::new(logscan::ScanMetrics::default());
+        let scan_thread = logscan::spawn(
+            config,
+            &self.scan_positions,
+            cmd_tx.clone(),
+            stop_capture.clone(),
+            scan_metrics.clone(),
+            workers,
+        )
+        .map_err(Error::Scan)?;
+        let (watchlist_routes, wl_api) =
+            server::watchlist(config, state, self.watch_entries, self.watchlist_who)?;
+        let rule = Sightings {
+            any_packet: config.capture.any_packet,
+        };
+        let sensors =
+            crate::sensor::spawn_all(self.lives, &watchlist, rule, &sight_tx, &stop_capture)?;
+        drop(sight_tx);
+        let cr = Arc::new(http::CrState {
+            api: state.clone(),
+            commands: cmd_tx.clone(),
+            core: metrics,
+            sensors: sensors
+                .iter()
+                .map(|s| (s.interface().to_string(), s.stats().clone()))
+                .collect(),
+            started: std::time::Instant::now(),
+            blockers: self.blockers.stats,
+            bus: self.bus.as_ref().map(|b| {
+                let n = &b.node;
+                (n.node_id().to_string(), n.publisher().stats().clone())
+            }),
+            scan: scan_metrics,
+            watchlist: wl_api.clone(),
+            watched: watchlist,
+            intervals: config.cnr.intervals.clone(),
+            cr_source: config.cnr.source.clone(),
+            workers: workers.clone(),
+        });
+        let routes = http::router(cr.clone())
+            .merge(watchlist_routes)
+            .merge(crate::web::router(state.clone(), Some(cr)));
+        Ok(Running {
+            _lock: self._lock,
+            state: self.state,
+            store: self.store,
+            workers: self.workers,
+            managers: self.blockers.managers,
+            routes,
+            watchlist: wl_api,
+            listener: self.listener,
+            local: self.local,
+            stop_capture,
+            threads: Stopping {
+                sensors,
+                scan: scan_thread,
+                commands: cmd_tx,
+                core: core_thread,
+                bus: self.bus,
+            },
+        })
+    }
+}
+
+/// The daemon with its threads running, about to serve.
+struct Running {
+    _lock: crate::store::OwnerLock,
+    state: Arc<AppState>,
+    store: crate::store::Store,
+    workers: Arc<Workers>,
+    managers: Vec<(String, LocalManager, MakeManager)>,
+    routes: axum::Router,
+    watchlist: Arc<crate::watchlist::api::WatchlistApi>,
+    listener: tokio::net::TcpListener,
+    local: SocketAddr,
+    stop_capture: Arc<AtomicBool>,
+    threads: Stopping,
+}
+
+impl Running {
+    /// Starts the tasks, serves HTTP until `shutdown` fires or the daemon stops by itself,
+    /// then stops everything in order; returns the API's state (for its failure).
+    fn serve(
+        self,
+        config: &Config,
+        rt: &tokio::runtime::Runtime,
+        lease: Option<(Arc<crate::store::cluster::Cluster>, String)>,
+        shutdown: Shutdown,
+        on_listening: impl FnOnce(SocketAddr),
+    ) -> Arc<AppState> {
+        let (state, workers, local) = (self.state, self.workers, self.local);
+        rt.block_on(async {
+            let tasks = Tasks {
+                workers: &workers,
+                state: &state,
+                store: &self.store,
+                commands: &self.threads.commands,
+                watchlist: self.watchlist,
+            };
+            if let Some((c, holder)) = lease {
+                tasks.keep_lease(c, holder, config.server.lease_ttl);
+            }
+            let (stop_managers, running) = tasks.start(self.managers);
+            tracing::info!(
+                "catchd running: BHR API on http://{local}/bhr/api/, catch-and-release on http://{local}/api/v1/cr"
+            );
+            on_listening(local);
+            let stop = self.stop_capture.clone();
+            let grace = config.server.limits.connections.shutdown_grace;
+            let stopping = async move {
+                shutdown.wait().await;
+                tracing::info!(
+                    "Stopping: finishing requests in flight (for at most {}).",
+                    humantime::format_duration(grace)
+                );
+                // Capture first: no new sightings while requests finish.
+                stop.store(true, Ordering::Relaxed);
+            };
+            api::serve(self.listener, state.clone(), Some(self.routes), stopping).await;
+            // From here on, workers end because the daemon stops.
+            workers.stop();
+            // Block managers finish the step they are in (a batch is applied and
+            // acknowledged, or not applied) before the store closes.
+            let _ = stop_managers.send(true);
+            for r in running {
+                let _ = r.await;
+            }
+        });
+        self.stop_capture.store(true, Ordering::Relaxed);
+        self.threads.join();
+        state
+    }
+}
+
+/// The engine's settings from the configuration (its start time comes from the store).
+fn engine_config(config: &Config) -> EngineConfig {
+    EngineConfig {
+        intervals: config.cnr.intervals.clone(),
+        warn_blocked: config.cnr.warn_blocked,
+        sweep_interval: config.cnr.sweep_interval,
+        max_timer_expires: None,
+        ..EngineConfig::default()
+    }
+}
+
+/// The threads still to stop once HTTP and the tasks are done, in their order: capture
+/// and scan (no new input), the core (persists, closes the logs), then the bus.
+struct Stopping {
+    sensors: Vec<crate::sensor::Sensor>,
+    scan: Option<std::thread::JoinHandle<()>>,
+    commands: crossbeam_channel::Sender<Command>,
+    core: std::thread::JoinHandle<()>,
+    bus: Option<OnBus>,
+}
+
+impl Stopping {
+    fn join(self) {
+        for s in self.sensors {
+            s.join();
+        }
+        if let Some(t) = self.scan {
+            let _ = t.join();
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.commands.send(Command::Stop { reply: tx }).is_ok() {
+            let _ = rx.blocking_recv();
+        }
+        let _ = self.core.join();
+        if let Some(b) = self.bus {
+            b.stop();
+        }
+    }
+}
+
+/// The daemon's async tasks, each watched by [`Workers`].
+struct Tasks<'a> {
+    workers: &'a Arc<Workers>,
+    state: &'a Arc<AppState>,
+    store: &'a crate::store::Store,
+    commands: &'a crossbeam_channel::Sender<Command>,
+    watchlist: Arc<crate::watchlist::api::WatchlistApi>,
+}
+
+impl Tasks<'_> {
+    /// Renews the lease; losing it stops the daemon with an error.
+    fn keep_lease(
+        &self,
+        cluster: Arc<crate::store::cluster::Cluster>,
+        holder: String,
+        ttl: std::time::Duration,
+    ) {
+        let state = self.state.clone();
+        self.workers
+            .task(self.workers.add("lease", None), Policy::Fatal, move || {
+                keep_lease(cluster.clone(), holder.clone(), ttl, state.clone())
+            });
+    }
+
+    /// Starts the user reload, SIGHUP rotation, watchlist sweep and the blockers; returns
+    /// what stops the blockers and their tasks.
+    fn start(
+        &self,
+        managers: Vec<(String, LocalManager, MakeManager)>,
+    ) -> (
+        tokio::sync::watch::Sender<bool>,
+        Vec<tokio::task::JoinHandle<()>>,
+    ) {
+        let w = self.workers;
+        {
+            let (state, store) = (self.state.clone(), self.store.clone());
+            w.task(w.add("users", None), Policy::Restart, move || {
                 let (state, store) = (state.clone(), store.clone());
                 async move {
                     server::reload_users(state, store).await;
@@ -383,8 +682,8 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
             });
         }
         {
-            let tx = cmd_tx.clone();
-            workers.task(workers.add("sighup", None), Policy::Restart, move || {
+            let tx = self.commands.clone();
+            w.task(w.add("sighup", None), Policy::Restart, move || {
                 let tx = tx.clone();
                 async move {
                     rotate_on_hup(tx).await;
@@ -392,19 +691,21 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
                 }
             });
         }
-        workers.task(workers.add("watchlist_sweep", None), Policy::Restart, move || {
-            let wl = wl_api.clone();
+        let wl = self.watchlist.clone();
+        w.task(w.add("watchlist_sweep", None), Policy::Restart, move || {
+            let wl = wl.clone();
             async move {
                 crate::watchlist::api::sweep(wl, std::time::Duration::from_secs(60)).await;
                 Ok(())
             }
         });
+        let (stop_managers, managers_stop) = tokio::sync::watch::channel(false);
         let mut running = Vec::new();
         for (ident, first, make) in managers {
             let mut first = Some(first);
             let stop = managers_stop.clone();
-            running.push(workers.task(
-                workers.add("blocker", Some(("ident", ident))),
+            running.push(w.task(
+                w.add("blocker", Some(("ident", ident))),
                 Policy::Restart,
                 move || {
                     let m = first.take().map_or_else(&make, Ok);
@@ -416,70 +717,19 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
                 },
             ));
         }
-        tracing::info!(
-            "catchd running: BHR API on http://{local}/bhr/api/, catch-and-release on http://{local}/api/v1/cr"
-        );
-        on_listening(local);
-        let stop = stop_capture.clone();
-        let grace = config.server.limits.connections.shutdown_grace;
-        let shutdown = async move {
-            server::signal().await;
-            tracing::info!(
-                "Stopping: finishing requests in flight (for at most {}).",
-                humantime::format_duration(grace)
-            );
-            // Capture first: no new sightings while requests finish.
-            stop.store(true, Ordering::Relaxed);
-        };
-        api::serve(listener, state.clone(), Some(
-                http::router(cr.clone())
-                    .merge(watchlist_routes)
-                    .merge(crate::web::router(state.clone(), Some(cr.clone()))),
-            ), shutdown).await;
-        // From here on, workers end because the daemon stops.
-        workers.stop();
-        // Block managers finish the step they are in (a batch is applied and
-        // acknowledged, or not applied) before the store closes.
-        let _ = stop_managers.send(true);
-        for r in running {
-            let _ = r.await;
-        }
-    });
-    stop_capture.store(true, Ordering::Relaxed);
-    for s in sensors {
-        s.join();
-    }
-    if let Some(t) = scan_thread {
-        let _ = t.join();
-    }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    if cmd_tx.send(Command::Stop { reply: tx }).is_ok() {
-        let _ = rx.blocking_recv();
-    }
-    let _ = core_thread.join();
-    if let Some((proxy, node)) = bus {
-        node.stop();
-        if let Some(p) = proxy {
-            p.stop();
-        }
-    }
-    match state.failure() {
-        Some(why) => Err(server::Error::Failed(why).into()),
-        None => {
-            tracing::info!("Stopped.");
-            Ok(())
-        }
+        (stop_managers, running)
     }
 }
 
 /// The lease that makes a node catch-and-release's owner in a cluster.
 const CNR_LEASE: &str = "catch-and-release";
 
-/// Blocks until this node holds catch-and-release's lease (`None`: a signal said stop
+/// Blocks until this node holds catch-and-release's lease (`None`: the shutdown fired
 /// first).
 fn wait_for_lease(
     url: &str,
-    ttl: std::time::Duration,
+    config: &Config,
+    shutdown: &Shutdown,
 ) -> Result<Option<(Arc<crate::store::cluster::Cluster>, String)>, Error> {
     // The schema (and its lease table) first.
     drop(
@@ -487,11 +737,17 @@ fn wait_for_lease(
             .map_err(server::Error::Store)?,
     );
     let cluster = crate::store::cluster::Cluster::new(url);
-    let holder = crate::bus::default_node_id("run");
+    let ttl = config.server.lease_ttl;
+    // The node's name on the bus, if it has one, else host and process.
+    let holder = config
+        .bus
+        .node_id
+        .clone()
+        .unwrap_or_else(|| crate::bus::default_node_id("run"));
     let rt = server::runtime()?;
     let mut said = String::new();
     rt.block_on(async {
-        let stop = server::signal();
+        let stop = shutdown.wait();
         tokio::pin!(stop);
         loop {
             match cluster.lease(CNR_LEASE, &holder, ttl).await {
@@ -518,28 +774,30 @@ fn wait_for_lease(
     })
 }
 
-/// Renews the lease every third of its time; a node that cannot (another took it, or the
-/// database was unreachable for a whole lease) stops at once rather than run
-/// catch-and-release next to a new owner.
+/// Renews the lease every third of its time until the daemon stops; an error says why it
+/// lost it (another node took it, or the database was unreachable for a whole lease): a
+/// node that cannot renew stops rather than run catch-and-release next to a new owner.
 async fn keep_lease(
     cluster: Arc<crate::store::cluster::Cluster>,
     holder: String,
     ttl: std::time::Duration,
-) {
+    state: Arc<AppState>,
+) -> Result<(), String> {
     let mut last_ok = std::time::Instant::now();
     loop {
-        tokio::time::sleep(ttl / 3).await;
+        tokio::select! {
+            () = tokio::time::sleep(ttl / 3) => {}
+            () = state.stopping() => return Ok(()),
+        }
         match cluster.lease(CNR_LEASE, &holder, ttl).await {
             Ok(None) => last_ok = std::time::Instant::now(),
             Ok(Some(other)) => {
-                tracing::error!(owner = %other, "Lost the catch-and-release lease; stopping.");
-                std::process::exit(1);
+                return Err(format!("node {other} took the catch-and-release lease"));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "Cannot renew the catch-and-release lease.");
                 if last_ok.elapsed() >= ttl {
-                    tracing::error!("The lease ran out; stopping.");
-                    std::process::exit(1);
+                    return Err("the catch-and-release lease ran out".into());
                 }
             }
         }

@@ -291,11 +291,15 @@ async fn metrics(State(s): St) -> Response {
     super::http::prometheus(b, s.started)
 }
 
-/// Runs a sensor until SIGTERM/SIGINT.
+/// Runs a sensor until `shutdown` fires.
 ///
 /// # Errors
 /// [`Error`]: a capture, the bus or the listener could not start.
-pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), Error> {
+pub fn run(
+    config: &Config,
+    shutdown: crate::shutdown::Shutdown,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), Error> {
     let lives = super::open_captures(config)?;
     let rt = server::runtime()?;
     let (listener, local) = rt.block_on(server::bind(config.server.listen))?;
@@ -376,8 +380,8 @@ pub fn run(config: &Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(),
     on_listening(local);
     let served = rt.block_on(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                server::signal().await;
+            .with_graceful_shutdown(async move {
+                shutdown.wait().await;
                 tracing::info!("Stopping.");
             })
             .await

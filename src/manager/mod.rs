@@ -738,11 +738,14 @@ pub struct Standalone {
     pub metrics: Option<std::net::SocketAddr>,
 }
 
-/// Runs one manager against a remote BHR API until SIGINT or SIGTERM.
+/// Runs one manager against a remote BHR API until `shutdown` fires.
 ///
 /// # Errors
 /// The options are wrong, or the runtime or the metrics listener could not start.
-pub fn run_standalone(s: Standalone) -> Result<(), StartError> {
+pub fn run_standalone(
+    s: Standalone,
+    shutdown: crate::shutdown::Shutdown,
+) -> Result<(), StartError> {
     let runner = crate::enforce::Runner::new(s.options.command_timeout, s.dry_run);
     let backend = Backend::new(s.kind, &s.options, runner).map_err(StartError::Options)?;
     let source = remote::Remote::new(&s.server, &s.token, &s.ident)?;
@@ -788,7 +791,7 @@ pub fn run_standalone(s: Standalone) -> Result<(), StartError> {
             });
         }
         let run = tokio::spawn(manager.run(rx));
-        crate::server::signal().await;
+        shutdown.wait().await;
         tracing::info!("Stopping.");
         let _ = tx.send(true);
         let _ = run.await;

@@ -267,3 +267,88 @@ fn a_standby_takes_over_catch_and_release_and_carries_on() {
     assert_eq!(ids.trim(), "1,2");
     assert!(b.terminate().success());
 }
+
+/// A `catchd run` node inside this test process: its shutdown trigger, its address, and
+/// the thread that returns what `daemon::run` returned.
+struct Node {
+    stop: catchd::shutdown::Trigger,
+    addr: std::sync::mpsc::Receiver<std::net::SocketAddr>,
+    done: std::thread::JoinHandle<Result<(), String>>,
+}
+
+impl Node {
+    fn start(url: &str, name: &str, logs: &std::path::Path) -> Node {
+        let mut c = catchd::config::Config::default();
+        c.server.db = std::path::PathBuf::from(url);
+        c.server.cluster = true;
+        c.server.lease_ttl = std::time::Duration::from_millis(600);
+        c.server.listen = "127.0.0.1:0".parse().unwrap();
+        c.bus.node_id = Some(name.into());
+        c.logs.dir = logs.join(name);
+        let (stop, shutdown) = catchd::shutdown::Shutdown::new();
+        let (tx, addr) = std::sync::mpsc::channel();
+        let done = std::thread::spawn(move || {
+            catchd::daemon::run(&c, catchd::bhr::api::system_clock(), shutdown, |a| {
+                let _ = tx.send(a);
+            })
+            .map_err(|e| e.to_string())
+        });
+        Node { stop, addr, done }
+    }
+
+    /// Its address once it serves (`None`: not within `secs`).
+    fn serving(&self, secs: u64) -> Option<std::net::SocketAddr> {
+        self.addr
+            .recv_timeout(std::time::Duration::from_secs(secs))
+            .ok()
+    }
+}
+
+#[test]
+fn in_process_the_lease_passes_on_shutdown_and_a_node_that_loses_it_stops_with_an_error() {
+    use crate::serve::process::http;
+    let pg = Cluster::start();
+    pg.sql("postgres", "CREATE DATABASE l");
+    let url = pg.url("l");
+    let ops = format!(
+        "Token {}",
+        add_user(std::path::Path::new(&url), "ops", "user", None)
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let a = Node::start(&url, "node-a", logs.path());
+    let a_addr = a.serving(30).expect("A serves");
+    let b = Node::start(&url, "node-b", logs.path());
+    assert!(b.serving(2).is_none(), "B waits while A holds the lease");
+    let (st, body) = http(
+        a_addr,
+        "POST",
+        "/api/v1/cr/drop",
+        Some(&ops),
+        Some((
+            "application/json",
+            r#"{"addr": "192.0.2.44", "location": "handover"}"#,
+        )),
+    );
+    assert_eq!(st, 200, "{body}");
+
+    // A stops by its trigger: it lets go, B takes over with A's state.
+    a.stop.fire();
+    assert_eq!(a.done.join().unwrap(), Ok(()));
+    let b_addr = b.serving(10).expect("B takes over");
+    let (st, body) = http(b_addr, "GET", "/api/v1/cr/192.0.2.44", Some(&ops), None);
+    assert_eq!(st, 200, "{body}");
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["location"], "handover", "{info}");
+    assert_eq!(info["current_block_id"], 1);
+
+    // Another node takes the lease under B (as one would after B's database link was
+    // down for a whole lease): B stops by itself, with an error, and the process lives on.
+    pg.sql(
+        "l",
+        "UPDATE catchd_lease SET holder = 'node-c', expires = now() + interval '1 hour'",
+    );
+    let r = b.done.join().unwrap();
+    let e = r.expect_err("B stops with an error");
+    assert!(e.contains("node-c took the catch-and-release lease"), "{e}");
+    drop(b.stop);
+}
