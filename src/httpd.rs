@@ -91,70 +91,68 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Prometheus text.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
+    /// The counters, for `/metrics`.
+    pub fn collect(&self, m: &mut crate::telemetry::Metrics) {
+        use crate::telemetry::Kind;
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
         for (name, kind, help, n) in [
             (
                 "connections_open",
-                "gauge",
+                Kind::Gauge,
                 "HTTP connections open",
                 v(&self.open),
             ),
             (
                 "connections_max",
-                "gauge",
+                Kind::Gauge,
                 "HTTP connections allowed at once",
                 v(&self.max_connections),
             ),
             (
                 "connections_total",
-                "counter",
+                Kind::Counter,
                 "HTTP connections accepted",
                 v(&self.accepted),
             ),
             (
                 "accept_errors_total",
-                "counter",
+                Kind::Counter,
                 "failed accepts (such as running out of file descriptors)",
                 v(&self.accept_errors),
             ),
             (
                 "header_timeouts_total",
-                "counter",
+                Kind::Counter,
                 "connections closed because a request head was not sent in time",
                 v(&self.header_timeouts),
             ),
             (
                 "idle_closed_total",
-                "counter",
+                Kind::Counter,
                 "idle keep-alive connections closed",
                 v(&self.idle_closed),
             ),
             (
                 "write_timeouts_total",
-                "counter",
+                Kind::Counter,
                 "connections closed because the client did not read the answer",
                 v(&self.write_timeouts),
             ),
             (
                 "refused_total",
-                "counter",
+                Kind::Counter,
                 "requests refused before any handler (unreadable, URI or headers too large)",
                 v(&self.refused),
             ),
             (
                 "cut_at_shutdown_total",
-                "counter",
+                Kind::Counter,
                 "requests still in flight when the shutdown grace ran out",
                 v(&self.cut_at_shutdown),
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP catchd_http_{name} {help}\n# TYPE catchd_http_{name} {kind}\ncatchd_http_{name} {n}"
-            );
+            m.of(kind, &format!("catchd_http_{name}"), help)
+                .value(crate::telemetry::count(n));
         }
     }
 }

@@ -55,6 +55,7 @@ pub mod sensor;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod telemetry;
 pub mod time;
 pub mod watchlist;
 pub mod web;

@@ -574,71 +574,76 @@ impl Worker {
     }
 }
 
-/// The bus's counters in Prometheus text format.
-pub fn render_metrics(s: &Stats, node: &str, out: &mut String) {
-    use std::fmt::Write as _;
-    let rows: [(&str, &str, &str, &AtomicU64); 10] = [
-        ("published_total", "counter", "events sent", &s.published),
+/// The bus's counters, for `/metrics`.
+pub fn collect_metrics(s: &Stats, node: &str, m: &mut crate::telemetry::Metrics) {
+    use crate::telemetry::Kind;
+    let rows: [(&str, Kind, &str, &AtomicU64); 10] = [
+        (
+            "published_total",
+            Kind::Counter,
+            "events sent",
+            &s.published,
+        ),
         (
             "queue_drops_total",
-            "counter",
+            Kind::Counter,
             "events lost to a full outgoing queue",
             &s.queue_drops,
         ),
         (
             "xpub_drops_total",
-            "counter",
+            Kind::Counter,
             "events ZeroMQ refused at its high-water mark",
             &s.xpub_drops,
         ),
         (
             "unsubscribed_drops_total",
-            "counter",
+            Kind::Counter,
             "events no subscriber asked for within the grace time",
             &s.unsubscribed_drops,
         ),
         (
             "received_total",
-            "counter",
+            Kind::Counter,
             "events received and understood",
             &s.received,
         ),
         (
             "malformed_total",
-            "counter",
+            Kind::Counter,
             "messages not of 4 frames or with a payload that does not decode",
             &s.malformed,
         ),
         (
             "wrong_format_total",
-            "counter",
+            Kind::Counter,
             "messages in a format catchd does not read",
             &s.wrong_format,
         ),
         (
             "unknown_events_total",
-            "counter",
+            Kind::Counter,
             "events catchd does not handle or with wrong arguments",
             &s.unknown_events,
         ),
         (
             "incoming_drops_total",
-            "counter",
+            Kind::Counter,
             "incoming events lost because catchd was behind",
             &s.incoming_drops,
         ),
         (
             "subscriptions",
-            "gauge",
+            Kind::Gauge,
             "topic prefixes subscribers asked for",
             &s.subscriptions,
         ),
     ];
     for (name, kind, help, v) in rows {
-        let _ = writeln!(
-            out,
-            "# HELP catchd_bus_{name} {help}\n# TYPE catchd_bus_{name} {kind}\ncatchd_bus_{name}{{node=\"{node}\"}} {}",
-            v.load(Ordering::Relaxed)
+        let name = format!("catchd_bus_{name}");
+        m.of(kind, &name, help).sample(
+            &[("node", node)],
+            crate::telemetry::count(v.load(Ordering::Relaxed)),
         );
     }
 }

@@ -8,15 +8,14 @@
 //! * `GET /api/v1/cr` → every tracked address with its BlockInfo;
 //! * `GET /metrics` → capture, engine and API counters (public).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use crossbeam_channel::Sender;
 use serde::Serialize;
@@ -28,6 +27,7 @@ use crate::auth::Perm;
 use crate::bhr::api::{ApiError, AppState, FieldErrors, Json, authenticate, body, object, text};
 use crate::cnr::{Action, BlockInfo};
 use crate::sensor::SensorStats;
+use crate::telemetry::{Kind, Metrics, count};
 use crate::time::Time;
 
 use super::core::{Command, CoreMetrics};
@@ -60,6 +60,8 @@ pub struct CrState {
     pub cr_source: String,
     /// The daemon's supervised workers.
     pub workers: Arc<super::workers::Workers>,
+    /// The process's metrics (see [`register_metrics`]).
+    pub metrics: crate::telemetry::Registry,
 }
 
 impl crate::web::CatchRelease for CrState {
@@ -333,204 +335,213 @@ async fn list(State(s): St, h: HeaderMap) -> Result<Response> {
     )))
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`: the process's registry.
 async fn metrics(State(s): St) -> Response {
-    let mut b = String::with_capacity(4096);
-    capture_metrics(&mut b, &s.sensors);
-    s.workers.render(&mut b);
-    let _ = writeln!(
-        b,
-        "# HELP catchd_store_up whether the store's writer runs and accepts writes\n# TYPE catchd_store_up gauge\ncatchd_store_up {}",
-        u8::from(s.api.store().is_up())
-    );
-    s.api.connections().render(&mut b);
+    s.metrics.response()
+}
+
+/// Makes `cr`'s registry read the daemon's counters (held weakly: the registry is part
+/// of `cr`).
+pub fn register_metrics(cr: &Arc<CrState>) {
+    let weak = Arc::downgrade(cr);
+    cr.metrics.add(move |m: &mut Metrics| {
+        if let Some(s) = weak.upgrade() {
+            collect(&s, m);
+        }
+    });
+}
+
+/// Every counter of `catchd run`.
+fn collect(s: &CrState, m: &mut Metrics) {
+    collect_captures(&s.sensors, m);
+    s.workers.collect(m);
+    m.gauge(
+        "catchd_store_up",
+        "whether the store's writer runs and accepts writes",
+    )
+    .value(f64::from(u8::from(s.api.store().is_up())));
+    s.api.connections().collect(m);
     if let Some((node, st)) = &s.bus {
-        crate::bus::render_metrics(st, node, &mut b);
+        crate::bus::collect_metrics(st, node, m);
     }
-    s.scan.render(&mut b);
-    let _ = writeln!(
-        b,
-        "# HELP catchd_watchlist_items items on the watchlist or blacklist\n# TYPE catchd_watchlist_items gauge\ncatchd_watchlist_items {}",
-        s.watchlist.list.len()
-    );
-    crate::manager::render_metrics(&s.blockers, &mut b);
+    s.scan.collect(m);
+    m.gauge(
+        "catchd_watchlist_items",
+        "items on the watchlist or blacklist",
+    )
+    .value(count(s.watchlist.list.len() as u64));
+    crate::manager::collect_metrics(&s.blockers, m);
     let c = &s.core;
-    let _ = writeln!(
-        b,
-        "# HELP catchd_cnr_actions_total catch-and-release log lines by action\n# TYPE catchd_cnr_actions_total counter"
+    let mut f = m.counter(
+        "catchd_cnr_actions_total",
+        "catch-and-release log lines by action",
     );
     for (i, a) in Action::ALL.iter().enumerate() {
         let name = a.as_str().trim_start_matches("NetControl::");
-        let _ = writeln!(
-            b,
-            "catchd_cnr_actions_total{{action=\"{name}\"}} {}",
-            c.actions[i].load(Ordering::Relaxed)
+        f.sample(
+            &[("action", name)],
+            count(c.actions[i].load(Ordering::Relaxed)),
         );
     }
-    for (name, kind, help, v) in [
+    let v = |a: &std::sync::atomic::AtomicU64| count(a.load(Ordering::Relaxed));
+    for (name, kind, help, n) in [
         (
             "catchd_cnr_watched",
-            "gauge",
+            Kind::Gauge,
             "addresses catch-and-release tracks",
-            c.watched.load(Ordering::Relaxed),
+            v(&c.watched),
         ),
         (
             "catchd_cnr_rules",
-            "gauge",
+            Kind::Gauge,
             "live NetControl drop rules",
-            c.rules.load(Ordering::Relaxed),
+            v(&c.rules),
         ),
         (
             "catchd_cnr_sightings_total",
-            "counter",
+            Kind::Counter,
             "sightings of watched addresses processed",
-            c.sightings.load(Ordering::Relaxed),
+            v(&c.sightings),
         ),
         (
             "catchd_cnr_errors_total",
-            "counter",
+            Kind::Counter,
             "drops no backend took and other engine errors",
-            c.errors.load(Ordering::Relaxed),
+            v(&c.errors),
         ),
         (
             "catchd_log_write_errors_total",
-            "counter",
+            Kind::Counter,
             "failed log writes",
-            c.log_errors.load(Ordering::Relaxed),
+            v(&c.log_errors),
         ),
         (
             "catchd_log_rotations_total",
-            "counter",
+            Kind::Counter,
             "log rotations",
-            c.rotations.load(Ordering::Relaxed),
+            v(&c.rotations),
         ),
     ] {
-        let _ = writeln!(b, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        m.of(kind, name, help).value(n);
     }
     let st = s.api.stats_snapshot();
-    for (name, v) in [
-        ("catchd_bhr_expected_blocks", st.expected),
-        ("catchd_bhr_current_blocks", st.current),
-        ("catchd_bhr_block_pending", st.block_pending),
-        ("catchd_bhr_unblock_pending", st.unblock_pending),
+    for (name, help, n) in [
+        (
+            "catchd_bhr_expected_blocks",
+            "registry blocks that should be in place",
+            st.expected,
+        ),
+        (
+            "catchd_bhr_current_blocks",
+            "registry blocks some block manager has in place",
+            st.current,
+        ),
+        (
+            "catchd_bhr_block_pending",
+            "registry blocks no block manager has put in place yet",
+            st.block_pending,
+        ),
+        (
+            "catchd_bhr_unblock_pending",
+            "ended blocks a block manager still has to remove",
+            st.unblock_pending,
+        ),
     ] {
-        let _ = writeln!(b, "# TYPE {name} gauge\n{name} {v}");
+        m.gauge(name, help).value(count(n));
     }
-    let _ = writeln!(
-        b,
-        "# HELP catchd_http_answers_total HTTP answers by status class\n# TYPE catchd_http_answers_total counter"
-    );
+    let mut f = m.counter("catchd_http_answers_total", "HTTP answers by status class");
     for (i, n) in s.api.answers().iter().enumerate() {
-        let _ = writeln!(b, "catchd_http_answers_total{{code=\"{}xx\"}} {n}", i + 1);
+        f.sample(&[("code", &format!("{}xx", i + 1))], count(*n));
     }
-    prometheus(b, s.started)
+    uptime(s.started, m);
 }
 
-/// Ends a metrics page with the uptime and answers it as Prometheus text.
-pub fn prometheus(mut b: String, started: std::time::Instant) -> Response {
-    let _ = writeln!(
-        b,
-        "# HELP catchd_uptime_seconds seconds since start\n# TYPE catchd_uptime_seconds gauge\ncatchd_uptime_seconds {:.3}",
-        started.elapsed().as_secs_f64()
-    );
-    let mut r = b.into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    r
+/// `catchd_uptime_seconds`.
+pub fn uptime(started: std::time::Instant, m: &mut Metrics) {
+    m.gauge("catchd_uptime_seconds", "seconds since start")
+        .value(started.elapsed().as_secs_f64());
 }
 
 /// A metric family: name, type, help, and how to read it from a capture's counters.
-type Series = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&SensorStats) -> u64,
-);
+type Series = (&'static str, Kind, &'static str, fn(&SensorStats) -> u64);
 
-/// The per-interface capture counters.
-/// The capture threads' counters in Prometheus text format.
-pub fn capture_metrics(b: &mut String, sensors: &[(String, Arc<SensorStats>)]) {
+/// The capture threads' counters, per interface.
+pub fn collect_captures(sensors: &[(String, Arc<SensorStats>)], m: &mut Metrics) {
     let series: [Series; 9] = [
         (
             "catchd_capture_packets_per_second",
-            "gauge",
+            Kind::Gauge,
             "frames captured per second over the last second",
             |x| x.rate.load(Ordering::Relaxed),
         ),
         (
             "catchd_capture_packets_total",
-            "counter",
+            Kind::Counter,
             "frames captured",
             |x| x.packets.load(Ordering::Relaxed),
         ),
         (
             "catchd_capture_bytes_total",
-            "counter",
+            Kind::Counter,
             "bytes captured",
             |x| x.bytes.load(Ordering::Relaxed),
         ),
         (
             "catchd_capture_skipped_total",
-            "counter",
+            Kind::Counter,
             "frames without a readable IP header",
             |x| x.skipped.load(Ordering::Relaxed),
         ),
         (
             "catchd_capture_sightings_total",
-            "counter",
+            Kind::Counter,
             "sightings of watched addresses sent to the engine",
             |x| x.sightings.load(Ordering::Relaxed),
         ),
         (
             "catchd_capture_channel_drops_total",
-            "counter",
+            Kind::Counter,
             "sightings lost because the engine was behind",
             |x| x.channel_drops.load(Ordering::Relaxed),
         ),
         (
             "catchd_capture_kernel_received_total",
-            "counter",
+            Kind::Counter,
             "packets the kernel passed to the capture (libpcap)",
             |x| x.kernel_received.load(Ordering::Relaxed),
         ),
         (
             "catchd_capture_kernel_drops_total",
-            "counter",
+            Kind::Counter,
             "packets dropped for lack of capture buffer (libpcap)",
             |x| x.kernel_dropped.load(Ordering::Relaxed),
         ),
         (
             "catchd_capture_interface_drops_total",
-            "counter",
+            Kind::Counter,
             "packets dropped by the interface (libpcap)",
             |x| x.if_dropped.load(Ordering::Relaxed),
         ),
     ];
     for (name, kind, help, get) in series {
-        let _ = writeln!(b, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        let mut f = m.of(kind, name, help);
         for (iface, st) in sensors {
-            let _ = writeln!(b, "{name}{{interface=\"{iface}\"}} {}", get(st));
+            f.sample(&[("interface", iface)], count(get(st)));
         }
     }
-    let _ = writeln!(
-        b,
-        "# HELP catchd_capture_up whether the capture runs\n# TYPE catchd_capture_up gauge"
-    );
+    let mut f = m.gauge("catchd_capture_up", "whether the capture runs");
     for (iface, st) in sensors {
-        let up = u8::from(!st.failed.load(Ordering::Relaxed));
-        let _ = writeln!(b, "catchd_capture_up{{interface=\"{iface}\"}} {up}");
+        let up = !st.failed.load(Ordering::Relaxed);
+        f.sample(&[("interface", iface)], f64::from(u8::from(up)));
     }
-    let _ = writeln!(
-        b,
-        "# HELP catchd_capture_restarts_total times a failed capture was opened again\n# TYPE catchd_capture_restarts_total counter"
+    let mut f = m.counter(
+        "catchd_capture_restarts_total",
+        "times a failed capture was opened again",
     );
     for (iface, st) in sensors {
-        let n = st.restarts.load(Ordering::Relaxed);
-        let _ = writeln!(
-            b,
-            "catchd_capture_restarts_total{{interface=\"{iface}\"}} {n}"
+        f.sample(
+            &[("interface", iface)],
+            count(st.restarts.load(Ordering::Relaxed)),
         );
     }
 }

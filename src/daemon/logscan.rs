@@ -41,9 +41,8 @@ pub struct ScanMetrics {
 }
 
 impl ScanMetrics {
-    /// Prometheus text.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
+    /// The counters, for `/metrics`.
+    pub fn collect(&self, m: &mut crate::telemetry::Metrics) {
         for (name, help, v) in [
             ("lines_total", "log lines read", &self.lines),
             ("matched_total", "log lines a rule matched", &self.matched),
@@ -74,11 +73,8 @@ impl ScanMetrics {
                 &self.line_errors,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP catchd_scan_{name} {help}\n# TYPE catchd_scan_{name} counter\ncatchd_scan_{name} {}",
-                v.load(Ordering::Relaxed)
-            );
+            m.counter(&format!("catchd_scan_{name}"), help)
+                .value(crate::telemetry::count(v.load(Ordering::Relaxed)));
         }
     }
 }

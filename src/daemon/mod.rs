@@ -501,7 +501,9 @@ impl Parts {
             intervals: config.cnr.intervals.clone(),
             cr_source: config.cnr.source.clone(),
             workers: workers.clone(),
+            metrics: crate::telemetry::Registry::new(),
         });
+        http::register_metrics(&cr);
         let routes = http::router(cr.clone())
             .merge(watchlist_routes)
             .merge(crate::web::router(state.clone(), Some(cr)));

@@ -221,6 +221,7 @@ struct SensorHttp {
     bus: (String, Arc<crate::bus::Stats>),
     stats: Arc<SensorRoleStats>,
     started: std::time::Instant,
+    metrics: crate::telemetry::Registry,
 }
 
 type St = State<Arc<SensorHttp>>;
@@ -237,58 +238,62 @@ async fn info(State(s): St, Path(raw): Path<String>) -> Result<Response, ApiErro
 }
 
 async fn metrics(State(s): St) -> Response {
-    use std::fmt::Write as _;
-    let mut b = String::with_capacity(4096);
-    super::http::capture_metrics(&mut b, &s.captures);
-    crate::bus::render_metrics(&s.bus.1, &s.bus.0, &mut b);
+    s.metrics.response()
+}
+
+/// Every counter of a sensor.
+fn collect(s: &SensorHttp, m: &mut crate::telemetry::Metrics) {
+    use crate::telemetry::{Kind, count};
+    super::http::collect_captures(&s.captures, m);
+    crate::bus::collect_metrics(&s.bus.1, &s.bus.0, m);
     let st = &s.stats;
     for (name, kind, help, v) in [
         (
             "catchd_sensor_replica_watched",
-            "gauge",
+            Kind::Gauge,
             "addresses in the replica of the manager's watched set",
             s.replica.len() as u64,
         ),
         (
             "catchd_sensor_encounters_sent_total",
-            "counter",
+            Kind::Counter,
             "catch_release_encountered events sent to the manager",
             st.encounters_sent.load(Ordering::Relaxed),
         ),
         (
             "catchd_sensor_encounters_suppressed_total",
-            "counter",
+            Kind::Counter,
             "sightings not reported because the address was reported recently",
             st.encounters_suppressed.load(Ordering::Relaxed),
         ),
         (
             "catchd_sensor_block_new_total",
-            "counter",
+            Kind::Counter,
             "catch_release_block_new events applied",
             st.block_new.load(Ordering::Relaxed),
         ),
         (
             "catchd_sensor_block_delete_total",
-            "counter",
+            Kind::Counter,
             "catch_release_block_delete events applied",
             st.block_delete.load(Ordering::Relaxed),
         ),
         (
             "catchd_sensor_expired_total",
-            "counter",
+            Kind::Counter,
             "replica entries whose watch ended",
             st.expired.load(Ordering::Relaxed),
         ),
         (
             "catchd_sensor_syncs_total",
-            "counter",
+            Kind::Counter,
             "snapshots of the watched set received",
             st.syncs.load(Ordering::Relaxed),
         ),
     ] {
-        let _ = writeln!(b, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        m.of(kind, name, help).value(count(v));
     }
-    super::http::prometheus(b, s.started)
+    super::http::uptime(s.started, m);
 }
 
 /// Runs a sensor until `shutdown` fires.
@@ -369,7 +374,16 @@ pub fn run(
         bus: (node_id.clone(), node.publisher().stats().clone()),
         stats,
         started: std::time::Instant::now(),
+        metrics: crate::telemetry::Registry::new(),
     });
+    {
+        let weak = Arc::downgrade(&http);
+        http.metrics.add(move |m: &mut crate::telemetry::Metrics| {
+            if let Some(s) = weak.upgrade() {
+                collect(&s, m);
+            }
+        });
+    }
     let app = Router::new()
         .route("/api/v1/cr", get(list))
         .route("/api/v1/cr/", get(list))

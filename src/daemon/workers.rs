@@ -228,45 +228,35 @@ impl Workers {
         })
     }
 
-    /// Prometheus text: `catchd_<name>_up` per worker, and the restarts.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
+    /// `catchd_<name>_up` per worker, and the restarts, for `/metrics`.
+    pub fn collect(&self, m: &mut crate::telemetry::Metrics) {
         let all = self.all();
         let mut names: Vec<&'static str> = all.iter().map(|w| w.name).collect();
+        names.sort_unstable();
         names.dedup();
-        let label = |w: &Worker| {
-            w.label
-                .as_ref()
-                .map_or_else(String::new, |(k, v)| format!("{{{k}=\"{v}\"}}"))
+        let labels = |w: &Worker| -> Vec<(&'static str, String)> {
+            w.label.iter().map(|(k, v)| (*k, v.clone())).collect()
         };
-        let mut seen = std::collections::HashSet::new();
         for name in names {
-            if !seen.insert(name) {
-                continue;
-            }
-            let _ = writeln!(
-                out,
-                "# HELP catchd_{name}_up whether the {name} worker runs\n# TYPE catchd_{name}_up gauge"
+            let mut f = m.gauge(
+                &format!("catchd_{name}_up"),
+                &format!("whether the {name} worker runs"),
             );
             for w in all.iter().filter(|w| w.name == name) {
-                let _ = writeln!(out, "catchd_{name}_up{} {}", label(w), u8::from(w.up()));
+                let l = labels(w);
+                let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                f.sample(&l, f64::from(u8::from(w.up())));
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP catchd_worker_restarts_total times a worker was started again after it stopped\n# TYPE catchd_worker_restarts_total counter"
+        let mut f = m.counter(
+            "catchd_worker_restarts_total",
+            "times a worker was started again after it stopped",
         );
         for w in &all {
-            let extra = w
-                .label
-                .as_ref()
-                .map_or_else(String::new, |(k, v)| format!(",{k}=\"{v}\""));
-            let _ = writeln!(
-                out,
-                "catchd_worker_restarts_total{{worker=\"{}\"{extra}}} {}",
-                w.name,
-                w.restarts()
-            );
+            let l = labels(w);
+            let mut l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            l.insert(0, ("worker", w.name));
+            f.sample(&l, crate::telemetry::count(w.restarts()));
         }
     }
 }
@@ -308,8 +298,7 @@ mod tests {
         assert_eq!(w.restarts(), 2);
         assert!(w.up());
         assert!(fatal.lock().unwrap().is_empty());
-        let mut m = String::new();
-        ws.render(&mut m);
+        let m = crate::telemetry::render(|m| ws.collect(m));
         assert!(m.contains("catchd_scan_up 1"), "{m}");
         assert!(
             m.contains("catchd_worker_restarts_total{worker=\"scan\"} 2"),
@@ -332,8 +321,7 @@ mod tests {
             f[0].contains("core") && f[0].contains("broken invariant"),
             "{f:?}"
         );
-        let mut m = String::new();
-        ws.render(&mut m);
+        let m = crate::telemetry::render(|m| ws.collect(m));
         assert!(m.contains("catchd_core_up 0"), "{m}");
     }
 
@@ -372,8 +360,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(runs.load(Ordering::SeqCst), 2);
-        let mut m = String::new();
-        ws.render(&mut m);
+        let m = crate::telemetry::render(|m| ws.collect(m));
         assert!(m.contains("catchd_blocker_up{ident=\"fw\"} 1"), "{m}");
     }
 }

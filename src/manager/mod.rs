@@ -166,83 +166,81 @@ impl Counters {
     }
 }
 
-/// Prometheus lines for the managers `(ident, backend, counters)`.
-pub fn render_metrics(managers: &[(String, &'static str, Arc<Counters>)], out: &mut String) {
-    use std::fmt::Write as _;
-    if managers.is_empty() {
-        return;
-    }
+/// The counters of the managers `(ident, backend, counters)`, for `/metrics`.
+pub fn collect_metrics(
+    managers: &[(String, &'static str, Arc<Counters>)],
+    m: &mut crate::telemetry::Metrics,
+) {
+    use crate::telemetry::Kind;
     type Pick = fn(&Counters) -> &AtomicU64;
-    let families: [(&str, &str, &str, Pick); 10] = [
+    let families: [(&str, Kind, &str, Pick); 10] = [
         (
             "blocked_total",
-            "counter",
+            Kind::Counter,
             "rules put in place from the block queue",
             |c| &c.blocked,
         ),
         (
             "unblocked_total",
-            "counter",
+            Kind::Counter,
             "rules removed from the unblock queue",
             |c| &c.unblocked,
         ),
         (
             "reconcile_added_total",
-            "counter",
+            Kind::Counter,
             "rules added by reconciling",
             |c| &c.reconcile_added,
         ),
         (
             "reconcile_removed_total",
-            "counter",
+            Kind::Counter,
             "stale rules removed by reconciling",
             |c| &c.reconcile_removed,
         ),
         (
             "reconciles_total",
-            "counter",
+            Kind::Counter,
             "reconciliations completed",
             |c| &c.reconciles,
         ),
         (
             "batch_failures_total",
-            "counter",
+            Kind::Counter,
             "batches the backend refused",
             |c| &c.batch_failures,
         ),
         (
             "rule_failures_total",
-            "counter",
+            Kind::Counter,
             "rules the backend could not apply",
             |c| &c.rule_failures,
         ),
         (
             "source_errors_total",
-            "counter",
+            Kind::Counter,
             "failed requests to the BHR API",
             |c| &c.source_errors,
         ),
         (
             "bad_rows_total",
-            "counter",
+            Kind::Counter,
             "rows of the BHR API's answers skipped because they could not be read",
             |c| &c.bad_rows,
         ),
         (
             "last_failure_seconds",
-            "gauge",
+            Kind::Gauge,
             "unix time of the last failure (0: none)",
             |c| &c.last_failure,
         ),
     ];
     for (name, kind, help, pick) in families {
-        let _ = writeln!(out, "# HELP catchd_blocker_{name} {help}");
-        let _ = writeln!(out, "# TYPE catchd_blocker_{name} {kind}");
+        let mut f = m.of(kind, &format!("catchd_blocker_{name}"), help);
         for (ident, backend, c) in managers {
-            let _ = writeln!(
-                out,
-                "catchd_blocker_{name}{{ident=\"{ident}\",backend=\"{backend}\"}} {}",
-                pick(c).load(Ordering::Relaxed)
+            f.sample(
+                &[("ident", ident), ("backend", backend)],
+                crate::telemetry::count(pick(c).load(Ordering::Relaxed)),
             );
         }
     }
@@ -762,23 +760,14 @@ pub fn run_standalone(
         if let Some(addr) = s.metrics {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             tracing::info!("Metrics on http://{}/metrics", listener.local_addr()?);
-            let ident = s.ident.clone();
+            let registry = crate::telemetry::Registry::new();
+            let managers = [(s.ident.clone(), name, counters)];
+            registry.add(move |m: &mut crate::telemetry::Metrics| collect_metrics(&managers, m));
             let app = axum::Router::new().route(
                 "/metrics",
                 axum::routing::get(move || {
-                    let counters = Arc::clone(&counters);
-                    let ident = ident.clone();
-                    async move {
-                        let mut out = String::new();
-                        render_metrics(&[(ident, name, counters)], &mut out);
-                        (
-                            [(
-                                axum::http::header::CONTENT_TYPE,
-                                "text/plain; version=0.0.4",
-                            )],
-                            out,
-                        )
-                    }
+                    let registry = registry.clone();
+                    async move { registry.response() }
                 }),
             );
             let mut stop = rx.clone();

@@ -304,35 +304,32 @@ pub async fn metrics(State(s): St, h: HeaderMap) -> Result<Response> {
     caller(&s, &h).await?;
     let (st, now) = s.read(|reg| (reg.stats().clone(), reg.now()));
     let ms = now.as_micros() / 1000;
-    let mut b = String::new();
-    b.push_str("\n# HELP bhr_blocked_total total hosts blocked\n# TYPE bhr_blocked_total gauge\n");
-    b.push_str(&format!(
-        "bhr_blocked_total{{type=\"current\"}} {} {ms}\n",
-        st.current
-    ));
-    b.push_str(&format!(
-        "bhr_blocked_total{{type=\"expected\"}} {} {ms}\n",
-        st.expected
-    ));
-    b.push_str("\n# HELP bhr_pending_total total hosts pending\n# TYPE bhr_pending_total gauge\n");
-    b.push_str(&format!(
-        "bhr_pending_total{{type=\"block\"}} {} {ms}\n",
-        st.block_pending
-    ));
-    b.push_str(&format!(
-        "bhr_pending_total{{type=\"unblock\"}} {} {ms}\n",
-        st.unblock_pending
-    ));
-    b.push_str("\n# HELP bhr_blocked_total_by_source total hosts blocked by each source\n# TYPE bhr_blocked_total_by_source gauge\n");
-    for (src, n) in &st.sources {
-        let src = src
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n");
-        b.push_str(&format!(
-            "bhr_blocked_total_by_source{{source=\"{src}\"}} {n} {ms}\n"
-        ));
-    }
+    let b = crate::telemetry::render(|m| {
+        let n = crate::telemetry::count;
+        m.gauge("bhr_blocked_total", "total hosts blocked")
+            .at_ms(ms)
+            .sample(&[("type", "current")], n(st.current))
+            .sample(&[("type", "expected")], n(st.expected));
+        m.gauge("bhr_pending_total", "total hosts pending")
+            .at_ms(ms)
+            .sample(&[("type", "block")], n(st.block_pending))
+            .sample(&[("type", "unblock")], n(st.unblock_pending));
+        let mut f = m
+            .gauge(
+                "bhr_blocked_total_by_source",
+                "total hosts blocked by each source",
+            )
+            .at_ms(ms);
+        for (src, v) in &st.sources {
+            f.sample(&[("source", src)], n(*v));
+        }
+    });
+    // BHR puts an empty line before each family (a label value cannot start a line:
+    // its newlines are escaped).
+    let b: String = b
+        .lines()
+        .flat_map(|l| [if l.starts_with("# HELP ") { "\n" } else { "" }, l, "\n"])
+        .collect();
     let mut r = b.into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));

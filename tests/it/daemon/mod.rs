@@ -6,6 +6,7 @@ pub mod netns;
 mod api;
 mod config;
 mod live;
+mod metrics;
 mod restart;
 
 use std::path::{Path, PathBuf};
