@@ -3,19 +3,19 @@
 //! blocks per hour. `/cr/live` is the same content without the page around it, which the
 //! script swaps in every few seconds.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use ipnet::IpNet;
+use maud::{Markup, PreEscaped, html};
 
 use crate::addr::Addr;
 use crate::cnr::{BlockInfo, CatchReleaseRecord, Intervals};
 use crate::time::{Interval, Time};
 
-use super::html::{Esc, Left, Short, Span, TimeTag, Url};
+use super::html::{Date, Left, Span, Url, short_time, time_tag};
 use super::pages::Form;
 use super::{WebState, html, layout_with};
 
@@ -80,15 +80,14 @@ fn epoch(t: Time) -> f64 {
 }
 
 /// A countdown: the remaining time (ticked by the script) over the date.
-fn countdown(out: &mut String, until: Time, now: Time) {
+/// Time left until `until` (counted down by the script), with the time itself.
+fn countdown(until: Time, now: Time) -> Markup {
     let left = (until - now).as_micros().div_euclid(1_000_000);
-    let _ = write!(
-        out,
-        "<span class=\"left\" data-until=\"{:.3}\">{}</span><br><span class=\"muted small\">{}</span>",
-        epoch(until),
-        Left(left),
-        TimeTag(until)
-    );
+    html! {
+        span.left data-until=(format!("{:.3}", epoch(until))) { (Left(left)) }
+        br;
+        span.muted.small { (time_tag(until)) }
+    }
 }
 
 fn secs(i: Interval) -> i64 {
@@ -123,217 +122,198 @@ fn hourly(s: &WebState, source: &str, now: Time) -> [(u32, u32); 24] {
 
 /// The chart: one bar per hour, catch-and-release's part darker. Plain SVG and HTML, so
 /// it needs no script; the labels are HTML so that they keep their size on any screen.
-fn chart(out: &mut String, bars: &[(u32, u32); 24], now: Time) {
+/// Blocks per hour over the last 24 hours: all sources, and catch-and-release's.
+fn chart(bars: &[(u32, u32); 24], now: Time) -> Markup {
     let max = bars.iter().map(|b| b.0).max().unwrap_or(0).max(1);
     let (w, h) = (240.0f64, 100.0f64);
     let bw = w / 24.0;
     let total: u32 = bars.iter().map(|b| b.0).sum();
     let ours: u32 = bars.iter().map(|b| b.1).sum();
-    let _ = write!(
-        out,
-        "<figure class=\"chart\"><div class=\"ymax muted small\">{max} per hour</div>\
-         <svg viewBox=\"0 0 {w} {h}\" preserveAspectRatio=\"none\" role=\"img\" \
-         aria-label=\"Blocks per hour over the last 24 hours: {total} in all, {ours} by catch and release\">"
-    );
     let hour = 3_600_000_000i64;
     let first = (now.as_micros().div_euclid(hour) - 23) * hour;
-    for (i, (all, cr)) in bars.iter().enumerate() {
-        let x = i as f64 * bw;
-        let ha = f64::from(*all) / f64::from(max) * h;
-        let hc = f64::from(*cr) / f64::from(max) * h;
-        let from = Time::from_micros(first + i as i64 * hour);
-        let _ = write!(
-            out,
-            "<g><title>{}: {all} blocks, {cr} by catch and release</title>\
-             <rect class=\"all\" x=\"{:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{:.2}\"/>\
-             <rect class=\"cr\" x=\"{:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{:.2}\"/></g>",
-            super::html::Date(from),
-            x + 0.5,
-            h - ha,
-            bw - 1.0,
-            ha,
-            x + 0.5,
-            h - hc,
-            bw - 1.0,
-            hc
-        );
+    let f2 = |v: f64| format!("{v:.2}");
+    html! {
+        figure.chart {
+            div.ymax.muted.small { (max) " per hour" }
+            svg viewBox={ "0 0 " (w) " " (h) } preserveAspectRatio="none" role="img"
+                aria-label={ "Blocks per hour over the last 24 hours: " (total)
+                    " in all, " (ours) " by catch and release" } {
+                @for (i, (all, cr)) in bars.iter().enumerate() {
+                    @let x = i as f64 * bw;
+                    @let ha = f64::from(*all) / f64::from(max) * h;
+                    @let hc = f64::from(*cr) / f64::from(max) * h;
+                    @let from = Time::from_micros(first + i as i64 * hour);
+                    g {
+                        title { (Date(from)) ": " (all) " blocks, " (cr) " by catch and release" }
+                        rect.all x=(f2(x + 0.5)) y=(f2(h - ha)) width=(f2(bw - 1.0)) height=(f2(ha)) {}
+                        rect.cr x=(f2(x + 0.5)) y=(f2(h - hc)) width=(f2(bw - 1.0)) height=(f2(hc)) {}
+                    }
+                }
+            }
+            div.axis.muted.small {
+                @for i in [0i64, 6, 12, 18, 23] {
+                    span { (format!("{:02}:00", (first / hour + i).rem_euclid(24))) }
+                }
+            }
+            figcaption {
+                "Blocks per hour, last 24 hours (UTC): " span.key.all {} " all sources "
+                span.key.cr {} " catch and release. " (total) " in all, " (ours)
+                " by catch and release."
+            }
+        }
     }
-    out.push_str("</svg><div class=\"axis muted small\">");
-    for i in [0usize, 6, 12, 18, 23] {
-        let hh = (first / hour + i as i64).rem_euclid(24);
-        let _ = write!(out, "<span>{hh:02}:00</span>");
-    }
-    let _ = write!(
-        out,
-        "</div><figcaption>Blocks per hour, last 24 hours (UTC): <span class=\"key all\"></span> all sources \
-         <span class=\"key cr\"></span> catch and release. {total} in all, {ours} by catch and release.</figcaption></figure>"
-    );
 }
 
 fn live_html(s: &WebState, o: &Overview, filter: &str, now: Time) -> String {
-    let mut out = String::with_capacity(16 * 1024 + o.rows.len() * 600);
-    let _ = write!(
-        out,
-        "<span hidden data-now=\"{:.3}\"></span><dl class=\"counts\"><div><dt>Watched</dt><dd>{}</dd></div>\
-         <div><dt>Blocked now</dt><dd>{}</dd></div>",
-        epoch(now),
-        o.watched,
-        o.blocked
-    );
-    for (name, label) in [
-        ("DROPPED", "Dropped"),
-        ("FORGOTTEN", "Forgotten"),
-        ("SEEN_AGAIN", "Seen again"),
-    ] {
-        if let Some((_, n)) = o.actions.iter().find(|(a, _)| *a == name) {
-            let _ = write!(out, "<div><dt>{label}</dt><dd>{n}</dd></div>");
-        }
-    }
-    out.push_str("</dl>");
-
-    // Capture.
-    out.push_str("<h2>Capture</h2>");
-    if o.captures.is_empty() {
-        out.push_str("<p class=\"empty\">No interfaces are captured (start with <code>--interface</code>).</p>");
-    } else {
-        out.push_str("<div class=\"scroll\"><table class=\"capture cards\"><thead><tr><th>Interface</th><th>State</th>\
-            <th class=\"num\">Packets/s</th><th class=\"num\">Packets</th><th class=\"num\">Kernel drops</th>\
-            <th class=\"num\">Interface drops</th><th class=\"num\">Sightings</th><th class=\"num\">Sightings lost</th>\
-            <th class=\"num\">Unreadable</th></tr></thead><tbody>");
-        for c in &o.captures {
-            let _ = write!(
-                out,
-                "<tr><td data-label=\"Interface\">{}</td><td class=\"{}\" data-label=\"State\">{}</td>\
-                 <td class=\"num\" data-label=\"Packets/s\">{}</td><td class=\"num\" data-label=\"Packets\">{}</td>\
-                 <td class=\"num{}\" data-label=\"Kernel drops\">{}</td><td class=\"num{}\" data-label=\"Interface drops\">{}</td>\
-                 <td class=\"num\" data-label=\"Sightings\">{}</td><td class=\"num{}\" data-label=\"Sightings lost\">{}</td>\
-                 <td class=\"num\" data-label=\"Unreadable\">{}</td></tr>",
-                Esc(&c.interface),
-                if c.up { "ok" } else { "bad" },
-                if c.up { "capturing" } else { "stopped" },
-                c.rate,
-                c.packets,
-                if c.kernel_dropped > 0 { " bad" } else { "" },
-                c.kernel_dropped,
-                if c.if_dropped > 0 { " bad" } else { "" },
-                c.if_dropped,
-                c.sightings,
-                if c.channel_drops > 0 { " bad" } else { "" },
-                c.channel_drops,
-                c.skipped
-            );
-        }
-        out.push_str("</tbody></table></div>");
-    }
-
-    chart(&mut out, &hourly(s, &o.source, now), now);
-
-    // Watched addresses.
-    let _ = write!(out, "<h2>Watched addresses</h2>");
-    if !filter.is_empty() {
-        let _ = write!(
-            out,
-            "<p>{} of {} inside <q>{}</q>. <a href=\"/cr/\">Show all</a></p>",
-            o.matched,
-            o.watched,
-            Esc(filter)
-        );
-    }
-    if o.matched > o.rows.len() {
-        let _ = write!(
-            out,
-            "<p class=\"muted\">Showing the {} most recent of {}.</p>",
-            o.rows.len(),
-            o.matched
-        );
-    }
-    if o.rows.is_empty() {
-        out.push_str("<p class=\"empty\">No addresses are watched.</p>");
-    } else {
-        let steps = o.intervals.as_ref().map_or(0, Intervals::len);
-        out.push_str("<div class=\"scroll\"><table class=\"watched cards\"><thead><tr><th>Address</th><th>Step</th>\
-            <th>State</th><th>Blocked until</th><th>Watched until</th><th class=\"num\">Re-blocks</th>\
-            <th>Location</th></tr></thead><tbody>");
-        for (a, i) in &o.rows {
-            let blocked = i.block_until.is_some_and(|u| u > now);
-            let addr = a.to_string();
-            let _ = write!(
-                out,
-                "<tr class=\"{}\"><td class=\"cidr\" data-label=\"Address\"><a href=\"/bhr/query?query={}\">{}</a></td><td data-label=\"Step\">{} of {steps}",
-                if blocked { "blocked" } else { "watching" },
-                Url(&addr),
-                Esc(&addr),
-                i.current_interval + 1
-            );
-            if let Some(iv) = &o.intervals {
-                let _ = write!(
-                    out,
-                    "<br><span class=\"muted small\">block {}</span>",
-                    Span(secs(iv.block(i.current_interval)))
-                );
-            }
-            let _ = write!(
-                out,
-                "</td><td data-label=\"State\">{}</td><td data-label=\"Blocked until\">",
-                if blocked { "blocked" } else { "watching" }
-            );
-            match i.block_until {
-                Some(u) if u > now => countdown(&mut out, u, now),
-                Some(u) => {
-                    let _ = write!(
-                        out,
-                        "<span class=\"muted\">ended</span><br><span class=\"muted small\">{}</span>",
-                        TimeTag(u)
-                    );
+    html! {
+        span hidden data-now=(format!("{:.3}", epoch(now))) {}
+        dl.counts {
+            div { dt { "Watched" } dd { (o.watched) } }
+            div { dt { "Blocked now" } dd { (o.blocked) } }
+            @for (name, label) in [("DROPPED", "Dropped"), ("FORGOTTEN", "Forgotten"), ("SEEN_AGAIN", "Seen again")] {
+                @if let Some((_, n)) = o.actions.iter().find(|(a, _)| *a == name) {
+                    div { dt { (label) } dd { (n) } }
                 }
-                None => out.push_str("<span class=\"muted\">not by catchd</span>"),
             }
-            out.push_str("</td><td data-label=\"Watched until\">");
-            countdown(&mut out, i.watch_until, now);
-            let _ = write!(
-                out,
-                "</td><td class=\"num\" data-label=\"Re-blocks\">{}</td><td class=\"why\" data-label=\"Location\">{}</td></tr>",
-                i.num_reblocked,
-                Esc(i.location.as_deref().unwrap_or(""))
-            );
         }
-        out.push_str("</tbody></table></div>");
+        h2 { "Capture" }
+        (captures(&o.captures))
+        (chart(&hourly(s, &o.source, now), now))
+        h2 { "Watched addresses" }
+        @if !filter.is_empty() {
+            p { (o.matched) " of " (o.watched) " inside " q { (filter) } ". " a href="/cr/" { "Show all" } }
+        }
+        @if o.matched > o.rows.len() {
+            p.muted { "Showing the " (o.rows.len()) " most recent of " (o.matched) "." }
+        }
+        (watched(o, now))
+        h2 { "Latest log lines " span.muted.small { "netcontrol_catch_release.log" } }
+        (log_lines(&o.recent))
     }
+    .into_string()
+}
 
-    // Log lines.
-    out.push_str(
-        "<h2>Latest log lines <span class=\"muted small\">netcontrol_catch_release.log</span></h2>",
-    );
-    if o.recent.is_empty() {
-        out.push_str("<p class=\"empty\">Nothing logged since catchd started.</p>");
-    } else {
-        out.push_str("<div class=\"scroll\"><table class=\"log cards\"><thead><tr><th>Time</th><th>Address</th><th>Action</th>\
-            <th>Block</th><th>Watch</th><th>Blocked until</th><th>Watched until</th><th class=\"num\">Blocks</th>\
-            <th>Location</th><th>Message</th></tr></thead><tbody>");
-        for r in &o.recent {
-            let action = r.action.as_str().trim_start_matches("NetControl::");
-            let _ = write!(
-                out,
-                "<tr><td data-label=\"Time\">{}</td><td class=\"cidr\" data-label=\"Address\">{}</td><td data-label=\"Action\"><span class=\"action {}\">{}</span></td>\
-                 <td data-label=\"Block\">{}</td><td data-label=\"Watch\">{}</td><td data-label=\"Blocked until\">{}</td><td data-label=\"Watched until\">{}</td>\
-                 <td class=\"num\" data-label=\"Blocks\">{}</td><td class=\"why\" data-label=\"Location\">{}</td><td class=\"why\" data-label=\"Message\">{}</td></tr>",
-                Short(r.ts),
-                Esc(&r.ip.to_string()),
-                action.to_ascii_lowercase(),
-                action,
-                Span(secs(r.block_interval)),
-                Span(secs(r.watch_interval)),
-                r.blocked_until
-                    .map_or_else(String::new, |t| Short(t).to_string()),
-                Short(r.watched_until),
-                r.num_blocked,
-                Esc(r.location.as_deref().unwrap_or("")),
-                Esc(r.message.as_deref().unwrap_or(""))
-            );
+/// The capture threads' counters.
+fn captures(captures: &[Capture]) -> Markup {
+    let bad = |n: u64| if n > 0 { "num bad" } else { "num" };
+    html! {
+        @if captures.is_empty() {
+            p.empty { "No interfaces are captured (start with " code { "--interface" } ")." }
+        } @else {
+            div.scroll { table.capture.cards {
+                thead { tr {
+                    th { "Interface" } th { "State" } th.num { "Packets/s" } th.num { "Packets" }
+                    th.num { "Kernel drops" } th.num { "Interface drops" } th.num { "Sightings" }
+                    th.num { "Sightings lost" } th.num { "Unreadable" }
+                } }
+                tbody {
+                    @for c in captures {
+                        tr {
+                            td data-label="Interface" { (c.interface) }
+                            td class=(if c.up { "ok" } else { "bad" }) data-label="State" {
+                                (if c.up { "capturing" } else { "stopped" })
+                            }
+                            td.num data-label="Packets/s" { (c.rate) }
+                            td.num data-label="Packets" { (c.packets) }
+                            td class=(bad(c.kernel_dropped)) data-label="Kernel drops" { (c.kernel_dropped) }
+                            td class=(bad(c.if_dropped)) data-label="Interface drops" { (c.if_dropped) }
+                            td.num data-label="Sightings" { (c.sightings) }
+                            td class=(bad(c.channel_drops)) data-label="Sightings lost" { (c.channel_drops) }
+                            td.num data-label="Unreadable" { (c.skipped) }
+                        }
+                    }
+                }
+            } }
         }
-        out.push_str("</tbody></table></div>");
     }
-    out
+}
+
+/// The watched addresses, with their step and countdowns.
+fn watched(o: &Overview, now: Time) -> Markup {
+    let steps = o.intervals.as_ref().map_or(0, Intervals::len);
+    html! {
+        @if o.rows.is_empty() {
+            p.empty { "No addresses are watched." }
+        } @else {
+            div.scroll { table.watched.cards {
+                thead { tr {
+                    th { "Address" } th { "Step" } th { "State" } th { "Blocked until" }
+                    th { "Watched until" } th.num { "Re-blocks" } th { "Location" }
+                } }
+                tbody {
+                    @for (a, i) in &o.rows {
+                        @let blocked = i.block_until.is_some_and(|u| u > now);
+                        @let state = if blocked { "blocked" } else { "watching" };
+                        @let addr = a.to_string();
+                        tr class=(state) {
+                            td.cidr data-label="Address" {
+                                a href={ "/bhr/query?query=" (Url(&addr)) } { (addr) }
+                            }
+                            td data-label="Step" {
+                                (i.current_interval + 1) " of " (steps)
+                                @if let Some(iv) = &o.intervals {
+                                    br;
+                                    span.muted.small { "block " (Span(secs(iv.block(i.current_interval)))) }
+                                }
+                            }
+                            td data-label="State" { (state) }
+                            td data-label="Blocked until" {
+                                @match i.block_until {
+                                    Some(u) if u > now => (countdown(u, now)),
+                                    Some(u) => {
+                                        span.muted { "ended" } br;
+                                        span.muted.small { (time_tag(u)) }
+                                    }
+                                    None => span.muted { "not by catchd" },
+                                }
+                            }
+                            td data-label="Watched until" { (countdown(i.watch_until, now)) }
+                            td.num data-label="Re-blocks" { (i.num_reblocked) }
+                            td.why data-label="Location" { (i.location.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+            } }
+        }
+    }
+}
+
+/// The latest catch-and-release log records.
+fn log_lines(recent: &[CatchReleaseRecord]) -> Markup {
+    html! {
+        @if recent.is_empty() {
+            p.empty { "Nothing logged since catchd started." }
+        } @else {
+            div.scroll { table.log.cards {
+                thead { tr {
+                    th { "Time" } th { "Address" } th { "Action" } th { "Block" } th { "Watch" }
+                    th { "Blocked until" } th { "Watched until" } th.num { "Blocks" }
+                    th { "Location" } th { "Message" }
+                } }
+                tbody {
+                    @for r in recent {
+                        @let action = r.action.as_str().trim_start_matches("NetControl::");
+                        tr {
+                            td data-label="Time" { (short_time(r.ts)) }
+                            td.cidr data-label="Address" { (r.ip) }
+                            td data-label="Action" {
+                                span class={ "action " (action.to_ascii_lowercase()) } { (action) }
+                            }
+                            td data-label="Block" { (Span(secs(r.block_interval))) }
+                            td data-label="Watch" { (Span(secs(r.watch_interval))) }
+                            td data-label="Blocked until" {
+                                @if let Some(t) = r.blocked_until { (short_time(t)) }
+                            }
+                            td data-label="Watched until" { (short_time(r.watched_until)) }
+                            td.num data-label="Blocks" { (r.num_blocked) }
+                            td.why data-label="Location" { (r.location.as_deref().unwrap_or("")) }
+                            td.why data-label="Message" { (r.message.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+            } }
+        }
+    }
 }
 
 /// Reads `?addr=` (an address or network; empty for all).
@@ -374,30 +354,26 @@ pub async fn page(
         Err(e) => (StatusCode::BAD_REQUEST, Some(e), None),
     };
     let o = overview(&s, net.as_ref(), now);
-    let mut body = String::from("<h1>Catch and release</h1>");
-    let _ = write!(
-        body,
-        "<form class=\"search\" method=\"get\" action=\"/cr/\" role=\"search\"><label for=\"addr\">Address or network</label>\
-         <div class=\"row\"><input id=\"addr\" name=\"addr\" value=\"{}\" maxlength=\"50\" placeholder=\"192.0.2.0/24\">\
-         <button type=\"submit\">Filter</button></div>",
-        Esc(&text)
-    );
-    if let Some(e) = &error {
-        let _ = write!(body, "<p class=\"error\">{}</p>", Esc(e));
-    }
     let src = if text.is_empty() || error.is_some() {
         "/cr/live".to_string()
     } else {
         format!("/cr/live?addr={}", Url(&text))
     };
-    let _ = write!(
-        body,
-        "</form><p id=\"live-status\" class=\"muted small\" aria-live=\"polite\">Updated {}</p>\
-         <div id=\"live\" data-src=\"{}\">{}</div>",
-        super::html::Date(now),
-        Esc(&src),
-        live_html(&s, &o, if error.is_some() { "" } else { &text }, now)
-    );
+    let live = live_html(&s, &o, if error.is_some() { "" } else { &text }, now);
+    let body = html! {
+        h1 { "Catch and release" }
+        form.search method="get" action="/cr/" role="search" {
+            label for="addr" { "Address or network" }
+            div.row {
+                input #addr name="addr" value=(text) maxlength="50" placeholder="192.0.2.0/24";
+                button type="submit" { "Filter" }
+            }
+            @if let Some(e) = &error { p.error { (e) } }
+        }
+        p #live-status .muted.small aria-live="polite" { "Updated " (Date(now)) }
+        div #live data-src=(src) { (PreEscaped(live)) }
+    }
+    .into_string();
     let head = "<script src=\"/static/cr.js\" defer></script>\
                 <noscript><meta http-equiv=\"refresh\" content=\"30\"></noscript>";
     html(

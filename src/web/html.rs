@@ -118,6 +118,16 @@ impl fmt::Display for TimeTag {
     }
 }
 
+/// [`TimeTag`] as markup for templates (its text is made of the time alone).
+pub fn time_tag(t: Time) -> maud::PreEscaped<String> {
+    maud::PreEscaped(TimeTag(t).to_string())
+}
+
+/// [`Short`] as markup for templates (its text is made of the time alone).
+pub fn short_time(t: Time) -> maud::PreEscaped<String> {
+    maud::PreEscaped(Short(t).to_string())
+}
+
 /// A compact `<time>` for log lines: `Nov. 21 13:51:53`, the full ISO time as its value.
 pub struct Short(pub Time);
 

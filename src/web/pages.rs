@@ -11,13 +11,14 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
+use maud::{Markup, html};
 use serde_json::{Map, Value};
 
 use crate::auth::Perm;
 use crate::bhr::model::{Block, Entry, UserId};
 use crate::time::Time;
 
-use super::html::{Esc, PathSeg, Since, TimeTag, Url};
+use super::html::{Esc, PathSeg, Since, Url, time_tag};
 use super::session::{self, COOKIE, CSRF_COOKIE, same_secret};
 use super::{
     CSRF_FIELD, Visit, WebState, cookie, csrf_input, error_page, html, layout, redirect,
@@ -163,134 +164,118 @@ fn who(names: &HashMap<UserId, String>, id: UserId) -> &str {
 
 /// Writes a table of blocks; returns whether it has a checkbox.
 fn block_table(out: &mut String, rows: &[Row], c: Cols, x: &Ctx<'_>) -> bool {
-    let mut picks = false;
-    if rows.is_empty() {
-        out.push_str("<p class=\"empty\">No blocks.</p>");
-        return picks;
-    }
-    out.push_str("<div class=\"scroll\"><table class=\"blocks cards\"><thead><tr>");
-    if c.select {
-        out.push_str("<th><span class=\"sr\">Unblock</span></th>");
-    }
-    out.push_str("<th>Cidr</th>");
-    if c.dns {
-        out.push_str("<th>DNS</th>");
-    }
-    if c.who_why {
-        out.push_str("<th>Who</th>");
-    }
-    out.push_str("<th>Source</th>");
-    if c.who_why {
-        out.push_str("<th>Why</th>");
-    }
-    out.push_str("<th>Added</th><th>Unblock At</th><th>Duration</th>");
-    if c.entries {
-        out.push_str("<th>Entries</th>");
-    }
-    out.push_str("</tr></thead><tbody>");
+    let picks = c.select && rows.iter().any(|r| is_unblockable(&r.block, x.now));
+    out.push_str(&block_table_html(rows, c, x).into_string());
+    picks
+}
+
+fn block_table_html(rows: &[Row], c: Cols, x: &Ctx<'_>) -> Markup {
     let query = if c.limited {
         "/bhr/limited/query"
     } else {
         "/bhr/query"
     };
-    for Row { block: b, entries } in rows {
-        let live = is_unblockable(b, x.now);
-        let _ = write!(
-            out,
-            "<tr class=\"{}\">",
-            if live { "active" } else { "ended" }
-        );
-        if c.select {
-            if live {
-                picks = true;
-                let _ = write!(
-                    out,
-                    "<td class=\"pick\" data-label=\"Unblock\"><input type=\"checkbox\" name=\"id\" value=\"{}\" aria-label=\"Unblock {}\"></td>",
-                    b.id, b.cidr
-                );
-            } else {
-                out.push_str("<td class=\"pick\"></td>");
-            }
-        }
-        let cidr = b.cidr.to_string();
-        let _ = write!(
-            out,
-            "<td class=\"cidr\" data-label=\"Cidr\"><a href=\"{query}?query={}\">{}</a></td>",
-            Url(&cidr),
-            Esc(&cidr)
-        );
-        if c.dns {
-            let name = x
-                .dns
-                .get(&b.cidr.addr())
-                .filter(|_| b.cidr.prefix_len() == b.cidr.max_prefix_len());
-            let _ = write!(
-                out,
-                "<td data-label=\"DNS\">{}</td>",
-                Esc(name.map_or("", String::as_str))
-            );
-        }
-        if c.who_why {
-            let _ = write!(
-                out,
-                "<td data-label=\"Who\">{}</td>",
-                Esc(who(x.names, b.who))
-            );
-        }
-        let _ = write!(out, "<td data-label=\"Source\">{}</td>", Esc(&b.source));
-        if c.who_why {
-            let _ = write!(out, "<td class=\"why\" data-label=\"Why\">{}", Esc(&b.why));
-            if b.forced_unblock {
-                let by = b.unblock_who.map_or("?", |id| who(x.names, id));
-                let _ = write!(
-                    out,
-                    "<div class=\"note\">Unblocked by {}: {}</div>",
-                    Esc(by),
-                    Esc(&b.unblock_why)
-                );
-            }
-            out.push_str("</td>");
-        }
-        let _ = write!(out, "<td data-label=\"Added\">{}</td>", TimeTag(b.added));
-        match b.unblock_at {
-            Some(u) => {
-                let _ = write!(out, "<td data-label=\"Unblock At\">{}</td><td data-label=\"Duration\">{}</td>", TimeTag(u), Since(b.added, u));
-            }
-            None => out.push_str(
-                "<td data-label=\"Unblock At\">never</td><td data-label=\"Duration\">indefinite</td>",
-            ),
-        }
-        if c.entries {
-            out.push_str("<td data-label=\"Entries\">");
-            if entries.is_empty() {
-                out.push_str("<span class=\"muted\">none</span>");
-            } else {
-                out.push_str(
-                    "<table class=\"entries\"><thead><tr><th>Ident</th><th>Added</th><th>Removed</th></tr></thead><tbody>",
-                );
-                for e in entries {
-                    let _ = write!(
-                        out,
-                        "<tr><td>{}</td><td>{}</td><td>",
-                        Esc(&e.ident),
-                        TimeTag(e.added)
-                    );
-                    match e.removed {
-                        Some(r) => {
-                            let _ = write!(out, "{}", TimeTag(r));
+    let dns = |b: &Block| {
+        x.dns
+            .get(&b.cidr.addr())
+            .filter(|_| b.cidr.prefix_len() == b.cidr.max_prefix_len())
+            .map_or("", String::as_str)
+    };
+    html! {
+        @if rows.is_empty() {
+            p.empty { "No blocks." }
+        } @else {
+            div.scroll { table.blocks.cards {
+                thead { tr {
+                    @if c.select { th { span.sr { "Unblock" } } }
+                    th { "Cidr" }
+                    @if c.dns { th { "DNS" } }
+                    @if c.who_why { th { "Who" } }
+                    th { "Source" }
+                    @if c.who_why { th { "Why" } }
+                    th { "Added" } th { "Unblock At" } th { "Duration" }
+                    @if c.entries { th { "Entries" } }
+                } }
+                tbody {
+                    @for Row { block: b, entries } in rows {
+                        @let live = is_unblockable(b, x.now);
+                        tr class=(if live { "active" } else { "ended" }) {
+                            @if c.select {
+                                @if live {
+                                    td.pick data-label="Unblock" {
+                                        input type="checkbox" name="id" value=(b.id)
+                                            aria-label={ "Unblock " (b.cidr) };
+                                    }
+                                } @else {
+                                    td.pick {}
+                                }
+                            }
+                            @let cidr = b.cidr.to_string();
+                            td.cidr data-label="Cidr" {
+                                a href={ (query) "?query=" (Url(&cidr)) } { (cidr) }
+                            }
+                            @if c.dns { td data-label="DNS" { (dns(b)) } }
+                            @if c.who_why { td data-label="Who" { (who(x.names, b.who)) } }
+                            td data-label="Source" { (b.source) }
+                            @if c.who_why {
+                                td.why data-label="Why" {
+                                    (b.why)
+                                    @if b.forced_unblock {
+                                        div.note {
+                                            "Unblocked by "
+                                            (b.unblock_who.map_or("?", |id| who(x.names, id)))
+                                            ": " (b.unblock_why)
+                                        }
+                                    }
+                                }
+                            }
+                            td data-label="Added" { (time_tag(b.added)) }
+                            @match b.unblock_at {
+                                Some(u) => {
+                                    td data-label="Unblock At" { (time_tag(u)) }
+                                    td data-label="Duration" { (Since(b.added, u)) }
+                                }
+                                None => {
+                                    td data-label="Unblock At" { "never" }
+                                    td data-label="Duration" { "indefinite" }
+                                }
+                            }
+                            @if c.entries {
+                                td data-label="Entries" { (entry_table(entries)) }
+                            }
                         }
-                        None => out.push_str("<span class=\"muted\">in place</span>"),
                     }
-                    out.push_str("</td></tr>");
                 }
-                out.push_str("</tbody></table>");
-            }
-            out.push_str("</td>");
+            } }
         }
-        out.push_str("</tr>");
     }
-    out.push_str("</tbody></table></div>");
-    picks
+}
+
+/// The block managers' entries of one block.
+fn entry_table(entries: &[Entry]) -> Markup {
+    html! {
+        @if entries.is_empty() {
+            span.muted { "none" }
+        } @else {
+            table.entries {
+                thead { tr { th { "Ident" } th { "Added" } th { "Removed" } } }
+                tbody {
+                    @for e in entries {
+                        tr {
+                            td { (e.ident) }
+                            td { (time_tag(e.added)) }
+                            td {
+                                @match e.removed {
+                                    Some(r) => (time_tag(r)),
+                                    None => span.muted { "in place" },
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn rows_of(
