@@ -166,6 +166,71 @@ pub enum Error {
         /// What is wrong.
         msg: String,
     },
+    /// Several values are wrong: each with its key, on one line.
+    #[error("{path}: {}", .problems.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("; "))]
+    Several {
+        /// The file.
+        path: PathBuf,
+        /// The dotted keys and what is wrong with each, in the file's section order.
+        problems: Vec<(String, String)>,
+    },
+}
+
+/// What is wrong with one key (the file is named once, at the end).
+#[derive(Debug)]
+struct Bad {
+    key: String,
+    msg: String,
+}
+
+/// A positive duration (`1s`, `250ms`, `2h` …).
+fn duration(key: &str, text: &str) -> Result<Duration, Bad> {
+    let i: Interval = text.parse().map_err(|e| bad(key, format!("{e}")))?;
+    let us = i.as_micros();
+    if us <= 0 {
+        return Err(bad(key, "must be positive".into()));
+    }
+    Ok(Duration::from_micros(us.unsigned_abs()))
+}
+
+fn bad(key: &str, msg: String) -> Bad {
+    Bad {
+        key: key.to_string(),
+        msg,
+    }
+}
+
+/// The problems found so far: every check runs, so one pass reports them all.
+#[derive(Debug, Default)]
+struct Checks(Vec<Bad>);
+
+impl Checks {
+    /// Runs one check; a problem is kept and the next check runs.
+    fn run(&mut self, check: impl FnOnce() -> Result<(), Bad>) {
+        if let Err(b) = check() {
+            self.0.push(b);
+        }
+    }
+
+    /// Every problem, or none.
+    fn finish(self, path: &Path) -> Result<(), Error> {
+        let mut all = self.0;
+        match all.len() {
+            0 => Ok(()),
+            1 => {
+                let b = all.remove(0);
+                Err(Error::Invalid {
+                    path: path.to_path_buf(),
+                    key: b.key,
+                    msg: b.msg,
+                })
+            }
+            _ => Err(Error::Several {
+                path: path.to_path_buf(),
+                problems: all.into_iter().map(|b| (b.key, b.msg)).collect(),
+            }),
+        }
+    }
 }
 
 /// The whole configuration, checked.
@@ -647,45 +712,73 @@ impl Config {
             path: path.to_path_buf(),
             msg: describe(text, &e),
         })?;
-        let invalid = |key: &str, msg: String| Error::Invalid {
-            path: path.to_path_buf(),
-            key: key.to_string(),
-            msg,
-        };
         let mut c = Config::default();
+        let mut ck = Checks::default();
+        server(file.server, file.store, &mut c, &mut ck);
+        bhr(file.bhr, &mut c, &mut ck);
+        capture(file.capture, &mut c, &mut ck);
+        cnr(file.cnr, &mut c, &mut ck);
+        logs(file.logs, &mut c, &mut ck);
+        daemon(file.daemon, &mut c, &mut ck);
+        scan(file.scan, &mut c, &mut ck);
+        watchlist(file.watchlist, &mut c, &mut ck);
+        bus(file.bus, &mut c, &mut ck);
+        blockers(file.blocker, &mut c, &mut ck);
+        across(&c, &mut ck);
+        ck.finish(path)?;
+        Ok(c)
+    }
+}
 
-        let s = file.server;
+// ----- the checks, one function per section -----
+
+/// `[server]` and the top-level `store`.
+fn server(s: ServerFile, store: Option<String>, c: &mut Config, ck: &mut Checks) {
+    limits(&s, c, ck);
+    ck.run(|| {
         if let Some(l) = s.listen {
             c.server.listen = l.parse().map_err(|_| {
-                invalid(
+                bad(
                     "server.listen",
                     format!("`{l}` is not an address and port such as 127.0.0.1:8000"),
                 )
             })?;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(db) = s.db {
             if db.as_os_str().is_empty() {
-                return Err(invalid("server.db", "must not be empty".into()));
+                return Err(bad("server.db", "must not be empty".into()));
             }
             c.server.db = db;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = s.cluster {
             c.server.cluster = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(t) = s.lease_ttl {
             let d = humantime::parse_duration(t.trim())
-                .map_err(|e| invalid("server.lease_ttl", format!("`{t}`: {e}")))?;
+                .map_err(|e| bad("server.lease_ttl", format!("`{t}`: {e}")))?;
             if d < Duration::from_secs(1) {
-                return Err(invalid("server.lease_ttl", "must be at least 1s".into()));
+                return Err(bad("server.lease_ttl", "must be at least 1s".into()));
             }
             c.server.lease_ttl = d;
         }
-        if let Some(store) = file.store {
+        Ok(())
+    });
+    ck.run(|| {
+        if let Some(store) = store {
             if store.is_empty() {
-                return Err(invalid("store", "must not be empty".into()));
+                return Err(bad("store", "must not be empty".into()));
             }
             if store.contains("://") && !crate::store::is_postgres(std::path::Path::new(&store)) {
-                return Err(invalid(
+                return Err(bad(
                     "store",
                     format!(
                         "`{}` is neither a file nor a postgres:// URL",
@@ -695,32 +788,37 @@ impl Config {
             }
             c.server.db = PathBuf::from(store);
         }
-        let l = &mut c.server.limits;
+        Ok(())
+    });
+}
+
+/// `[server]`: the HTTP limits.
+fn limits(s: &ServerFile, c: &mut Config, ck: &mut Checks) {
+    let l = &mut c.server.limits;
+    ck.run(|| {
         if let Some(n) = s.max_body {
             if n < 1024 {
-                return Err(invalid(
-                    "server.max_body",
-                    "must be at least 1024 bytes".into(),
-                ));
+                return Err(bad("server.max_body", "must be at least 1024 bytes".into()));
             }
             l.max_body = usize::try_from(n).unwrap_or(usize::MAX);
         }
-        let duration = |key: &str, text: &str| -> Result<Duration, Error> {
-            let i: Interval = text.parse().map_err(|e| invalid(key, format!("{e}")))?;
-            let us = i.as_micros();
-            if us <= 0 {
-                return Err(invalid(key, "must be positive".into()));
-            }
-            Ok(Duration::from_micros(us.unsigned_abs()))
-        };
-        if let Some(t) = s.request_timeout {
+        Ok(())
+    });
+    ck.run(|| {
+        if let Some(t) = s.request_timeout.clone() {
             l.request_timeout = duration("server.request_timeout", &t)?;
         }
-        if let Some(t) = s.max_long_poll {
+        Ok(())
+    });
+    ck.run(|| {
+        if let Some(t) = s.max_long_poll.clone() {
             l.max_long_poll = duration("server.max_long_poll", &t)?;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if l.max_long_poll >= l.request_timeout {
-            return Err(invalid(
+            return Err(bad(
                 "server.max_long_poll",
                 format!(
                     "must be shorter than server.request_timeout ({})",
@@ -728,86 +826,159 @@ impl Config {
                 ),
             ));
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(n) = s.max_concurrent {
             if n == 0 {
-                return Err(invalid(
-                    "server.max_concurrent",
-                    "must be at least 1".into(),
-                ));
+                return Err(bad("server.max_concurrent", "must be at least 1".into()));
             }
             l.max_concurrent = usize::try_from(n).unwrap_or(usize::MAX);
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(n) = s.max_long_polls_per_user {
             l.max_long_polls_per_user = usize::try_from(n).unwrap_or(usize::MAX);
         }
-        let conn = &mut l.connections;
-        if let Some(t) = s.header_timeout {
+        Ok(())
+    });
+    let conn = &mut l.connections;
+    ck.run(|| {
+        if let Some(t) = s.header_timeout.clone() {
             conn.header_timeout = duration("server.header_timeout", &t)?;
         }
-        if let Some(t) = s.idle_timeout {
+        Ok(())
+    });
+    ck.run(|| {
+        if let Some(t) = s.idle_timeout.clone() {
             conn.idle_timeout = duration("server.idle_timeout", &t)?;
         }
-        if let Some(t) = s.write_timeout {
+        Ok(())
+    });
+    ck.run(|| {
+        if let Some(t) = s.write_timeout.clone() {
             conn.write_timeout = duration("server.write_timeout", &t)?;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(n) = s.max_connections {
             if n < 16 {
-                return Err(invalid(
-                    "server.max_connections",
-                    "must be at least 16".into(),
-                ));
+                return Err(bad("server.max_connections", "must be at least 16".into()));
             }
             conn.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
         }
-        if let Some(t) = s.shutdown_grace {
+        Ok(())
+    });
+    ck.run(|| {
+        if let Some(t) = s.shutdown_grace.clone() {
             let d = humantime::parse_duration(t.trim())
-                .map_err(|e| invalid("server.shutdown_grace", format!("`{t}`: {e}")))?;
+                .map_err(|e| bad("server.shutdown_grace", format!("`{t}`: {e}")))?;
             conn.shutdown_grace = d;
         }
-        let th = &mut l.sign_in;
+        Ok(())
+    });
+    let th = &mut l.sign_in;
+    ck.run(|| {
         if let Some(n) = s.sign_in_failures {
             if n == 0 {
-                return Err(invalid(
-                    "server.sign_in_failures",
-                    "must be at least 1".into(),
-                ));
+                return Err(bad("server.sign_in_failures", "must be at least 1".into()));
             }
             th.per_address = u32::try_from(n).unwrap_or(u32::MAX);
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(n) = s.sign_in_failures_per_user {
             if n == 0 {
-                return Err(invalid(
+                return Err(bad(
                     "server.sign_in_failures_per_user",
                     "must be at least 1".into(),
                 ));
             }
             th.per_user = u32::try_from(n).unwrap_or(u32::MAX);
         }
-        if let Some(t) = s.sign_in_window {
+        Ok(())
+    });
+    ck.run(|| {
+        if let Some(t) = s.sign_in_window.clone() {
             th.window = duration("server.sign_in_window", &t)?;
         }
+        Ok(())
+    });
+}
 
-        let b = file.bhr;
-        let st = &mut c.bhr;
-        let positive = |key: &str, v: f64| -> Result<f64, Error> {
-            if v.is_finite() && v > 0.0 {
-                Ok(v)
-            } else {
-                Err(invalid(key, format!("must be a positive number, not {v}")))
-            }
-        };
+/// A finite number above zero.
+fn positive(key: &str, v: f64) -> Result<f64, Bad> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(bad(key, format!("must be a positive number, not {v}")))
+    }
+}
+
+/// A prefix length from 0 to `max`.
+fn prefix(key: &str, v: i64, max: i64) -> Result<u8, Bad> {
+    if (0..=max).contains(&v) {
+        Ok(u8::try_from(v).expect("in range"))
+    } else {
+        Err(bad(key, format!("must be between 0 and {max}, not {v}")))
+    }
+}
+
+/// Networks (an address is its host network), without host bits set.
+fn networks(key: &str, nets: &[String]) -> Result<Vec<IpNet>, Bad> {
+    let mut out = Vec::with_capacity(nets.len());
+    for (i, n) in nets.iter().enumerate() {
+        let net: IpNet = n
+            .parse()
+            .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                bad(
+                    &format!("{key}[{i}]"),
+                    format!("`{n}` is not a network such as 10.0.0.0/8"),
+                )
+            })?;
+        if net.trunc() != net {
+            return Err(bad(
+                &format!("{key}[{i}]"),
+                format!("`{n}` has host bits set (did you mean {}?)", net.trunc()),
+            ));
+        }
+        out.push(crate::addr::canonical_net(net));
+    }
+    Ok(out)
+}
+
+/// `[bhr]`: BHR's settings.
+fn bhr(b: BhrFile, c: &mut Config, ck: &mut Checks) {
+    let st = &mut c.bhr;
+    ck.run(|| {
         if let Some(v) = b.time_window_factor {
             st.time_window_factor = positive("bhr.time_window_factor", v)?;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = b.penalty_time_multiplier {
             st.penalty_time_multiplier = positive("bhr.penalty_time_multiplier", v)?;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = b.return_to_base_multiplier {
             st.return_to_base_multiplier = positive("bhr.return_to_base_multiplier", v)?;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = b.return_to_base_factor {
             st.return_to_base_factor = positive("bhr.return_to_base_factor", v)?;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(w) = b.minimum_time_window {
             let key = "bhr.minimum_time_window";
             let secs = match w {
@@ -817,129 +988,148 @@ impl Config {
                 Seconds::Text(t) => crate::bhr::duration::parse(&t)
                     .map(|n| n as f64)
                     .ok_or_else(|| {
-                        invalid(
+                        bad(
                             key,
                             format!("`{t}` is not a duration (seconds, or such as 12h, 1d)"),
                         )
                     })?,
             };
             if !secs.is_finite() || secs < 0.0 {
-                return Err(invalid(
+                return Err(bad(
                     key,
                     format!("must be zero or more seconds, not {secs}"),
                 ));
             }
             st.minimum_time_window = secs;
         }
-        let prefix = |key: &str, v: i64, max: i64| -> Result<u8, Error> {
-            if (0..=max).contains(&v) {
-                Ok(u8::try_from(v).expect("in range"))
-            } else {
-                Err(invalid(
-                    key,
-                    format!("must be between 0 and {max}, not {v}"),
-                ))
-            }
-        };
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = b.minimum_prefixlen {
             st.minimum_prefixlen = prefix("bhr.minimum_prefixlen", v, 32)?;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = b.minimum_prefixlen_v6 {
             st.minimum_prefixlen_v6 = prefix("bhr.minimum_prefixlen_v6", v, 128)?;
         }
-        let networks = |key: &str, nets: &[String]| -> Result<Vec<IpNet>, Error> {
-            let mut out = Vec::with_capacity(nets.len());
-            for (i, n) in nets.iter().enumerate() {
-                let net: IpNet = n
-                    .parse()
-                    .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        invalid(
-                            &format!("{key}[{i}]"),
-                            format!("`{n}` is not a network such as 10.0.0.0/8"),
-                        )
-                    })?;
-                if net.trunc() != net {
-                    return Err(invalid(
-                        &format!("{key}[{i}]"),
-                        format!("`{n}` has host bits set (did you mean {}?)", net.trunc()),
-                    ));
-                }
-                out.push(crate::addr::canonical_net(net));
-            }
-            Ok(out)
-        };
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(nets) = b.local_networks {
             st.local_networks = networks("bhr.local_networks", &nets)?;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = b.unauthenticated_limited_query {
             st.unauthenticated_limited_query = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(nets) = b.never_block {
             st.never_block = networks("bhr.never_block", &nets)?;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = b.never_block_host {
             st.never_block_host = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(roles) = b.skip_whitelist_roles {
             let mut out = Vec::with_capacity(roles.len());
             for (i, r) in roles.iter().enumerate() {
-                out.push(r.parse::<crate::auth::Role>().map_err(|e| {
-                    invalid(&format!("bhr.skip_whitelist_roles[{i}]"), e.to_string())
-                })?);
+                out.push(
+                    r.parse::<crate::auth::Role>().map_err(|e| {
+                        bad(&format!("bhr.skip_whitelist_roles[{i}]"), e.to_string())
+                    })?,
+                );
             }
             st.skip_whitelist_roles = out;
         }
+        Ok(())
+    });
+}
 
-        let cap = file.capture;
-        let cc = &mut c.capture;
+/// `[capture]`.
+fn capture(cap: CaptureFile, c: &mut Config, ck: &mut Checks) {
+    let cc = &mut c.capture;
+    ck.run(|| {
         if let Some(ifs) = cap.interfaces {
             for (i, name) in ifs.iter().enumerate() {
                 if let Err(msg) = check_interface_name(name) {
-                    return Err(invalid(&format!("capture.interfaces[{i}]"), msg));
+                    return Err(bad(&format!("capture.interfaces[{i}]"), msg));
                 }
             }
             cc.interfaces = ifs;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = cap.snaplen {
             if !(64..=65_535).contains(&v) {
-                return Err(invalid(
+                return Err(bad(
                     "capture.snaplen",
                     format!("must be between 64 and 65535, not {v}"),
                 ));
             }
             cc.snaplen = i32::try_from(v).expect("in range");
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = cap.promisc {
             cc.promisc = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = cap.buffer_size {
             if !(65_536..=(1 << 30)).contains(&v) {
-                return Err(invalid(
+                return Err(bad(
                     "capture.buffer_size",
                     format!("must be between 65536 and 1073741824 bytes, not {v}"),
                 ));
             }
             cc.buffer_size = i32::try_from(v).expect("in range");
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(f) = cap.filter {
             cc.filter = (!f.trim().is_empty()).then_some(f);
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = cap.any_packet {
             cc.any_packet = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = cap.queue {
             if !(16..=16_777_216).contains(&v) {
-                return Err(invalid(
+                return Err(bad(
                     "capture.queue",
                     format!("must be between 16 and 16777216, not {v}"),
                 ));
             }
             cc.queue = usize::try_from(v).expect("in range");
         }
+        Ok(())
+    });
+}
 
-        let cnr = file.cnr;
-        let cn = &mut c.cnr;
+/// `[cnr]`: catch-and-release.
+fn cnr(cnr: CnrFile, c: &mut Config, ck: &mut Checks) {
+    let cn = &mut c.cnr;
+    ck.run(|| {
         if let Some(iv) = cnr.intervals {
             let text = match iv {
                 StringOrList::Text(t) => t,
@@ -947,68 +1137,97 @@ impl Config {
             };
             cn.intervals = text
                 .parse()
-                .map_err(|e: crate::cnr::IntervalsError| invalid("cnr.intervals", e.to_string()))?;
+                .map_err(|e: crate::cnr::IntervalsError| bad("cnr.intervals", e.to_string()))?;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(t) = cnr.sweep_interval {
             let d = duration("cnr.sweep_interval", &t)?;
             cn.sweep_interval =
                 Interval::from_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = cnr.warn_blocked {
             cn.warn_blocked = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = cnr.source {
             let n = v.trim().chars().count();
             if n == 0 || n > 30 {
-                return Err(invalid(
+                return Err(bad(
                     "cnr.source",
                     "must be 1 to 30 characters (a BHR source)".into(),
                 ));
             }
             cn.source = v.trim().to_string();
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = cnr.why {
             if v.trim().is_empty() {
-                return Err(invalid(
+                return Err(bad(
                     "cnr.why",
                     "must not be empty (BHR requires a why)".into(),
                 ));
             }
             cn.why = v.trim().to_string();
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = cnr.block_managers {
             for (i, ident) in v.iter().enumerate() {
                 let n = ident.chars().count();
                 if n == 0 || n > 50 {
-                    return Err(invalid(
+                    return Err(bad(
                         &format!("cnr.block_managers[{i}]"),
                         "must be 1 to 50 characters (a BHR ident)".into(),
                     ));
                 }
             }
             if v.len() > crate::cnr::MAX_BACKENDS {
-                return Err(invalid(
+                return Err(bad(
                     "cnr.block_managers",
                     format!("at most {} idents", crate::cnr::MAX_BACKENDS),
                 ));
             }
             cn.block_managers = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = cnr.hand_over_sources {
             cn.hand_over_sources = v;
         }
+        Ok(())
+    });
+}
 
-        let logs = file.logs;
-        let lg = &mut c.logs;
+/// `[logs]`.
+fn logs(logs: LogsFile, c: &mut Config, ck: &mut Checks) {
+    let lg = &mut c.logs;
+    ck.run(|| {
         if let Some(d) = logs.dir {
             if d.as_os_str().is_empty() {
-                return Err(invalid("logs.dir", "must not be empty".into()));
+                return Err(bad("logs.dir", "must not be empty".into()));
             }
             lg.dir = d;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = logs.json {
             lg.json = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(t) = logs.rotate_interval {
             lg.rotate_interval = if t.trim() == "0" || t.trim() == "0s" {
                 None
@@ -1016,90 +1235,125 @@ impl Config {
                 Some(duration("logs.rotate_interval", &t)?)
             };
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = logs.rotate_size {
             if v < 0 {
-                return Err(invalid(
+                return Err(bad(
                     "logs.rotate_size",
                     format!("must be zero or more bytes, not {v}"),
                 ));
             }
             lg.rotate_size = (v > 0).then_some(v.unsigned_abs());
         }
+        Ok(())
+    });
+}
 
-        if let Some(u) = file.daemon.user {
+/// `[daemon]`.
+fn daemon(daemon: DaemonFile, c: &mut Config, ck: &mut Checks) {
+    ck.run(|| {
+        if let Some(u) = daemon.user {
             let u = u.trim().to_string();
             c.daemon.user = (!u.is_empty()).then_some(u);
         }
+        Ok(())
+    });
+}
 
-        let scan = file.scan;
-        let sc = &mut c.scan;
+/// `[scan]`: the log scanner.
+fn scan(scan: ScanFile, c: &mut Config, ck: &mut Checks) {
+    let sc = &mut c.scan;
+    ck.run(|| {
         if let Some(v) = scan.files {
             for (i, f) in v.iter().enumerate() {
                 if f.as_os_str().is_empty() {
-                    return Err(invalid(
-                        &format!("scan.files[{i}]"),
-                        "must not be empty".into(),
-                    ));
+                    return Err(bad(&format!("scan.files[{i}]"), "must not be empty".into()));
                 }
             }
             sc.files = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(p) = scan.rules.filter(|p| !p.as_os_str().is_empty()) {
             let text = std::fs::read_to_string(&p)
-                .map_err(|e| invalid("scan.rules", format!("{}: {e}", p.display())))?;
+                .map_err(|e| bad("scan.rules", format!("{}: {e}", p.display())))?;
             crate::scan::rules::Rules::parse(&text, &p.display().to_string())
-                .map_err(|e| invalid("scan.rules", e.0))?;
+                .map_err(|e| bad("scan.rules", e.0))?;
             sc.rules = Some(p);
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = scan.jails {
             sc.jails = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(t) = scan.poll_interval {
             sc.poll_interval = duration("scan.poll_interval", &t)?;
             if sc.poll_interval.is_zero() {
-                return Err(invalid("scan.poll_interval", "must be positive".into()));
+                return Err(bad("scan.poll_interval", "must be positive".into()));
             }
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = scan.max_addresses {
             if !(1..=100_000_000).contains(&v) {
-                return Err(invalid(
+                return Err(bad(
                     "scan.max_addresses",
                     format!("must be between 1 and 100000000, not {v}"),
                 ));
             }
             sc.max_addresses = usize::try_from(v).expect("in range");
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = scan.from_start {
             sc.from_start = v;
         }
-        {
-            // The jails must exist in the rules used.
-            let mut rules = match &sc.rules {
-                Some(p) => crate::scan::rules::Rules::parse(
-                    &std::fs::read_to_string(p).unwrap_or_default(),
-                    "",
-                )
-                .map_err(|e| invalid("scan.rules", e.0))?,
-                None => crate::scan::rules::Rules::bundled(),
-            };
-            if !sc.jails.is_empty() {
-                rules
-                    .select(&sc.jails)
-                    .map_err(|e| invalid("scan.jails", e.0))?;
-            }
+        Ok(())
+    });
+    ck.run(|| {
+        // The jails must exist in the rules used.
+        let mut rules = match &sc.rules {
+            Some(p) => crate::scan::rules::Rules::parse(
+                &std::fs::read_to_string(p).unwrap_or_default(),
+                "",
+            )
+            .map_err(|e| bad("scan.rules", e.0))?,
+            None => crate::scan::rules::Rules::bundled(),
+        };
+        if !sc.jails.is_empty() {
+            rules
+                .select(&sc.jails)
+                .map_err(|e| bad("scan.jails", e.0))?;
         }
+        Ok(())
+    });
+}
 
-        let wl = file.watchlist;
-        let w = &mut c.watchlist;
+/// `[watchlist]`.
+fn watchlist(wl: WatchlistFile, c: &mut Config, ck: &mut Checks) {
+    let w = &mut c.watchlist;
+    ck.run(|| {
         if let Some(v) = wl.threshold {
             if !(1..=1_000_000).contains(&v) {
-                return Err(invalid(
+                return Err(bad(
                     "watchlist.threshold",
                     format!("must be between 1 and 1000000, not {v}"),
                 ));
             }
             w.threshold = u32::try_from(v).expect("in range");
         }
+        Ok(())
+    });
+    ck.run(|| {
         for (key, v, slot) in [
             ("watchlist.watch_ttl", wl.watch_ttl, &mut w.watch_ttl),
             ("watchlist.block_ttl", wl.block_ttl, &mut w.block_ttl),
@@ -1107,117 +1361,173 @@ impl Config {
             if let Some(t) = v {
                 let d = duration(key, &t)?;
                 if d.is_zero() {
-                    return Err(invalid(key, "must be positive".into()));
+                    return Err(bad(key, "must be positive".into()));
                 }
                 *slot = Interval::from_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
             }
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = wl.refresh_on_hit {
             w.refresh_on_hit = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = wl.anonymize {
             w.anonymize = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = wl.key_file {
             w.key_file = (!v.as_os_str().is_empty()).then_some(v);
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = wl.block_addresses {
             w.block_addresses = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if w.anonymize && w.key_file.is_none() {
-            return Err(invalid(
+            return Err(bad(
                 "watchlist.key_file",
                 "is needed when watchlist.anonymize is true (keep it apart from the database)"
                     .into(),
             ));
         }
+        Ok(())
+    });
+}
 
-        let bus = file.bus;
-        let b = &mut c.bus;
+/// `[bus]`: the event bus.
+fn bus(bus: BusFile, c: &mut Config, ck: &mut Checks) {
+    let b = &mut c.bus;
+    ck.run(|| {
         if let Some(v) = bus.enabled {
             b.enabled = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         for (key, v, slot) in [
             ("bus.xpub", bus.xpub, &mut b.xpub),
             ("bus.xsub", bus.xsub, &mut b.xsub),
         ] {
             if let Some(v) = v {
-                check_endpoint(&v).map_err(|m| invalid(key, m))?;
+                check_endpoint(&v).map_err(|m| bad(key, m))?;
                 *slot = v;
             }
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = bus.proxy {
             b.proxy = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = bus.role {
             b.role = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = bus.node_id {
             let v = v.trim().to_string();
             if v.contains(|c: char| c.is_whitespace() || c.is_control()) {
-                return Err(invalid("bus.node_id", "must not contain spaces".into()));
+                return Err(bad("bus.node_id", "must not contain spaces".into()));
             }
             b.node_id = (!v.is_empty()).then_some(v);
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = bus.format {
             b.json = match v.as_str() {
                 "broker-bin-v1" => false,
                 "broker-json-v1" => true,
                 _ => {
-                    return Err(invalid(
+                    return Err(bad(
                         "bus.format",
                         format!("must be `broker-bin-v1` or `broker-json-v1`, not `{v}`"),
                     ));
                 }
             };
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = bus.netcontrol {
             b.netcontrol = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = bus.netcontrol_topic {
             if v.is_empty() {
-                return Err(invalid("bus.netcontrol_topic", "must not be empty".into()));
+                return Err(bad("bus.netcontrol_topic", "must not be empty".into()));
             }
             b.netcontrol_topic = v;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = bus.netcontrol_source {
             let n = v.trim().chars().count();
             if n == 0 || n > 30 {
-                return Err(invalid(
+                return Err(bad(
                     "bus.netcontrol_source",
                     "must be 1 to 30 characters (a BHR source)".into(),
                 ));
             }
             b.netcontrol_source = v.trim().to_string();
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(t) = bus.notify_interval {
             b.notify_interval = duration("bus.notify_interval", &t)?;
         }
+        Ok(())
+    });
+    ck.run(|| {
         if let Some(v) = bus.queue {
             if !(16..=16_777_216).contains(&v) {
-                return Err(invalid(
+                return Err(bad(
                     "bus.queue",
                     format!("must be between 16 and 16777216, not {v}"),
                 ));
             }
             b.queue = usize::try_from(v).expect("in range");
         }
+        Ok(())
+    });
+}
 
-        for (i, b) in file.blocker.into_iter().enumerate() {
+/// `[[blocker]]`, each on its own (one bad blocker does not hide the next one's problems).
+fn blockers(blockers: Vec<BlockerFile>, c: &mut Config, ck: &mut Checks) {
+    for (i, b) in blockers.into_iter().enumerate() {
+        ck.run(|| {
             let key = |k: &str| format!("blocker[{i}].{k}");
             let ident = b.ident.trim().to_string();
             if ident.is_empty() || ident.chars().count() > 50 {
-                return Err(invalid(&key("ident"), "must be 1 to 50 characters".into()));
+                return Err(bad(&key("ident"), "must be 1 to 50 characters".into()));
             }
             if c.blockers.iter().any(|o| o.ident == ident) {
-                return Err(invalid(&key("ident"), format!("`{ident}` is used twice")));
+                return Err(bad(&key("ident"), format!("`{ident}` is used twice")));
             }
             let time = |k: &str, v: Option<String>, d: Duration, zero_ok: bool| {
                 let Some(t) = v else { return Ok(d) };
-                let i: Interval = t.parse().map_err(|e| invalid(&key(k), format!("{e}")))?;
+                let i: Interval = t.parse().map_err(|e| bad(&key(k), format!("{e}")))?;
                 let us = i.as_micros();
                 if us < 0 || (us == 0 && !zero_ok) {
-                    return Err(invalid(&key(k), "must be positive".into()));
+                    return Err(bad(&key(k), "must be positive".into()));
                 }
                 Ok(Duration::from_micros(us.unsigned_abs()))
             };
@@ -1245,8 +1555,8 @@ impl Config {
                 false,
             )?;
             macro_rules! take {
-                ($($f:ident),*) => { $( if let Some(v) = b.$f { o.$f = v; } )* };
-            }
+                    ($($f:ident),*) => { $( if let Some(v) = b.$f { o.$f = v; } )* };
+                }
             take!(
                 nft_table,
                 chain,
@@ -1263,7 +1573,7 @@ impl Config {
                 // The message starts with the option's name.
                 let (k, m) = msg.split_once(": ").unwrap_or(("backend", &msg));
                 let k = k.split(' ').next().unwrap_or(k);
-                return Err(invalid(&key(k), m.to_string()));
+                return Err(bad(&key(k), m.to_string()));
             }
             c.blockers.push(Blocker {
                 ident,
@@ -1272,25 +1582,32 @@ impl Config {
                 dry_run: b.dry_run.unwrap_or(false),
                 settings,
             });
-        }
-        if let (Some(u), Some(b)) = (
-            &c.daemon.user,
-            c.blockers
-                .iter()
-                .find(|b| !b.dry_run && !matches!(b.kind, crate::enforce::Kind::Stdout)),
-        ) {
-            return Err(invalid(
-                "daemon.user",
-                format!(
-                    "blocker {} ({}) needs root to change the firewall, but catchd would run as {u}; \
-                     run it as `catchd manager` in a process of its own",
-                    b.ident,
-                    b.kind.name()
-                ),
-            ));
-        }
-        Ok(c)
+            Ok(())
+        });
     }
+}
+
+/// What one section asks of another.
+fn across(c: &Config, ck: &mut Checks) {
+    ck.run(|| {
+            if let (Some(u), Some(b)) = (
+                &c.daemon.user,
+                c.blockers
+                    .iter()
+                    .find(|b| !b.dry_run && !matches!(b.kind, crate::enforce::Kind::Stdout)),
+            ) {
+                return Err(bad(
+                    "daemon.user",
+                    format!(
+                        "blocker {} ({}) needs root to change the firewall, but catchd would run as {u}; \
+                         run it as `catchd manager` in a process of its own",
+                        b.ident,
+                        b.kind.name()
+                    ),
+                ));
+            }
+            Ok(())
+        });
 }
 
 /// Checks a ZeroMQ endpoint (`tcp://host:port`, `ipc://path`, `inproc://name`).
@@ -1360,6 +1677,52 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once_each_with_its_key() {
+        let e = parse(
+            "[server]\nmax_body = 10\nlease_ttl = \"soon\"\n\
+             [bhr]\nminimum_prefixlen = 40\n\
+             [capture]\nsnaplen = 1\n\
+             [[blocker]]\nident = \"\"\nbackend = \"stdout\"\n\
+             [[blocker]]\nident = \"b\"\nbackend = \"stdout\"\ncommand_timeout = \"0s\"\n",
+        )
+        .unwrap_err();
+        let Error::Several { path, problems } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(path, Path::new("test.toml"));
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.max_body",
+                "server.lease_ttl",
+                "bhr.minimum_prefixlen",
+                "capture.snaplen",
+                "blocker[0].ident",
+                "blocker[1].command_timeout"
+            ]
+        );
+        let line = e.to_string();
+        assert!(!line.contains('\n'), "one line: {line}");
+        assert!(
+            line.starts_with("test.toml: server.max_body: must be at least 1024 bytes; ")
+                && line.contains("; server.lease_ttl: `soon`: "),
+            "{line}"
+        );
+        // One bad value reads as before.
+        assert_eq!(
+            err("[capture]\nsnaplen = 1\n"),
+            format!("test.toml: capture.snaplen: {}", {
+                let Error::Invalid { msg, .. } = parse("[capture]\nsnaplen = 1\n").unwrap_err()
+                else {
+                    unreachable!()
+                };
+                msg
+            })
+        );
     }
 
     #[test]
