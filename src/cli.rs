@@ -593,19 +593,10 @@ fn import_bhr_cmd(a: &ImportBhrArgs) -> anyhow::Result<()> {
 fn scan_rules(a: &ScanArgs) -> anyhow::Result<crate::scan::rules::Rules> {
     use crate::scan::rules::{AddrList, Rules};
     use crate::scan::track::Mode;
-    let mut rules = match &a.rules {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| InputError(format!("--rules {}: {e}", p.display())))?;
-            Rules::parse(&text, &p.display().to_string()).map_err(|e| InputError(e.0))?
-        }
-        None => Rules::bundled(),
-    };
-    if !a.jails.is_empty() {
-        rules
-            .select(&a.jails)
-            .map_err(|e| InputError(format!("--jail: {}", e.0)))?;
-    }
+    let mut rules = Rules::load(a.rules.as_deref(), &a.jails).map_err(|e| match e {
+        crate::scan::rules::LoadError::Jails(e) => InputError(format!("--jail: {}", e.0)),
+        e => InputError(format!("--rules {e}")),
+    })?;
     let list = |flag: &str, v: &Option<String>| -> anyhow::Result<Vec<String>> {
         let items: Vec<String> = v
             .as_deref()

@@ -259,14 +259,16 @@ pub struct Config {
 }
 
 /// Log scanning inside `catchd run` (`[scan]`).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug)]
 pub struct Scan {
     /// Files to follow (none: no scanning).
     pub files: Vec<PathBuf>,
-    /// A rule file instead of the bundled rules.
-    pub rules: Option<PathBuf>,
+    /// The rule file read instead of the bundled rules.
+    pub rules_file: Option<PathBuf>,
     /// Only these jails.
     pub jails: Vec<String>,
+    /// The rules in force: the file's (or the bundled ones), narrowed to `jails`.
+    pub rules: crate::scan::rules::Rules,
     /// How often the files are looked at.
     pub poll_interval: Duration,
     /// Addresses tracked per jail.
@@ -274,6 +276,20 @@ pub struct Scan {
     /// Files seen for the first time are read from their start (default: from their
     /// end, as `tail -F`).
     pub from_start: bool,
+}
+
+impl Default for Scan {
+    fn default() -> Scan {
+        Scan {
+            files: Vec::new(),
+            rules_file: None,
+            jails: Vec::new(),
+            rules: crate::scan::rules::Rules::bundled(),
+            poll_interval: Duration::from_millis(250),
+            max_addresses: crate::scan::MAX_ADDRESSES,
+            from_start: false,
+        }
+    }
 }
 
 /// What a `catchd run` is in a multi-node deployment.
@@ -494,11 +510,7 @@ impl Default for Config {
             daemon: Daemon { user: None },
             blockers: Vec::new(),
             bus: Bus::default(),
-            scan: Scan {
-                poll_interval: Duration::from_millis(250),
-                max_addresses: crate::scan::MAX_ADDRESSES,
-                ..Scan::default()
-            },
+            scan: Scan::default(),
             watchlist: crate::watchlist::Settings::default(),
         }
     }
@@ -1276,20 +1288,15 @@ fn scan(scan: ScanFile, c: &mut Config, ck: &mut Checks) {
         }
         Ok(())
     });
+    sc.rules_file = scan.rules.filter(|p| !p.as_os_str().is_empty());
+    sc.jails = scan.jails.unwrap_or_default();
     ck.run(|| {
-        if let Some(p) = scan.rules.filter(|p| !p.as_os_str().is_empty()) {
-            let text = std::fs::read_to_string(&p)
-                .map_err(|e| bad("scan.rules", format!("{}: {e}", p.display())))?;
-            crate::scan::rules::Rules::parse(&text, &p.display().to_string())
-                .map_err(|e| bad("scan.rules", e.0))?;
-            sc.rules = Some(p);
-        }
-        Ok(())
-    });
-    ck.run(|| {
-        if let Some(v) = scan.jails {
-            sc.jails = v;
-        }
+        use crate::scan::rules::{LoadError, Rules};
+        // Read once, here: the daemon uses what is read now.
+        sc.rules = Rules::load(sc.rules_file.as_deref(), &sc.jails).map_err(|e| match e {
+            LoadError::Jails(e) => bad("scan.jails", e.0),
+            e => bad("scan.rules", e.to_string()),
+        })?;
         Ok(())
     });
     ck.run(|| {
@@ -1316,23 +1323,6 @@ fn scan(scan: ScanFile, c: &mut Config, ck: &mut Checks) {
     ck.run(|| {
         if let Some(v) = scan.from_start {
             sc.from_start = v;
-        }
-        Ok(())
-    });
-    ck.run(|| {
-        // The jails must exist in the rules used.
-        let mut rules = match &sc.rules {
-            Some(p) => crate::scan::rules::Rules::parse(
-                &std::fs::read_to_string(p).unwrap_or_default(),
-                "",
-            )
-            .map_err(|e| bad("scan.rules", e.0))?,
-            None => crate::scan::rules::Rules::bundled(),
-        };
-        if !sc.jails.is_empty() {
-            rules
-                .select(&sc.jails)
-                .map_err(|e| bad("scan.jails", e.0))?;
         }
         Ok(())
     });

@@ -104,16 +104,7 @@ pub fn spawn(
     if sc.files.is_empty() {
         return Ok(None);
     }
-    let mut rules = match &sc.rules {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            Rules::parse(&text, &p.display().to_string()).map_err(|e| e.0)?
-        }
-        None => Rules::bundled(),
-    };
-    if !sc.jails.is_empty() {
-        rules.select(&sc.jails).map_err(|e| e.0)?;
-    }
+    let rules = sc.rules.clone();
     // Compiled once here, so that a bad rule is an error at start.
     Scanner::new(rules.clone(), sc.max_addresses, None).map_err(|e| e.0)?;
     // Where each file was read to: the stored positions, then what the thread sent.

@@ -193,7 +193,48 @@ pub struct Rules {
     pub rules: Vec<Rule>,
 }
 
+/// Why the rules asked for cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The rule file cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The rule file is wrong.
+    #[error("{0}")]
+    Rules(RulesError),
+    /// A jail asked for is not in the rules.
+    #[error("{0}")]
+    Jails(RulesError),
+}
+
 impl Rules {
+    /// The rules of `file` (the bundled ones if `None`), narrowed to `jails` (all if
+    /// empty): the one place a rule file is read.
+    ///
+    /// # Errors
+    /// [`LoadError`].
+    pub fn load(file: Option<&std::path::Path>, jails: &[String]) -> Result<Rules, LoadError> {
+        let mut rules = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| LoadError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Rules::parse(&text, &p.display().to_string()).map_err(LoadError::Rules)?
+            }
+            None => Rules::bundled(),
+        };
+        if !jails.is_empty() {
+            rules.select(jails).map_err(LoadError::Jails)?;
+        }
+        Ok(rules)
+    }
+
     /// Parses a rule file (`what` names it in errors).
     ///
     /// # Errors
