@@ -402,7 +402,7 @@ mod tests {
 
     #[test]
     fn addr_is_sixteen_bytes_with_alignment_one() {
-        assert_eq!(std::mem::size_of::<Addr>(), 16);
-        assert_eq!(std::mem::align_of::<Addr>(), 1);
+        assert_eq!(size_of::<Addr>(), 16);
+        assert_eq!(align_of::<Addr>(), 1);
     }
 }

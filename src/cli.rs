@@ -558,7 +558,7 @@ fn import_bhr_cmd(a: &ImportBhrArgs) -> anyhow::Result<()> {
     let rt = crate::server::runtime()?;
     let got = rt.block_on(import::read(&a.url))?;
     let _lock = crate::store::OwnerLock::acquire(&c.server.db)?;
-    let store = crate::store::Store::open(&c.server.db)?;
+    let store = Store::open(&c.server.db)?;
     let have = store.load_blocking()?;
     let writes = import::plan(&have, &got, crate::time::Time::now())
         .map_err(|e| InputError(e.to_string()))?;

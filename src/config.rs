@@ -789,7 +789,7 @@ fn server(s: ServerFile, store: Option<String>, c: &mut Config, ck: &mut Checks)
             if store.is_empty() {
                 return Err(bad("store", "must not be empty".into()));
             }
-            if store.contains("://") && !crate::store::is_postgres(std::path::Path::new(&store)) {
+            if store.contains("://") && !crate::store::is_postgres(Path::new(&store)) {
                 return Err(bad(
                     "store",
                     format!(

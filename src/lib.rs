@@ -33,8 +33,6 @@
 //! * [`addr`], [`time`]: the address key and the microsecond time types everything shares.
 //! * [`cli`]: the command line.
 
-#![warn(missing_docs)]
-
 pub mod addr;
 pub mod auth;
 pub mod bhr;

@@ -84,16 +84,10 @@ pub const WATCHLIST_USER: &str = "watchlist";
 /// The key file cannot be read or made.
 pub fn watchlist(
     config: &Config,
-    state: &std::sync::Arc<AppState>,
+    state: &Arc<AppState>,
     entries: Vec<(String, crate::watchlist::Entry)>,
     who: u32,
-) -> Result<
-    (
-        axum::Router,
-        std::sync::Arc<crate::watchlist::api::WatchlistApi>,
-    ),
-    Error,
-> {
+) -> Result<(axum::Router, Arc<crate::watchlist::api::WatchlistApi>), Error> {
     let s = config.watchlist.clone();
     let key = match &s.key_file {
         Some(p) if s.anonymize => {
@@ -103,9 +97,9 @@ pub fn watchlist(
     };
     let list = crate::watchlist::Watchlist::new(s, key)?;
     list.restore(entries);
-    let api = std::sync::Arc::new(crate::watchlist::api::WatchlistApi {
+    let api = Arc::new(crate::watchlist::api::WatchlistApi {
         api: state.clone(),
-        list: std::sync::Arc::new(list),
+        list: Arc::new(list),
         who,
     });
     Ok((crate::watchlist::api::router(api.clone()), api))
@@ -131,7 +125,7 @@ pub struct Opened {
     pub watchlist: Vec<(String, crate::watchlist::Entry)>,
     /// The cluster to join (several API nodes on one database), and the change-log
     /// position the loaded state is current to.
-    pub cluster: Option<(std::sync::Arc<crate::store::cluster::Cluster>, i64)>,
+    pub cluster: Option<(Arc<store::cluster::Cluster>, i64)>,
 }
 
 /// Takes the database's owner lock, opens and migrates the store, and rebuilds the
@@ -141,7 +135,7 @@ pub struct Opened {
 /// [`Error`].
 pub fn open(config: &Config, now: Time) -> Result<Opened, Error> {
     let db = &config.server.db;
-    if config.server.cluster && !crate::store::is_postgres(db) {
+    if config.server.cluster && !store::is_postgres(db) {
         return Err(Error::Store(store::Error::Open {
             path: db.clone(),
             msg: "server.cluster needs a postgres:// database".into(),
@@ -152,7 +146,7 @@ pub fn open(config: &Config, now: Time) -> Result<Opened, Error> {
         Some(url) => {
             // The log position first: what commits after it is loaded now and replayed
             // from the log again (harmless), never missed.
-            let cluster = crate::store::cluster::Cluster::new(url);
+            let cluster = store::cluster::Cluster::new(url);
             let head = runtime()?.block_on(cluster.head())?;
             (Store::open_for_users(db)?, Some((cluster, head)))
         }
@@ -169,7 +163,7 @@ pub fn open(config: &Config, now: Time) -> Result<Opened, Error> {
         snap.source_blacklist,
     )?;
     registry.set_host_addresses(host_addresses());
-    let shown = crate::store::redact(&db.display().to_string());
+    let shown = store::redact(&db.display().to_string());
     tracing::info!(db = %shown, blocks, entries, "Store opened.");
     Ok(Opened {
         lock,
@@ -249,10 +243,7 @@ pub fn run(
         }
         tokio::spawn(reload_users(state.clone(), store));
         let (routes, wl) = watchlist(config, &state, entries, who)?;
-        tokio::spawn(crate::watchlist::api::sweep(
-            wl,
-            std::time::Duration::from_secs(60),
-        ));
+        tokio::spawn(crate::watchlist::api::sweep(wl, Duration::from_secs(60)));
         tracing::info!(
             "Serving the BHR API on http://{local}/bhr/api/ and its pages on http://{local}/bhr/"
         );

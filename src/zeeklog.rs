@@ -429,13 +429,6 @@ pub fn tsv_line<R: ZeekRecord>(rec: &R) -> String {
     into_string(out)
 }
 
-/// One record as a JSON object (no newline).
-pub fn json_line<R: ZeekRecord>(rec: &R) -> String {
-    let mut out = Vec::with_capacity(200);
-    push_json_line(rec, &mut out);
-    into_string(out)
-}
-
 /// The TSV header for a stream, opened at `open` (already formatted).
 pub fn tsv_header(schema: &Schema, open: &str) -> String {
     format!(

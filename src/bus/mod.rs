@@ -231,12 +231,13 @@ pub(crate) fn set_int_option(s: &mut zmq::Socket, option: u32, value: i32) -> zm
             s.as_mut_ptr(),
             option as i32,
             (&raw const value).cast(),
-            std::mem::size_of::<i32>(),
+            size_of::<i32>(),
         )
     };
     if rc == 0 {
         Ok(())
     } else {
+        // SAFETY: zmq_errno takes no arguments and only reads libzmq's thread-local errno.
         Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }))
     }
 }

@@ -63,7 +63,7 @@ fn run(e: &mut Engine, steps: &[(f64, Op)]) -> Vec<String> {
                 e.drain(ZEEK_ROUNDS_PER_PACKET - 1);
             }
             Op::OutsideDrop(a, len) => {
-                let net = netcontrol::host_net(addr(a));
+                let net = host_net(addr(a));
                 e.drop_address(now, net, secs(*len), "outside");
                 e.drain(ZEEK_ROUNDS_PER_PACKET - 1);
             }
@@ -437,7 +437,7 @@ fn ipv6_addresses_work_like_ipv4() {
 #[test]
 fn duplicate_rules_consume_ids() {
     let mut e = engine("10m,1h");
-    let net = netcontrol::host_net(addr("10.1.1.1"));
+    let net = host_net(addr("10.1.1.1"));
     assert_eq!(e.drop_address(T0, net, secs(60.0), ""), RuleId::new(2));
     assert_eq!(e.drop_address(T0, net, secs(60.0), ""), None);
     let failed = std::iter::from_fn(|| e.poll_output()).any(|o| {
@@ -445,7 +445,7 @@ fn duplicate_rules_consume_ids() {
     });
     assert!(failed);
     assert_eq!(
-        e.drop_address(T0, netcontrol::host_net(addr("10.1.1.2")), secs(60.0), ""),
+        e.drop_address(T0, host_net(addr("10.1.1.2")), secs(60.0), ""),
         RuleId::new(4)
     );
 }
@@ -471,7 +471,7 @@ fn without_backends_a_drop_fails_and_nothing_is_tracked() {
 /// and the test answers for it through `Engine::answer`.
 #[derive(Default)]
 struct Deferred {
-    taken: std::sync::Arc<std::sync::Mutex<Vec<Arc<Rule>>>>,
+    taken: Arc<std::sync::Mutex<Vec<Arc<Rule>>>>,
 }
 impl Backend for Deferred {
     fn name(&self) -> &str {
@@ -488,7 +488,7 @@ impl Backend for Deferred {
 
 #[test]
 fn a_late_answer_confirms_the_drop_when_it_comes() {
-    let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let taken = Arc::new(std::sync::Mutex::new(Vec::new()));
     let backend = Deferred {
         taken: taken.clone(),
     };
@@ -1097,7 +1097,7 @@ fn a_restored_rule_is_adopted_and_expires_through_its_backend() {
         id: RuleId::new(77).unwrap(),
         ty: RuleType::Drop,
         target: Target::Forward,
-        entity: netcontrol::host_net(addr("10.2.2.2")),
+        entity: host_net(addr("10.2.2.2")),
         expire: secs(300.0),
         priority: 0,
         location: None,
@@ -1180,7 +1180,7 @@ fn top_lists_the_most_recent_addresses_counts_and_filters() {
     let net: ipnet::IpNet = "10.0.0.0/24".parse().unwrap();
     let top = e
         .watchlist()
-        .top(10, now, |a| net.contains(&std::net::IpAddr::from(*a)));
+        .top(10, now, |a| net.contains(&IpAddr::from(*a)));
     assert_eq!(top.matched, 3);
     let shown: Vec<String> = top.rows.iter().map(|(a, _)| a.to_string()).collect();
     assert_eq!(shown, ["10.0.0.4", "10.0.0.2", "10.0.0.1"]);

@@ -398,7 +398,7 @@ impl Watchlist {
     /// Heap bytes held by the table: map buckets (an estimate from their capacity), the
     /// filter, and the interned locations.
     pub fn heap_bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(Addr, Slot)>() + 1;
+        let slot = size_of::<(Addr, Slot)>() + 1;
         let buckets: usize = self
             .map
             .shards()
@@ -420,7 +420,7 @@ impl Watchlist {
             .flatten()
             .map(|(s, _)| s.len() + 16 + 48)
             .sum::<usize>()
-            + loc.strings.capacity() * std::mem::size_of::<Option<(Arc<str>, u32)>>();
+            + loc.strings.capacity() * size_of::<Option<(Arc<str>, u32)>>();
         buckets * slot + self.filter.bytes() + loc_bytes
     }
 
@@ -644,9 +644,9 @@ mod tests {
 
     #[test]
     fn slot_is_28_bytes_with_alignment_4() {
-        assert_eq!(std::mem::size_of::<Slot>(), 28);
-        assert_eq!(std::mem::align_of::<Slot>(), 4);
-        assert_eq!(std::mem::size_of::<(Addr, Slot)>(), 44);
+        assert_eq!(size_of::<Slot>(), 28);
+        assert_eq!(align_of::<Slot>(), 4);
+        assert_eq!(size_of::<(Addr, Slot)>(), 44);
     }
 
     #[test]

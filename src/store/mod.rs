@@ -6,8 +6,9 @@
 //! (group commit): many concurrent requests share one commit and one `fsync`, so durability
 //! before the answer costs little throughput.
 //!
-//! The SQL lives behind [`Backend`] ([`Sqlite`] is the embedded default), so another
-//! database can be added without touching the API.
+//! The SQL lives behind [`Backend`]: [`Sqlite`] (the embedded default) and PostgreSQL
+//! (`postgres.rs`, chosen by a `postgres://` URL). The writer thread, group commit and
+//! every caller above it are the same for both.
 
 pub mod cluster;
 mod postgres;

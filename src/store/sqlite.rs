@@ -113,7 +113,7 @@ const WAL_RESTART_FRAMES: i64 = 16_384;
 /// once it holds [`WAL_RESTART_FRAMES`] a `RESTART` checkpoint waits for the writer once.
 /// The last checkpoint, when the store closes, truncates the WAL.
 struct Checkpointer {
-    stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -122,7 +122,7 @@ impl Checkpointer {
         let conn = Connection::open(path).map_err(|e| e.to_string())?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(|e| e.to_string())?;
-        let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("catchd-checkpoint".into())

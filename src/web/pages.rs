@@ -834,7 +834,7 @@ pub async fn add(State(s): St, h: HeaderMap, uri: Uri, body: Bytes) -> Response 
             let b = s.api.read(|r| r.block(id).cloned());
             let until = b.as_ref().and_then(|b| b.unblock_at).map_or_else(
                 || "indefinitely".to_string(),
-                |u| format!("until {}", super::html::Date(u)),
+                |u| format!("until {}", html::Date(u)),
             );
             let msg = if created {
                 format!("Blocked {} {until}.", req.cidr)

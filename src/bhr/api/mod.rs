@@ -427,7 +427,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     api.fallback(h::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(json_errors))
-        .layer(axum::middleware::from_fn(auth::client_scope))
+        .layer(axum::middleware::from_fn(client_scope))
         .with_state(state)
 }
 

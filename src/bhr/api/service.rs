@@ -46,7 +46,7 @@ pub enum Tell {
 
 /// The cluster's registry lock while a change is made; released when dropped. Outside a
 /// cluster it holds nothing.
-pub struct ClusterGuard(Option<crate::store::cluster::Guard>);
+pub struct ClusterGuard(Option<store::cluster::Guard>);
 
 impl ClusterGuard {
     /// The guard outside a cluster.

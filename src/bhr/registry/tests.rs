@@ -8,7 +8,7 @@ fn at(secs: i64) -> Time {
 
 fn net(s: &str) -> IpNet {
     s.parse::<IpNet>()
-        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
         .unwrap()
         .trunc()
 }

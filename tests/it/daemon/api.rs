@@ -146,7 +146,7 @@ fn logs_rotate_on_sighup_and_by_size() {
         .args(["-HUP", &pid])
         .status()
         .unwrap();
-    let rotated = |name: &str| -> Vec<std::path::PathBuf> {
+    let rotated = |name: &str| -> Vec<PathBuf> {
         std::fs::read_dir(&logs)
             .unwrap()
             .map(|e| e.unwrap().path())

@@ -136,7 +136,7 @@ fn a_released_address_seen_again_is_blocked_longer_then_forgotten() {
 }
 
 /// A value of `/metrics`.
-fn metric(d: &crate::serve::process::Server, line_start: &str) -> Option<u64> {
+fn metric(d: &Server, line_start: &str) -> Option<u64> {
     let (_, m) = d.request("GET", "/metrics", None, None);
     m.lines()
         .find(|l| l.starts_with(&format!("{line_start} ")))

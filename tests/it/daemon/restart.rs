@@ -102,7 +102,7 @@ fn what_came_due_while_down_is_replayed_at_its_time() {
     wait_for(5, "DROPPED", || cr_lines(&s.logs, "DROPPED").pop());
     d.kill();
     // Down past the end of the 3 s block, still inside the 6 s watch.
-    std::thread::sleep(std::time::Duration::from_millis(3500));
+    std::thread::sleep(Duration::from_millis(3500));
     let d = s.start(&[]);
     let unblock = wait_for(5, "UNBLOCK", || cr_lines(&s.logs, "UNBLOCK").pop());
     assert!(
@@ -170,8 +170,7 @@ fn sigterm_closes_the_logs_and_keeps_every_acknowledged_write() {
 fn try_post(addr: std::net::SocketAddr, path: &str, auth: &str, body: &str) -> Option<Value> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: {auth}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

@@ -527,7 +527,7 @@ fn one_unreadable_list_row_does_not_stop_reconciling() {
         ])
         .args(["--metrics-listen", &metrics.to_string()])
         .env("RUST_LOG", "catchd=info")
-        .stdout(std::process::Stdio::null())
+        .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
