@@ -1,0 +1,189 @@
+//! `catchd check-config`: a configuration checked and shown.
+
+use super::super::*;
+
+/// `catchd check-config`.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The file to check (the built-in defaults if none).
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// The file to check (the same as FILE).
+    #[arg(long = "config", value_name = "FILE", conflicts_with = "file")]
+    pub config: Option<PathBuf>,
+}
+
+pub(in crate::cli) fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let file = a.file.as_ref().or(a.config.as_ref());
+    let c = match file {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let list = |v: &[String]| format!("{v:?}");
+    let dur = |d: Option<std::time::Duration>| {
+        d.map_or_else(
+            || "0s".to_string(),
+            |d| humantime::format_duration(d).to_string(),
+        )
+    };
+    let (b, l, cap, cn, lg) = (&c.bhr, &c.server.limits, &c.capture, &c.cnr, &c.logs);
+    let nets: Vec<String> = b.local_networks.iter().map(ToString::to_string).collect();
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "{} is valid.",
+        file.map_or_else(
+            || "The built-in configuration".to_string(),
+            |p| p.display().to_string()
+        )
+    );
+    let _ = write!(
+        t,
+        "[server]\nlisten = \"{}\"\ndb = \"{}\"\ncluster = {}\nlease_ttl = \"{}\"\nmax_body = {}\n\
+         request_timeout = \"{}\"\nmax_long_poll = \"{}\"\nmax_concurrent = {}\n\
+         max_long_polls_per_user = {}\nheader_timeout = \"{}\"\nidle_timeout = \"{}\"\n\
+         write_timeout = \"{}\"\nmax_connections = {}  # in force now: {}\n\
+         shutdown_grace = \"{}\"\nsign_in_failures = {}\nsign_in_failures_per_user = {}\n\
+         sign_in_window = \"{}\"\n",
+        c.server.listen,
+        crate::store::redact(&c.server.db.display().to_string()),
+        c.server.cluster,
+        humantime::format_duration(c.server.lease_ttl),
+        l.max_body,
+        humantime::format_duration(l.request_timeout),
+        humantime::format_duration(l.max_long_poll),
+        l.max_concurrent,
+        l.max_long_polls_per_user,
+        humantime::format_duration(l.connections.header_timeout),
+        humantime::format_duration(l.connections.idle_timeout),
+        humantime::format_duration(l.connections.write_timeout),
+        l.connections.max_connections,
+        crate::httpd::connection_cap(l.connections.max_connections),
+        humantime::format_duration(l.connections.shutdown_grace),
+        l.sign_in.per_address,
+        l.sign_in.per_user,
+        humantime::format_duration(l.sign_in.window),
+    );
+    let _ = write!(
+        t,
+        "[capture]\ninterfaces = {}\nsnaplen = {}\npromisc = {}\nbuffer_size = {}\nfilter = {:?}\n\
+         any_packet = {}\nqueue = {}\n",
+        list(&cap.interfaces),
+        cap.snaplen,
+        cap.promisc,
+        cap.buffer_size,
+        cap.filter.clone().unwrap_or_default(),
+        cap.any_packet,
+        cap.queue,
+    );
+    let _ = write!(
+        t,
+        "[cnr]\nintervals = \"{}\"\nsweep_interval = \"{}\"\nwarn_blocked = {}\nsource = {:?}\n\
+         why = {:?}\nblock_managers = {}\nhand_over_sources = {}\n",
+        cn.intervals,
+        humantime::format_duration(std::time::Duration::from_micros(
+            cn.sweep_interval.as_micros().unsigned_abs()
+        )),
+        cn.warn_blocked,
+        cn.source,
+        cn.why,
+        list(&cn.block_managers),
+        list(&cn.hand_over_sources),
+    );
+    let _ = write!(
+        t,
+        "[logs]\ndir = \"{}\"\njson = {}\nrotate_interval = \"{}\"\nrotate_size = {}\n",
+        lg.dir.display(),
+        lg.json,
+        dur(lg.rotate_interval),
+        lg.rotate_size.unwrap_or(0),
+    );
+    let _ = write!(
+        t,
+        "[daemon]\nuser = {:?}\n",
+        c.daemon.user.clone().unwrap_or_default()
+    );
+    let bus = &c.bus;
+    let _ = write!(
+        t,
+        "[bus]\nenabled = {}\nxpub = {:?}\nxsub = {:?}\nproxy = {}\nrole = \"{}\"\nnode_id = {:?}\n\
+         format = \"{}\"\nnetcontrol = {}\nnetcontrol_topic = {:?}\nnetcontrol_source = {:?}\n\
+         notify_interval = \"{}\"\nqueue = {}\n",
+        bus.enabled,
+        bus.xpub,
+        bus.xsub,
+        bus.proxy,
+        match bus.role {
+            config::Role::Manager => "manager",
+            config::Role::Sensor => "sensor",
+        },
+        bus.node_id.clone().unwrap_or_default(),
+        if bus.json {
+            "broker-json-v1"
+        } else {
+            "broker-bin-v1"
+        },
+        bus.netcontrol,
+        bus.netcontrol_topic,
+        bus.netcontrol_source,
+        humantime::format_duration(bus.notify_interval),
+        bus.queue,
+    );
+    for b in &c.blockers {
+        let o = &b.options;
+        let _ = write!(
+            t,
+            "[[blocker]]\nident = {:?}\nbackend = {:?}\ndry_run = {}\npoll_timeout = \"{}\"\n\
+             unblock_interval = \"{}\"\nreconcile_interval = \"{}\"\ncommand_timeout = \"{}\"\n\
+             nft_table = {:?}\nchain = {:?}\nhooks = {:?}\niptables = {:?}\nip6tables = {:?}\n\
+             ipset_name = {:?}\nroute_proto = {}\nhosts_allow = {:?}\nexec_block = {:?}\n\
+             exec_unblock = {:?}\n",
+            b.ident,
+            b.kind.name(),
+            b.dry_run,
+            dur(Some(b.settings.poll_timeout)),
+            dur(Some(b.settings.unblock_interval)),
+            dur(Some(b.settings.reconcile_interval)),
+            dur(Some(o.command_timeout)),
+            o.nft_table,
+            o.chain,
+            o.hooks,
+            o.iptables,
+            o.ip6tables,
+            o.ipset_name,
+            o.route_proto,
+            o.hosts_allow,
+            o.exec_block,
+            o.exec_unblock,
+        );
+    }
+    let _ = write!(
+        t,
+        "[bhr]\ntime_window_factor = {:?}\nminimum_time_window = {:?}\n\
+         penalty_time_multiplier = {:?}\nreturn_to_base_multiplier = {:?}\n\
+         return_to_base_factor = {:?}\nminimum_prefixlen = {}\nminimum_prefixlen_v6 = {}\n\
+         local_networks = {:?}\nunauthenticated_limited_query = {}\nnever_block = {:?}\n\
+         never_block_host = {}\nskip_whitelist_roles = {:?}\n",
+        b.time_window_factor,
+        b.minimum_time_window,
+        b.penalty_time_multiplier,
+        b.return_to_base_multiplier,
+        b.return_to_base_factor,
+        b.minimum_prefixlen,
+        b.minimum_prefixlen_v6,
+        nets,
+        b.unauthenticated_limited_query,
+        b.never_block
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        b.never_block_host,
+        b.skip_whitelist_roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>(),
+    );
+    print_stdout(&t)
+}

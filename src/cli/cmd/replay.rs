@@ -1,0 +1,78 @@
+//! `catchd replay`: traces on packet time.
+
+use super::super::*;
+
+/// `catchd replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Trace files (pcap or pcapng); several are merged by timestamp.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Drop an address with catch-and-release. TIME is epoch seconds, RFC 3339, or
+    /// +DURATION after the first packet (default: the first packet's time).
+    #[arg(long = "drop", value_name = "ADDR[@TIME][=LOCATION]")]
+    pub drops: Vec<DropSpec>,
+
+    /// Read more drops from a CSV file with columns ts,addr,location (repeatable).
+    #[arg(long = "drops", value_name = "CSV")]
+    pub drops_csv: Vec<PathBuf>,
+
+    /// Block lengths of the escalation steps, comma-separated (at least two).
+    #[arg(long, value_name = "LIST", default_value = "10m,1h,24h,7d")]
+    pub intervals: Intervals,
+
+    /// Directory for netcontrol.log, netcontrol_catch_release.log and netcontrol_drop.log.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub log_dir: PathBuf,
+
+    /// Write the logs in Zeek's JSON format instead of TSV.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Log an INFO line whenever a still-blocked address is seen
+    /// (catch_release_warn_blocked_ip_encountered).
+    #[arg(long)]
+    pub warn_blocked: bool,
+
+    /// Count every packet from a watched address as a sighting, not only packets that
+    /// start connections (TCP SYN without ACK, UDP, ICMP, other IP).
+    #[arg(long)]
+    pub any_packet: bool,
+
+    /// How often watched addresses are checked for the end of their watch
+    /// (Zeek's table_expire_interval).
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub sweep_interval: Interval,
+
+    /// Name of the built-in backend in the logs' plugin columns.
+    #[arg(long, value_name = "NAME", default_value = crate::cnr::AcceptingBackend::DEFAULT_NAME)]
+    pub plugin: String,
+
+    /// Do not draw a progress line on stderr.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+pub(in crate::cli) fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
+    let mut drops = a.drops;
+    for csv in &a.drops_csv {
+        drops.extend(replay::read_drops_csv(csv)?);
+    }
+    let opts = replay::Options {
+        files: a.files,
+        drops,
+        intervals: a.intervals,
+        sweep_interval: a.sweep_interval,
+        warn_blocked: a.warn_blocked,
+        sightings: Sightings {
+            any_packet: a.any_packet,
+        },
+        log_dir: a.log_dir,
+        format: if a.json { Format::Json } else { Format::Tsv },
+        plugin_name: a.plugin,
+        progress: !a.no_progress,
+    };
+    let summary = replay::run(&opts)?;
+    print_stdout(&format!("{summary}\n"))
+}

@@ -1,0 +1,109 @@
+//! `catchd run`: the daemon.
+
+use super::super::*;
+
+/// `catchd run`. Every flag overrides the configuration file.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Capture on this interface (repeatable) [default: capture.interfaces].
+    #[arg(long = "interface", short = 'i', value_name = "IF")]
+    pub interfaces: Vec<String>,
+
+    /// Address and port of the HTTP APIs [default: 127.0.0.1:8000, or server.listen].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Directory of the Zeek logs [default: catchd-data/logs, or logs.dir].
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+
+    /// Catch-and-release block lengths, comma-separated [default: 10m,1h,24h,7d, or
+    /// cnr.intervals].
+    #[arg(long, value_name = "LIST")]
+    pub intervals: Option<Intervals>,
+
+    /// Write the logs in Zeek's JSON format.
+    #[arg(long)]
+    pub json_logs: bool,
+
+    /// Join a ZeroMQ event bus as a Zeek cluster node does [default: bus.enabled].
+    #[arg(long)]
+    pub bus: bool,
+
+    /// The proxy's XPUB, which this node's XSUB connects to [default:
+    /// tcp://127.0.0.1:5555, or bus.xpub].
+    #[arg(long, value_name = "URL")]
+    pub bus_xpub: Option<String>,
+
+    /// The proxy's XSUB, which this node's XPUB connects to [default:
+    /// tcp://127.0.0.1:5556, or bus.xsub].
+    #[arg(long, value_name = "URL")]
+    pub bus_xsub: Option<String>,
+
+    /// Host the proxy in this process, bound on --bus-xpub and --bus-xsub.
+    #[arg(long)]
+    pub bus_proxy: bool,
+
+    /// `manager` holds the catch-and-release state; `sensor` only captures and reports
+    /// to it [default: manager, or bus.role].
+    #[arg(long, value_name = "ROLE")]
+    pub role: Option<config::Role>,
+
+    /// This node's id on the bus [default: catchd_ROLE_HOST_PID, or bus.node_id].
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+
+    /// Where the configuration and database are.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+pub(in crate::cli) fn run_cmd(a: &RunArgs) -> anyhow::Result<()> {
+    let mut c = a.store.load()?;
+    if !a.interfaces.is_empty() {
+        for name in &a.interfaces {
+            config::check_interface_name(name)
+                .map_err(|msg| InputError(format!("--interface: {msg}")))?;
+        }
+        c.capture.interfaces.clone_from(&a.interfaces);
+    }
+    if let Some(l) = a.listen {
+        c.server.listen = l;
+    }
+    if let Some(d) = &a.log_dir {
+        c.logs.dir.clone_from(d);
+    }
+    if let Some(iv) = &a.intervals {
+        c.cnr.intervals = iv.clone();
+    }
+    if a.json_logs {
+        c.logs.json = true;
+    }
+    if a.bus || a.bus_proxy || a.role.is_some() {
+        c.bus.enabled = true;
+    }
+    for (flag, v, slot) in [
+        ("--bus-xpub", &a.bus_xpub, &mut c.bus.xpub),
+        ("--bus-xsub", &a.bus_xsub, &mut c.bus.xsub),
+    ] {
+        if let Some(v) = v {
+            config::check_endpoint(v).map_err(|m| InputError(format!("{flag}: {m}")))?;
+            slot.clone_from(v);
+        }
+    }
+    if a.bus_proxy {
+        c.bus.proxy = true;
+    }
+    if let Some(r) = a.role {
+        c.bus.role = r;
+    }
+    if let Some(id) = &a.node_id {
+        if id.is_empty() || id.contains(char::is_whitespace) {
+            return Err(InputError("--node-id: must be a word without spaces".into()).into());
+        }
+        c.bus.node_id = Some(id.clone());
+    }
+    let (_trigger, shutdown) = Shutdown::on_signals()?;
+    crate::daemon::run(&c, crate::bhr::api::system_clock(), shutdown, |_| ())?;
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! `catchd serve`: the BHR API alone.
+
+use super::super::*;
+
+/// `catchd serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on [default: 127.0.0.1:8000, or server.listen].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Where the configuration and database are.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+pub(in crate::cli) fn serve_cmd(a: &ServeArgs) -> anyhow::Result<()> {
+    let mut c = a.store.load()?;
+    if let Some(l) = a.listen {
+        c.server.listen = l;
+    }
+    let (_trigger, shutdown) = Shutdown::on_signals()?;
+    crate::server::run(&c, crate::bhr::api::system_clock(), shutdown, |_| ())?;
+    Ok(())
+}
