@@ -483,7 +483,7 @@ pub struct Server {
     /// Listening address.
     pub listen: SocketAddr,
     /// The database: a SQLite file or a `postgres://` URL.
-    pub db: PathBuf,
+    pub db: crate::store::Database,
     /// Share the PostgreSQL database with other nodes.
     pub cluster: bool,
     /// How long catch-and-release's lease lasts without renewal (a standby `catchd run`
@@ -498,7 +498,7 @@ impl Default for Config {
         Config {
             server: Server {
                 listen: DEFAULT_LISTEN.parse().expect("valid address"),
-                db: PathBuf::from(DEFAULT_DB),
+                db: crate::store::Database::Sqlite(PathBuf::from(DEFAULT_DB)),
                 cluster: false,
                 lease_ttl: Duration::from_secs(15),
                 limits: Limits::default(),
@@ -763,7 +763,7 @@ fn server(s: ServerFile, store: Option<String>, c: &mut Config, ck: &mut Checks)
             if db.as_os_str().is_empty() {
                 return Err(bad("server.db", "must not be empty".into()));
             }
-            c.server.db = db;
+            c.server.db = crate::store::Database::from(db);
         }
         Ok(())
     });
@@ -798,7 +798,7 @@ fn server(s: ServerFile, store: Option<String>, c: &mut Config, ck: &mut Checks)
                     ),
                 ));
             }
-            c.server.db = PathBuf::from(store);
+            c.server.db = crate::store::Database::from(PathBuf::from(store));
         }
         Ok(())
     });
@@ -1726,7 +1726,10 @@ mod tests {
         assert_eq!(c.bhr.local_networks, d.local_networks);
         assert!(!c.bhr.unauthenticated_limited_query);
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8000");
-        assert_eq!(c.server.db, PathBuf::from("catchd-data/catchd.db"));
+        assert_eq!(
+            c.server.db,
+            crate::store::Database::Sqlite(PathBuf::from("catchd-data/catchd.db"))
+        );
     }
 
     #[test]

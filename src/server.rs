@@ -135,14 +135,14 @@ pub struct Opened {
 /// [`Error`].
 pub fn open(config: &Config, now: Time) -> Result<Opened, Error> {
     let db = &config.server.db;
-    if config.server.cluster && !store::is_postgres(db) {
+    if config.server.cluster && db.postgres_url().is_none() {
         return Err(Error::Store(store::Error::Open {
-            path: db.clone(),
+            path: db.as_path().to_path_buf(),
             msg: "server.cluster needs a postgres:// database".into(),
         }));
     }
     let lock = OwnerLock::acquire(db)?;
-    let (store, cluster) = match db.to_str().filter(|_| config.server.cluster) {
+    let (store, cluster) = match db.postgres_url().filter(|_| config.server.cluster) {
         Some(url) => {
             // The log position first: what commits after it is loaded now and replayed
             // from the log again (harmless), never missed.
@@ -163,7 +163,7 @@ pub fn open(config: &Config, now: Time) -> Result<Opened, Error> {
         snap.source_blacklist,
     )?;
     registry.set_host_addresses(host_addresses());
-    let shown = store::redact(&db.display().to_string());
+    let shown = db.to_string();
     tracing::info!(db = %shown, blocks, entries, "Store opened.");
     Ok(Opened {
         lock,

@@ -5,7 +5,7 @@
 //! failures while running (such as a log that cannot be written).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -103,7 +103,7 @@ impl StoreArgs {
             None => Config::default(),
         };
         if let Some(db) = &self.db {
-            c.server.db.clone_from(db);
+            c.server.db = crate::store::Database::from(db);
         }
         Ok(c)
     }

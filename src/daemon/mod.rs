@@ -314,7 +314,12 @@ pub fn run(
     }
     // In a cluster, catch-and-release has one owner: wait to be it before loading its
     // state (the previous owner is gone by then, and wrote all it had).
-    let lease = match config.server.db.to_str().filter(|_| config.server.cluster) {
+    let lease = match config
+        .server
+        .db
+        .postgres_url()
+        .filter(|_| config.server.cluster)
+    {
         Some(url) => match wait_for_lease(url, config, &shutdown)? {
             Some(l) => Some(l),
             None => {
@@ -735,7 +740,7 @@ fn wait_for_lease(
 ) -> Result<Option<(Arc<crate::store::cluster::Cluster>, String)>, Error> {
     // The schema (and its lease table) first.
     drop(
-        crate::store::Store::open_for_users(std::path::Path::new(url))
+        crate::store::Store::open_for_users(crate::store::Database::Postgres(url.into()))
             .map_err(server::Error::Store)?,
     );
     let cluster = crate::store::cluster::Cluster::new(url);

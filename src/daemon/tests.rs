@@ -42,7 +42,7 @@ impl Harness {
     /// The daemon's configuration in `dir`, with block manager `bgp1` and Zeek's ladder.
     fn config(dir: &std::path::Path) -> Config {
         let mut c = Config::default();
-        c.server.db = dir.join("catchd.db");
+        c.server.db = crate::store::Database::Sqlite(dir.join("catchd.db"));
         c.logs.dir = dir.join("logs");
         c.cnr.block_managers = vec!["bgp1".into()];
         c

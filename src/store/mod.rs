@@ -36,6 +36,71 @@ pub fn is_postgres(db: &Path) -> bool {
         .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
 }
 
+/// Which database the store uses: the setting (`server.db`, `store`, `--db`) read once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file (created if missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (`postgres://…`).
+    Postgres(String),
+}
+
+impl Database {
+    /// The PostgreSQL URL, if it is one.
+    pub fn postgres_url(&self) -> Option<&str> {
+        match self {
+            Database::Postgres(u) => Some(u),
+            Database::Sqlite(_) => None,
+        }
+    }
+
+    /// The setting as a path (a URL is kept as written), for errors and for tools that
+    /// take either.
+    pub fn as_path(&self) -> &Path {
+        match self {
+            Database::Sqlite(p) => p,
+            Database::Postgres(u) => Path::new(u),
+        }
+    }
+}
+
+impl From<&Path> for Database {
+    fn from(p: &Path) -> Database {
+        match p.to_str().filter(|_| is_postgres(p)) {
+            Some(url) => Database::Postgres(url.to_string()),
+            None => Database::Sqlite(p.to_path_buf()),
+        }
+    }
+}
+
+impl From<&PathBuf> for Database {
+    fn from(p: &PathBuf) -> Database {
+        Database::from(p.as_path())
+    }
+}
+
+impl From<PathBuf> for Database {
+    fn from(p: PathBuf) -> Database {
+        Database::from(p.as_path())
+    }
+}
+
+impl From<&Database> for Database {
+    fn from(d: &Database) -> Database {
+        d.clone()
+    }
+}
+
+/// Shown with any password in a URL hidden.
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(p) => write!(f, "{}", p.display()),
+            Database::Postgres(u) => f.write_str(&redact(u)),
+        }
+    }
+}
+
 /// Jobs the writer takes into one transaction at most.
 const MAX_BATCH: usize = 4096;
 
@@ -196,11 +261,13 @@ impl OwnerLock {
     ///
     /// # Errors
     /// [`Error::Open`], saying another process holds it.
-    pub fn acquire(db: &Path) -> Result<OwnerLock, Error> {
-        if is_postgres(db) {
+    pub fn acquire(db: impl Into<Database>) -> Result<OwnerLock, Error> {
+        let db = match db.into() {
             // PostgreSQL: the backend's advisory lock does this.
-            return Ok(OwnerLock { _file: None });
-        }
+            Database::Postgres(_) => return Ok(OwnerLock { _file: None }),
+            Database::Sqlite(p) => p,
+        };
+        let db = db.as_path();
         let open_err = |msg: String| Error::Open {
             path: db.to_path_buf(),
             msg,
@@ -271,10 +338,10 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Open`].
-    pub fn open(db: &Path) -> Result<Store, Error> {
-        match db.to_str().filter(|_| is_postgres(db)) {
-            Some(url) => Store::open_postgres(url),
-            None => Store::open_sqlite(db),
+    pub fn open(db: impl Into<Database>) -> Result<Store, Error> {
+        match db.into() {
+            Database::Postgres(url) => Store::open_postgres(&url),
+            Database::Sqlite(p) => Store::open_sqlite(&p),
         }
     }
 
@@ -284,10 +351,10 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Open`].
-    pub fn open_for_users(db: &Path) -> Result<Store, Error> {
-        match db.to_str().filter(|_| is_postgres(db)) {
-            Some(url) => Store::start(postgres_on_thread(url, false)?),
-            None => Store::open_sqlite(db),
+    pub fn open_for_users(db: impl Into<Database>) -> Result<Store, Error> {
+        match db.into() {
+            Database::Postgres(url) => Store::start(postgres_on_thread(&url, false)?),
+            Database::Sqlite(p) => Store::open_sqlite(&p),
         }
     }
 

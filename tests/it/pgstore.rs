@@ -279,7 +279,7 @@ struct Node {
 impl Node {
     fn start(url: &str, name: &str, logs: &std::path::Path) -> Node {
         let mut c = catchd::config::Config::default();
-        c.server.db = std::path::PathBuf::from(url);
+        c.server.db = catchd::store::Database::Postgres(url.into());
         c.server.cluster = true;
         c.server.lease_ttl = std::time::Duration::from_millis(600);
         c.server.listen = "127.0.0.1:0".parse().unwrap();

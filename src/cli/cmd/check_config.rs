@@ -48,7 +48,7 @@ pub(in crate::cli) fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()
          shutdown_grace = \"{}\"\nsign_in_failures = {}\nsign_in_failures_per_user = {}\n\
          sign_in_window = \"{}\"\n",
         c.server.listen,
-        crate::store::redact(&c.server.db.display().to_string()),
+        c.server.db,
         c.server.cluster,
         humantime::format_duration(c.server.lease_ttl),
         l.max_body,

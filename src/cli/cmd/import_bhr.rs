@@ -55,10 +55,10 @@ pub(in crate::cli) fn import_bhr_cmd(a: &ImportBhrArgs) -> anyhow::Result<()> {
         );
     }
     if a.dry_run {
-        println!("would import {summary} into {}", c.server.db.display());
+        println!("would import {summary} into {}", c.server.db);
         return Ok(());
     }
     store.commit_blocking(writes)?;
-    println!("imported {summary} into {}", c.server.db.display());
+    println!("imported {summary} into {}", c.server.db);
     Ok(())
 }

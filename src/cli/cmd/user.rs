@@ -75,10 +75,14 @@ pub(in crate::cli) fn open_store(a: &StoreArgs) -> anyhow::Result<Store> {
     Ok(Store::open_for_users(&c.server.db)?)
 }
 
-pub(in crate::cli) fn find_user(store: &Store, name: &str, db: &Path) -> anyhow::Result<User> {
+pub(in crate::cli) fn find_user(
+    store: &Store,
+    name: &str,
+    db: &crate::store::Database,
+) -> anyhow::Result<User> {
     store
         .user_by_name_blocking(name)?
-        .ok_or_else(|| InputError(format!("no user `{name}` in {}", db.display())).into())
+        .ok_or_else(|| InputError(format!("no user `{name}` in {db}")).into())
 }
 
 /// A password: on a terminal, asked for twice without echo; otherwise the first line of
