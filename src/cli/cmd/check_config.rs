@@ -16,20 +16,12 @@ pub struct CheckConfigArgs {
 
 pub(in crate::cli) fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()> {
     use std::fmt::Write as _;
+
     let file = a.file.as_ref().or(a.config.as_ref());
     let c = match file {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let list = |v: &[String]| format!("{v:?}");
-    let dur = |d: Option<std::time::Duration>| {
-        d.map_or_else(
-            || "0s".to_string(),
-            |d| humantime::format_duration(d).to_string(),
-        )
-    };
-    let (b, l, cap, cn, lg) = (&c.bhr, &c.server.limits, &c.capture, &c.cnr, &c.logs);
-    let nets: Vec<String> = b.local_networks.iter().map(ToString::to_string).collect();
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -39,6 +31,31 @@ pub(in crate::cli) fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()
             |p| p.display().to_string()
         )
     );
+    show_server(&c, &mut t);
+    show_daemon(&c, &mut t);
+    show_scan(&c, &mut t);
+    show_watchlist(&c, &mut t);
+    show_bus(&c, &mut t);
+    show_blockers(&c, &mut t);
+    show_bhr(&c, &mut t);
+    print_stdout(&t)
+}
+
+fn list(v: &[String]) -> String {
+    format!("{v:?}")
+}
+
+fn dur(d: Option<std::time::Duration>) -> String {
+    d.map_or_else(
+        || "0s".to_string(),
+        |d| humantime::format_duration(d).to_string(),
+    )
+}
+
+/// `[server]`, with the connection cap in force.
+fn show_server(c: &Config, t: &mut String) {
+    use std::fmt::Write as _;
+    let l = &c.server.limits;
     let _ = write!(
         t,
         "[server]\nlisten = \"{}\"\ndb = \"{}\"\ncluster = {}\nlease_ttl = \"{}\"\nmax_body = {}\n\
@@ -66,6 +83,12 @@ pub(in crate::cli) fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()
         l.sign_in.per_user,
         humantime::format_duration(l.sign_in.window),
     );
+}
+
+/// `[capture]`, `[cnr]`, `[logs]` and `[daemon]`: what the daemon runs with.
+fn show_daemon(c: &Config, t: &mut String) {
+    use std::fmt::Write as _;
+    let (cap, cn, lg) = (&c.capture, &c.cnr, &c.logs);
     let _ = write!(
         t,
         "[capture]\ninterfaces = {}\nsnaplen = {}\npromisc = {}\nbuffer_size = {}\nfilter = {:?}\n\
@@ -105,6 +128,52 @@ pub(in crate::cli) fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()
         "[daemon]\nuser = {:?}\n",
         c.daemon.user.clone().unwrap_or_default()
     );
+}
+
+/// `[scan]`.
+fn show_scan(c: &Config, t: &mut String) {
+    use std::fmt::Write as _;
+    let sc = &c.scan;
+    let files: Vec<String> = sc.files.iter().map(|p| p.display().to_string()).collect();
+    let jails: Vec<&str> = sc.rules.jails.iter().map(|j| j.name.as_str()).collect();
+    let _ = write!(
+        t,
+        "[scan]\nfiles = {}\nrules = {:?}\njails = {:?}\npoll_interval = \"{}\"\n\
+         max_addresses = {}\nfrom_start = {}\n",
+        list(&files),
+        sc.rules_file
+            .as_ref()
+            .map_or_else(String::new, |p| p.display().to_string()),
+        jails,
+        dur(Some(sc.poll_interval)),
+        sc.max_addresses,
+        sc.from_start,
+    );
+}
+
+/// `[watchlist]`.
+fn show_watchlist(c: &Config, t: &mut String) {
+    use std::fmt::Write as _;
+    let w = &c.watchlist;
+    let _ = write!(
+        t,
+        "[watchlist]\nthreshold = {}\nwatch_ttl = \"{}\"\nblock_ttl = \"{}\"\n\
+         refresh_on_hit = {}\nanonymize = {}\nkey_file = {:?}\nblock_addresses = {}\n",
+        w.threshold,
+        w.watch_ttl,
+        w.block_ttl,
+        w.refresh_on_hit,
+        w.anonymize,
+        w.key_file
+            .as_ref()
+            .map_or_else(String::new, |p| p.display().to_string()),
+        w.block_addresses,
+    );
+}
+
+/// `[bus]`.
+fn show_bus(c: &Config, t: &mut String) {
+    use std::fmt::Write as _;
     let bus = &c.bus;
     let _ = write!(
         t,
@@ -131,6 +200,11 @@ pub(in crate::cli) fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()
         humantime::format_duration(bus.notify_interval),
         bus.queue,
     );
+}
+
+/// Each `[[blocker]]`.
+fn show_blockers(c: &Config, t: &mut String) {
+    use std::fmt::Write as _;
     for b in &c.blockers {
         let o = &b.options;
         let _ = write!(
@@ -159,6 +233,13 @@ pub(in crate::cli) fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()
             o.exec_unblock,
         );
     }
+}
+
+/// `[bhr]`.
+fn show_bhr(c: &Config, t: &mut String) {
+    use std::fmt::Write as _;
+    let b = &c.bhr;
+    let nets: Vec<String> = b.local_networks.iter().map(ToString::to_string).collect();
     let _ = write!(
         t,
         "[bhr]\ntime_window_factor = {:?}\nminimum_time_window = {:?}\n\
@@ -185,5 +266,4 @@ pub(in crate::cli) fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()
             .map(|r| r.as_str())
             .collect::<Vec<_>>(),
     );
-    print_stdout(&t)
 }
