@@ -149,6 +149,19 @@ pub async fn read(url: &str) -> Result<Imported, ImportError> {
     let conn = tokio::spawn(conn);
     let mut out = Imported::default();
 
+    read_users(&client, &mut out).await?;
+    read_registry(&client, &mut out).await?;
+    drop(client);
+    let _ = conn.await;
+    out.renumber();
+    Ok(out)
+}
+
+/// The users, their BHR groups as roles, and their tokens.
+async fn read_users(
+    client: &tokio_postgres::Client,
+    out: &mut Imported,
+) -> Result<(), ImportError> {
     let rows = client
         .query(
             "SELECT u.id::bigint, u.username, u.password, u.is_superuser, u.is_active,
@@ -213,7 +226,14 @@ pub async fn read(url: &str) -> Result<Imported, ImportError> {
                 .then_some(password),
         });
     }
+    Ok(())
+}
 
+/// Blocks, entries, the whitelist and the source blacklist.
+async fn read_registry(
+    client: &tokio_postgres::Client,
+    out: &mut Imported,
+) -> Result<(), ImportError> {
     let q = format!(
         "SELECT id::bigint, cidr::text, who_id::bigint, source, why, {}, {}, skip_whitelist,
                 forced_unblock, unblock_why, unblock_who_id::bigint
@@ -285,10 +305,7 @@ pub async fn read(url: &str) -> Result<Imported, ImportError> {
             added: Time::from_micros(r.get(4)),
         });
     }
-    drop(client);
-    let _ = conn.await;
-    out.renumber();
-    Ok(out)
+    Ok(())
 }
 
 /// The writes that bring a catchd database (`have`) to hold everything imported, after

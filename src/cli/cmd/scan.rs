@@ -157,27 +157,13 @@ pub(in crate::cli) fn scan_rules(a: &ScanArgs) -> anyhow::Result<crate::scan::ru
 }
 
 pub(in crate::cli) fn scan_cmd(a: ScanArgs) -> anyhow::Result<()> {
-    use std::io::Write as _;
     if a.print_rules {
         print!("{}", crate::scan::rules::BUNDLED);
         return Ok(());
     }
     let rules = scan_rules(&a)?;
     if a.check {
-        let bad = rules.self_test();
-        let tested: usize = rules.rules.iter().map(|r| r.tests.len()).sum();
-        for b in &bad {
-            eprintln!("{b}");
-        }
-        if !bad.is_empty() {
-            return Err(InputError(format!("{} of {tested} test lines failed", bad.len())).into());
-        }
-        println!(
-            "{} rules in {} jails: all {tested} test lines pass",
-            rules.rules.len(),
-            rules.jails.len()
-        );
-        return Ok(());
+        return self_test(&rules);
     }
     let since = match &a.since {
         None => None,
@@ -210,70 +196,15 @@ pub(in crate::cli) fn scan_cmd(a: ScanArgs) -> anyhow::Result<()> {
         if !seen.insert(d.addr) {
             return;
         }
-        let mut out = stdout.lock();
-        let (first, last) = (
-            crate::bhr::api::Iso(d.first).to_string(),
-            crate::bhr::api::Iso(d.last).to_string(),
-        );
-        let _ = if a.json {
-            writeln!(
-                out,
-                "{}",
-                serde_json::json!({
-                    "addr": d.addr.to_string(),
-                    "rule": d.rule,
-                    "count": d.count,
-                    "first": first,
-                    "last": last,
-                    "jail": d.jail,
-                    "denied": d.denied,
-                })
-            )
-        } else {
-            writeln!(
-                out,
-                "{} {} {} jail={} first={first} last={last}{}",
-                d.addr,
-                d.rule,
-                d.count,
-                d.jail,
-                if d.denied { " denied" } else { "" }
-            )
-        };
+        print_detection(&mut stdout.lock(), &d, a.json);
         found.push(d);
     })
     .map_err(InputError)?;
     let st = scanner.stats();
-    let mut failed = 0usize;
-    if let Some(token) = token {
-        let remote = crate::manager::remote::Remote::new(&a.server, &token, "")
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let rt = crate::server::runtime()?;
-        rt.block_on(async {
-            for d in &found {
-                let source = d.source();
-                let r = match d.action {
-                    crate::scan::rules::Action::CatchRelease => {
-                        remote.cr_drop(d.addr, &source).await
-                    }
-                    crate::scan::rules::Action::Block(len) => {
-                        remote
-                            .block(
-                                ipnet::IpNet::from(d.addr),
-                                &source,
-                                &d.why(),
-                                len.as_micros() / 1_000_000,
-                            )
-                            .await
-                    }
-                };
-                if let Err(e) = r {
-                    failed += 1;
-                    eprintln!("catchd: {}: not blocked: {e}", d.addr);
-                }
-            }
-        });
-    }
+    let failed = match token {
+        Some(token) => submit(&a.server, &token, &found)?,
+        None => 0,
+    };
     eprintln!(
         "catchd: {} lines, {} matched, {} addresses {} ({} allowed, {} evicted, {} lines cut) in {:.2} s",
         read.lines,
@@ -293,4 +224,86 @@ pub(in crate::cli) fn scan_cmd(a: ScanArgs) -> anyhow::Result<()> {
         anyhow::bail!("{failed} of {} blocks failed", found.len());
     }
     Ok(())
+}
+
+/// `--check`: every rule's test lines.
+fn self_test(rules: &crate::scan::rules::Rules) -> anyhow::Result<()> {
+    let bad = rules.self_test();
+    let tested: usize = rules.rules.iter().map(|r| r.tests.len()).sum();
+    for b in &bad {
+        eprintln!("{b}");
+    }
+    if !bad.is_empty() {
+        return Err(InputError(format!("{} of {tested} test lines failed", bad.len())).into());
+    }
+    println!(
+        "{} rules in {} jails: all {tested} test lines pass",
+        rules.rules.len(),
+        rules.jails.len()
+    );
+    Ok(())
+}
+
+/// One detection on standard output: a line, or a JSON object with `--json`.
+fn print_detection(out: &mut impl std::io::Write, d: &crate::scan::Detection, json: bool) {
+    let (first, last) = (
+        crate::bhr::api::Iso(d.first).to_string(),
+        crate::bhr::api::Iso(d.last).to_string(),
+    );
+    let _ = if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "addr": d.addr.to_string(),
+                "rule": d.rule,
+                "count": d.count,
+                "first": first,
+                "last": last,
+                "jail": d.jail,
+                "denied": d.denied,
+            })
+        )
+    } else {
+        writeln!(
+            out,
+            "{} {} {} jail={} first={first} last={last}{}",
+            d.addr,
+            d.rule,
+            d.count,
+            d.jail,
+            if d.denied { " denied" } else { "" }
+        )
+    };
+}
+
+/// Blocks what was found through the catchd at `server`; returns how many failed.
+fn submit(server: &str, token: &str, found: &[crate::scan::Detection]) -> anyhow::Result<usize> {
+    let remote = crate::manager::remote::Remote::new(server, token, "")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rt = crate::server::runtime()?;
+    let mut failed = 0usize;
+    rt.block_on(async {
+        for d in found {
+            let source = d.source();
+            let r = match d.action {
+                crate::scan::rules::Action::CatchRelease => remote.cr_drop(d.addr, &source).await,
+                crate::scan::rules::Action::Block(len) => {
+                    remote
+                        .block(
+                            ipnet::IpNet::from(d.addr),
+                            &source,
+                            &d.why(),
+                            len.as_micros() / 1_000_000,
+                        )
+                        .await
+                }
+            };
+            if let Err(e) = r {
+                failed += 1;
+                eprintln!("catchd: {}: not blocked: {e}", d.addr);
+            }
+        }
+    });
+    Ok(failed)
 }
