@@ -116,8 +116,8 @@ pub(in crate::cli) fn manager_cmd(a: ManagerArgs) -> anyhow::Result<()> {
         .into());
     }
     let (_trigger, shutdown) = Shutdown::on_signals()?;
-    crate::manager::run_standalone(
-        crate::manager::Standalone {
+    run_standalone(
+        Standalone {
             server: a.server,
             token: a.token,
             ident: a.ident,
@@ -134,4 +134,91 @@ pub(in crate::cli) fn manager_cmd(a: ManagerArgs) -> anyhow::Result<()> {
         shutdown,
     )?;
     Ok(())
+}
+
+/// Why `catchd manager` could not start.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    /// The backend's options are wrong.
+    #[error("{0}")]
+    Options(String),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Source(#[from] crate::manager::SourceError),
+    /// The runtime or the metrics listener could not be set up.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What `catchd manager` runs.
+#[derive(Clone, Debug)]
+struct Standalone {
+    /// The BHR server (`http://host:port`).
+    pub server: String,
+    /// An API token.
+    pub token: String,
+    /// The ident whose queues are served.
+    pub ident: String,
+    /// The backend.
+    pub kind: crate::enforce::Kind,
+    /// Its options.
+    pub options: crate::enforce::Options,
+    /// Print what would run; change nothing.
+    pub dry_run: bool,
+    /// Timings.
+    pub settings: crate::manager::Settings,
+    /// Where to serve `/metrics`, if anywhere.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Runs one manager against a remote BHR API until `shutdown` fires.
+///
+/// # Errors
+/// The options are wrong, or the runtime or the metrics listener could not start.
+fn run_standalone(s: Standalone, shutdown: Shutdown) -> Result<(), StartError> {
+    let runner = crate::enforce::Runner::new(s.options.command_timeout, s.dry_run);
+    let backend =
+        crate::enforce::Backend::new(s.kind, &s.options, runner).map_err(StartError::Options)?;
+    let source = crate::manager::remote::Remote::new(&s.server, &s.token, &s.ident)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("catchd-manager")
+        .build()?;
+    rt.block_on(async move {
+        let manager = crate::manager::Manager::new(source, backend, s.settings.clone());
+        let counters = manager.counters();
+        let name = manager.backend_name();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        if let Some(addr) = s.metrics {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!("Metrics on http://{}/metrics", listener.local_addr()?);
+            let registry = crate::telemetry::Registry::new();
+            let managers = [(s.ident.clone(), name, counters)];
+            registry.add(move |m: &mut crate::telemetry::Metrics| {
+                crate::manager::collect_metrics(&managers, m)
+            });
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let registry = registry.clone();
+                    async move { registry.response() }
+                }),
+            );
+            let mut stop = rx.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
+            });
+        }
+        let run = tokio::spawn(manager.run(rx));
+        shutdown.wait().await;
+        tracing::info!("Stopping.");
+        let _ = tx.send(true);
+        let _ = run.await;
+        Ok(())
+    })
 }
