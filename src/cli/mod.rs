@@ -4,21 +4,13 @@
 //! into exit codes: 0 on success, 2 for bad input (arguments, files, drops), 1 for
 //! failures while running (such as a log that cannot be written).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{self, Role, User};
-use crate::cnr::Intervals;
 use crate::config::{self, Config};
-use crate::packet::Sightings;
-use crate::replay::{self, DropSpec};
-use crate::shutdown::Shutdown;
-use crate::store::{Store, Write};
-use crate::time::Interval;
-use crate::zeeklog::Format;
+use crate::replay;
 
 mod cmd;
 
@@ -191,6 +183,7 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cnr::Intervals;
     use clap::CommandFactory;
 
     #[test]

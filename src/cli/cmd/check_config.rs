@@ -1,6 +1,11 @@
 //! `catchd check-config`: a configuration checked and shown.
 
-use super::super::*;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::cli::print_stdout;
+use crate::config::{self, Config};
 
 /// `catchd check-config`.
 #[derive(Debug, Args)]

@@ -1,6 +1,9 @@
 //! `catchd import-bhr`: an original BHR database into the store.
 
-use super::super::*;
+use clap::Args;
+
+use crate::cli::{InputError, StoreArgs};
+use crate::store::Store;
 
 /// `catchd import-bhr`.
 #[derive(Debug, Args)]

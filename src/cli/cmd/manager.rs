@@ -1,6 +1,11 @@
 //! `catchd manager`: a block manager against a BHR API.
 
-use super::super::*;
+use std::net::SocketAddr;
+
+use clap::Args;
+
+use crate::cli::InputError;
+use crate::shutdown::Shutdown;
 
 /// `catchd manager`.
 #[derive(Debug, Args)]

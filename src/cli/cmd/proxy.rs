@@ -1,6 +1,10 @@
 //! `catchd proxy`: the ZeroMQ XPUB/XSUB proxy.
 
-use super::super::*;
+use clap::Args;
+
+use crate::cli::InputError;
+use crate::config;
+use crate::shutdown::Shutdown;
 
 /// `catchd proxy`.
 #[derive(Debug, Args)]

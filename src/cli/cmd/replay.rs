@@ -1,6 +1,15 @@
 //! `catchd replay`: traces on packet time.
 
-use super::super::*;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::cli::print_stdout;
+use crate::cnr::Intervals;
+use crate::packet::Sightings;
+use crate::replay::{self, DropSpec};
+use crate::time::Interval;
+use crate::zeeklog::Format;
 
 /// `catchd replay`.
 #[derive(Debug, Args)]

@@ -1,6 +1,14 @@
 //! `catchd run`: the daemon.
 
-use super::super::*;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::cli::{InputError, StoreArgs};
+use crate::cnr::Intervals;
+use crate::config;
+use crate::shutdown::Shutdown;
 
 /// `catchd run`. Every flag overrides the configuration file.
 #[derive(Debug, Args)]

@@ -1,6 +1,11 @@
 //! `catchd scan`: log files through the scanner, blocks through a running catchd.
 
-use super::super::*;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::cli::InputError;
+use crate::time::Interval;
 
 /// `catchd scan`.
 #[derive(Debug, Args)]

@@ -1,6 +1,11 @@
 //! `catchd serve`: the BHR API alone.
 
-use super::super::*;
+use std::net::SocketAddr;
+
+use clap::Args;
+
+use crate::cli::StoreArgs;
+use crate::shutdown::Shutdown;
 
 /// `catchd serve`.
 #[derive(Debug, Args)]

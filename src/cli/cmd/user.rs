@@ -1,6 +1,10 @@
 //! `catchd user`: the API's users and their tokens.
 
-use super::super::*;
+use clap::Subcommand;
+
+use crate::auth::{self, Role, User};
+use crate::cli::{InputError, StoreArgs, print_stdout};
+use crate::store::{Store, Write};
 
 /// `catchd user …`.
 #[derive(Debug, Subcommand)]
