@@ -129,7 +129,7 @@ pub struct Opened {
 }
 
 /// Takes the database's owner lock, opens and migrates the store, and rebuilds the
-/// registry from it.
+/// registry from it at `now` (the process's clock).
 ///
 /// # Errors
 /// [`Error`].

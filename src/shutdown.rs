@@ -31,12 +31,6 @@ impl Shutdown {
         (Trigger(tx), Shutdown(rx))
     }
 
-    /// A shutdown that never fires.
-    pub fn never() -> Shutdown {
-        // With its trigger gone, nothing can fire it.
-        Shutdown::new().1
-    }
-
     /// A shutdown fired by the first SIGINT or SIGTERM. The handlers are in place when
     /// this returns (a signal right after start-up is not lost); a thread waits for them.
     ///
@@ -104,8 +98,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn never_does_not_fire() {
-        let s = Shutdown::never();
+    async fn without_a_trigger_it_never_fires() {
+        let s = Shutdown::new().1;
         let r = tokio::time::timeout(std::time::Duration::from_millis(20), s.wait()).await;
         assert!(r.is_err());
     }

@@ -184,30 +184,29 @@ impl Registry {
 
     /// The text exposition of everything the sources hold now.
     pub fn render(&self) -> String {
-        let families = self.inner.gather();
-        let mut out = String::with_capacity(8192);
-        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {
-            // Only a family without samples or a bad name does this: a bug, shown, not
-            // hidden behind a half page.
-            tracing::error!(error = %e, "Cannot write the metrics.");
-        }
-        out
+        encode(&self.inner.gather())
     }
 
     /// [`Registry::render`] as an HTTP answer.
     pub fn response(&self) -> Response {
-        text_response(self.render())
+        let mut r = self.render().into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(prometheus::TEXT_FORMAT),
+        );
+        r
     }
 }
 
-/// Prometheus text as an HTTP answer.
-pub fn text_response(body: String) -> Response {
-    let mut r = body.into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(prometheus::TEXT_FORMAT),
-    );
-    r
+/// The text format of `families`.
+fn encode(families: &[MetricFamily]) -> String {
+    let mut out = String::with_capacity(8192);
+    if let Err(e) = prometheus::TextEncoder::new().encode_utf8(families, &mut out) {
+        // Only a family without samples or a bad name does this: a bug, shown, not
+        // hidden behind a half page.
+        tracing::error!(error = %e, "Cannot write the metrics.");
+    }
+    out
 }
 
 /// One family's text, for pages that are not a process's metrics (BHR's
@@ -216,11 +215,7 @@ pub fn render(fill: impl FnOnce(&mut Metrics)) -> String {
     let mut m = Metrics::default();
     fill(&mut m);
     m.families.retain(|f| !f.get_metric().is_empty());
-    let mut out = String::new();
-    if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&m.families, &mut out) {
-        tracing::error!(error = %e, "Cannot write the metrics.");
-    }
-    out
+    encode(&m.families)
 }
 
 #[cfg(test)]

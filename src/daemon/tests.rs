@@ -182,8 +182,7 @@ impl Harness {
         ids
     }
 
-    /// Stops as on SIGTERM (or, with `kill`, loses the process without the core's
-    /// goodbye: what is durable is what the store committed).
+    /// Stops as on SIGTERM: the core persists, closes the logs and waits for the store.
     fn stop(mut self) -> Config {
         if let Some(mut core) = self.core.take() {
             core.shutdown();
