@@ -24,6 +24,6 @@ pub fn engine_watching(n: u64, cfg: Config) -> Engine {
     }
     e.drain_all();
     while e.poll_output().is_some() {}
-    assert_eq!(e.watchlist().len() as u64, n, "every address is distinct");
+    assert_eq!(e.watched().len() as u64, n, "every address is distinct");
     e
 }

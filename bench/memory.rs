@@ -8,7 +8,7 @@
 //! 2. after the blocks expired (network time moved past the first interval), all still
 //!    watched: what catch-and-release keeps for the watch window.
 //!
-//! The watch table's own share is also shown from its capacity (`Watchlist::heap_bytes`).
+//! The watch table's own share is also shown from its capacity (`WatchTable::heap_bytes`).
 //!
 //! Then the BHR registry with one million host blocks, as the daemon makes them for
 //! catch-and-release drops (one per address, same source and reason): what each block
@@ -68,7 +68,7 @@ fn main() {
     let mut e = common::engine_watching(N, Config::default());
     let t0 = Time::from_timeval(synth::T0 as i64, 0);
     let blocked = LIVE.load(Ordering::Relaxed) - base;
-    let table = e.watchlist().heap_bytes();
+    let table = e.watched().heap_bytes();
 
     // Past the 10-minute blocks, inside the 1-hour watch: rules expire, addresses stay.
     // Timers fire 300 at a time and outputs are taken as they come, as the daemon and
@@ -83,7 +83,7 @@ fn main() {
         }
     }
     assert_eq!(e.rule_count(), 0, "all blocks expired");
-    assert_eq!(e.watchlist().len() as u64, N, "all still watched");
+    assert_eq!(e.watched().len() as u64, N, "all still watched");
     let watched = LIVE.load(Ordering::Relaxed) - base;
 
     let per = |b: usize| b as f64 / N as f64;

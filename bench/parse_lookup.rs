@@ -7,7 +7,7 @@
 //! mix are among them. Three measurements:
 //!
 //! * `parse`: frame -> Observation only;
-//! * `parse+lookup`: plus the sighting rule and `Watchlist::contains` for originators,
+//! * `parse+lookup`: plus the sighting rule and `WatchTable::contains` for originators,
 //!   which is what the capture path does for every packet;
 //! * `parse+lookup/any-packet`: with every packet looked up (`--any-packet`).
 //!
@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
             ..Config::default()
         },
     );
-    let watch = e.watchlist().clone();
+    let watch = e.watched().clone();
     let mut g = c.benchmark_group("per_packet");
     g.throughput(Throughput::Elements(PACKETS));
     g.bench_function("parse", |b| {

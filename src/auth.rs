@@ -9,7 +9,7 @@
 //! made; only its SHA-256 is stored. Passwords (for HTTP Basic) are stored as argon2 hashes.
 
 mod passwords;
-pub mod throttle;
+pub(crate) mod throttle;
 
 pub use passwords::{CheckError, Passwords};
 
@@ -18,7 +18,8 @@ use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
-use crate::bhr::model::UserId;
+/// A user id (the store's primary key).
+pub type UserId = u32;
 
 /// A user's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -39,19 +39,6 @@ pub struct LiveOptions {
     pub filter: Option<String>,
 }
 
-impl LiveOptions {
-    /// Defaults for `interface`: snap length 256, promiscuous, 64 MiB buffer, no filter.
-    pub fn new(interface: &str) -> LiveOptions {
-        LiveOptions {
-            interface: interface.to_string(),
-            snaplen: 256,
-            promisc: true,
-            buffer_size: 64 << 20,
-            filter: None,
-        }
-    }
-}
-
 /// Why a live capture failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
@@ -372,11 +359,6 @@ impl TraceFile {
     /// The link layer of every frame in the file.
     pub fn link(&self) -> LinkType {
         self.link
-    }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// The file's size in bytes.

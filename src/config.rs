@@ -126,7 +126,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::bhr::api::Limits;
+use crate::api::bhr::Limits;
 use crate::bhr::model::Settings;
 use crate::cnr::Intervals;
 use crate::time::Interval;
@@ -295,19 +295,19 @@ impl Default for Scan {
 /// What a `catchd run` is in a multi-node deployment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub enum ClusterRole {
     /// Holds the catch-and-release state (the default).
     Manager,
     /// Captures only; reports sightings to the manager, keeps a replica of the watched set.
     Sensor,
 }
 
-impl std::str::FromStr for Role {
+impl std::str::FromStr for ClusterRole {
     type Err = String;
-    fn from_str(s: &str) -> Result<Role, String> {
+    fn from_str(s: &str) -> Result<ClusterRole, String> {
         match s {
-            "manager" => Ok(Role::Manager),
-            "sensor" => Ok(Role::Sensor),
+            "manager" => Ok(ClusterRole::Manager),
+            "sensor" => Ok(ClusterRole::Sensor),
             _ => Err(format!("must be `manager` or `sensor`, not `{s}`")),
         }
     }
@@ -325,7 +325,7 @@ pub struct Bus {
     /// Host the proxy in this process (bind `xpub` and `xsub`).
     pub proxy: bool,
     /// Manager or sensor.
-    pub role: Role,
+    pub role: ClusterRole,
     /// This node's id (`None`: `catchd_<role>_<host>_<pid>`).
     pub node_id: Option<String>,
     /// Send `broker-json-v1` instead of `broker-bin-v1`.
@@ -349,7 +349,7 @@ impl Default for Bus {
             xpub: crate::bus::DEFAULT_XPUB.into(),
             xsub: crate::bus::DEFAULT_XSUB.into(),
             proxy: false,
-            role: Role::Manager,
+            role: ClusterRole::Manager,
             node_id: None,
             json: false,
             netcontrol: true,
@@ -575,7 +575,7 @@ struct BusFile {
     xpub: Option<String>,
     xsub: Option<String>,
     proxy: Option<bool>,
-    role: Option<Role>,
+    role: Option<ClusterRole>,
     node_id: Option<String>,
     format: Option<String>,
     netcontrol: Option<bool>,

@@ -10,15 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bhr::api::{self, AppState, Users};
+use crate::api::bhr::{self as api, AppState, Users};
+use crate::api::watchlist::WATCHLIST_USER;
 use crate::bhr::registry::{Inconsistent, Registry};
 use crate::config::Config;
 use crate::store::{self, OwnerLock, Store};
 use crate::time::Time;
-
-/// How often the user table is re-read, so that `catchd user` changes (new tokens, roles)
-/// reach a running server.
-pub const USER_RELOAD: Duration = Duration::from_secs(2);
 
 /// Why serving failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,62 +46,6 @@ pub enum Error {
     Watchlist(#[from] crate::watchlist::Error),
 }
 
-/// A user catchd makes blocks as (`catch-and-release`, `watchlist`), with the blocker
-/// role and no way to log in, created on first start.
-///
-/// # Errors
-/// The store failed.
-pub fn system_user(
-    store: &Store,
-    users: &mut Vec<crate::auth::User>,
-    name: &str,
-) -> Result<u32, Error> {
-    if let Some(u) = users.iter().find(|u| u.name == name) {
-        return Ok(u.id);
-    }
-    let u = crate::auth::User {
-        id: store.next_user_id_blocking()?,
-        name: name.to_string(),
-        role: crate::auth::Role::Blocker,
-        token_hash: None,
-        password_hash: None,
-    };
-    store.commit_blocking(vec![store::Write::User(u.clone())])?;
-    let id = u.id;
-    users.push(u);
-    Ok(id)
-}
-
-/// The user the watchlist's registry blocks are made as.
-pub const WATCHLIST_USER: &str = "watchlist";
-
-/// The watchlist (its stored entries put back) and its routes.
-///
-/// # Errors
-/// The key file cannot be read or made.
-pub fn watchlist(
-    config: &Config,
-    state: &Arc<AppState>,
-    entries: Vec<(String, crate::watchlist::Entry)>,
-    who: u32,
-) -> Result<(axum::Router, Arc<crate::watchlist::api::WatchlistApi>), Error> {
-    let s = config.watchlist.clone();
-    let key = match &s.key_file {
-        Some(p) if s.anonymize => {
-            Some(crate::watchlist::load_or_create_key(p, entries.is_empty())?)
-        }
-        _ => None,
-    };
-    let list = crate::watchlist::Watchlist::new(s, key)?;
-    list.restore(entries);
-    let api = Arc::new(crate::watchlist::api::WatchlistApi {
-        api: state.clone(),
-        list: Arc::new(list),
-        who,
-    });
-    Ok((crate::watchlist::api::router(api.clone()), api))
-}
-
 /// What start-up opens: the owner lock, the store, and what it held.
 pub struct Opened {
     /// Held while the process runs.
@@ -125,7 +66,7 @@ pub struct Opened {
     pub watchlist: Vec<(String, crate::watchlist::Entry)>,
     /// The cluster to join (several API nodes on one database), and the change-log
     /// position the loaded state is current to.
-    pub cluster: Option<(Arc<store::cluster::Cluster>, i64)>,
+    pub cluster: Option<(Arc<store::cluster::DbCluster>, i64)>,
 }
 
 /// Takes the database's owner lock, opens and migrates the store, and rebuilds the
@@ -146,8 +87,8 @@ pub fn open(config: &Config, now: Time) -> Result<Opened, Error> {
         Some(url) => {
             // The log position first: what commits after it is loaded now and replayed
             // from the log again (harmless), never missed.
-            let cluster = store::cluster::Cluster::new(url);
-            let head = runtime()?.block_on(cluster.head())?;
+            let cluster = store::cluster::DbCluster::new(url);
+            let head = crate::runtime::build()?.block_on(cluster.head())?;
             (Store::open_for_users(db)?, Some((cluster, head)))
         }
         None => (Store::open(db)?, None),
@@ -219,7 +160,7 @@ pub fn run(
         cluster,
         ..
     } = open(config, clock())?;
-    let who = system_user(&store, &mut users, WATCHLIST_USER)?;
+    let who = store.system_user(&mut users, WATCHLIST_USER)?;
     if users.is_empty() {
         tracing::warn!(
             "No users yet: only the public endpoints answer. Add one with \
@@ -227,7 +168,7 @@ pub fn run(
         );
     }
     let users = Users::new(users);
-    let rt = runtime()?;
+    let rt = crate::runtime::build()?;
     rt.block_on(async {
         let (listener, local) = bind(config.server.listen).await?;
         let state = AppState::new(
@@ -241,9 +182,9 @@ pub fn run(
             state.join_cluster(c, head);
             tracing::info!("Joined the cluster: other nodes' changes are followed.");
         }
-        tokio::spawn(reload_users(state.clone(), store));
-        let (routes, wl) = watchlist(config, &state, entries, who)?;
-        tokio::spawn(crate::watchlist::api::sweep(wl, Duration::from_secs(60)));
+        tokio::spawn(api::reload_users(state.clone(), store));
+        let (routes, wl) = crate::api::watchlist::start(&config.watchlist, &state, entries, who)?;
+        tokio::spawn(crate::api::watchlist::sweep(wl, Duration::from_secs(60)));
         tracing::info!(
             "Serving the BHR API on http://{local}/bhr/api/ and its pages on http://{local}/bhr/"
         );
@@ -268,17 +209,6 @@ pub fn run(
     })
 }
 
-/// The async runtime the servers run on.
-///
-/// # Errors
-/// If it cannot be built.
-pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("catchd-http")
-        .build()?)
-}
-
 /// Binds the listener.
 ///
 /// # Errors
@@ -289,24 +219,4 @@ pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAd
         .map_err(|source| Error::Bind { addr, source })?;
     let local = listener.local_addr()?;
     Ok((listener, local))
-}
-
-/// Re-reads the users every [`USER_RELOAD`] until the server stops.
-pub async fn reload_users(state: Arc<AppState>, store: Store) {
-    let mut tick = tokio::time::interval(USER_RELOAD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = state.stopping() => return,
-        }
-        match store.users().await {
-            Ok(users) => {
-                if state.users().reload(users) {
-                    tracing::info!("Users reloaded.");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "Cannot re-read the users."),
-        }
-    }
 }

@@ -79,6 +79,17 @@ impl Shutdown {
     }
 }
 
+/// The text of a panic's payload, for the message that says why a thread ended.
+pub fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic".to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -251,6 +251,97 @@ impl FromStr for Time {
     }
 }
 
+/// Year, month, day of a count of days since 1970-01-01 (proleptic Gregorian; Howard
+/// Hinnant's `civil_from_days`).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Writes `YYYY-MM-DD<sep>HH:MM:SS[.ffffff]<zone>` without allocating.
+fn write_time(f: &mut fmt::Formatter<'_>, t: Time, sep: u8, zone: &str) -> fmt::Result {
+    let us = t.as_micros();
+    let secs = us.div_euclid(1_000_000);
+    let frac = us.rem_euclid(1_000_000) as u32;
+    let (y, mo, d) = civil(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400) as u32;
+    if !(0..=9999).contains(&y) {
+        return write!(
+            f,
+            "{y:04}-{mo:02}-{d:02}{}{:02}:{:02}:{:02}",
+            sep as char,
+            sod / 3600,
+            sod / 60 % 60,
+            sod % 60
+        )
+        .and_then(|()| {
+            if frac == 0 {
+                Ok(())
+            } else {
+                write!(f, ".{frac:06}")
+            }
+        })
+        .and_then(|()| f.write_str(zone));
+    }
+    let mut b = *b"0000-00-00T00:00:00.000000";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for k in (at..at + width).rev() {
+            b[k] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y as u32);
+    put(5, 2, mo);
+    put(8, 2, d);
+    put(11, 2, sod / 3600);
+    put(14, 2, sod / 60 % 60);
+    put(17, 2, sod % 60);
+    put(20, 6, frac);
+    b[10] = sep;
+    let len = if frac == 0 { 19 } else { 26 };
+    f.write_str(std::str::from_utf8(&b[..len]).map_err(|_| fmt::Error)?)?;
+    f.write_str(zone)
+}
+
+/// DRF's JSON timestamp (BHR's API and CSV lists use it): `isoformat()` with `Z` for `+00:00`.
+#[derive(Clone, Copy, Debug)]
+pub struct Iso(pub Time);
+
+impl fmt::Display for Iso {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_time(f, self.0, b'T', "Z")
+    }
+}
+
+impl serde::Serialize for Iso {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Python's `str(datetime)` of an aware UTC time.
+#[derive(Clone, Copy, Debug)]
+pub struct PyStr(pub Time);
+
+impl fmt::Display for PyStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_time(f, self.0, b' ', "+00:00")
+    }
+}
+
+impl serde::Serialize for PyStr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! Zeek's ASCII log writer, in its TSV and JSON flavours.
 //!
-//! Each record type from [`crate::cnr::record`] gets a [`Schema`] (path, field names, Zeek
+//! Each record type from `crate::cnr::record` gets a [`Schema`] (path, field names, Zeek
 //! types) and a way to visit its values; [`LogFile`] renders them:
 //!
 //! * **TSV**: the eight `#` header lines (`#separator \x09` … `#types`), one line per record

@@ -4,8 +4,6 @@
 //! * [`model`]: the records and settings.
 //! * [`duration`]: BHR's duration syntax.
 
-pub mod api;
 pub mod duration;
-pub mod import;
 pub mod model;
 pub mod registry;

@@ -6,8 +6,7 @@ use ipnet::IpNet;
 
 use crate::time::Time;
 
-/// A user id (the store's primary key).
-pub type UserId = u32;
+pub use crate::auth::UserId;
 
 /// A block request's outcome record: BHR's `Block` row.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! Broker's data model and its two encodings, as Zeek's cluster backends put them on the
-//! wire: `broker-bin-v1` ([`bin`]) and `broker-json-v1` ([`json`]), plus the Zeek event
+//! wire: `broker-bin-v1` ([`bin`]) and `broker-json-v1` (`json`), plus the Zeek event
 //! envelope ([`Event`]) and the records catch-and-release and NetControl send ([`zeek`]).
 //!
 //! No I/O: bytes in, values out, and back. Decoding never panics and never allocates more
@@ -8,7 +8,7 @@
 //! limited to [`MAX_DEPTH`].
 
 pub mod bin;
-pub mod json;
+pub(crate) mod json;
 pub mod zeek;
 
 use ipnet::IpNet;

@@ -14,9 +14,9 @@
 //! [`BACKLOG`] events for [`GRACE`]) until one does, so nothing is lost to ZeroMQ's
 //! "slow joiner" start-up. After that it is dropped and counted, as ZeroMQ would.
 //!
-//! [`proxy`] hosts the XPUB/XSUB proxy itself, for deployments without a Zeek manager.
+//! `proxy` hosts the XPUB/XSUB proxy itself, for deployments without a Zeek manager.
 
-pub mod proxy;
+pub(crate) mod proxy;
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};

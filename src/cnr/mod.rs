@@ -1,14 +1,14 @@
 //! The catch-and-release engine: Zeek's state machine, with no I/O and no clock.
 //!
 //! [`Engine`] reproduces zeek/zeek:`scripts/policy/frameworks/netcontrol/catch-and-release.zeek`
-//! on top of the NetControl rule model in [`netcontrol`], on a standalone node. It is a
+//! on top of the NetControl rule model in `netcontrol`, on a standalone node. It is a
 //! sans-I/O state machine in the quinn-proto mould:
 //!
 //! * **Time comes in as an argument.** Every mutating call takes `now`; network time only
 //!   moves forward. [`Engine::advance`] fires due timers (block expiries scheduled by
 //!   NetControl, the table-expiry sweep that forgets addresses) the way Zeek does when a
 //!   packet arrives.
-//! * **Zeek's event queue is modelled.** Backend answers and packet sightings are queued
+//! * **Zeek's event queue is modelled.** Plugin answers and packet sightings are queued
 //!   [`Event`]s, and [`Engine::drain`] runs them in rounds, each round taking every event
 //!   queued before it began. That is what decides, for example, that a sighting on the very
 //!   packet that expires a block still finds the rule in place. Replays drain
@@ -16,16 +16,17 @@
 //! * **Decisions come out as values.** Log records and notifications are [`Output`]s,
 //!   collected with [`Engine::poll_output`]; the caller decides where they go.
 //!
-//! Backends ([`Backend`]) are the only plug-in point. They are called synchronously and must
-//! not block; the built-in [`AcceptingBackend`] does no I/O, so an engine built with it is
+//! NetControl plugins ([`Plugin`]) are the only plug-in point. They are called
+//! synchronously and must not block (the daemon's record what the engine asks for and
+//! carry it out after the step); the built-in [`AcceptingPlugin`] does no I/O, so an engine built with it is
 //! entirely deterministic.
 //!
-//! The table of watched addresses is a [`Watchlist`] behind an `Arc`, so capture threads
+//! The table of watched addresses is a [`WatchTable`] behind an `Arc`, so capture threads
 //! and the API can read it while the engine, its only writer, changes it.
 
 mod intervals;
-pub mod netcontrol;
-pub mod record;
+pub(crate) mod netcontrol;
+pub(crate) mod record;
 mod watch;
 
 #[cfg(test)]
@@ -38,11 +39,11 @@ use std::sync::Arc;
 
 pub use intervals::{DEFAULT_INTERVALS, Intervals, IntervalsError, MAX_STEPS};
 pub use netcontrol::{
-    AcceptingBackend, Answer, Answers, Backend, MAX_BACKENDS, PluginId, Rule, RuleId, RuleIds,
+    AcceptingPlugin, Answer, Answers, MAX_BACKENDS, Plugin, PluginId, Rule, RuleId, RuleIds,
     RuleType, Target,
 };
 pub use record::{Action, CatchReleaseRecord, Category, DropRecord, NetControlRecord, State};
-pub use watch::{BlockInfo, Top, WatchState, Watchlist};
+pub use watch::{BlockInfo, Top, WatchState, WatchTable};
 
 use crate::addr::Addr;
 use crate::time::{Interval, Time};
@@ -271,7 +272,7 @@ pub struct Engine {
     cfg: Config,
     /// Network time.
     now: Time,
-    watch: Arc<Watchlist>,
+    watch: Arc<WatchTable>,
     nc: NetControl,
     queue: VecDeque<Event>,
     timers: BinaryHeap<Reverse<Timer>>,
@@ -288,10 +289,10 @@ impl Engine {
     ///
     /// # Panics
     /// With more than [`MAX_BACKENDS`] backends.
-    pub fn new(cfg: Config, backends: Vec<(Box<dyn Backend>, i64)>) -> Engine {
+    pub fn new(cfg: Config, backends: Vec<(Box<dyn Plugin>, i64)>) -> Engine {
         let start = cfg.start;
         let mut e = Engine {
-            watch: Arc::new(Watchlist::new(cfg.intervals.clone(), cfg.watch_capacity)),
+            watch: Arc::new(WatchTable::new(cfg.intervals.clone(), cfg.watch_capacity)),
             cfg,
             now: start,
             nc: NetControl::new(),
@@ -313,9 +314,9 @@ impl Engine {
         e
     }
 
-    /// An engine with the built-in [`AcceptingBackend`] at priority 0.
+    /// An engine with the built-in [`AcceptingPlugin`] at priority 0.
     pub fn with_accepting_backend(cfg: Config, name: &str) -> Engine {
-        Engine::new(cfg, vec![(Box::new(AcceptingBackend::new(name)), 0)])
+        Engine::new(cfg, vec![(Box::new(AcceptingPlugin::new(name)), 0)])
     }
 
     /// The settings.
@@ -329,7 +330,7 @@ impl Engine {
     }
 
     /// The shared table of watched addresses.
-    pub fn watchlist(&self) -> &Arc<Watchlist> {
+    pub fn watched(&self) -> &Arc<WatchTable> {
         &self.watch
     }
 

@@ -203,7 +203,7 @@ pub trait RuleIds: Send {
 /// accepts or declines at once and
 /// answers either during the call (through [`Answers`]) or later (through
 /// [`Engine::answer`]).
-pub trait Backend: Send {
+pub trait Plugin: Send {
     /// The plugin name logged in the `plugin` columns (Zeek's `p$plugin$name(p)`).
     fn name(&self) -> &str;
 
@@ -230,27 +230,27 @@ pub trait Backend: Send {
 /// expiry to NetControl. It behaves like Zeek's debug plugin (`create_debug(T)`), whose
 /// name, `Debug-All`, is its default so replays line up with Zeek's own test baselines.
 #[derive(Debug, Clone)]
-pub struct AcceptingBackend {
+pub struct AcceptingPlugin {
     name: String,
 }
 
-impl AcceptingBackend {
+impl AcceptingPlugin {
     /// The name Zeek's debug plugin logs.
     pub const DEFAULT_NAME: &'static str = "Debug-All";
 
     /// A backend logging as `name`.
-    pub fn new(name: impl Into<String>) -> AcceptingBackend {
-        AcceptingBackend { name: name.into() }
+    pub fn new(name: impl Into<String>) -> AcceptingPlugin {
+        AcceptingPlugin { name: name.into() }
     }
 }
 
-impl Default for AcceptingBackend {
-    fn default() -> AcceptingBackend {
-        AcceptingBackend::new(AcceptingBackend::DEFAULT_NAME)
+impl Default for AcceptingPlugin {
+    fn default() -> AcceptingPlugin {
+        AcceptingPlugin::new(AcceptingPlugin::DEFAULT_NAME)
     }
 }
 
-impl Backend for AcceptingBackend {
+impl Plugin for AcceptingPlugin {
     fn name(&self) -> &str {
         &self.name
     }
@@ -272,12 +272,12 @@ impl Backend for AcceptingBackend {
     }
 }
 
-pub(super) struct Plugin {
+pub(super) struct Registered {
     id: PluginId,
     priority: i64,
     name: Arc<str>,
     can_expire: bool,
-    backend: Box<dyn Backend>,
+    backend: Box<dyn Plugin>,
 }
 
 struct RuleState {
@@ -293,7 +293,7 @@ struct RuleState {
 /// NetControl's state: activated backends and live rules.
 pub(super) struct NetControl {
     /// Sorted by descending priority; activation order within a priority.
-    plugins: Vec<Plugin>,
+    plugins: Vec<Registered>,
     rules: HashMap<RuleId, RuleState, foldhash::fast::RandomState>,
     /// `rule_entities`: at most one rule per (entity, type).
     entities: HashMap<(IpNet, RuleType), RuleId, foldhash::fast::RandomState>,
@@ -317,11 +317,11 @@ impl NetControl {
         }
     }
 
-    fn plugin(&self, id: PluginId) -> Option<&Plugin> {
+    fn plugin(&self, id: PluginId) -> Option<&Registered> {
         self.plugins.iter().find(|p| p.id == id)
     }
 
-    fn plugin_mut(&mut self, id: PluginId) -> Option<&mut Plugin> {
+    fn plugin_mut(&mut self, id: PluginId) -> Option<&mut Registered> {
         self.plugins.iter_mut().find(|p| p.id == id)
     }
 
@@ -417,7 +417,7 @@ fn non_empty(s: &str) -> Option<String> {
 impl Engine {
     /// Activates backends (`NetControl::activate`) and finishes plugin initialisation,
     /// writing the `netcontrol.log` lines Zeek writes from `zeek_init`.
-    pub(super) fn activate(&mut self, backends: Vec<(Box<dyn Backend>, i64)>) {
+    pub(super) fn activate(&mut self, backends: Vec<(Box<dyn Plugin>, i64)>) {
         assert!(
             backends.len() <= MAX_BACKENDS,
             "at most {MAX_BACKENDS} backends"
@@ -425,7 +425,7 @@ impl Engine {
         let any = !backends.is_empty();
         for (i, (backend, priority)) in backends.into_iter().enumerate() {
             let name: Arc<str> = Arc::from(backend.name());
-            let plugin = Plugin {
+            let plugin = Registered {
                 id: PluginId(i as u8 + 1),
                 priority,
                 can_expire: backend.can_expire(),

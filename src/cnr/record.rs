@@ -168,7 +168,7 @@ pub struct NetControlRecord {
     pub expire: Option<Interval>,
     /// Where the rule came from, if non-empty.
     pub location: Option<Arc<str>>,
-    /// Backend name.
+    /// Plugin name.
     pub plugin: Option<Arc<str>>,
 }
 

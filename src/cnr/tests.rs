@@ -455,7 +455,7 @@ fn without_backends_a_drop_fails_and_nothing_is_tracked() {
     let mut e = Engine::new(Config::default(), Vec::new());
     let bi = e.drop_catch_release(T0, addr("10.1.1.1"), "");
     assert!(!bi.is_known());
-    assert!(e.watchlist().is_empty());
+    assert!(e.watched().is_empty());
     let outs: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
     assert!(
         outs.iter().any(
@@ -473,7 +473,7 @@ fn without_backends_a_drop_fails_and_nothing_is_tracked() {
 struct Deferred {
     taken: Arc<std::sync::Mutex<Vec<Arc<Rule>>>>,
 }
-impl Backend for Deferred {
+impl Plugin for Deferred {
     fn name(&self) -> &str {
         "manager"
     }
@@ -533,7 +533,7 @@ fn the_watchlist_lists_every_tracked_address() {
         ],
     );
     let snap: Vec<(String, Option<String>, Time)> = e
-        .watchlist()
+        .watched()
         .snapshot()
         .into_iter()
         .map(|(a, bi)| {
@@ -556,7 +556,7 @@ fn the_watchlist_lists_every_tracked_address() {
 
 /// A backend that errors on every add.
 struct Failing;
-impl Backend for Failing {
+impl Plugin for Failing {
     fn name(&self) -> &str {
         "failing"
     }
@@ -592,7 +592,7 @@ fn a_backend_error_leaves_the_address_watched_and_the_next_sighting_escalates() 
 
 /// A backend that reports every rule as already present.
 struct Existing;
-impl Backend for Existing {
+impl Plugin for Existing {
     fn name(&self) -> &str {
         "exists"
     }
@@ -1173,16 +1173,16 @@ fn top_lists_the_most_recent_addresses_counts_and_filters() {
     let now = at(630.0);
     e.advance(now);
     e.drain_all();
-    let top = e.watchlist().top(2, now, |_| true);
+    let top = e.watched().top(2, now, |_| true);
     assert_eq!((top.matched, top.blocked), (4, 3));
     let shown: Vec<String> = top.rows.iter().map(|(a, _)| a.to_string()).collect();
     assert_eq!(shown, ["10.0.0.4", "10.0.1.3"], "newest watch_until first");
     let net: ipnet::IpNet = "10.0.0.0/24".parse().unwrap();
     let top = e
-        .watchlist()
+        .watched()
         .top(10, now, |a| net.contains(&IpAddr::from(*a)));
     assert_eq!(top.matched, 3);
     let shown: Vec<String> = top.rows.iter().map(|(a, _)| a.to_string()).collect();
     assert_eq!(shown, ["10.0.0.4", "10.0.0.2", "10.0.0.1"]);
-    assert_eq!(e.watchlist().top(0, now, |_| true).rows.len(), 0);
+    assert_eq!(e.watched().top(0, now, |_| true).rows.len(), 0);
 }

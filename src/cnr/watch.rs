@@ -1,8 +1,8 @@
 //! The watch table: Zeek's `blocks: table[addr] of BlockInfo`, shared for reading.
 //!
-//! [`Watchlist`] is a `DashMap` from [`Addr`] to a packed 28-byte [`Slot`]. Only the engine
-//! writes to it; capture threads ask [`Watchlist::contains`] for every candidate packet and
-//! the API reads [`Watchlist::get`] concurrently. That is what the sharded map buys.
+//! [`WatchTable`] is a `DashMap` from [`Addr`] to a packed 28-byte [`Slot`]. Only the engine
+//! writes to it; capture threads ask [`WatchTable::contains`] for every candidate packet and
+//! the API reads [`WatchTable::get`] concurrently. That is what the sharded map buys.
 //!
 //! # Why the slot is packed
 //!
@@ -60,7 +60,7 @@ pub struct BlockInfo {
     pub location: Option<Arc<str>>,
 }
 
-/// What [`Watchlist::top`] found.
+/// What [`WatchTable::top`] found.
 #[derive(Clone, Debug, Default)]
 pub struct Top {
     /// Addresses accepted by the filter.
@@ -362,18 +362,18 @@ type Map = DashMap<Addr, Slot, foldhash::fast::RandomState>;
 
 /// The set of addresses catch-and-release currently tracks, readable from any thread.
 #[derive(Debug)]
-pub struct Watchlist {
+pub struct WatchTable {
     map: Map,
     filter: Filter,
     locations: RwLock<Locations>,
     intervals: Intervals,
 }
 
-impl Watchlist {
+impl WatchTable {
     /// A table whose pre-filter is sized for `capacity` addresses (more still work, with
     /// more lookups reaching the map).
-    pub(crate) fn new(intervals: Intervals, capacity: usize) -> Watchlist {
-        Watchlist {
+    pub(crate) fn new(intervals: Intervals, capacity: usize) -> WatchTable {
+        WatchTable {
             map: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             filter: Filter::new(capacity),
             locations: RwLock::new(Locations::default()),
@@ -578,7 +578,7 @@ impl Watchlist {
     /// Visits every entry with a working copy; the closure says what to do with it. Only
     /// updated slots are written back, so a sweep that changes little dirties little
     /// memory. Removed entries keep their location until the caller releases it with
-    /// [`release_location`](Watchlist::release_location), so it can still be logged. Used
+    /// [`release_location`](WatchTable::release_location), so it can still be logged. Used
     /// by the expiry sweep only.
     pub(crate) fn sweep(&self, mut f: impl FnMut(Addr, &mut Entry) -> Sweep) {
         let mut removed = 0;
@@ -620,7 +620,7 @@ mod tests {
 
     #[test]
     fn filter_never_hides_a_watched_address_and_forgets_removed_ones() {
-        let w = Watchlist::new(Intervals::default(), 1000);
+        let w = WatchTable::new(Intervals::default(), 1000);
         let addrs: Vec<Addr> = (0..20_000u32)
             .map(|i| Addr::from_v4((0x0a00_0000 + i).to_be_bytes()))
             .collect();
@@ -668,7 +668,7 @@ mod tests {
 
     #[test]
     fn locations_are_shared_and_freed() {
-        let w = Watchlist::new(Intervals::default(), 1000);
+        let w = WatchTable::new(Intervals::default(), 1000);
         let a = w.intern_location("scan");
         let b = w.intern_location("scan");
         assert_eq!(a, b);

@@ -18,13 +18,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::bhr::api::{AppState, Tell};
+use crate::api::bhr::{AppState, Tell};
 use crate::bhr::model::{Block, UserId};
 use crate::bhr::registry::NewBlock;
 use crate::broker::zeek::{self, RuleView};
 use crate::broker::{Event, Value};
 use crate::bus::Publisher;
-use crate::cnr::{CatchReleaseRecord, Output, Watchlist};
+use crate::cnr::{CatchReleaseRecord, Output, WatchTable};
 use crate::daemon::effects::Effects;
 use crate::time::Time;
 
@@ -57,7 +57,7 @@ pub struct RuleRequest<'a> {
 }
 
 /// The bus side of the manager.
-pub struct Cluster {
+pub struct ManagerBus {
     publisher: Publisher,
     node_id: String,
     netcontrol: bool,
@@ -73,7 +73,7 @@ pub struct Cluster {
     pending: Vec<(Arc<str>, Event)>,
 }
 
-impl Cluster {
+impl ManagerBus {
     /// The manager's bus side, publishing through `publisher`; NetControl rules become
     /// blocks made as `who` with `source`.
     pub fn new(
@@ -82,8 +82,8 @@ impl Cluster {
         netcontrol: bool,
         source: String,
         who: UserId,
-    ) -> Cluster {
-        Cluster {
+    ) -> ManagerBus {
+        ManagerBus {
             publisher,
             node_id,
             netcontrol,
@@ -137,7 +137,7 @@ impl Cluster {
 
     /// Answers a sensor's sync request with the whole watched set, framed by
     /// `sync_begin(n)` and `sync_end(n)`, on the sensor's own topic.
-    pub fn sync(&self, node: &str, watch: &Watchlist) {
+    pub fn sync(&self, node: &str, watch: &WatchTable) {
         let topic: Arc<str> = Arc::from(format!("{}{node}.", zeek::NODE_TOPIC_PREFIX));
         let all = watch.snapshot();
         let n = all.len() as u64;
@@ -367,10 +367,5 @@ impl Cluster {
             self.publisher
                 .publish(z.topic.clone(), zeek::rule_timeout(z.plugin, z.raw));
         }
-    }
-
-    /// This node's id.
-    pub fn node_id(&self) -> &str {
-        &self.node_id
     }
 }

@@ -21,19 +21,19 @@ use crossbeam_channel::{Receiver, select};
 use tokio::sync::oneshot;
 
 use crate::addr::Addr;
-use crate::bhr::api::{AppState, Receipt, Tell};
+use crate::api::bhr::{AppState, Receipt, Tell};
 use crate::bhr::model::Block;
 use crate::bhr::registry::Change;
 use crate::cnr::{
     Action, Answer, BlockInfo, Config as EngineConfig, Engine, Output, PluginId, Rule, RuleId,
     RuleType, Target, WatchState,
 };
-use crate::sensor::Sighting;
+use crate::sniff::Sighting;
 use crate::store::{Store, Write};
 use crate::time::{Interval, Time};
 use crate::zeeklog::LogSet;
 
-use super::cluster::{Cluster, RuleRequest};
+use super::cluster::{ManagerBus, RuleRequest};
 use super::effects::{self, Shared, block_id, rule_id};
 use crate::broker::zeek::Incoming;
 use crate::bus::Received;
@@ -79,11 +79,6 @@ pub enum Command {
         addr: Addr,
         /// Its state (`watch_until` 0 when unknown).
         reply: oneshot::Sender<BlockInfo>,
-    },
-    /// Every tracked address.
-    List {
-        /// Sorted by address.
-        reply: oneshot::Sender<Vec<(Addr, BlockInfo)>>,
     },
     /// Rows the BHR API changed.
     Registry(Vec<Change>),
@@ -165,7 +160,7 @@ pub struct Setup {
     /// The Zeek logs.
     pub logs: LogSet,
     /// The event bus, when this manager is on one.
-    pub cluster: Option<Cluster>,
+    pub cluster: Option<ManagerBus>,
 }
 
 /// The state saved by the previous run.
@@ -219,7 +214,7 @@ pub struct Core {
     settings: Settings,
     next_rotation: Option<Instant>,
     /// The event bus, when this manager is on one.
-    cluster: Option<Cluster>,
+    cluster: Option<ManagerBus>,
     /// Steps waiting for the store, oldest first.
     steps: std::collections::VecDeque<Step>,
     next_step: u64,
@@ -246,7 +241,7 @@ impl Core {
             logs,
             cluster,
         } = setup;
-        let mut backends: Vec<(Box<dyn crate::cnr::Backend>, i64)> = Vec::new();
+        let mut backends: Vec<(Box<dyn crate::cnr::Plugin>, i64)> = Vec::new();
         if settings.block_managers.is_empty() {
             backends.push((Box::new(effects::ManagerPlugin::auto(effects.clone())), 0));
         } else {
@@ -312,8 +307,8 @@ impl Core {
     }
 
     /// The watched addresses (shared with the capture threads).
-    pub fn watchlist(&self) -> Arc<crate::cnr::Watchlist> {
-        self.engine.watchlist().clone()
+    pub fn watched(&self) -> Arc<crate::cnr::WatchTable> {
+        self.engine.watched().clone()
     }
 
     /// The time: the process's one clock (the API's), never behind the engine.
@@ -529,7 +524,7 @@ impl Core {
         }
         self.metrics
             .watched
-            .store(self.engine.watchlist().len() as u64, Ordering::Relaxed);
+            .store(self.engine.watched().len() as u64, Ordering::Relaxed);
         self.metrics
             .rules
             .store(self.engine.rule_count() as u64, Ordering::Relaxed);
@@ -791,10 +786,10 @@ impl Core {
             return;
         }
         let addr = Addr::from(b.cidr.addr());
-        if self.hand_over.contains(&*b.source) && !self.engine.watchlist().contains(&addr) {
+        if self.hand_over.contains(&*b.source) && !self.engine.watched().contains(&addr) {
             self.mirror(b);
             let _ = self.engine.drop_catch_release(now, addr, &b.why);
-        } else if self.engine.watchlist().contains(&addr) {
+        } else if self.engine.watched().contains(&addr) {
             self.mirror(b);
         }
     }
@@ -843,9 +838,6 @@ impl Core {
             Command::Info { addr, reply } => {
                 let _ = reply.send(self.engine.info(addr));
             }
-            Command::List { reply } => {
-                let _ = reply.send(self.engine.watchlist().snapshot());
-            }
             Command::Registry(changes) => self.registry_changes(changes),
             Command::Scan(batch) => self.scan_batch(batch),
             Command::Rotate => self.rotate(),
@@ -886,7 +878,7 @@ impl Core {
         let next = [
             self.engine.next_deadline(),
             self.expiries.first().map(|(t, _)| *t),
-            self.cluster.as_ref().and_then(Cluster::next_end),
+            self.cluster.as_ref().and_then(ManagerBus::next_end),
         ]
         .into_iter()
         .flatten()
@@ -1109,7 +1101,7 @@ impl Core {
             }
             Incoming::SyncRequest(node) => {
                 if let Some(c) = &self.cluster {
-                    c.sync(&node, self.engine.watchlist());
+                    c.sync(&node, self.engine.watched());
                 }
             }
             Incoming::BlockNew(..)

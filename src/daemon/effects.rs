@@ -21,10 +21,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipnet::IpNet;
 
-use crate::bhr::api::{AppState, ClusterGuard, Receipt, Tell};
+use crate::api::bhr::{AppState, ClusterGuard, Receipt, Tell};
 use crate::bhr::model::UserId;
 use crate::bhr::registry::{NewBlock, Refused};
-use crate::cnr::{Answer, Answers, Backend, Rule, RuleId, RuleIds};
+use crate::cnr::{Answer, Answers, Plugin, Rule, RuleId, RuleIds};
 use crate::time::{Interval, Time};
 
 /// The plugin name when no block managers are configured.
@@ -264,7 +264,7 @@ impl ManagerPlugin {
     }
 }
 
-impl Backend for ManagerPlugin {
+impl Plugin for ManagerPlugin {
     fn name(&self) -> &str {
         &self.name
     }

@@ -23,10 +23,10 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use crate::addr::Addr;
+use crate::api::bhr::{ApiError, AppState, FieldErrors, Json, authenticate, body, object, text};
 use crate::auth::Perm;
-use crate::bhr::api::{ApiError, AppState, FieldErrors, Json, authenticate, body, object, text};
 use crate::cnr::{Action, BlockInfo};
-use crate::sensor::SensorStats;
+use crate::sniff::SensorStats;
 use crate::telemetry::{Kind, Metrics, count};
 use crate::time::Time;
 
@@ -51,9 +51,9 @@ pub struct CrState {
     /// The log scanner's counters.
     pub scan: Arc<super::logscan::ScanMetrics>,
     /// The watchlist.
-    pub watchlist: Arc<crate::watchlist::api::WatchlistApi>,
+    pub watchlist: Arc<crate::api::watchlist::WatchlistApi>,
     /// Catch-and-release's watched addresses (read only).
-    pub watched: Arc<crate::cnr::Watchlist>,
+    pub watched: Arc<crate::cnr::WatchTable>,
     /// The escalation ladder.
     pub intervals: crate::cnr::Intervals,
     /// The registry source of catch-and-release's blocks.
@@ -187,7 +187,7 @@ async fn ask<T>(s: &CrState, make: impl FnOnce(oneshot::Sender<T>) -> Command) -
         .map_err(|_| ApiError::Internal("the catch-and-release core is gone".into()))
 }
 
-async fn durable(s: &CrState, rx: crate::bhr::api::Receipt) -> Result<()> {
+async fn durable(s: &CrState, rx: crate::api::bhr::Receipt) -> Result<()> {
     s.api.durable(rx).await
 }
 
@@ -321,7 +321,7 @@ async fn list(State(s): St, h: HeaderMap) -> Result<Response> {
     addrs.sort_unstable();
     let watched = s.watched.clone();
     let mut at = 0usize;
-    Ok(crate::bhr::api::stream::json_pages(Box::new(
+    Ok(crate::api::bhr::stream::json_pages(Box::new(
         move |_after: Option<&usize>, p| {
             while at < addrs.len() && p.room() {
                 let a = addrs[at];

@@ -8,16 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::Sender;
-
 use crate::config::Config;
 use crate::scan::prefix::Clock;
 use crate::scan::rules::Rules;
 use crate::scan::tail::{Follower, Position};
 use crate::scan::{Detection, Scanner};
 use crate::time::Time;
-
-use super::core::Command;
 
 /// The scan thread's counters.
 #[derive(Debug, Default)]
@@ -87,6 +83,9 @@ pub struct Batch {
     pub positions: Vec<(String, Position)>,
 }
 
+/// Hands a batch to the core; `false` once the core is gone.
+pub type Deliver = Arc<dyn Fn(Batch) -> bool + Send + Sync>;
+
 /// Starts the thread if files are configured, under `workers` (a scan thread that stops
 /// is started again, from the positions it had reached).
 ///
@@ -95,7 +94,7 @@ pub struct Batch {
 pub fn spawn(
     config: &Config,
     stored: &[(String, Position)],
-    commands: Sender<Command>,
+    commands: Deliver,
     stop: Arc<AtomicBool>,
     metrics: Arc<ScanMetrics>,
     workers: &Arc<super::workers::Workers>,
@@ -169,7 +168,7 @@ fn follow(
     rules: &Rules,
     mut followers: Vec<(String, Follower)>,
     positions: &std::sync::Mutex<Vec<(String, Option<Position>)>>,
-    commands: &Sender<Command>,
+    commands: &Deliver,
     stop: &AtomicBool,
     metrics: &ScanMetrics,
 ) -> Result<(), String> {
@@ -198,7 +197,7 @@ fn follow(
                             file = %key,
                             line = %l.escape_debug(),
                             "Scan: a line could not be scanned ({}); skipped.",
-                            super::workers::panic_text(&*p)
+                            crate::shutdown::panic_text(&*p)
                         );
                     }
                 }
@@ -253,13 +252,10 @@ fn follow(
                     }
                 }
             }
-            if commands
-                .send(Command::Scan(Batch {
-                    detections: found,
-                    positions: moved,
-                }))
-                .is_err()
-            {
+            if !commands(Batch {
+                detections: found,
+                positions: moved,
+            }) {
                 return Ok(());
             }
         }

@@ -1,21 +1,21 @@
 //! `catchd run`: the daemon. One process with live capture, catch-and-release on the BHR
 //! registry, the BHR and catch-and-release APIs, the store, and the Zeek logs.
 //!
-//! Threads: one capture thread per interface ([`crate::sensor`]), the core thread that
-//! owns the engine ([`core`]), the store's writer (and its checkpointer), and the tokio
+//! Threads: one capture thread per interface (`crate::sniff`), the core thread that
+//! owns the engine (`core`), the store's writer (and its checkpointer), and the tokio
 //! runtime serving HTTP. Start-up opens everything that needs privileges or can fail on a
 //! bad setting first (database, captures, logs, listening socket), then drops privileges,
 //! then starts the threads. SIGTERM/SIGINT stop in order: capture and intake first, then
 //! requests in flight finish, then the core persists, closes the logs and waits for the
 //! store. SIGHUP rotates the logs.
 
-pub mod cluster;
-pub mod core;
-pub mod effects;
-pub mod http;
-pub mod logscan;
-pub mod replica;
-pub mod workers;
+pub(crate) mod cluster;
+pub(crate) mod core;
+pub(crate) mod effects;
+pub(crate) mod http;
+pub(crate) mod logscan;
+pub(crate) mod sensor;
+pub(crate) mod workers;
 
 #[cfg(test)]
 mod tests;
@@ -24,17 +24,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::bhr::api::{self, AppState, Clock, Users};
+use crate::api::bhr::{self as api, AppState, Clock, Users};
 use crate::capture::{Live, LiveError, LiveOptions};
 use crate::cnr::Config as EngineConfig;
 use crate::config::Config;
 use crate::packet::Sightings;
-use crate::sensor::Sighting;
 use crate::server::{self, Opened};
 use crate::shutdown::Shutdown;
+use crate::sniff::Sighting;
 use crate::zeeklog::{Format, LogSet};
 
-use self::cluster::Cluster;
+use self::cluster::ManagerBus;
 use self::core::{Command, Core, Saved, Setup};
 use self::effects::Effects;
 use self::workers::{Policy, Workers};
@@ -74,6 +74,12 @@ pub enum Error {
     /// The log scanner could not start.
     #[error("scan: {0}")]
     Scan(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// The watchlist cannot start (its key file).
+    #[error(transparent)]
+    Watchlist(#[from] crate::watchlist::Error),
 }
 
 /// Opens the configured interfaces.
@@ -173,9 +179,10 @@ impl Resources {
     ) -> Result<Resources, Error> {
         let lives = open_captures(config)?;
         let mut opened = server::open(config, now)?;
-        let watchlist_who =
-            server::system_user(&opened.store, &mut opened.users, server::WATCHLIST_USER)?;
-        let cnr_who = server::system_user(&opened.store, &mut opened.users, CNR_USER)?;
+        let watchlist_who = opened
+            .store
+            .system_user(&mut opened.users, crate::api::watchlist::WATCHLIST_USER)?;
+        let cnr_who = opened.store.system_user(&mut opened.users, CNR_USER)?;
         let format = if config.logs.json {
             Format::Json
         } else {
@@ -219,7 +226,7 @@ impl Blockers {
                 let (state, b, counters) = (state.clone(), b.clone(), counters.clone());
                 Box::new(move || {
                     let runner = crate::enforce::Runner::new(b.options.command_timeout, b.dry_run);
-                    crate::enforce::Backend::new(b.kind, &b.options, runner)
+                    crate::enforce::Enforcer::new(b.kind, &b.options, runner)
                         .map(|backend| {
                             crate::manager::Manager::with_counters(
                                 crate::manager::local::Local::new(state.clone(), &b.ident),
@@ -265,7 +272,7 @@ impl OnBus {
     ) -> Result<
         (
             OnBus,
-            Cluster,
+            ManagerBus,
             crossbeam_channel::Receiver<crate::bus::Received>,
         ),
         Error,
@@ -278,7 +285,7 @@ impl OnBus {
             topics.push(config.bus.netcontrol_topic.clone());
         }
         let (proxy, node, rx) = join_bus(config, "manager", topics)?;
-        let c = Cluster::new(
+        let c = ManagerBus::new(
             node.publisher(),
             node.node_id().to_string(),
             config.bus.netcontrol,
@@ -309,8 +316,8 @@ pub fn run(
     shutdown: Shutdown,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), Error> {
-    if config.bus.enabled && config.bus.role == crate::config::Role::Sensor {
-        return replica::run(config, shutdown, on_listening);
+    if config.bus.enabled && config.bus.role == crate::config::ClusterRole::Sensor {
+        return sensor::run(config, shutdown, on_listening);
     }
     // In a cluster, catch-and-release has one owner: wait to be it before loading its
     // state (the previous owner is gone by then, and wrote all it had).
@@ -329,7 +336,7 @@ pub fn run(
         },
         None => None,
     };
-    let rt = server::runtime()?;
+    let rt = crate::runtime::build()?;
     let res = Resources::open(config, clock(), &rt)?;
     let parts = Parts::assemble(config, res, clock, &rt)?;
     let running = parts.spawn(config)?;
@@ -446,7 +453,7 @@ impl Parts {
     /// Starts the core thread, the log scanner and the capture threads.
     fn spawn(self, config: &Config) -> Result<Running, Error> {
         let (state, workers) = (&self.state.clone(), &self.workers.clone());
-        let (watchlist, metrics) = (self.core.watchlist(), self.core.metrics());
+        let (watchlist, metrics) = (self.core.watched(), self.core.metrics());
         let (sight_tx, sight_rx) = crossbeam_channel::bounded::<Sighting>(config.capture.queue);
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Command>();
         // The core owns the engine: if it stops, nothing can take its place, so the daemon
@@ -472,19 +479,26 @@ impl Parts {
         let scan_thread = logscan::spawn(
             config,
             &self.scan_positions,
-            cmd_tx.clone(),
+            {
+                let tx = cmd_tx.clone();
+                Arc::new(move |b| tx.send(Command::Scan(b)).is_ok())
+            },
             stop_capture.clone(),
             scan_metrics.clone(),
             workers,
         )
         .map_err(Error::Scan)?;
-        let (watchlist_routes, wl_api) =
-            server::watchlist(config, state, self.watch_entries, self.watchlist_who)?;
+        let (watchlist_routes, wl_api) = crate::api::watchlist::start(
+            &config.watchlist,
+            state,
+            self.watch_entries,
+            self.watchlist_who,
+        )?;
         let rule = Sightings {
             any_packet: config.capture.any_packet,
         };
         let sensors =
-            crate::sensor::spawn_all(self.lives, &watchlist, rule, &sight_tx, &stop_capture)?;
+            crate::sniff::spawn_all(self.lives, &watchlist, rule, &sight_tx, &stop_capture)?;
         drop(sight_tx);
         let cr = Arc::new(http::CrState {
             api: state.clone(),
@@ -542,7 +556,7 @@ struct Running {
     workers: Arc<Workers>,
     managers: Vec<(String, LocalManager, MakeManager)>,
     routes: axum::Router,
-    watchlist: Arc<crate::watchlist::api::WatchlistApi>,
+    watchlist: Arc<crate::api::watchlist::WatchlistApi>,
     listener: tokio::net::TcpListener,
     local: SocketAddr,
     stop_capture: Arc<AtomicBool>,
@@ -556,7 +570,7 @@ impl Running {
         self,
         config: &Config,
         rt: &tokio::runtime::Runtime,
-        lease: Option<(Arc<crate::store::cluster::Cluster>, String)>,
+        lease: Option<(Arc<crate::store::cluster::DbCluster>, String)>,
         shutdown: Shutdown,
         on_listening: impl FnOnce(SocketAddr),
     ) -> Arc<AppState> {
@@ -618,7 +632,7 @@ fn engine_config(config: &Config) -> EngineConfig {
 /// The threads still to stop once HTTP and the tasks are done, in their order: capture
 /// and scan (no new input), the core (persists, closes the logs), then the bus.
 struct Stopping {
-    sensors: Vec<crate::sensor::Sensor>,
+    sensors: Vec<crate::sniff::Sensor>,
     scan: Option<std::thread::JoinHandle<()>>,
     commands: crossbeam_channel::Sender<Command>,
     core: std::thread::JoinHandle<()>,
@@ -650,14 +664,14 @@ struct Tasks<'a> {
     state: &'a Arc<AppState>,
     store: &'a crate::store::Store,
     commands: &'a crossbeam_channel::Sender<Command>,
-    watchlist: Arc<crate::watchlist::api::WatchlistApi>,
+    watchlist: Arc<crate::api::watchlist::WatchlistApi>,
 }
 
 impl Tasks<'_> {
     /// Renews the lease; losing it stops the daemon with an error.
     fn keep_lease(
         &self,
-        cluster: Arc<crate::store::cluster::Cluster>,
+        cluster: Arc<crate::store::cluster::DbCluster>,
         holder: String,
         ttl: std::time::Duration,
     ) {
@@ -683,7 +697,7 @@ impl Tasks<'_> {
             w.task(w.add("users", None), Policy::Restart, move || {
                 let (state, store) = (state.clone(), store.clone());
                 async move {
-                    server::reload_users(state, store).await;
+                    api::reload_users(state, store).await;
                     Ok(())
                 }
             });
@@ -702,7 +716,7 @@ impl Tasks<'_> {
         w.task(w.add("watchlist_sweep", None), Policy::Restart, move || {
             let wl = wl.clone();
             async move {
-                crate::watchlist::api::sweep(wl, std::time::Duration::from_secs(60)).await;
+                crate::api::watchlist::sweep(wl, std::time::Duration::from_secs(60)).await;
                 Ok(())
             }
         });
@@ -737,13 +751,13 @@ fn wait_for_lease(
     url: &str,
     config: &Config,
     shutdown: &Shutdown,
-) -> Result<Option<(Arc<crate::store::cluster::Cluster>, String)>, Error> {
+) -> Result<Option<(Arc<crate::store::cluster::DbCluster>, String)>, Error> {
     // The schema (and its lease table) first.
     drop(
         crate::store::Store::open_for_users(crate::store::Database::Postgres(url.into()))
             .map_err(server::Error::Store)?,
     );
-    let cluster = crate::store::cluster::Cluster::new(url);
+    let cluster = crate::store::cluster::DbCluster::new(url);
     let ttl = config.server.lease_ttl;
     // The node's name on the bus, if it has one, else host and process.
     let holder = config
@@ -751,7 +765,7 @@ fn wait_for_lease(
         .node_id
         .clone()
         .unwrap_or_else(|| crate::bus::default_node_id("run"));
-    let rt = server::runtime()?;
+    let rt = crate::runtime::build()?;
     let mut said = String::new();
     rt.block_on(async {
         let stop = shutdown.wait();
@@ -785,7 +799,7 @@ fn wait_for_lease(
 /// lost it (another node took it, or the database was unreachable for a whole lease): a
 /// node that cannot renew stops rather than run catch-and-release next to a new owner.
 async fn keep_lease(
-    cluster: Arc<crate::store::cluster::Cluster>,
+    cluster: Arc<crate::store::cluster::DbCluster>,
     holder: String,
     ttl: std::time::Duration,
     state: Arc<AppState>,

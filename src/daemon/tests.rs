@@ -10,11 +10,11 @@ use tokio::sync::oneshot;
 use super::core::{Command, Core, Saved, Settings, Setup};
 use super::effects::Effects;
 use crate::addr::Addr;
-use crate::bhr::api::{AppState, Users};
+use crate::api::bhr::{AppState, Users};
 use crate::bhr::registry::Change;
 use crate::cnr::{BlockInfo, Config as EngineConfig};
 use crate::config::Config;
-use crate::sensor::Sighting;
+use crate::sniff::Sighting;
 use crate::time::Time;
 use crate::zeeklog::{Format, LogSet};
 
@@ -52,7 +52,10 @@ impl Harness {
     fn open(config: Config, now: Time) -> Harness {
         let opened = crate::server::open(&config, now).expect("open the store");
         let mut users = opened.users;
-        let who = crate::server::system_user(&opened.store, &mut users, super::CNR_USER).unwrap();
+        let who = opened
+            .store
+            .system_user(&mut users, super::CNR_USER)
+            .unwrap();
         let clock = Arc::new(Mutex::new(now));
         let read = clock.clone();
         let state = AppState::new(

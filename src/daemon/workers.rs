@@ -68,17 +68,6 @@ pub struct Workers {
     stopping: Arc<AtomicBool>,
 }
 
-/// The text of a panic's payload.
-pub fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic".to_string()
-    }
-}
-
 impl Workers {
     /// An empty registry; `on_fatal` stops the daemon.
     pub fn new(on_fatal: OnFatal) -> Arc<Workers> {
@@ -181,7 +170,7 @@ impl Workers {
                     let why = match std::panic::catch_unwind(AssertUnwindSafe(&mut body)) {
                         Ok(Ok(())) => return,
                         Ok(Err(e)) => e,
-                        Err(p) => format!("panicked: {}", panic_text(&*p)),
+                        Err(p) => format!("panicked: {}", crate::shutdown::panic_text(&*p)),
                     };
                     if !me.stopped(&w, &why, policy) || !me.pause(&mut backoff) {
                         return;
@@ -211,7 +200,7 @@ impl Workers {
                 let why = match AssertUnwindSafe(make()).catch_unwind().await {
                     Ok(Ok(())) => return,
                     Ok(Err(e)) => e,
-                    Err(p) => format!("panicked: {}", panic_text(&*p)),
+                    Err(p) => format!("panicked: {}", crate::shutdown::panic_text(&*p)),
                 };
                 if !me.stopped(&w, &why, policy) {
                     return;

@@ -1,6 +1,6 @@
 //! Enforcement: the backends that make blocks real on this host or router (nftables,
 //! iptables, ipset, `ip route` blackholes, hosts.allow, a configured command, or standard
-//! output), driven by a block manager ([`crate::manager`]).
+//! output), driven by a block manager (`catchd manager`, or the daemon's blockers).
 //!
 //! Every backend is idempotent (adding a rule that is there, or removing one that is not,
 //! succeeds), handles IPv4 and IPv6 networks of any prefix length, and applies a batch in
@@ -8,7 +8,7 @@
 //! Backends that hold state can list it, so a manager can reconcile what the kernel holds
 //! with what the registry expects. All commands go through [`command::Runner`].
 
-pub mod command;
+pub(crate) mod command;
 mod exec;
 mod hosts_allow;
 mod iptables;
@@ -190,7 +190,7 @@ impl Options {
 
 /// One backend, ready to use.
 #[derive(Debug)]
-pub enum Backend {
+pub enum Enforcer {
     /// See [`Kind::Nftables`].
     Nftables(nft::Nft),
     /// See [`Kind::Iptables`] and [`Kind::Ipset`].
@@ -205,43 +205,43 @@ pub enum Backend {
     Stdout(Runner),
 }
 
-impl Backend {
-    /// A backend of `kind` (nothing is changed before [`Backend::setup`]).
+impl Enforcer {
+    /// A backend of `kind` (nothing is changed before [`Enforcer::setup`]).
     ///
     /// # Errors
     /// The options do not suit the kind.
-    pub fn new(kind: Kind, o: &Options, runner: Runner) -> Result<Backend, String> {
+    pub fn new(kind: Kind, o: &Options, runner: Runner) -> Result<Enforcer, String> {
         o.check(kind)?;
         Ok(match kind {
-            Kind::Nftables => Backend::Nftables(nft::Nft::new(&o.nft_table, runner)),
-            Kind::Iptables => Backend::Iptables(iptables::Iptables::new(o, None, runner)),
+            Kind::Nftables => Enforcer::Nftables(nft::Nft::new(&o.nft_table, runner)),
+            Kind::Iptables => Enforcer::Iptables(iptables::Iptables::new(o, None, runner)),
             Kind::Ipset => {
-                Backend::Iptables(iptables::Iptables::new(o, Some(&o.ipset_name), runner))
+                Enforcer::Iptables(iptables::Iptables::new(o, Some(&o.ipset_name), runner))
             }
-            Kind::Route => Backend::Route(route::Route::new(o.route_proto, runner)),
-            Kind::HostsAllow => Backend::HostsAllow(hosts_allow::HostsAllow::new(
+            Kind::Route => Enforcer::Route(route::Route::new(o.route_proto, runner)),
+            Kind::HostsAllow => Enforcer::HostsAllow(hosts_allow::HostsAllow::new(
                 o.hosts_allow.clone().into(),
                 runner,
             )),
-            Kind::Exec => Backend::Exec(exec::Exec::new(
+            Kind::Exec => Enforcer::Exec(exec::Exec::new(
                 o.exec_block.clone(),
                 o.exec_unblock.clone(),
                 runner,
             )),
-            Kind::Stdout => Backend::Stdout(runner),
+            Kind::Stdout => Enforcer::Stdout(runner),
         })
     }
 
     /// The kind's name.
     pub fn name(&self) -> &'static str {
         match self {
-            Backend::Nftables(_) => "nftables",
-            Backend::Iptables(b) if b.uses_ipset() => "ipset",
-            Backend::Iptables(_) => "iptables",
-            Backend::Route(_) => "route",
-            Backend::HostsAllow(_) => "hosts-allow",
-            Backend::Exec(_) => "exec",
-            Backend::Stdout(_) => "stdout",
+            Enforcer::Nftables(_) => "nftables",
+            Enforcer::Iptables(b) if b.uses_ipset() => "ipset",
+            Enforcer::Iptables(_) => "iptables",
+            Enforcer::Route(_) => "route",
+            Enforcer::HostsAllow(_) => "hosts-allow",
+            Enforcer::Exec(_) => "exec",
+            Enforcer::Stdout(_) => "stdout",
         }
     }
 
@@ -252,10 +252,10 @@ impl Backend {
     /// A command or the file failed.
     pub async fn setup(&mut self) -> Result<(), Error> {
         match self {
-            Backend::Nftables(b) => b.setup().await,
-            Backend::Iptables(b) => b.setup().await,
-            Backend::Route(_) | Backend::Exec(_) | Backend::Stdout(_) => Ok(()),
-            Backend::HostsAllow(b) => b.setup(),
+            Enforcer::Nftables(b) => b.setup().await,
+            Enforcer::Iptables(b) => b.setup().await,
+            Enforcer::Route(_) | Enforcer::Exec(_) | Enforcer::Stdout(_) => Ok(()),
+            Enforcer::HostsAllow(b) => b.setup(),
         }
     }
 
@@ -266,11 +266,11 @@ impl Backend {
     /// A command or the file failed, or its output was not understood.
     pub async fn list(&mut self, now: Time) -> Result<Option<Vec<Held>>, Error> {
         match self {
-            Backend::Nftables(b) => b.list(now).await.map(Some),
-            Backend::Iptables(b) => b.list(now).await.map(Some),
-            Backend::Route(b) => b.list().await.map(Some),
-            Backend::HostsAllow(b) => b.list().map(Some),
-            Backend::Exec(_) | Backend::Stdout(_) => Ok(None),
+            Enforcer::Nftables(b) => b.list(now).await.map(Some),
+            Enforcer::Iptables(b) => b.list(now).await.map(Some),
+            Enforcer::Route(b) => b.list().await.map(Some),
+            Enforcer::HostsAllow(b) => b.list().map(Some),
+            Enforcer::Exec(_) | Enforcer::Stdout(_) => Ok(None),
         }
     }
 
@@ -285,12 +285,12 @@ impl Backend {
             return Ok(());
         }
         match self {
-            Backend::Nftables(b) => b.apply(add, remove, now).await,
-            Backend::Iptables(b) => b.apply(add, remove, now).await,
-            Backend::Route(b) => b.apply(add, remove).await,
-            Backend::HostsAllow(b) => b.apply(add, remove),
-            Backend::Exec(b) => b.apply(add, remove, now).await,
-            Backend::Stdout(_) => {
+            Enforcer::Nftables(b) => b.apply(add, remove, now).await,
+            Enforcer::Iptables(b) => b.apply(add, remove, now).await,
+            Enforcer::Route(b) => b.apply(add, remove).await,
+            Enforcer::HostsAllow(b) => b.apply(add, remove),
+            Enforcer::Exec(b) => b.apply(add, remove, now).await,
+            Enforcer::Stdout(_) => {
                 stdout_lines(add, remove);
                 Ok(())
             }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{QueueRow, Source, SourceError, UnblockRow};
-use crate::bhr::api::AppState;
+use crate::api::bhr::AppState;
 use crate::enforce::Rule;
 use crate::time::Time;
 

@@ -1,4 +1,4 @@
-//! Block managers: pull work from a BHR API and apply it with an [`crate::enforce::Backend`], as
+//! Block managers: pull work from a BHR API and apply it with an [`crate::enforce::Enforcer`], as
 //! BHR's `BlockManager` does, but without ever exiting on a transient error.
 //!
 //! One manager serves one ident. Its loop:
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use crate::enforce::{Backend, Rule};
+use crate::enforce::{Enforcer, Rule};
 use crate::time::{Interval, Time};
 
 /// A row of `queue/<ident>`, with the block's end and reason.
@@ -301,7 +301,7 @@ enum Failure {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error("{failed} of {total} rules could not be applied; first error: {first}")]
-    Backend {
+    Enforcer {
         failed: usize,
         total: usize,
         first: String,
@@ -311,7 +311,7 @@ enum Failure {
 /// A block manager.
 pub struct Manager<S: Source> {
     source: S,
-    backend: Backend,
+    backend: Enforcer,
     settings: Settings,
     counters: Arc<Counters>,
     added_since: Time,
@@ -323,7 +323,7 @@ pub struct Manager<S: Source> {
 
 impl<S: Source> Manager<S> {
     /// A manager of `source`'s ident applying work with `backend`.
-    pub fn new(source: S, backend: Backend, settings: Settings) -> Manager<S> {
+    pub fn new(source: S, backend: Enforcer, settings: Settings) -> Manager<S> {
         Manager {
             source,
             backend,
@@ -341,7 +341,7 @@ impl<S: Source> Manager<S> {
     /// its predecessor's counts).
     pub fn with_counters(
         source: S,
-        backend: Backend,
+        backend: Enforcer,
         settings: Settings,
         counters: Arc<Counters>,
     ) -> Manager<S> {
@@ -400,7 +400,7 @@ impl<S: Source> Manager<S> {
     /// Returns whether it did any work.
     async fn step(&mut self) -> Result<bool, Failure> {
         if !self.set_up {
-            self.backend.setup().await.map_err(|e| Failure::Backend {
+            self.backend.setup().await.map_err(|e| Failure::Enforcer {
                 failed: 0,
                 total: 0,
                 first: format!("setting up: {e}"),
@@ -469,7 +469,7 @@ impl<S: Source> Manager<S> {
             ok_remove.push(res.is_ok());
         }
         Counters::add(&self.counters.rule_failures, failed);
-        let failure = first.map(|first| Failure::Backend {
+        let failure = first.map(|first| Failure::Enforcer {
             failed,
             total: add.len() + remove.len(),
             first,
@@ -578,20 +578,24 @@ impl<S: Source> Manager<S> {
             .bad_rows
             .store(self.source.bad_rows(), Ordering::Relaxed);
         let now = self.source.now();
-        if let Backend::Nftables(n) = &mut self.backend {
+        if let Enforcer::Nftables(n) = &mut self.backend {
             n.expect(&expected);
         }
-        let held = self.backend.list(now).await.map_err(|e| Failure::Backend {
-            failed: 0,
-            total: 0,
-            first: format!("listing rules: {e}"),
-        })?;
+        let held = self
+            .backend
+            .list(now)
+            .await
+            .map_err(|e| Failure::Enforcer {
+                failed: 0,
+                total: 0,
+                first: format!("listing rules: {e}"),
+            })?;
         let (add, remove) = match held {
             Some(held) => plan(&expected, &held.iter().map(|h| (h.cidr, h.until)).collect()),
             // A command backend cannot list: it gets every expected block once (the
             // original's `block_all_expected` backfill, as ExaBGP feeds need after a
             // restart) and nothing removed. stdout gets only the queues, as the original.
-            None if !self.backfilled && matches!(self.backend, Backend::Exec(_)) => {
+            None if !self.backfilled && matches!(self.backend, Enforcer::Exec(_)) => {
                 (expected, Vec::new())
             }
             None => (Vec::new(), Vec::new()),

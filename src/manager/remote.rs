@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::{QueueRow, Source, SourceError, UnblockRow};
-use crate::bhr::api::{Iso, timestamp};
+use crate::api::bhr::{Iso, timestamp};
 use crate::enforce::Rule;
 use crate::time::{Interval, Time};
 

@@ -4,7 +4,7 @@
 //! * [`pattern`]: BlockHosts' pattern language (`{LOG_PREFIX{service}}`, `{HOST_IP}`) on
 //!   linear-time regexes.
 //! * [`rules`]: rule files (jails and rules), the bundled rule set and the matcher.
-//! * [`track`]: per-address counting (exact window, fail2ban's ticket, BlockHosts'
+//! * `track`: per-address counting (exact window, fail2ban's ticket, BlockHosts'
 //!   count and age), bounded in memory.
 //! * [`tail`]: following files across appends, rotation and truncation (the only part
 //!   here that does I/O).
@@ -15,7 +15,7 @@ pub mod pattern;
 pub mod prefix;
 pub mod rules;
 pub mod tail;
-pub mod track;
+pub(crate) mod track;
 
 use std::net::IpAddr;
 
@@ -65,8 +65,8 @@ impl Detection {
             "{} failures ({}) from {} to {}",
             self.count,
             self.rule,
-            crate::bhr::api::Iso(self.first),
-            crate::bhr::api::Iso(self.last)
+            crate::time::Iso(self.first),
+            crate::time::Iso(self.last)
         )
     }
 

@@ -109,13 +109,9 @@ impl Tracker {
     }
 
     /// Addresses tracked.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.map.len()
-    }
-
-    /// Whether none is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 
     /// Drops what has aged out by `t`, and makes room for one more.

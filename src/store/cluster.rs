@@ -26,10 +26,8 @@ use futures_util::{StreamExt, stream};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::Error;
-use super::postgres::{
-    BLOCK_COLUMNS, CHANGES_CHANNEL, ENTRY_COLUMNS, SOURCE_BLACKLIST_COLUMNS, WHITELIST_COLUMNS,
-    block_row, entry_row, source_blacklist_row, whitelist_row,
-};
+use super::postgres::CHANGES_CHANNEL;
+use super::schema::{self, Sql, Table};
 use crate::bhr::registry::Change;
 
 /// The advisory lock key of registry changes ("catchd registry").
@@ -44,7 +42,7 @@ fn db(e: tokio_postgres::Error) -> Error {
 }
 
 /// A node's link to the cluster.
-pub struct Cluster {
+pub struct DbCluster {
     url: String,
     /// The connection that holds the registry lock while a change is made (one change
     /// at a time per node).
@@ -76,7 +74,7 @@ const MAX_HOLD: Duration = Duration::from_millis(20);
 /// taken on, so a guard may be dropped anywhere (async code or the daemon's core thread).
 pub struct Guard {
     conn: Option<tokio::sync::OwnedMutexGuard<LockConn>>,
-    cluster: Arc<Cluster>,
+    cluster: Arc<DbCluster>,
     rt: tokio::runtime::Handle,
 }
 
@@ -117,7 +115,7 @@ impl Drop for Guard {
 
 /// Gives the lock to the next change queued on this node when there is one (for a bounded
 /// streak, so other nodes get their turn), otherwise to everyone.
-async fn give_up(cluster: &Cluster, mut conn: tokio::sync::OwnedMutexGuard<LockConn>) {
+async fn give_up(cluster: &DbCluster, mut conn: tokio::sync::OwnedMutexGuard<LockConn>) {
     let queued = cluster.waiting.load(Ordering::Acquire) > 0;
     let young = conn.since.is_some_and(|t| t.elapsed() < MAX_HOLD);
     if queued && young && conn.streak < MAX_STREAK && conn.held {
@@ -128,10 +126,10 @@ async fn give_up(cluster: &Cluster, mut conn: tokio::sync::OwnedMutexGuard<LockC
     unlock(&mut conn).await;
 }
 
-impl Cluster {
+impl DbCluster {
     /// A node's link to the database at `url`.
-    pub fn new(url: &str) -> Arc<Cluster> {
-        Arc::new(Cluster {
+    pub fn new(url: &str) -> Arc<DbCluster> {
+        Arc::new(DbCluster {
             url: url.to_string(),
             lock: Arc::new(tokio::sync::Mutex::new(LockConn::default())),
             waiting: AtomicUsize::new(0),
@@ -369,57 +367,34 @@ async fn changes_since(c: &Client, since: i64) -> Result<Vec<(i64, Change)>, Err
         want.entry(k).or_default().push(*id);
     }
     let mut rows: HashMap<(&'static str, i64), Change> = HashMap::new();
-    let fetch =
-        |table: &str, columns: &str| format!("SELECT {columns} FROM {table} WHERE id = ANY($1)");
-    if let Some(ids) = want.get("block") {
-        for r in c
-            .query(&fetch("blocks", BLOCK_COLUMNS), &[ids])
-            .await
-            .map_err(db)?
-        {
-            let b = block_row(&r)?;
-            rows.insert(("block", b.id as i64), Change::Block(b));
-        }
-    }
-    if let Some(ids) = want.get("entry") {
-        for r in c
-            .query(&fetch("block_entries", ENTRY_COLUMNS), &[ids])
-            .await
-            .map_err(db)?
-        {
-            let e = entry_row(&r);
-            rows.insert(("entry", e.id as i64), Change::Entry(e));
-        }
-    }
-    if let Some(ids) = want.get("whitelist") {
-        for r in c
-            .query(&fetch("whitelist", WHITELIST_COLUMNS), &[ids])
-            .await
-            .map_err(db)?
-        {
-            let w = whitelist_row(&r)?;
-            rows.insert(("whitelist", w.id as i64), Change::Whitelist(w));
-        }
-    }
-    if let Some(ids) = want.get("source_blacklist") {
-        for r in c
-            .query(&fetch("source_blacklist", SOURCE_BLACKLIST_COLUMNS), &[ids])
-            .await
-            .map_err(db)?
-        {
-            let sb = source_blacklist_row(&r);
-            rows.insert(
-                ("source_blacklist", sb.id as i64),
-                Change::SourceBlacklist(sb),
-            );
+    let fetch = |t: &Table| Sql::select(t, "WHERE id = ANY($1)");
+    let tables: [(&str, &Table, Read); 4] = [
+        ("block", &schema::BLOCKS, |r| {
+            schema::block(r).map(Change::Block)
+        }),
+        ("entry", &schema::ENTRIES, |r| {
+            schema::entry(r).map(Change::Entry)
+        }),
+        ("whitelist", &schema::WHITELIST, |r| {
+            schema::whitelist(r).map(Change::Whitelist)
+        }),
+        ("source_blacklist", &schema::SOURCE_BLACKLIST, |r| {
+            schema::source_blacklist(r).map(Change::SourceBlacklist)
+        }),
+    ];
+    for (kind, table, read) in tables {
+        let Some(ids) = want.get(kind) else { continue };
+        for r in c.query(&fetch(table), &[ids]).await.map_err(db)? {
+            let ch = read(&r)?;
+            rows.insert((kind_static(kind), change_id(&ch)?), ch);
         }
     }
     let mut out = Vec::with_capacity(entries.len());
     for (seq, kind, id) in entries {
         let ch = match (kind.as_str(), rows.get(&(kind_static(&kind), id))) {
             (_, Some(ch)) => ch.clone(),
-            ("whitelist", None) => Change::WhitelistDeleted(id as u64),
-            ("source_blacklist", None) => Change::SourceBlacklistDeleted(id as u64),
+            ("whitelist", None) => Change::WhitelistDeleted(logged_id(id)?),
+            ("source_blacklist", None) => Change::SourceBlacklistDeleted(logged_id(id)?),
             (k, None) => {
                 return Err(Error::Corrupt(format!(
                     "the change log names {k} {id}, which is gone"
@@ -429,6 +404,25 @@ async fn changes_since(c: &Client, since: i64) -> Result<Vec<(i64, Change)>, Err
         out.push((seq, ch));
     }
     Ok(out)
+}
+
+/// Reads a row of one registry table as a change.
+type Read = fn(&dyn schema::Columns) -> Result<Change, Error>;
+
+/// The row id of a change read back, as the change log holds it.
+fn change_id(ch: &Change) -> Result<i64, Error> {
+    schema::key(match ch {
+        Change::Block(b) => b.id,
+        Change::Entry(e) => e.id,
+        Change::Whitelist(w) => w.id,
+        Change::SourceBlacklist(s) => s.id,
+        Change::WhitelistDeleted(id) | Change::SourceBlacklistDeleted(id) => *id,
+    })
+}
+
+/// A row id the change log names.
+fn logged_id(id: i64) -> Result<u64, Error> {
+    u64::try_from(id).map_err(|_| Error::Corrupt(format!("catchd_log.id: {id} is out of range")))
 }
 
 fn kind_static(k: &str) -> &'static str {

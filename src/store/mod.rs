@@ -6,12 +6,15 @@
 //! (group commit): many concurrent requests share one commit and one `fsync`, so durability
 //! before the answer costs little throughput.
 //!
-//! The SQL lives behind [`Backend`]: [`Sqlite`] (the embedded default) and PostgreSQL
+//! The SQL lives behind [`Driver`]: [`Sqlite`] (the embedded default) and PostgreSQL
 //! (`postgres.rs`, chosen by a `postgres://` URL). The writer thread, group commit and
-//! every caller above it are the same for both.
+//! every caller above it are the same for both, and so are the tables: `schema.rs`
+//! describes them once, with how each [`Write`] becomes rows and how rows read back.
 
-pub mod cluster;
+pub mod bhr_import;
+pub(crate) mod cluster;
 mod postgres;
+mod schema;
 mod sqlite;
 
 use std::path::{Path, PathBuf};
@@ -174,7 +177,7 @@ pub enum Error {
 }
 
 /// A database the writer thread can drive.
-pub trait Backend: Send + 'static {
+pub trait Driver: Send + 'static {
     /// Reads everything.
     ///
     /// # Errors
@@ -324,6 +327,29 @@ pub struct Store {
 }
 
 impl Store {
+    /// The id of a user catchd makes blocks as (`catch-and-release`, `watchlist`), with
+    /// the blocker role and no way to log in; created (and added to `users`) on first
+    /// start.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn system_user(&self, users: &mut Vec<User>, name: &str) -> Result<UserId, Error> {
+        if let Some(u) = users.iter().find(|u| u.name == name) {
+            return Ok(u.id);
+        }
+        let u = User {
+            id: self.next_user_id_blocking()?,
+            name: name.to_string(),
+            role: crate::auth::Role::Blocker,
+            token_hash: None,
+            password_hash: None,
+        };
+        self.commit_blocking(vec![Write::User(u.clone())])?;
+        let id = u.id;
+        users.push(u);
+        Ok(id)
+    }
+
     /// Opens (creating if needed) the SQLite database at `path`, migrates it, and starts
     /// the writer thread.
     ///
@@ -372,7 +398,7 @@ impl Store {
     ///
     /// # Errors
     /// If the thread cannot be started.
-    pub fn start(backend: impl Backend) -> Result<Store, Error> {
+    pub fn start(backend: impl Driver) -> Result<Store, Error> {
         let (tx, rx) = mpsc::channel::<Job>();
         let failed = Arc::new(AtomicBool::new(false));
         let running = Arc::new(AtomicBool::new(true));
@@ -548,7 +574,7 @@ impl Store {
 
 /// The writer thread: takes every job waiting, commits the writes among them in one
 /// transaction, then answers.
-fn writer(mut db: impl Backend, rx: mpsc::Receiver<Job>, failed: Arc<AtomicBool>) {
+fn writer(mut db: impl Driver, rx: mpsc::Receiver<Job>, failed: Arc<AtomicBool>) {
     let mut jobs = Vec::with_capacity(64);
     while let Ok(first) = rx.recv() {
         jobs.push(first);

@@ -4,19 +4,17 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ipnet::IpNet;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, Row, ToSql, params_from_iter};
 
-use crate::addr::Addr;
-use crate::auth::{Role, User};
-use crate::bhr::model::{Block, Entry, SourceBlacklistEntry, UserId, WhitelistEntry};
-use crate::bhr::registry::Change;
-use crate::cnr::{RuleId, WatchState};
-use crate::time::Time;
+use crate::auth::User;
+use crate::bhr::model::UserId;
 
-use super::{Backend, Error, Snapshot, Write};
+use super::schema::{self, Dialect, Sql, Value};
+use super::{Driver, Error, Snapshot, Write};
 
-/// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
+/// Schema versions, applied in order; `PRAGMA user_version` records how many ran. The
+/// tables are described once, in [`schema`]; these create them.
 const MIGRATIONS: &[&str] = &[
     // 1: the BHR model, times in microseconds since the epoch.
     "CREATE TABLE users (
@@ -92,6 +90,8 @@ const MIGRATIONS: &[&str] = &[
         watch_until INTEGER,
         block_until INTEGER
     );",
+    // 4: the column PostgreSQL cannot call `offset` is `off` in both.
+    "ALTER TABLE scan_position RENAME COLUMN offset TO off;",
 ];
 
 /// A SQLite database file.
@@ -171,15 +171,7 @@ impl Drop for Checkpointer {
 }
 
 fn db(e: rusqlite::Error) -> Error {
-    match e {
-        rusqlite::Error::FromSqlConversionFailure(_, _, why) => Error::Corrupt(why.to_string()),
-        e => Error::Db(e.to_string()),
-    }
-}
-
-/// Stored data that does not parse, as a row-reading error (see [`db`]).
-fn corrupt(column: usize, why: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, why.into())
+    Error::Db(e.to_string())
 }
 
 impl Sqlite {
@@ -221,7 +213,8 @@ impl Sqlite {
 fn migrate(conn: &mut Connection) -> Result<(), Error> {
     let version: usize = conn
         .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
-        .map_err(db)? as usize;
+        .map_err(db)
+        .map(|v| usize::try_from(v).unwrap_or(usize::MAX))?;
     if version > MIGRATIONS.len() {
         return Err(Error::Corrupt(format!(
             "schema version {version} is newer than this catchd knows ({})",
@@ -238,379 +231,126 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     Ok(())
 }
 
-fn time(v: i64) -> Time {
-    Time::from_micros(v)
+impl schema::Columns for Row<'_> {
+    fn int(&self, i: usize) -> Result<Option<i64>, Error> {
+        match self.get_ref(i).map_err(db)? {
+            ValueRef::Null => Ok(None),
+            ValueRef::Integer(v) => Ok(Some(v)),
+            other => Err(unexpected("an integer", other)),
+        }
+    }
+
+    fn text(&self, i: usize) -> Result<Option<String>, Error> {
+        match self.get_ref(i).map_err(db)? {
+            ValueRef::Null => Ok(None),
+            ValueRef::Text(t) => String::from_utf8(t.to_vec())
+                .map(Some)
+                .map_err(|_| Error::Corrupt("text that is not UTF-8".into())),
+            other => Err(unexpected("text", other)),
+        }
+    }
+
+    fn flag(&self, i: usize) -> Result<Option<bool>, Error> {
+        Ok(schema::Columns::int(self, i)?.map(|v| v != 0))
+    }
+
+    fn bytes(&self, i: usize) -> Result<Option<Vec<u8>>, Error> {
+        match self.get_ref(i).map_err(db)? {
+            ValueRef::Null => Ok(None),
+            ValueRef::Blob(b) => Ok(Some(b.to_vec())),
+            other => Err(unexpected("bytes", other)),
+        }
+    }
 }
 
-/// A network column.
-fn net(r: &Row<'_>, column: usize) -> rusqlite::Result<IpNet> {
-    let s: String = r.get(column)?;
-    s.parse()
-        .map_err(|_| corrupt(column, format!("bad network `{s}`")))
+fn unexpected(want: &str, got: ValueRef<'_>) -> Error {
+    Error::Corrupt(format!("{} where {want} belongs", got.data_type()))
 }
 
-/// A `users` row (in [`USER_COLUMNS`] order).
-fn user(r: &Row<'_>) -> rusqlite::Result<User> {
-    let name: String = r.get(1)?;
-    let role: String = r.get(2)?;
-    let role: Role = role
-        .parse()
-        .map_err(|e: crate::auth::UnknownRole| corrupt(2, e.to_string()))?;
-    let token_hash = match r.get::<_, Option<Vec<u8>>>(3)? {
-        Some(t) => Some(
-            <[u8; 32]>::try_from(t.as_slice())
-                .map_err(|_| corrupt(3, format!("bad token hash for user {name}")))?,
-        ),
-        None => None,
-    };
-    Ok(User {
-        id: r.get(0)?,
-        name,
-        role,
-        token_hash,
-        password_hash: r.get(4)?,
-    })
+impl ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => ValueRef::Null,
+            Value::Int(v) => ValueRef::Integer(*v),
+            Value::Bool(b) => ValueRef::Integer(i64::from(*b)),
+            Value::Text(t) => ValueRef::Text(t.as_bytes()),
+            Value::Bytes(b) => ValueRef::Blob(b),
+        }))
+    }
 }
 
-/// Runs a query and reads every row.
-fn all<T>(
-    c: &Connection,
-    sql: &str,
-    read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
-) -> Result<Vec<T>, Error> {
-    let mut q = c.prepare_cached(sql).map_err(db)?;
-    let rows = q.query_map([], read).map_err(db)?;
-    rows.map(|r| r.map_err(db)).collect()
+impl schema::Query for Connection {
+    fn rows(
+        &mut self,
+        sql: &str,
+        params: &[&Value<'_>],
+        each: &mut dyn FnMut(&dyn schema::Columns) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut q = self.prepare_cached(sql).map_err(db)?;
+        let mut rows = q.query(params_from_iter(params)).map_err(db)?;
+        while let Some(r) = rows.next().map_err(db)? {
+            each(r)?;
+        }
+        Ok(())
+    }
 }
 
-const USER_COLUMNS: &str = "id, name, role, token_hash, password_hash";
-
-impl Backend for Sqlite {
+impl Driver for Sqlite {
     fn load(&mut self) -> Result<Snapshot, Error> {
-        let c = &self.conn;
-        let blocks = all(
-            c,
-            "SELECT id, cidr, who, source, why, added, unblock_at, skip_whitelist,
-                    forced_unblock, unblock_why, unblock_who FROM blocks ORDER BY id",
-            |r| {
-                Ok(Block {
-                    id: r.get::<_, i64>(0)? as u64,
-                    cidr: net(r, 1)?,
-                    who: r.get(2)?,
-                    source: Arc::from(r.get::<_, String>(3)?),
-                    why: Arc::from(r.get::<_, String>(4)?),
-                    added: time(r.get(5)?),
-                    unblock_at: r.get::<_, Option<i64>>(6)?.map(time),
-                    skip_whitelist: r.get(7)?,
-                    forced_unblock: r.get(8)?,
-                    unblock_why: Arc::from(r.get::<_, String>(9)?),
-                    unblock_who: r.get(10)?,
-                })
-            },
-        )?;
-        let entries = all(
-            c,
-            "SELECT id, block, ident, added, removed, unblock_at FROM block_entries ORDER BY id",
-            |r| {
-                Ok(Entry {
-                    id: r.get::<_, i64>(0)? as u64,
-                    block: r.get::<_, i64>(1)? as u64,
-                    ident: Arc::from(r.get::<_, String>(2)?),
-                    added: time(r.get(3)?),
-                    removed: r.get::<_, Option<i64>>(4)?.map(time),
-                    unblock_at: r.get::<_, Option<i64>>(5)?.map(time),
-                })
-            },
-        )?;
-        let whitelist = all(
-            c,
-            "SELECT id, cidr, who, why, added FROM whitelist ORDER BY id",
-            |r| {
-                Ok(WhitelistEntry {
-                    id: r.get::<_, i64>(0)? as u64,
-                    cidr: net(r, 1)?,
-                    who: r.get(2)?,
-                    why: Arc::from(r.get::<_, String>(3)?),
-                    added: time(r.get(4)?),
-                })
-            },
-        )?;
-        let source_blacklist = all(
-            c,
-            "SELECT id, source, who, why, added FROM source_blacklist ORDER BY id",
-            |r| {
-                Ok(SourceBlacklistEntry {
-                    id: r.get::<_, i64>(0)? as u64,
-                    source: Arc::from(r.get::<_, String>(1)?),
-                    who: r.get(2)?,
-                    why: Arc::from(r.get::<_, String>(3)?),
-                    added: time(r.get(4)?),
-                })
-            },
-        )?;
-        let watch = all(
-            c,
-            "SELECT addr, start, expire_ref, rule, location, reblocked, step, adopted
-             FROM cr_watch",
-            |r| {
-                let text: String = r.get(0)?;
-                let addr: Addr = text
-                    .parse()
-                    .map_err(|_| corrupt(0, format!("bad address `{text}`")))?;
-                let rule: Option<i64> = r.get(3)?;
-                Ok((
-                    addr,
-                    WatchState {
-                        start: time(r.get(1)?),
-                        expire_ref: time(r.get(2)?),
-                        rule: rule
-                            .and_then(|v| u32::try_from(v).ok())
-                            .and_then(RuleId::new),
-                        location: r.get::<_, Option<String>>(4)?.map(Arc::from),
-                        reblocked: r.get(5)?,
-                        step: r.get(6)?,
-                        adopted: r.get(7)?,
-                    },
-                ))
-            },
-        )?;
-        let cr_clock = c
-            .query_row("SELECT value FROM cr_meta WHERE key = 'clock'", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .optional()
-            .map_err(db)?
-            .map(time);
-        let scan_positions = all(
-            c,
-            "SELECT path, dev, inode, first_line, offset FROM scan_position",
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    crate::scan::tail::Position {
-                        dev: r.get::<_, i64>(1)? as u64,
-                        inode: r.get::<_, i64>(2)? as u64,
-                        first_line: r.get::<_, i64>(3)? as u64,
-                        offset: r.get::<_, i64>(4)? as u64,
-                    },
-                ))
-            },
-        )?;
-        let watchlist = all(
-            c,
-            "SELECT key, failures, watch_until, block_until FROM watchlist",
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    crate::watchlist::Entry {
-                        failures: r.get(1)?,
-                        watch_until: r.get::<_, Option<i64>>(2)?.map(time),
-                        block_until: r.get::<_, Option<i64>>(3)?.map(time),
-                    },
-                ))
-            },
-        )?;
-        Ok(Snapshot {
-            blocks,
-            entries,
-            whitelist,
-            source_blacklist,
-            users: self.users()?,
-            watch,
-            cr_clock,
-            scan_positions,
-            watchlist,
-        })
+        schema::load(&mut self.conn, Dialect::Sqlite)
     }
 
     fn apply(&mut self, batch: &[&[Write]]) -> Result<(), Error> {
         let tx = self.conn.transaction().map_err(db)?;
-        for writes in batch {
-            for w in *writes {
-                apply_one(&tx, w).map_err(db)?;
-            }
+        for w in batch.iter().flat_map(|ws| ws.iter()) {
+            Sql::of(Dialect::Sqlite)
+                .run(&schema::op(w)?, |sql, params| {
+                    tx.prepare_cached(sql)?
+                        .execute(params_from_iter(params))
+                        .map(drop)
+                })
+                .map_err(db)?;
         }
         tx.commit().map_err(db)
     }
 
     fn user_by_token(&mut self, hash: &[u8; 32]) -> Result<Option<User>, Error> {
-        self.conn
-            .query_row(
-                &format!("SELECT {USER_COLUMNS} FROM users WHERE token_hash = ?1"),
-                [hash.as_slice()],
-                user,
-            )
-            .optional()
-            .map_err(db)
+        let by = ("token_hash", Value::Bytes(hash));
+        let users = schema::users(&mut self.conn, Dialect::Sqlite, Some(by))?;
+        Ok(users.into_iter().next())
     }
 
     fn user_by_name(&mut self, name: &str) -> Result<Option<User>, Error> {
-        self.conn
-            .query_row(
-                &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
-                [name],
-                user,
-            )
-            .optional()
-            .map_err(db)
+        let by = ("name", Value::Text(name.into()));
+        let users = schema::users(&mut self.conn, Dialect::Sqlite, Some(by))?;
+        Ok(users.into_iter().next())
     }
 
     fn users(&mut self) -> Result<Vec<User>, Error> {
-        all(
-            &self.conn,
-            &format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"),
-            user,
-        )
+        schema::users(&mut self.conn, Dialect::Sqlite, None)
     }
 
     fn next_user_id(&mut self) -> Result<UserId, Error> {
-        self.conn
-            .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM users", [], |r| {
-                r.get(0)
-            })
-            .map_err(db)
+        schema::next_user_id(&mut self.conn)
     }
-}
-
-fn apply_one(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
-    let us = |t: Time| t.as_micros();
-    match w {
-        Write::Bhr(Change::Block(b)) => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO blocks (id, cidr, who, source, why, added, unblock_at,
-                     skip_whitelist, forced_unblock, unblock_why, unblock_who)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?
-            .execute(params![
-                b.id as i64,
-                b.cidr.to_string(),
-                b.who,
-                &*b.source,
-                &*b.why,
-                us(b.added),
-                b.unblock_at.map(us),
-                b.skip_whitelist,
-                b.forced_unblock,
-                &*b.unblock_why,
-                b.unblock_who,
-            ])?;
-        }
-        Write::Bhr(Change::Entry(e)) => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO block_entries (id, block, ident, added, removed, unblock_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                e.id as i64,
-                e.block as i64,
-                &*e.ident,
-                us(e.added),
-                e.removed.map(us),
-                e.unblock_at.map(us),
-            ])?;
-        }
-        Write::Bhr(Change::Whitelist(w)) => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO whitelist (id, cidr, who, why, added) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![w.id as i64, w.cidr.to_string(), w.who, &*w.why, us(w.added)])?;
-        }
-        Write::Bhr(Change::WhitelistDeleted(id)) => {
-            tx.prepare_cached("DELETE FROM whitelist WHERE id = ?1")?
-                .execute([*id as i64])?;
-        }
-        Write::Bhr(Change::SourceBlacklist(s)) => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO source_blacklist (id, source, who, why, added) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![s.id as i64, &*s.source, s.who, &*s.why, us(s.added)])?;
-        }
-        Write::Bhr(Change::SourceBlacklistDeleted(id)) => {
-            tx.prepare_cached("DELETE FROM source_blacklist WHERE id = ?1")?
-                .execute([*id as i64])?;
-        }
-        Write::User(u) => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO users (id, name, role, token_hash, password_hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                u.id,
-                &u.name,
-                u.role.as_str(),
-                u.token_hash.as_ref().map(|h| h.as_slice()),
-                u.password_hash.as_deref(),
-            ])?;
-        }
-        Write::Watch(a, w) => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO cr_watch
-                     (addr, start, expire_ref, rule, location, reblocked, step, adopted)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                a.to_string(),
-                us(w.start),
-                us(w.expire_ref),
-                w.rule.map(RuleId::get),
-                w.location.as_deref(),
-                w.reblocked,
-                w.step,
-                w.adopted,
-            ])?;
-        }
-        Write::Unwatch(a) => {
-            tx.prepare_cached("DELETE FROM cr_watch WHERE addr = ?1")?
-                .execute([a.to_string()])?;
-        }
-        Write::ScanPosition(path, p) => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO scan_position (path, dev, inode, first_line, offset)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                path,
-                p.dev as i64,
-                p.inode as i64,
-                p.first_line as i64,
-                p.offset as i64
-            ])?;
-        }
-        Write::WatchItem(key, Some(e)) => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO watchlist (key, failures, watch_until, block_until)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![
-                key,
-                e.failures,
-                e.watch_until.map(us),
-                e.block_until.map(us)
-            ])?;
-        }
-        Write::WatchItem(key, None) => {
-            tx.prepare_cached("DELETE FROM watchlist WHERE key = ?1")?
-                .execute([key])?;
-        }
-        Write::CrClock(t) => {
-            tx.prepare_cached("INSERT OR REPLACE INTO cr_meta (key, value) VALUES ('clock', ?1)")?
-                .execute([us(*t)])?;
-        }
-        Write::UserDeleted(id) => {
-            tx.prepare_cached("DELETE FROM users WHERE id = ?1")?
-                .execute([*id])?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use ipnet::IpNet;
+    use rusqlite::Connection;
+
     use super::*;
+    use crate::addr::Addr;
+    use crate::auth::Role;
     use crate::bhr::model::Settings;
     use crate::bhr::registry::{NewBlock, Registry};
+    use crate::cnr::{RuleId, WatchState};
     use crate::store::Store;
     use crate::time::Interval;
+    use crate::time::Time;
 
     #[test]
     fn round_trips_registry_rows_and_users() {
@@ -671,6 +411,37 @@ mod tests {
             Some(u.clone())
         );
         assert_eq!(store.next_user_id_blocking().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_version_3_database_keeps_its_scan_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let c = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..3] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.execute_batch(
+            "PRAGMA user_version = 3;
+             INSERT INTO scan_position (path, dev, inode, first_line, offset)
+             VALUES ('/var/log/auth.log', -1, 7, 3, 4096);",
+        )
+        .unwrap();
+        drop(c);
+        let mut db = Sqlite::open(&path).unwrap();
+        let snap = db.load().unwrap();
+        assert_eq!(
+            snap.scan_positions,
+            [(
+                "/var/log/auth.log".to_string(),
+                crate::scan::tail::Position {
+                    dev: u64::MAX,
+                    inode: 7,
+                    first_line: 3,
+                    offset: 4096,
+                }
+            )]
+        );
     }
 
     #[test]

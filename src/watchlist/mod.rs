@@ -14,8 +14,6 @@
 //!   anyone holding only the data;
 //! * time is an argument: no I/O, no clock (the API and store are around it).
 
-pub mod api;
-
 use std::sync::Arc;
 
 use crate::auth::hmac_sha256;

@@ -323,7 +323,7 @@ fn filter_of(q: Option<&str>) -> (String, Result<Option<IpNet>, String>) {
     if text.is_empty() {
         return (text, Ok(None));
     }
-    let r = crate::bhr::api::network(&text)
+    let r = crate::api::bhr::network(&text)
         .map(Some)
         .map_err(|m| format!("{text}: {m}"));
     (text, r)

@@ -109,7 +109,7 @@ pub struct TimeTag(pub Time);
 
 impl fmt::Display for TimeTag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let iso = crate::bhr::api::Iso(self.0);
+        let iso = crate::api::bhr::Iso(self.0);
         write!(
             f,
             "<time datetime=\"{iso}\" title=\"{iso}\">{}</time>",
@@ -136,7 +136,7 @@ impl fmt::Display for Short {
         let Some(d) = utc(self.0) else {
             return f.write_str("?");
         };
-        let iso = crate::bhr::api::Iso(self.0);
+        let iso = crate::api::bhr::Iso(self.0);
         write!(
             f,
             "<time datetime=\"{iso}\" title=\"{iso}\">{} {} {:02}:{:02}:{:02}</time>",

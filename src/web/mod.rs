@@ -8,7 +8,7 @@
 //!   `catchd run` `/cr/`.
 //!
 //! Every form carries a CSRF token (the session's; before sign-in, a cookie's) and a POST
-//! from another origin is refused. Everything shown is escaped ([`html::Esc`]); pages send
+//! from another origin is refused. Everything shown is escaped (`html::Esc`); pages send
 //! a Content-Security-Policy that allows no inline script, so text that slipped through
 //! could not run anyway. Pages work without JavaScript: the one script (`/static/cr.js`)
 //! only ticks countdowns and refreshes the catch-and-release page in place (without it,
@@ -16,9 +16,9 @@
 
 pub mod cr;
 mod dns;
-pub mod html;
+pub(crate) mod html;
 mod pages;
-pub mod session;
+pub(crate) mod session;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -28,8 +28,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::api::bhr::AppState;
 use crate::auth::{Perm, User};
-use crate::bhr::api::AppState;
 
 pub use cr::{CatchRelease, Overview};
 use html::Esc;
@@ -48,7 +48,7 @@ pub struct WebState {
 /// The user of a session, if they still exist and may still sign in (a user removed, or
 /// whose password was taken away, by `catchd user` is signed out).
 fn session_user(
-    users: &crate::bhr::api::Users,
+    users: &crate::api::bhr::Users,
     id: crate::bhr::model::UserId,
 ) -> Option<Arc<User>> {
     let u = users.get(id)?;
@@ -115,7 +115,7 @@ pub fn router(api: Arc<AppState>, cr: Option<Arc<dyn CatchRelease>>) -> Router {
             .route("/cr/", get(cr::page))
             .route("/cr/live", get(cr::live));
     }
-    r.layer(axum::middleware::from_fn(crate::bhr::api::client_scope))
+    r.layer(axum::middleware::from_fn(crate::api::bhr::client_scope))
         .with_state(state)
 }
 
@@ -165,7 +165,7 @@ impl WebState {
         });
         Visit {
             signed_in,
-            https: crate::bhr::api::forwarded_https(h),
+            https: crate::api::bhr::forwarded_https(h),
             here: here
                 .path_and_query()
                 .map_or_else(|| here.path().to_string(), |p| p.as_str().to_string()),

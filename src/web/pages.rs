@@ -329,7 +329,7 @@ fn search(q: &str) -> Result<Search, String> {
         ));
     }
     if q.as_bytes()[0].is_ascii_digit() {
-        crate::bhr::api::network(q)
+        crate::api::bhr::network(q)
             .map(Search::Net)
             .map_err(|m| format!("{q}: {m}"))
     } else {
@@ -803,7 +803,7 @@ pub async fn add(State(s): St, h: HeaderMap, uri: Uri, body: Bytes) -> Response 
     );
     m.insert("extend".into(), Value::Bool(f.checked("extend")));
     m.insert("autoscale".into(), Value::Bool(false));
-    let req = match crate::bhr::api::block_request(&m, user.id) {
+    let req = match crate::api::bhr::block_request(&m, user.id) {
         Ok(r) => r,
         Err(e) => {
             let errors: Vec<(String, String)> = e
@@ -1104,9 +1104,9 @@ pub async fn login(State(s): St, h: HeaderMap, uri: Uri, body: Bytes) -> Respons
         if name.is_empty() || password.is_empty() || name.len() > 150 || password.len() > 4096 {
             None
         } else {
-            match crate::bhr::api::check_password(&s.api, name, password).await {
+            match crate::api::bhr::check_password(&s.api, name, password).await {
                 Ok(u) => u,
-                Err(crate::bhr::api::ApiError::Throttled(secs)) => {
+                Err(crate::api::bhr::ApiError::Throttled(secs)) => {
                     tracing::warn!(user = ?name, "Web: sign-in throttled.");
                     let mut r = login_page(
                         &s,

@@ -133,16 +133,6 @@ impl Sessions {
     pub fn end(&self, cookie: &str) {
         self.lock().remove(&key(cookie));
     }
-
-    /// Sessions held now.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 fn live(s: &Session, now: Instant) -> bool {

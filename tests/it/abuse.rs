@@ -425,10 +425,14 @@ async fn every_route_checks_the_role() {
     use axum::http::Method;
     let api = Api::new().await;
     api.block_ok("192.0.2.1", "1h").await;
-    let (wl, _) =
-        catchd::server::watchlist(&catchd::config::Config::default(), &api.state, vec![], 1)
-            .unwrap();
-    let app = catchd::bhr::api::app(api.state.clone(), Some(wl));
+    let (wl, _) = catchd::api::watchlist::start(
+        &catchd::config::Config::default().watchlist,
+        &api.state,
+        vec![],
+        1,
+    )
+    .unwrap();
+    let app = catchd::api::bhr::app(api.state.clone(), Some(wl));
     let block = json!({"cidr": "192.0.2.2", "source": "s", "why": "w", "duration": "1h"});
     use Who::{Admin, Blocker, Manager, Person};
     // (method, path, body, roles allowed; None: public)

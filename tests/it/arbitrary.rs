@@ -260,8 +260,8 @@ proptest! {
     #[test]
     fn arbitrary_values(t in texty()) {
         let _ = catchd::bhr::duration::parse(&t);
-        let _ = catchd::bhr::api::network(&t);
-        let _ = catchd::bhr::api::timestamp(&t);
+        let _ = catchd::api::bhr::network(&t);
+        let _ = catchd::api::bhr::timestamp(&t);
         let _ = t.parse::<catchd::addr::Addr>();
         let _ = t.parse::<catchd::time::Interval>();
         let _ = t.parse::<Time>();
@@ -299,12 +299,16 @@ fn apis() -> &'static Apis {
             .build()
             .unwrap();
         let api = rt.block_on(crate::api::harness::Api::new());
-        let (routes, _) =
-            catchd::server::watchlist(&catchd::config::Config::default(), &api.state, vec![], 1)
-                .unwrap();
+        let (routes, _) = catchd::api::watchlist::start(
+            &catchd::config::Config::default().watchlist,
+            &api.state,
+            vec![],
+            1,
+        )
+        .unwrap();
         // As the servers mount them: beside the BHR routes and pages, under the same layers.
         let extra = routes.merge(catchd::web::router(api.state.clone(), None));
-        let app = rt.block_on(async { catchd::bhr::api::app(api.state.clone(), Some(extra)) });
+        let app = rt.block_on(async { catchd::api::bhr::app(api.state.clone(), Some(extra)) });
         Apis { rt, _api: api, app }
     })
 }

@@ -9,7 +9,7 @@
 
 use catchd::addr::Addr;
 use catchd::cnr::{
-    Action, Answer, Answers, Backend, BlockInfo, Config, Engine, Event, Intervals, Output, Rule,
+    Action, Answer, Answers, BlockInfo, Config, Engine, Event, Intervals, Output, Plugin, Rule,
     ZEEK_ROUNDS_PER_PACKET,
 };
 use catchd::time::{Interval, Time};
@@ -314,7 +314,7 @@ struct Scripted {
     answer: fn() -> Answer,
 }
 
-impl Backend for Scripted {
+impl Plugin for Scripted {
     fn name(&self) -> &str {
         self.name
     }
@@ -332,7 +332,7 @@ impl Backend for Scripted {
 fn scenario_d_two_backends_give_two_dropped_lines_per_step() {
     let ip: Addr = IP.parse().unwrap();
     let added = || Answer::Added(String::new());
-    let backends: Vec<(Box<dyn Backend>, i64)> = vec![
+    let backends: Vec<(Box<dyn Plugin>, i64)> = vec![
         (
             Box::new(Scripted {
                 name: "plugin-1",
@@ -386,7 +386,7 @@ fn scenario_d_two_backends_give_two_dropped_lines_per_step() {
 #[test]
 fn scenario_e_exists_error_and_added_answers_each_get_their_line() {
     let ip: Addr = IP.parse().unwrap();
-    let backends: Vec<(Box<dyn Backend>, i64)> = vec![
+    let backends: Vec<(Box<dyn Plugin>, i64)> = vec![
         (
             Box::new(Scripted {
                 name: "exists",

@@ -288,7 +288,7 @@ impl Node {
         let (stop, shutdown) = catchd::shutdown::Shutdown::new();
         let (tx, addr) = std::sync::mpsc::channel();
         let done = std::thread::spawn(move || {
-            catchd::daemon::run(&c, catchd::bhr::api::system_clock(), shutdown, |a| {
+            catchd::daemon::run(&c, catchd::api::bhr::system_clock(), shutdown, |a| {
                 let _ = tx.send(a);
             })
             .map_err(|e| e.to_string())

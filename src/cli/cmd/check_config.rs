@@ -190,8 +190,8 @@ fn show_bus(c: &Config, t: &mut String) {
         bus.xsub,
         bus.proxy,
         match bus.role {
-            config::Role::Manager => "manager",
-            config::Role::Sensor => "sensor",
+            config::ClusterRole::Manager => "manager",
+            config::ClusterRole::Sensor => "sensor",
         },
         bus.node_id.clone().unwrap_or_default(),
         if bus.json {

@@ -22,7 +22,7 @@ pub struct ImportBhrArgs {
 }
 
 pub(in crate::cli) fn import_bhr_cmd(a: &ImportBhrArgs) -> anyhow::Result<()> {
-    use crate::bhr::import;
+    use crate::store::bhr_import as import;
     if !a.url.starts_with("postgres://") && !a.url.starts_with("postgresql://") {
         return Err(InputError(format!(
             "{:?} is not a postgres:// URL (or the key=value form)",
@@ -31,7 +31,7 @@ pub(in crate::cli) fn import_bhr_cmd(a: &ImportBhrArgs) -> anyhow::Result<()> {
         .into());
     }
     let c = a.store.load()?;
-    let rt = crate::server::runtime()?;
+    let rt = crate::runtime::build()?;
     let got = rt.block_on(import::read(&a.url))?;
     let _lock = crate::store::OwnerLock::acquire(&c.server.db)?;
     let store = Store::open(&c.server.db)?;

@@ -183,7 +183,7 @@ struct Standalone {
 fn run_standalone(s: Standalone, shutdown: Shutdown) -> Result<(), StartError> {
     let runner = crate::enforce::Runner::new(s.options.command_timeout, s.dry_run);
     let backend =
-        crate::enforce::Backend::new(s.kind, &s.options, runner).map_err(StartError::Options)?;
+        crate::enforce::Enforcer::new(s.kind, &s.options, runner).map_err(StartError::Options)?;
     let source = crate::manager::remote::Remote::new(&s.server, &s.token, &s.ident)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -24,7 +24,7 @@ pub(in crate::cli) fn proxy_cmd(a: &ProxyArgs) -> anyhow::Result<()> {
     }
     let (_trigger, shutdown) = Shutdown::on_signals()?;
     let proxy = crate::bus::proxy::start(&a.xpub, &a.xsub)?;
-    let rt = crate::server::runtime()?;
+    let rt = crate::runtime::build()?;
     rt.block_on(shutdown.wait());
     tracing::info!("Stopping.");
     proxy.stop();

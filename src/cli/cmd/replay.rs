@@ -55,7 +55,7 @@ pub struct ReplayArgs {
     pub sweep_interval: Interval,
 
     /// Name of the built-in backend in the logs' plugin columns.
-    #[arg(long, value_name = "NAME", default_value = crate::cnr::AcceptingBackend::DEFAULT_NAME)]
+    #[arg(long, value_name = "NAME", default_value = crate::cnr::AcceptingPlugin::DEFAULT_NAME)]
     pub plugin: String,
 
     /// Do not draw a progress line on stderr.

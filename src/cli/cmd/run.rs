@@ -55,7 +55,7 @@ pub struct RunArgs {
     /// `manager` holds the catch-and-release state; `sensor` only captures and reports
     /// to it [default: manager, or bus.role].
     #[arg(long, value_name = "ROLE")]
-    pub role: Option<config::Role>,
+    pub role: Option<config::ClusterRole>,
 
     /// This node's id on the bus [default: catchd_ROLE_HOST_PID, or bus.node_id].
     #[arg(long, value_name = "ID")]
@@ -112,6 +112,6 @@ pub(in crate::cli) fn run_cmd(a: &RunArgs) -> anyhow::Result<()> {
         c.bus.node_id = Some(id.clone());
     }
     let (_trigger, shutdown) = Shutdown::on_signals()?;
-    crate::daemon::run(&c, crate::bhr::api::system_clock(), shutdown, |_| ())?;
+    crate::daemon::run(&c, crate::api::bhr::system_clock(), shutdown, |_| ())?;
     Ok(())
 }

@@ -252,8 +252,8 @@ fn self_test(rules: &crate::scan::rules::Rules) -> anyhow::Result<()> {
 /// One detection on standard output: a line, or a JSON object with `--json`.
 fn print_detection(out: &mut impl std::io::Write, d: &crate::scan::Detection, json: bool) {
     let (first, last) = (
-        crate::bhr::api::Iso(d.first).to_string(),
-        crate::bhr::api::Iso(d.last).to_string(),
+        crate::api::bhr::Iso(d.first).to_string(),
+        crate::api::bhr::Iso(d.last).to_string(),
     );
     let _ = if json {
         writeln!(
@@ -286,7 +286,7 @@ fn print_detection(out: &mut impl std::io::Write, d: &crate::scan::Detection, js
 fn submit(server: &str, token: &str, found: &[crate::scan::Detection]) -> anyhow::Result<usize> {
     let remote = crate::manager::remote::Remote::new(server, token, "")
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let rt = crate::server::runtime()?;
+    let rt = crate::runtime::build()?;
     let mut failed = 0usize;
     rt.block_on(async {
         for d in found {

@@ -25,6 +25,6 @@ pub(in crate::cli) fn serve_cmd(a: &ServeArgs) -> anyhow::Result<()> {
         c.server.listen = l;
     }
     let (_trigger, shutdown) = Shutdown::on_signals()?;
-    crate::server::run(&c, crate::bhr::api::system_clock(), shutdown, |_| ())?;
+    crate::server::run(&c, crate::api::bhr::system_clock(), shutdown, |_| ())?;
     Ok(())
 }

@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use serde_json::Value;
 use tower::ServiceExt;
 
+use catchd::api::bhr::{self as api, AppState, Limits, Users};
 use catchd::auth::{Role, User, hash_password, hash_token};
-use catchd::bhr::api::{self, AppState, Limits, Users};
 use catchd::bhr::model::Settings;
 use catchd::bhr::registry::Registry;
 use catchd::store::Store;
@@ -204,7 +204,7 @@ impl Api {
     }
 
     /// An API whose store runs on `backend` (users are only in memory).
-    pub fn with_backend(backend: impl catchd::store::Backend) -> Api {
+    pub fn with_backend(backend: impl catchd::store::Driver) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("t.db");
         let store = Store::start(backend).unwrap();

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use catchd::auth::User;
 use catchd::bhr::model::UserId;
-use catchd::store::{Backend, Error, Snapshot, Sqlite, Write};
+use catchd::store::{Driver, Error, Snapshot, Sqlite, Write};
 
 use super::harness::*;
 
@@ -24,7 +24,7 @@ enum Gate {
     Fail,
 }
 
-impl Backend for Gated {
+impl Driver for Gated {
     fn load(&mut self) -> Result<Snapshot, Error> {
         self.inner.load()
     }

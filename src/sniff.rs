@@ -2,7 +2,7 @@
 //!
 //! One thread per interface runs [`Live::poll`] in a loop. For every frame it parses the
 //! headers, applies the sighting rule ([`Sightings::originator`]) and asks the shared
-//! [`Watchlist`] whether the address is watched (usually one load from its pre-filter).
+//! [`WatchTable`] whether the address is watched (usually one load from its pre-filter).
 //! Only sightings of watched addresses leave the thread, through a bounded channel with
 //! `try_send`: a busy engine costs dropped sightings (counted), never a stalled capture.
 //! Counters are kept in plain locals and published to atomics once per batch.
@@ -16,7 +16,7 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use crate::addr::Addr;
 use crate::capture::{Live, LiveError, LiveStats};
-use crate::cnr::Watchlist;
+use crate::cnr::WatchTable;
 use crate::packet::{self, Sightings};
 use crate::time::Time;
 
@@ -29,17 +29,17 @@ pub struct Sighting {
     pub ts: Time,
 }
 
-/// The set a capture thread checks each originator against: the engine's [`Watchlist`],
+/// The set a capture thread checks each originator against: the engine's [`WatchTable`],
 /// or a sensor's replica of a manager's.
 pub trait Watched: Send + Sync + 'static {
     /// Whether `a` is tracked. Called per packet: must not allocate or block.
     fn contains(&self, a: &Addr) -> bool;
 }
 
-impl Watched for Watchlist {
+impl Watched for WatchTable {
     #[inline]
     fn contains(&self, a: &Addr) -> bool {
-        Watchlist::contains(self, a)
+        WatchTable::contains(self, a)
     }
 }
 
@@ -145,7 +145,7 @@ impl Sensor {
                             Ok(Err(e)) => e.to_string(),
                             Err(p) => format!(
                                 "panicked: {}",
-                                crate::daemon::workers::panic_text(&*p)
+                                crate::shutdown::panic_text(&*p)
                             ),
                         };
                         st.failed.store(true, Ordering::Relaxed);

@@ -33,14 +33,14 @@ use axum::routing::get;
 use dashmap::DashMap;
 
 use crate::addr::Addr;
-use crate::bhr::api::{ApiError, Json};
+use crate::api::bhr::{ApiError, Json};
 use crate::broker::zeek::{self, Incoming};
 use crate::bus::{Publisher, Received};
 use crate::cnr::BlockInfo;
 use crate::config::Config;
 use crate::packet::Sightings;
-use crate::sensor::{SensorStats, Sighting, Watched};
 use crate::server;
+use crate::sniff::{SensorStats, Sighting, Watched};
 use crate::time::Time;
 
 use super::Error;
@@ -112,11 +112,6 @@ impl Replica {
     /// How many addresses are replicated.
     pub fn len(&self) -> usize {
         self.map.len()
-    }
-
-    /// Whether nothing is replicated.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 
@@ -306,7 +301,7 @@ pub fn run(
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), Error> {
     let lives = super::open_captures(config)?;
-    let rt = server::runtime()?;
+    let rt = crate::runtime::build()?;
     let (listener, local) = rt.block_on(server::bind(config.server.listen))?;
     let node_id = config
         .bus
@@ -346,7 +341,7 @@ pub fn run(
     let rule = Sightings {
         any_packet: config.capture.any_packet,
     };
-    let sensors = crate::sensor::spawn_all(lives, &replica, rule, &sight_tx, &stop)?;
+    let sensors = crate::sniff::spawn_all(lives, &replica, rule, &sight_tx, &stop)?;
     drop(sight_tx);
     let loop_stop = stop.clone();
     let loop_thread = std::thread::Builder::new()

@@ -27,7 +27,7 @@ tokio::task_local! {
     static CLIENT: std::net::IpAddr;
 }
 
-/// Middleware: makes the client's address (the [`crate::httpd::ClientAddr`] extension)
+/// Middleware: makes the client's address (the `crate::httpd::ClientAddr` extension)
 /// known to [`authenticate`] and [`check_password`] for the rest of the request.
 pub async fn client_scope(
     req: axum::extract::Request,

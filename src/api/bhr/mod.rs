@@ -15,7 +15,7 @@ mod handlers;
 mod input;
 mod output;
 mod service;
-pub mod stream;
+pub(crate) mod stream;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -103,7 +103,7 @@ pub struct AppState {
     answers: [std::sync::atomic::AtomicU64; 5],
     /// The cluster this node is part of (several API nodes on one PostgreSQL database),
     /// and the last change-log entry applied to the registry.
-    cluster: std::sync::OnceLock<(Arc<crate::store::cluster::Cluster>, Mutex<i64>)>,
+    cluster: std::sync::OnceLock<(Arc<crate::store::cluster::DbCluster>, Mutex<i64>)>,
     /// The runtime the cluster's connections live on, for changes made from threads
     /// outside it (the daemon's core).
     cluster_rt: std::sync::OnceLock<tokio::runtime::Handle>,
@@ -196,7 +196,11 @@ impl AppState {
 
     /// Makes this node part of a cluster whose change log it has applied up to `head`,
     /// and starts following the other nodes' changes (call from inside the runtime).
-    pub fn join_cluster(self: &Arc<Self>, cluster: Arc<crate::store::cluster::Cluster>, head: i64) {
+    pub fn join_cluster(
+        self: &Arc<Self>,
+        cluster: Arc<crate::store::cluster::DbCluster>,
+        head: i64,
+    ) {
         let _ = self.cluster.set((cluster.clone(), Mutex::new(head)));
         let _ = self.cluster_rt.set(tokio::runtime::Handle::current());
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
@@ -524,4 +528,28 @@ pub async fn serve(
     };
     let app = app(state, extra);
     crate::httpd::serve(listener, app, settings, stats, shutdown).await;
+}
+
+/// How often the user table is re-read, so that `catchd user` changes (new tokens, roles)
+/// reach a running server.
+pub const USER_RELOAD: Duration = Duration::from_secs(2);
+
+/// Re-reads the users every [`USER_RELOAD`] until the server stops.
+pub async fn reload_users(state: Arc<AppState>, store: Store) {
+    let mut tick = tokio::time::interval(USER_RELOAD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = state.stopping() => return,
+        }
+        match store.users().await {
+            Ok(users) => {
+                if state.users().reload(users) {
+                    tracing::info!("Users reloaded.");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "Cannot re-read the users."),
+        }
+    }
 }

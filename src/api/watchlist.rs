@@ -21,13 +21,13 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
-use super::{Change, Watchlist};
+use crate::api::bhr::{ApiError, AppState, FieldErrors, Json, Receipt, authenticate, body};
 use crate::auth::Perm;
-use crate::bhr::api::{ApiError, AppState, FieldErrors, Json, Receipt, authenticate, body};
 use crate::bhr::model::UserId;
 use crate::bhr::registry::NewBlock;
 use crate::store::Write;
 use crate::time::Interval;
+use crate::watchlist::{Change, Watchlist};
 
 /// The longest item accepted, in bytes.
 pub const MAX_ITEM: usize = 1024;
@@ -216,4 +216,34 @@ pub async fn sweep(state: Arc<WatchlistApi>, every: std::time::Duration) {
             drop(store.submit(vec![Write::WatchItem(k, e)]));
         });
     }
+}
+
+/// The user the watchlist's registry blocks are made as.
+pub const WATCHLIST_USER: &str = "watchlist";
+
+/// The watchlist of `settings` with its stored entries put back, and its routes.
+///
+/// # Errors
+/// The key file cannot be read or made.
+pub fn start(
+    settings: &crate::watchlist::Settings,
+    state: &Arc<AppState>,
+    entries: Vec<(String, crate::watchlist::Entry)>,
+    who: UserId,
+) -> std::result::Result<(Router, Arc<WatchlistApi>), crate::watchlist::Error> {
+    let s = settings.clone();
+    let key = match &s.key_file {
+        Some(p) if s.anonymize => {
+            Some(crate::watchlist::load_or_create_key(p, entries.is_empty())?)
+        }
+        _ => None,
+    };
+    let list = Watchlist::new(s, key)?;
+    list.restore(entries);
+    let api = Arc::new(WatchlistApi {
+        api: state.clone(),
+        list: Arc::new(list),
+        who,
+    });
+    Ok((router(api.clone()), api))
 }
