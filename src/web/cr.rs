@@ -9,7 +9,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use ipnet::IpNet;
-use maud::{Markup, PreEscaped, html};
+use maud::{Markup, html};
 
 use crate::addr::Addr;
 use crate::cnr::{BlockInfo, CatchReleaseRecord, Intervals};
@@ -164,7 +164,7 @@ fn chart(bars: &[(u32, u32); 24], now: Time) -> Markup {
     }
 }
 
-fn live_html(s: &WebState, o: &Overview, filter: &str, now: Time) -> String {
+fn live_html(s: &WebState, o: &Overview, filter: &str, now: Time) -> Markup {
     html! {
         span hidden data-now=(format!("{:.3}", epoch(now))) {}
         dl.counts {
@@ -190,7 +190,6 @@ fn live_html(s: &WebState, o: &Overview, filter: &str, now: Time) -> String {
         h2 { "Latest log lines " span.muted.small { "netcontrol_catch_release.log" } }
         (log_lines(&o.recent))
     }
-    .into_string()
 }
 
 /// The capture threads' counters.
@@ -371,15 +370,13 @@ pub async fn page(
             @if let Some(e) = &error { p.error { (e) } }
         }
         p #live-status .muted.small aria-live="polite" { "Updated " (Date(now)) }
-        div #live data-src=(src) { (PreEscaped(live)) }
-    }
-    .into_string();
-    let head = "<script src=\"/static/cr.js\" defer></script>\
-                <noscript><meta http-equiv=\"refresh\" content=\"30\"></noscript>";
-    html(
-        status,
-        layout_with(&s, &v, "Catch and release", &body, head),
-    )
+        div #live data-src=(src) { (live) }
+    };
+    let head = html! {
+        script src="/static/cr.js" defer {}
+        noscript { meta http-equiv="refresh" content="30"; }
+    };
+    html(status, layout_with(&s, &v, "Catch and release", body, head))
 }
 
 /// `GET /cr/live[?addr=…]` (signed in): the live part of the page.
@@ -399,5 +396,5 @@ pub async fn live(
     };
     let now = s.api.now();
     let o = overview(&s, net.as_ref(), now);
-    html(StatusCode::OK, live_html(&s, &o, &text, now))
+    html(StatusCode::OK, live_html(&s, &o, &text, now).into_string())
 }

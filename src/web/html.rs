@@ -1,35 +1,11 @@
-//! Writing HTML by hand: escaping, and the date and duration formats BHR's pages use
-//! (Django's `N j, Y, P` and `timesince`).
+//! What the templates need beyond maud's escaping: URL encoding, and the date and
+//! duration formats BHR's pages use (Django's `N j, Y, P` and `timesince`).
 
 use std::fmt::{self, Write as _};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use crate::time::Time;
-
-/// Text escaped for HTML element content and quoted attribute values.
-pub struct Esc<'a>(pub &'a str);
-
-impl fmt::Display for Esc<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.0;
-        let mut last = 0;
-        for (i, b) in s.bytes().enumerate() {
-            let rep = match b {
-                b'&' => "&amp;",
-                b'<' => "&lt;",
-                b'>' => "&gt;",
-                b'"' => "&quot;",
-                b'\'' => "&#x27;",
-                _ => continue,
-            };
-            f.write_str(&s[last..i])?;
-            f.write_str(rep)?;
-            last = i + 1;
-        }
-        f.write_str(&s[last..])
-    }
-}
 
 /// Percent-encodes every byte but ASCII letters, digits, `-_.~` and those in `keep`.
 fn percent(f: &mut fmt::Formatter<'_>, s: &str, keep: &[u8]) -> fmt::Result {
@@ -264,12 +240,13 @@ mod tests {
     }
 
     #[test]
-    fn escapes_everything_markup_can_hide_in() {
+    fn templates_escape_markup_and_urls_are_percent_encoded() {
+        let hostile = "<script>alert('x')</script> & \"q\"";
         assert_eq!(
-            Esc("<script>alert('x')</script> & \"q\"").to_string(),
-            "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;q&quot;"
+            maud::html! { p title=(hostile) { (hostile) } }.into_string(),
+            "<p title=\"&lt;script&gt;alert('x')&lt;/script&gt; &amp; &quot;q&quot;\">\
+             &lt;script&gt;alert('x')&lt;/script&gt; &amp; &quot;q&quot;</p>"
         );
-        assert_eq!(Esc("plain ünïcode").to_string(), "plain ünïcode");
         assert_eq!(Url("a b&c=d/é").to_string(), "a%20b%26c%3Dd/%C3%A9");
     }
 

@@ -8,7 +8,7 @@
 //!   `catchd run` `/cr/`.
 //!
 //! Every form carries a CSRF token (the session's; before sign-in, a cookie's) and a POST
-//! from another origin is refused. Everything shown is escaped (`html::Esc`); pages send
+//! from another origin is refused. Everything shown is escaped (maud templates escape by default); pages send
 //! a Content-Security-Policy that allows no inline script, so text that slipped through
 //! could not run anyway. Pages work without JavaScript: the one script (`/static/cr.js`)
 //! only ticks countdowns and refreshes the catch-and-release page in place (without it,
@@ -32,7 +32,7 @@ use crate::api::bhr::AppState;
 use crate::auth::{Perm, User};
 
 pub use cr::{CatchRelease, Overview};
-use html::Esc;
+use maud::{DOCTYPE, Markup};
 use session::{COOKIE, Session, Sessions};
 
 /// What the pages need.
@@ -60,11 +60,8 @@ fn session_user(
 pub(crate) const CSRF_FIELD: &str = "csrfmiddlewaretoken";
 
 /// The hidden field with a form's CSRF token.
-pub(crate) fn csrf_input(token: &str) -> String {
-    format!(
-        "<input type=\"hidden\" name=\"{CSRF_FIELD}\" value=\"{}\">",
-        Esc(token)
-    )
+pub(crate) fn csrf_input(token: &str) -> Markup {
+    maud::html! { input type="hidden" name=(CSRF_FIELD) value=(token); }
 }
 
 /// The pages, over the BHR API's state; `cr` adds the catch-and-release page (the daemon).
@@ -266,74 +263,90 @@ pub(crate) fn set_cookie(
 }
 
 /// One navigation link.
-fn nav_link(out: &mut String, href: &str, text: &str, here: &str) {
-    let current = if here == href || (href != "/bhr/" && here.starts_with(href)) {
-        " aria-current=\"page\""
-    } else {
-        ""
-    };
-    let _ = write!(out, "<a href=\"{href}\"{current}>{text}</a>");
+fn nav_link(href: &str, text: &str, here: &str) -> Markup {
+    let current = here == href || (href != "/bhr/" && here.starts_with(href));
+    maud::html! { a href=(href) aria-current=[current.then_some("page")] { (text) } }
 }
 
 /// The page around `body`: header, navigation, the flash message.
-pub(crate) fn layout(s: &WebState, v: &Visit, title: &str, body: &str) -> String {
-    layout_with(s, v, title, body, "")
+pub(crate) fn layout(s: &WebState, v: &Visit, title: &str, body: Markup) -> String {
+    layout_with(s, v, title, body, maud::html! {})
 }
 
 /// [`layout`] with extra elements for `<head>`.
-pub(crate) fn layout_with(s: &WebState, v: &Visit, title: &str, body: &str, head: &str) -> String {
+pub(crate) fn layout_with(
+    s: &WebState,
+    v: &Visit,
+    title: &str,
+    body: Markup,
+    head: Markup,
+) -> String {
     let path = v.here.split('?').next().unwrap_or("");
-    let mut nav = String::new();
-    nav_link(&mut nav, "/bhr/", "Home", path);
-    if v.user().is_some() {
-        nav_link(&mut nav, "/bhr/query", "Query", path);
-        nav_link(&mut nav, "/bhr/list", "List", path);
-        if v.may(Perm::AddBlock) {
-            nav_link(&mut nav, "/bhr/add", "Add", path);
-        }
-    } else if s.limited {
-        nav_link(&mut nav, "/bhr/limited/query", "Query", path);
-        nav_link(&mut nav, "/bhr/limited/list", "List", path);
-    }
-    nav_link(&mut nav, "/bhr/stats", "Stats", path);
-    if s.cr.is_some() && v.user().is_some() {
-        nav_link(&mut nav, "/cr/", "Catch &amp; release", path);
-    }
-    let account = match &v.signed_in {
-        Some((u, sess, _)) => format!(
-            "<form class=\"account\" method=\"post\" action=\"/accounts/logout/\">\
-             <span class=\"who\">{}</span>{}\
-             <button type=\"submit\" class=\"link\">Sign out</button></form>",
-            Esc(&u.name),
-            csrf_input(&sess.csrf)
-        ),
-        None if path.starts_with("/accounts/") => String::new(),
-        None => format!(
-            "<a class=\"account\" href=\"/accounts/login/?next={}\">Sign in</a>",
-            html::Url(&v.here)
-        ),
-    };
+    let signed_in = v.user().is_some();
     let flash = v
         .signed_in
         .as_ref()
-        .and_then(|(_, s, _)| s.flash.as_deref())
-        .map(|m| format!("<p class=\"flash\" role=\"status\">{}</p>", Esc(m)))
-        .unwrap_or_default();
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · catchd</title><link rel=\"stylesheet\" href=\"/static/catchd.css\">{head}</head>\
-         <body><header><a class=\"brand\" href=\"/bhr/\">catchd</a><nav>{nav}</nav>{account}</header>\
-         <main>{flash}{body}</main>\
-         <footer>catchd {} · times in UTC</footer></body></html>\n",
-        Esc(title),
-        env!("CARGO_PKG_VERSION"),
-    )
+        .and_then(|(_, s, _)| s.flash.as_deref());
+    let page = maud::html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · catchd" }
+                link rel="stylesheet" href="/static/catchd.css";
+                (head)
+            }
+            body {
+                header {
+                    a.brand href="/bhr/" { "catchd" }
+                    nav {
+                        (nav_link("/bhr/", "Home", path))
+                        @if signed_in {
+                            (nav_link("/bhr/query", "Query", path))
+                            (nav_link("/bhr/list", "List", path))
+                            @if v.may(Perm::AddBlock) { (nav_link("/bhr/add", "Add", path)) }
+                        } @else if s.limited {
+                            (nav_link("/bhr/limited/query", "Query", path))
+                            (nav_link("/bhr/limited/list", "List", path))
+                        }
+                        (nav_link("/bhr/stats", "Stats", path))
+                        @if s.cr.is_some() && signed_in {
+                            (nav_link("/cr/", "Catch & release", path))
+                        }
+                    }
+                    @match &v.signed_in {
+                        Some((u, sess, _)) => {
+                            form.account method="post" action="/accounts/logout/" {
+                                span.who { (u.name) }
+                                (csrf_input(&sess.csrf))
+                                button.link type="submit" { "Sign out" }
+                            }
+                        }
+                        None if path.starts_with("/accounts/") => {}
+                        None => {
+                            a.account href={ "/accounts/login/?next=" (html::Url(&v.here)) } {
+                                "Sign in"
+                            }
+                        }
+                    }
+                }
+                main {
+                    @if let Some(m) = flash { p.flash role="status" { (m) } }
+                    (body)
+                }
+                footer { "catchd " (env!("CARGO_PKG_VERSION")) " · times in UTC" }
+            }
+        }
+    };
+    let mut out = page.into_string();
+    out.push('\n');
+    out
 }
 
 /// An error page.
 pub(crate) fn error_page(s: &WebState, v: &Visit, status: StatusCode, msg: &str) -> Response {
     let title = status.canonical_reason().unwrap_or("Error");
-    let body = format!("<h1>{}</h1><p class=\"error\">{}</p>", Esc(title), Esc(msg));
-    html(status, layout(s, v, title, &body))
+    let body = maud::html! { h1 { (title) } p.error { (msg) } };
+    html(status, layout(s, v, title, body))
 }

@@ -1,7 +1,6 @@
 //! BHR's pages (bhr.md §8.5), sign-in and sign-out.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use crate::auth::Perm;
 use crate::bhr::model::{Block, Entry, UserId};
 use crate::time::Time;
 
-use super::html::{Esc, PathSeg, Since, Url, time_tag};
+use super::html::{PathSeg, Since, Url, time_tag};
 use super::session::{self, COOKIE, CSRF_COOKIE, same_secret};
 use super::{
     CSRF_FIELD, Visit, WebState, cookie, csrf_input, error_page, html, layout, redirect,
@@ -162,11 +161,10 @@ fn who(names: &HashMap<UserId, String>, id: UserId) -> &str {
     names.get(&id).map_or("?", String::as_str)
 }
 
-/// Writes a table of blocks; returns whether it has a checkbox.
-fn block_table(out: &mut String, rows: &[Row], c: Cols, x: &Ctx<'_>) -> bool {
+/// A table of blocks, and whether it has a checkbox.
+fn block_table(rows: &[Row], c: Cols, x: &Ctx<'_>) -> (Markup, bool) {
     let picks = c.select && rows.iter().any(|r| is_unblockable(&r.block, x.now));
-    out.push_str(&block_table_html(rows, c, x).into_string());
-    picks
+    (block_table_html(rows, c, x), picks)
 }
 
 fn block_table_html(rows: &[Row], c: Cols, x: &Ctx<'_>) -> Markup {
@@ -297,12 +295,9 @@ fn rows_of(
 }
 
 /// "Showing the newest N of M."
-fn shown_of(out: &mut String, shown: usize, total: usize) {
-    if total > shown {
-        let _ = write!(
-            out,
-            "<p class=\"muted\">Showing the newest {shown} of {total}.</p>"
-        );
+fn shown_of(shown: usize, total: usize) -> Markup {
+    html! {
+        @if total > shown { p.muted { "Showing the newest " (shown) " of " (total) "." } }
     }
 }
 
@@ -359,20 +354,18 @@ fn find(s: &WebState, what: &Search, entries: bool) -> (Vec<Row>, usize) {
     })
 }
 
-fn search_form(out: &mut String, action: &str, q: &str, error: Option<&str>) {
-    let _ = write!(
-        out,
-        "<form class=\"search\" method=\"get\" action=\"{action}\" role=\"search\">\
-         <label for=\"query\">CIDR or comment string</label>\
-         <div class=\"row\"><input id=\"query\" name=\"query\" value=\"{}\" maxlength=\"{MAX_QUERY}\" \
-         placeholder=\"192.0.2.0/24 or a word of the reason\" autofocus>\
-         <button type=\"submit\">Search</button></div>",
-        Esc(q)
-    );
-    if let Some(e) = error {
-        let _ = write!(out, "<p class=\"error\">{}</p>", Esc(e));
+fn search_form(action: &str, q: &str, error: Option<&str>) -> Markup {
+    html! {
+        form.search method="get" action=(action) role="search" {
+            label for="query" { "CIDR or comment string" }
+            div.row {
+                input id="query" name="query" value=(q) maxlength=(MAX_QUERY)
+                    placeholder="192.0.2.0/24 or a word of the reason" autofocus;
+                button type="submit" { "Search" }
+            }
+            @if let Some(e) = error { p.error { (e) } }
+        }
     }
-    out.push_str("</form>");
 }
 
 fn query_page(s: &WebState, v: &Visit, q: Option<&str>, limited: bool) -> Response {
@@ -382,27 +375,12 @@ fn query_page(s: &WebState, v: &Visit, q: Option<&str>, limited: bool) -> Respon
     } else {
         "/bhr/query"
     };
-    let mut body = String::from("<h1>Query</h1>");
-    let (what, status) = match search(q) {
-        Ok(w) => {
-            search_form(&mut body, action, q, None);
-            (w, StatusCode::OK)
-        }
-        Err(e) => {
-            search_form(&mut body, action, q, Some(&e));
-            (Search::Nothing, StatusCode::BAD_REQUEST)
-        }
+    let (what, error, status) = match search(q) {
+        Ok(w) => (w, None, StatusCode::OK),
+        Err(e) => (Search::Nothing, Some(e), StatusCode::BAD_REQUEST),
     };
-    if !matches!(what, Search::Nothing) {
+    let results = (!matches!(what, Search::Nothing)).then(|| {
         let (rows, total) = find(s, &what, !limited);
-        let _ = write!(
-            body,
-            "<h2>{} {} for <q>{}</q></h2>",
-            total,
-            if total == 1 { "block" } else { "blocks" },
-            Esc(q.trim())
-        );
-        shown_of(&mut body, rows.len(), total);
         let names = s.api.users().names();
         let x = Ctx {
             now: s.api.now(),
@@ -416,36 +394,43 @@ fn query_page(s: &WebState, v: &Visit, q: Option<&str>, limited: bool) -> Respon
             dns: false,
             limited,
         };
-        if cols.select {
-            unblock_selection(&mut body, v, |out| block_table(out, &rows, cols, &x));
-        } else {
-            block_table(&mut body, &rows, cols, &x);
+        let table = block_table(&rows, cols, &x);
+        html! {
+            h2 { (total) " " (if total == 1 { "block" } else { "blocks" }) " for " q { (q.trim()) } }
+            (shown_of(rows.len(), total))
+            @if cols.select { (unblock_selection(v, table)) } @else { (table.0) }
         }
-    }
-    html(status, layout(s, v, "Query", &body))
+    });
+    let body = html! {
+        h1 { "Query" }
+        (search_form(action, q, error.as_deref()))
+        @if let Some(r) = results { (r) }
+    };
+    html(status, layout(s, v, "Query", body))
 }
 
-/// A table whose checkboxes pick blocks for `/bhr/unblock`.
-fn unblock_selection(out: &mut String, v: &Visit, table: impl FnOnce(&mut String) -> bool) {
-    let _ = write!(
-        out,
-        "<form method=\"post\" action=\"/bhr/unblock\">{}",
-        csrf_input(v.csrf())
-    );
-    if table(out) {
-        out.push_str("<p><button type=\"submit\" class=\"danger\">Unblock selected…</button></p>");
+/// A table (and whether it has a checkbox) in a form whose checkboxes pick blocks for
+/// `/bhr/unblock`.
+fn unblock_selection(v: &Visit, (table, picks): (Markup, bool)) -> Markup {
+    html! {
+        form method="post" action="/bhr/unblock" {
+            (csrf_input(v.csrf()))
+            (table)
+            @if picks { p { button.danger type="submit" { "Unblock selected…" } } }
+        }
     }
-    out.push_str("</form>");
 }
 
 /// The four counts of `/bhr/api/stats`, with BHR's headings.
-fn counts(out: &mut String, st: &crate::bhr::registry::Stats) {
-    let _ = write!(
-        out,
-        "<dl class=\"counts\"><div><dt>Current</dt><dd>{}</dd></div><div><dt>Expected</dt><dd>{}</dd></div>\
-         <div><dt>Block Pending</dt><dd>{}</dd></div><div><dt>Unblock Pending</dt><dd>{}</dd></div></dl>",
-        st.current, st.expected, st.block_pending, st.unblock_pending
-    );
+fn counts(st: &crate::bhr::registry::Stats) -> Markup {
+    html! {
+        dl.counts {
+            div { dt { "Current" } dd { (st.current) } }
+            div { dt { "Expected" } dd { (st.expected) } }
+            div { dt { "Block Pending" } dd { (st.block_pending) } }
+            div { dt { "Unblock Pending" } dd { (st.unblock_pending) } }
+        }
+    }
 }
 
 // ----- public pages -----
@@ -453,35 +438,40 @@ fn counts(out: &mut String, st: &crate::bhr::registry::Stats) {
 /// `GET /bhr/`: the start page.
 pub async fn index(State(s): St, h: HeaderMap, uri: Uri) -> Response {
     let v = s.visit(&h, &uri);
-    let mut body = String::from("<h1>Black Hole Router</h1>");
-    counts(&mut body, &s.api.stats_snapshot());
-    if v.user().is_some() {
-        search_form(&mut body, "/bhr/query", "", None);
-        body.push_str("<ul class=\"links\"><li><a href=\"/bhr/list\">Blocks in place and recent automated blocks</a></li>");
-        if v.may(Perm::AddBlock) {
-            body.push_str("<li><a href=\"/bhr/add\">Add a block</a></li>");
+    let body = html! {
+        h1 { "Black Hole Router" }
+        (counts(&s.api.stats_snapshot()))
+        @if v.user().is_some() {
+            (search_form("/bhr/query", "", None))
+            ul.links {
+                li { a href="/bhr/list" { "Blocks in place and recent automated blocks" } }
+                @if v.may(Perm::AddBlock) { li { a href="/bhr/add" { "Add a block" } } }
+                li { a href="/bhr/stats" { "Statistics by source" } }
+                @if s.cr.is_some() {
+                    li { a href="/cr/" { "Catch and release: watched addresses, live" } }
+                }
+                li {
+                    a href="/bhr/list.csv" { "list.csv" } " · "
+                    a href="/bhr/publist.csv" { "publist.csv" } " · "
+                    a href="/bhr/api/" { "API" }
+                }
+            }
+        } @else {
+            p {
+                a.button href="/accounts/login/?next=/bhr/" { "Sign in" }
+                " to query, add and unblock."
+            }
         }
-        body.push_str("<li><a href=\"/bhr/stats\">Statistics by source</a></li>");
-        if s.cr.is_some() {
-            body.push_str(
-                "<li><a href=\"/cr/\">Catch and release: watched addresses, live</a></li>",
-            );
+        @if s.limited {
+            h2 { "Limited access pages" }
+            ul.links {
+                li { a href="/bhr/limited/query" { "Query" } }
+                li { a href="/bhr/limited/list" { "List" } }
+                li { a href="/bhr/publist.csv" { "publist.csv" } }
+            }
         }
-        body.push_str("<li><a href=\"/bhr/list.csv\">list.csv</a> · <a href=\"/bhr/publist.csv\">publist.csv</a> · <a href=\"/bhr/api/\">API</a></li></ul>");
-    } else {
-        body.push_str(
-            "<p><a class=\"button\" href=\"/accounts/login/?next=/bhr/\">Sign in</a> to query, add and unblock.</p>",
-        );
-    }
-    if s.limited {
-        body.push_str(
-            "<h2>Limited access pages</h2><ul class=\"links\">\
-             <li><a href=\"/bhr/limited/query\">Query</a></li>\
-             <li><a href=\"/bhr/limited/list\">List</a></li>\
-             <li><a href=\"/bhr/publist.csv\">publist.csv</a></li></ul>",
-        );
-    }
-    html(StatusCode::OK, layout(&s, &v, "Home", &body))
+    };
+    html(StatusCode::OK, layout(&s, &v, "Home", body))
 }
 
 /// `GET /bhr/limited/query?query=Q` (public, with `unauthenticated_limited_query`).
@@ -546,20 +536,26 @@ fn source_rows(s: &WebState, source: &str) -> (Vec<Row>, usize) {
     })
 }
 
-/// The list pages' sections; the automated one only for operators. Returns whether a
-/// table has a checkbox.
-fn list_sections(out: &mut String, l: &Lists, cols: Cols, x: &Ctx<'_>, automated: bool) -> bool {
-    out.push_str("<h2>Manual Blocks</h2>");
-    shown_of(out, l.manual.0.len(), l.manual.1);
-    let mut picks = block_table(out, &l.manual.0, cols, x);
-    out.push_str("<h2>Local Blocks</h2>");
-    shown_of(out, l.local.0.len(), l.local.1);
-    picks |= block_table(out, &l.local.0, Cols { dns: true, ..cols }, x);
-    if automated {
-        out.push_str("<h2>50 most recent automated blocks</h2>");
-        picks |= block_table(out, &l.automated.0, cols, x);
-    }
-    picks
+/// The list pages' sections (the automated one only for operators), and whether a table
+/// has a checkbox.
+fn list_sections(l: &Lists, cols: Cols, x: &Ctx<'_>, automated: bool) -> (Markup, bool) {
+    let manual = block_table(&l.manual.0, cols, x);
+    let local = block_table(&l.local.0, Cols { dns: true, ..cols }, x);
+    let auto = automated.then(|| block_table(&l.automated.0, cols, x));
+    let picks = manual.1 || local.1 || auto.as_ref().is_some_and(|a| a.1);
+    let m = html! {
+        h2 { "Manual Blocks" }
+        (shown_of(l.manual.0.len(), l.manual.1))
+        (manual.0)
+        h2 { "Local Blocks" }
+        (shown_of(l.local.0.len(), l.local.1))
+        (local.0)
+        @if let Some((table, _)) = auto {
+            h2 { "50 most recent automated blocks" }
+            (table)
+        }
+    };
+    (m, picks)
 }
 
 async fn local_names(s: &WebState, rows: &[Row]) -> HashMap<IpAddr, String> {
@@ -587,35 +583,39 @@ pub async fn limited_list(State(s): St, h: HeaderMap, uri: Uri) -> Response {
         limited: true,
         ..Cols::default()
     };
-    let mut body = String::from(
-        "<h1>Blocks</h1><p>Every block in force: <a href=\"/bhr/publist.csv\">publist.csv</a></p>",
-    );
-    list_sections(&mut body, &l, cols, &x, false);
-    html(StatusCode::OK, layout(&s, &v, "List", &body))
+    let body = html! {
+        h1 { "Blocks" }
+        p { "Every block in force: " a href="/bhr/publist.csv" { "publist.csv" } }
+        (list_sections(&l, cols, &x, false).0)
+    };
+    html(StatusCode::OK, layout(&s, &v, "List", body))
 }
 
 /// `GET /bhr/stats` (public, as in BHR: the same numbers as `/bhr/api/stats`).
 pub async fn stats(State(s): St, h: HeaderMap, uri: Uri) -> Response {
     let v = s.visit(&h, &uri);
     let st = s.api.stats_snapshot();
-    let mut body = String::from("<h1>Stats</h1>");
-    counts(&mut body, &st);
-    body.push_str("<h2>Expected blocks by source</h2>");
-    if st.sources.is_empty() {
-        body.push_str("<p class=\"empty\">No blocks.</p>");
-    } else {
-        body.push_str("<div class=\"scroll\"><table class=\"sources\"><thead><tr><th>Source</th><th class=\"num\">Blocks</th></tr></thead><tbody>");
-        for (src, n) in &st.sources {
-            let _ = write!(
-                body,
-                "<tr><td><a href=\"/bhr/list/source/{}\">{}</a></td><td class=\"num\">{n}</td></tr>",
-                PathSeg(src),
-                Esc(src)
-            );
+    let body = html! {
+        h1 { "Stats" }
+        (counts(&st))
+        h2 { "Expected blocks by source" }
+        @if st.sources.is_empty() {
+            p.empty { "No blocks." }
+        } @else {
+            div.scroll { table.sources {
+                thead { tr { th { "Source" } th.num { "Blocks" } } }
+                tbody {
+                    @for (src, n) in &st.sources {
+                        tr {
+                            td { a href={ "/bhr/list/source/" (PathSeg(src)) } { (src) } }
+                            td.num { (n) }
+                        }
+                    }
+                }
+            } }
         }
-        body.push_str("</tbody></table></div>");
-    }
-    html(StatusCode::OK, layout(&s, &v, "Stats", &body))
+    };
+    html(StatusCode::OK, layout(&s, &v, "Stats", body))
 }
 
 // ----- operator pages -----
@@ -649,16 +649,16 @@ pub async fn list(State(s): St, h: HeaderMap, uri: Uri) -> Response {
         select: v.may(Perm::ChangeBlock),
         ..Cols::default()
     };
-    let mut body = String::from(
-        "<h1>Blocks</h1><p>Every block in force: <a href=\"/bhr/list.csv\">list.csv</a> · <a href=\"/bhr/publist.csv\">publist.csv</a></p>",
-    );
-    let sections = |out: &mut String| list_sections(out, &l, cols, &x, true);
-    if cols.select {
-        unblock_selection(&mut body, &v, sections);
-    } else {
-        sections(&mut body);
-    }
-    html(StatusCode::OK, layout(&s, &v, "List", &body))
+    let sections = list_sections(&l, cols, &x, true);
+    let body = html! {
+        h1 { "Blocks" }
+        p {
+            "Every block in force: " a href="/bhr/list.csv" { "list.csv" } " · "
+            a href="/bhr/publist.csv" { "publist.csv" }
+        }
+        @if cols.select { (unblock_selection(&v, sections)) } @else { (sections.0) }
+    };
+    html(StatusCode::OK, layout(&s, &v, "List", body))
 }
 
 /// `GET /bhr/list/source/<source>` (signed in): the 500 newest blocks in force of a source.
@@ -684,16 +684,15 @@ pub async fn list_source(
         select: v.may(Perm::ChangeBlock),
         ..Cols::default()
     };
-    let mut body = format!("<h1>Blocks from <q>{}</q></h1>", Esc(&source));
-    shown_of(&mut body, rows.len(), total);
-    if cols.select {
-        unblock_selection(&mut body, &v, |out| block_table(out, &rows, cols, &x));
-    } else {
-        block_table(&mut body, &rows, cols, &x);
-    }
+    let table = block_table(&rows, cols, &x);
+    let body = html! {
+        h1 { "Blocks from " q { (source) } }
+        (shown_of(rows.len(), total))
+        @if cols.select { (unblock_selection(&v, table)) } @else { (table.0) }
+    };
     html(
         StatusCode::OK,
-        layout(&s, &v, &format!("Source {source}"), &body),
+        layout(&s, &v, &format!("Source {source}"), body),
     )
 }
 
@@ -705,42 +704,46 @@ fn add_page(
     errors: &[(String, String)],
     status: StatusCode,
 ) -> Response {
-    let err = |field: &str| -> String {
-        errors
-            .iter()
-            .filter(|(k, _)| k == field)
-            .map(|(_, m)| format!("<p class=\"error\">{}</p>", Esc(m)))
-            .collect()
+    let err = |field: &str| {
+        html! {
+            @for (_, m) in errors.iter().filter(|(k, _)| k == field) { p.error { (m) } }
+        }
     };
     let duration: i64 = f
         .get("duration")
         .and_then(|d| d.parse().ok())
         .unwrap_or(DURATIONS[0].0);
-    let mut opts = String::new();
-    for (secs, label) in DURATIONS {
-        let sel = if secs == duration { " selected" } else { "" };
-        let _ = write!(opts, "<option value=\"{secs}\"{sel}>{label}</option>");
-    }
-    let check = |k: &str| if f.checked(k) { " checked" } else { "" };
-    let body = format!(
-        "<h1>Add a block</h1>{general}<form class=\"stacked\" method=\"post\" action=\"/bhr/add\">{csrf}\
-         <label for=\"cidr\">CIDR</label><input id=\"cidr\" name=\"cidr\" required maxlength=\"50\" value=\"{cidr}\" placeholder=\"192.0.2.10 or 2001:db8::/64\" autofocus>{e_cidr}\
-         <label for=\"why\">Why</label><textarea id=\"why\" name=\"why\" required rows=\"3\">{why}</textarea>{e_why}\
-         <label for=\"duration\">Duration</label><select id=\"duration\" name=\"duration\">{opts}</select>{e_duration}\
-         <label class=\"check\"><input type=\"checkbox\" name=\"skip_whitelist\"{skip}> Skip whitelist (and the prefix-length and source checks)</label>\
-         <label class=\"check\"><input type=\"checkbox\" name=\"extend\"{extend}> Extend an existing block for this network</label>\
-         <p><button type=\"submit\">Block</button></p></form>",
-        general = err("non_field_errors"),
-        csrf = csrf_input(v.csrf()),
-        cidr = Esc(f.get("cidr").unwrap_or("")),
-        why = Esc(f.get("why").unwrap_or("")),
-        e_cidr = err("cidr"),
-        e_why = err("why"),
-        e_duration = err("duration"),
-        skip = check("skip_whitelist"),
-        extend = check("extend"),
-    );
-    html(status, layout(s, v, "Add", &body))
+    let body = html! {
+        h1 { "Add a block" }
+        (err("non_field_errors"))
+        form.stacked method="post" action="/bhr/add" {
+            (csrf_input(v.csrf()))
+            label for="cidr" { "CIDR" }
+            input id="cidr" name="cidr" required maxlength="50" value=(f.get("cidr").unwrap_or(""))
+                placeholder="192.0.2.10 or 2001:db8::/64" autofocus;
+            (err("cidr"))
+            label for="why" { "Why" }
+            textarea id="why" name="why" required rows="3" { (f.get("why").unwrap_or("")) }
+            (err("why"))
+            label for="duration" { "Duration" }
+            select id="duration" name="duration" {
+                @for (secs, label) in DURATIONS {
+                    option value=(secs) selected[secs == duration] { (label) }
+                }
+            }
+            (err("duration"))
+            label.check {
+                input type="checkbox" name="skip_whitelist" checked[f.checked("skip_whitelist")];
+                " Skip whitelist (and the prefix-length and source checks)"
+            }
+            label.check {
+                input type="checkbox" name="extend" checked[f.checked("extend")];
+                " Extend an existing block for this network"
+            }
+            p { button type="submit" { "Block" } }
+        }
+    };
+    html(status, layout(s, v, "Add", body))
 }
 
 /// The start of every form that changes something: signed in with permission `p`, sent
@@ -892,47 +895,38 @@ fn unblock_page(
         who_why: true,
         ..Cols::default()
     };
-    let mut body = String::from("<h1>Unblock</h1>");
-    if let Some(e) = error {
-        let _ = write!(body, "<p class=\"error\">{}</p>", Esc(e));
-    }
-    if live.is_empty() {
-        body.push_str("<p class=\"empty\">Nothing to unblock: pick blocks in force on the <a href=\"/bhr/list\">list</a> or <a href=\"/bhr/query\">query</a> page.</p>");
-    } else {
-        let _ = write!(
-            body,
-            "<p>These {} will be removed from every block manager now:</p>",
-            if live.len() == 1 {
-                "block".to_string()
-            } else {
-                format!("{} blocks", live.len())
+    let body = html! {
+        h1 { "Unblock" }
+        @if let Some(e) = error { p.error { (e) } }
+        @if live.is_empty() {
+            p.empty {
+                "Nothing to unblock: pick blocks in force on the "
+                a href="/bhr/list" { "list" } " or " a href="/bhr/query" { "query" } " page."
             }
-        );
-        block_table(&mut body, &live, cols, &x);
-        let _ = write!(
-            body,
-            "<form class=\"stacked\" method=\"post\" action=\"/bhr/do_unblock\">{}",
-            csrf_input(v.csrf())
-        );
-        for r in &live {
-            let _ = write!(
-                body,
-                "<input type=\"hidden\" name=\"id\" value=\"{}\">",
-                r.block.id
-            );
+        } @else {
+            p {
+                "These "
+                @if live.len() == 1 { "block" } @else { (live.len()) " blocks" }
+                " will be removed from every block manager now:"
+            }
+            (block_table(&live, cols, &x).0)
+            form.stacked method="post" action="/bhr/do_unblock" {
+                (csrf_input(v.csrf()))
+                @for r in &live { input type="hidden" name="id" value=(r.block.id); }
+                label for="why" { "Why" }
+                textarea id="why" name="why" required rows="2" { (f.get("why").unwrap_or("")) }
+                p {
+                    button.danger type="submit" { "Unblock" } " "
+                    a href="/bhr/list" { "Cancel" }
+                }
+            }
         }
-        let _ = write!(
-            body,
-            "<label for=\"why\">Why</label><textarea id=\"why\" name=\"why\" required rows=\"2\">{}</textarea>\
-             <p><button type=\"submit\" class=\"danger\">Unblock</button> <a href=\"/bhr/list\">Cancel</a></p></form>",
-            Esc(f.get("why").unwrap_or(""))
-        );
-    }
-    if !gone.is_empty() {
-        body.push_str("<h2>No longer in force</h2>");
-        block_table(&mut body, &gone, cols, &x);
-    }
-    html(status, layout(s, v, "Unblock", &body))
+        @if !gone.is_empty() {
+            h2 { "No longer in force" }
+            (block_table(&gone, cols, &x).0)
+        }
+    };
+    html(status, layout(s, v, "Unblock", body))
 }
 
 /// `GET /bhr/unblock?id=…`: the confirmation page (changes nothing).
@@ -1049,25 +1043,23 @@ fn login_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let mut body = String::from("<h1>Sign in</h1>");
-    if let Some(e) = error {
-        let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", Esc(e));
-    }
-    let _ = write!(
-        body,
-        "<form class=\"stacked narrow\" method=\"post\" action=\"/accounts/login/\">{}\
-         <input type=\"hidden\" name=\"next\" value=\"{}\">\
-         <label for=\"username\">Username</label><input id=\"username\" name=\"username\" required autocomplete=\"username\" value=\"{}\"{}>\
-         <label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" required autocomplete=\"current-password\"{}>\
-         <p><button type=\"submit\">Sign in</button></p></form>\
-         <p class=\"muted\">Accounts are made with <code>catchd user add NAME --password-stdin</code>.</p>",
-        csrf_input(token),
-        Esc(next),
-        Esc(name),
-        if name.is_empty() { " autofocus" } else { "" },
-        if name.is_empty() { "" } else { " autofocus" },
-    );
-    let mut r = html(status, layout(s, v, "Sign in", &body));
+    let body = html! {
+        h1 { "Sign in" }
+        @if let Some(e) = error { p.error role="alert" { (e) } }
+        form.stacked.narrow method="post" action="/accounts/login/" {
+            (csrf_input(token))
+            input type="hidden" name="next" value=(next);
+            label for="username" { "Username" }
+            input id="username" name="username" required autocomplete="username" value=(name)
+                autofocus[name.is_empty()];
+            label for="password" { "Password" }
+            input id="password" name="password" type="password" required
+                autocomplete="current-password" autofocus[!name.is_empty()];
+            p { button type="submit" { "Sign in" } }
+        }
+        p.muted { "Accounts are made with " code { "catchd user add NAME --password-stdin" } "." }
+    };
+    let mut r = html(status, layout(s, v, "Sign in", body));
     r.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(CSRF_COOKIE, token, "/accounts/", v.https, None),
@@ -1172,11 +1164,14 @@ pub async fn logout_form(State(s): St, h: HeaderMap, uri: Uri) -> Response {
     if v.user().is_none() {
         return redirect(StatusCode::FOUND, "/bhr/");
     }
-    let body = format!(
-        "<h1>Sign out</h1><form method=\"post\" action=\"/accounts/logout/\">{}<button type=\"submit\">Sign out</button></form>",
-        csrf_input(v.csrf())
-    );
-    html(StatusCode::OK, layout(&s, &v, "Sign out", &body))
+    let body = html! {
+        h1 { "Sign out" }
+        form method="post" action="/accounts/logout/" {
+            (csrf_input(v.csrf()))
+            button type="submit" { "Sign out" }
+        }
+    };
+    html(StatusCode::OK, layout(&s, &v, "Sign out", body))
 }
 
 /// `POST /accounts/logout/`.
