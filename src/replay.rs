@@ -12,7 +12,6 @@
 //! counts from the first packet. Each drop runs like a script handler in the first
 //! round of its moment.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
@@ -209,7 +208,8 @@ pub struct Summary {
     pub span: Option<(Time, Time)>,
     /// Wall-clock time of the run.
     pub wall: Duration,
-    /// The part of `wall` spent applying drops (and writing their log lines).
+    /// The part of `wall` spent applying the drops made at the first packet (and writing
+    /// their log lines) and scheduling the later ones.
     pub drops_wall: Duration,
     /// Where the logs are.
     pub log_dir: PathBuf,
@@ -411,12 +411,8 @@ pub struct Replay {
     engine: Engine,
     logs: LogSet,
     sightings: Sightings,
-    /// Drops given relative to the first packet, until it is seen.
+    /// Every drop, until the first packet places them in time.
     unanchored: Vec<DropSpec>,
-    /// Drops in time order.
-    drops: VecDeque<(Time, Addr, String)>,
-    /// The time of the first pending drop (`Time::MAX` when none), checked per packet.
-    next_drop: Time,
     summary: Summary,
 }
 
@@ -438,22 +434,11 @@ impl Replay {
         };
         let engine = Engine::with_accepting_backend(cfg, &opts.plugin_name);
         let logs = LogSet::create(&opts.log_dir, opts.format)?;
-        let mut unanchored = Vec::new();
-        let mut drops = Vec::new();
-        for d in &opts.drops {
-            match d.when {
-                When::At(t) => drops.push((t, d.addr, d.location.clone())),
-                _ => unanchored.push(d.clone()),
-            }
-        }
-        drops.sort_by_key(|(t, _, _)| *t);
         let mut r = Replay {
             engine,
             logs,
             sightings: opts.sightings,
-            unanchored,
-            next_drop: drops.first().map_or(Time::MAX, |d| d.0),
-            drops: drops.into(),
+            unanchored: opts.drops.clone(),
             summary: Summary {
                 log_dir: opts.log_dir.clone(),
                 json: opts.format == Format::Json,
@@ -464,45 +449,47 @@ impl Replay {
         Ok(r)
     }
 
-    fn anchor(&mut self, first: Time) {
-        if self.unanchored.is_empty() {
-            return;
-        }
-        let mut all: Vec<(Time, Addr, String)> = self.drops.drain(..).collect();
-        for d in self.unanchored.drain(..) {
-            let t = match d.when {
-                When::FirstPacket => first,
-                When::AfterFirst(i) => first + i,
-                When::At(t) => t,
-            };
-            all.push((t, d.addr, d.location));
-        }
-        // Stable: drops at the same time keep the order they were given in.
-        all.sort_by_key(|(t, _, _)| *t);
-        self.drops = all.into();
-        self.next_drop = self.drops.front().map_or(Time::MAX, |d| d.0);
-    }
-
+    /// Places the drops in time once the first packet is seen, as the driver of a Zeek
+    /// run would: a drop at or before the first packet is made in that step, in the order
+    /// given, like calls from one `network_time_init` handler; a later one is a scheduled
+    /// event ([`Engine::schedule_drop`]), made at the first packet that reaches its time,
+    /// with that packet's time.
     #[inline(never)]
-    fn apply_due_drops(&mut self, now: Time) -> Result<(), Error> {
+    fn anchor(&mut self, first: Time) -> Result<(), Error> {
         let started = Instant::now();
-        while !self.drops.is_empty() && self.next_drop <= now {
-            self.apply_drop()?;
+        let mut all: Vec<(Time, usize)> = self
+            .unanchored
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let t = match d.when {
+                    When::FirstPacket => first,
+                    When::AfterFirst(i) => first + i,
+                    When::At(t) => t,
+                };
+                (t.max(first), i)
+            })
+            .collect();
+        // Stable: drops at the same time keep the order they were given in.
+        all.sort_by_key(|(t, _)| *t);
+        let drops = std::mem::take(&mut self.unanchored);
+        self.engine.advance(first);
+        let mut now = 0;
+        for (t, i) in all {
+            let d = &drops[i];
+            if t == first {
+                self.engine.drop_catch_release(first, d.addr, &d.location);
+                now += 1;
+            } else {
+                self.engine.schedule_drop(t, d.addr, &d.location);
+            }
         }
-        self.summary.drops_wall += started.elapsed();
-        Ok(())
-    }
-
-    fn apply_drop(&mut self) -> Result<(), Error> {
-        let next = self.drops.pop_front();
-        self.next_drop = self.drops.front().map_or(Time::MAX, |d| d.0);
-        if let Some((t, a, loc)) = next {
-            self.engine.advance(t);
-            self.engine.drop_catch_release(t, a, &loc);
-            // The drop ran as a handler in the first round of this moment.
+        if now > 0 {
+            // The drops ran as a handler in the first round of this moment.
             self.engine.drain(ZEEK_ROUNDS_PER_PACKET - 1);
             self.flush()?;
         }
+        self.summary.drops_wall += started.elapsed();
         Ok(())
     }
 
@@ -516,11 +503,8 @@ impl Replay {
             Some((_, last)) => *last = (*last).max(f.ts),
             None => {
                 self.summary.span = Some((f.ts, f.ts));
-                self.anchor(f.ts);
+                self.anchor(f.ts)?;
             }
-        }
-        if self.next_drop <= f.ts {
-            self.apply_due_drops(f.ts)?;
         }
         self.summary.packets += 1;
         self.summary.bytes += f.data.len() as u64;
@@ -567,8 +551,8 @@ impl Replay {
         Ok(())
     }
 
-    /// Applies the remaining drops, lets queued events run as Zeek does at the end of a
-    /// trace, and closes the logs.
+    /// Ends as Zeek does at the end of a trace (the drops still scheduled are made at the
+    /// last packet's time; see [`Engine::finish`]), and closes the logs.
     ///
     /// # Errors
     /// [`Error::Log`] if the logs cannot be written.
@@ -582,7 +566,6 @@ impl Replay {
                 );
             }
         }
-        self.apply_due_drops(Time::MAX)?;
         self.engine.finish();
         self.flush()?;
         self.logs.close()?;

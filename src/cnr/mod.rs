@@ -159,6 +159,13 @@ pub enum Event {
     /// A connection originator was seen (`new_connection` and friends calling
     /// `catch_release_seen`).
     Seen(Addr),
+    /// A scheduled drop came due: its handler calls `drop_address_catch_release`.
+    Drop {
+        /// The address.
+        addr: Addr,
+        /// The location.
+        location: Arc<str>,
+    },
 }
 
 impl Event {
@@ -241,6 +248,8 @@ enum TimerKind {
     Sweep,
     /// A scheduled `rule_expire` event.
     RuleExpire { rule: Arc<Rule>, plugin: PluginId },
+    /// A scheduled event whose handler drops an address with catch-and-release.
+    Drop { addr: Addr, location: Arc<str> },
 }
 
 #[derive(Debug)]
@@ -402,6 +411,9 @@ impl Engine {
                 TimerKind::RuleExpire { rule, plugin } => {
                     self.queue.push_back(Event::RuleExpire { rule, plugin });
                 }
+                TimerKind::Drop { addr, location } => {
+                    self.queue.push_back(Event::Drop { addr, location });
+                }
             }
         }
         self.timers.peek().is_some_and(|t| t.0.at <= self.now)
@@ -446,11 +458,34 @@ impl Engine {
         }
     }
 
-    /// Shuts down as Zeek does at the end of a trace: pending expiries will do nothing,
-    /// queued events still run, and no further timers fire.
+    /// Shuts down as Zeek does at the end of a trace: network time stays where it is,
+    /// the timers still pending are dispatched (their events run: a scheduled drop is
+    /// made, an expiry does nothing since Zeek is terminating; the sweep does not run), and
+    /// queued events run; no timer set meanwhile fires.
     pub fn finish(&mut self) {
         self.nc.terminating = true;
+        let mut pending = std::mem::take(&mut self.timers).into_sorted_vec();
+        // `into_sorted_vec` of `Reverse` timers is latest first.
+        pending.reverse();
+        self.next_timer = Time::MAX;
+        for Reverse(t) in pending {
+            if let TimerKind::Drop { addr, location } = t.kind {
+                self.queue.push_back(Event::Drop { addr, location });
+            }
+        }
         self.drain_all();
+    }
+
+    /// Zeek's `schedule` of an event whose handler calls `drop_address_catch_release`:
+    /// the drop is made at the first step whose network time reaches `at` (with that
+    /// step's time), after the timers due before it and subject to the same
+    /// `max_timer_expires`; one still pending at [`Engine::finish`] is made then.
+    pub fn schedule_drop(&mut self, at: Time, a: impl Into<Addr>, location: &str) {
+        let kind = TimerKind::Drop {
+            addr: a.into(),
+            location: Arc::from(location),
+        };
+        self.schedule(at, kind);
     }
 
     /// Runs one event's handlers in Zeek's priority order.
@@ -478,6 +513,9 @@ impl Engine {
             Event::RuleExpire { rule, plugin } => self.nc_rule_expire(rule, *plugin),
             Event::Seen(a) => {
                 self.seen_impl(*a);
+            }
+            Event::Drop { addr, location } => {
+                self.drop_now(*addr, location);
             }
         }
     }
@@ -530,8 +568,12 @@ impl Engine {
         a: impl Into<Addr>,
         location: &str,
     ) -> BlockInfo {
-        let a = a.into();
         self.advance(now);
+        self.drop_now(a.into(), location)
+    }
+
+    /// `drop_address_catch_release` at the engine's current time.
+    fn drop_now(&mut self, a: Addr, location: &str) -> BlockInfo {
         if let Some(e) = self.watch.entry(&a) {
             let rec = self.cr_record(a, &e, Action::Info);
             self.emit(

@@ -16,4 +16,5 @@ mod serve;
 mod support;
 mod watchlist;
 mod web;
+mod zeek;
 mod zeek_scripts;

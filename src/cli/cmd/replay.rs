@@ -19,7 +19,9 @@ pub struct ReplayArgs {
     pub files: Vec<PathBuf>,
 
     /// Drop an address with catch-and-release. TIME is epoch seconds, RFC 3339, or
-    /// +DURATION after the first packet (default: the first packet's time).
+    /// +DURATION after the first packet (default: the first packet's time). As in Zeek,
+    /// a drop is made at the first packet at or after its time, with that packet's time
+    /// (one after the last packet, at the end of the trace).
     #[arg(long = "drop", value_name = "ADDR[@TIME][=LOCATION]")]
     pub drops: Vec<DropSpec>,
 

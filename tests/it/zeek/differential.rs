@@ -1,0 +1,577 @@
+//! Catch-and-release, differential: the same trace and the same drop schedule through
+//! Zeek (`zeek -b -r TRACE`, NetControl, catch-and-release and the debug plugin, with a
+//! driver script that makes the drops at their network times) and through
+//! `catchd replay`; the three NetControl logs must be the same line for line, headers
+//! included (only `#open`/`#close` differ), in TSV and in JSON.
+//!
+//! Zeek runs in bare mode (`-b`): no protocol analyzers, so `likely_server_ports` is empty
+//! and a connection's originator is the sender of its first packet, which is the rule
+//! `catchd replay` follows.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+
+use super::{Zeek, run_zeek, zeek};
+use crate::support::{fixture, read};
+
+#[path = "../../../fixtures/synth.rs"]
+#[allow(unreachable_pub)]
+mod synth;
+
+use synth::{L4, Link, Pkt, Vlan};
+
+/// One drop: at the first packet (`None`) or at an absolute network time.
+#[derive(Clone, Debug)]
+pub struct Drop {
+    pub at: Option<f64>,
+    pub addr: String,
+    pub location: String,
+}
+
+/// A trace, a drop schedule and the settings both sides run with.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub trace: PathBuf,
+    pub drops: Vec<Drop>,
+    /// The escalation ladder, in milliseconds.
+    pub intervals_ms: Vec<u64>,
+    pub json: bool,
+}
+
+const LOGS: [&str; 3] = [
+    "netcontrol_catch_release.log",
+    "netcontrol.log",
+    "netcontrol_drop.log",
+];
+
+/// The Zeek script that makes `s`'s drops at their network times.
+fn driver(s: &Scenario) -> String {
+    let mut z = String::from(
+        "@load base/frameworks/netcontrol\n\
+         @load policy/frameworks/netcontrol/catch-and-release\n",
+    );
+    let ladder: Vec<String> = s
+        .intervals_ms
+        .iter()
+        .map(|ms| format!("{ms}msec"))
+        .collect();
+    let _ = writeln!(
+        z,
+        "redef NetControl::catch_release_intervals = vector({});",
+        ladder.join(", ")
+    );
+    if s.json {
+        z.push_str("redef LogAscii::use_json = T;\n");
+    }
+    z.push_str(
+        "event NetControl::init() { NetControl::activate(NetControl::create_debug(T), 0); }\n",
+    );
+    // Zeek warns about a handler of an event nothing generates.
+    if s.drops.iter().any(|d| d.at.is_some()) {
+        z.push_str(
+            "event catchd_drop(a: addr, loc: string) \
+             { NetControl::drop_address_catch_release(a, loc); }\n",
+        );
+    }
+    z.push_str("event network_time_init() {\n");
+    for d in &s.drops {
+        // An IPv6 literal is bracketed in Zeek's script language.
+        let addr = if d.addr.contains(':') {
+            format!("[{}]", d.addr)
+        } else {
+            d.addr.clone()
+        };
+        let call = format!("{addr}, \"{}\"", d.location);
+        match d.at {
+            // At the first packet: in the same step, as catchd applies it.
+            None => {
+                let _ = writeln!(z, "  NetControl::drop_address_catch_release({call});");
+            }
+            Some(t) => {
+                let _ = writeln!(
+                    z,
+                    "  if ( double_to_time({t:.6}) <= network_time() ) \
+                     NetControl::drop_address_catch_release({call});\n  \
+                     else schedule double_to_time({t:.6}) - network_time() {{ catchd_drop({call}) }};"
+                );
+            }
+        }
+    }
+    z.push_str("}\n");
+    z
+}
+
+fn drops_csv(s: &Scenario) -> String {
+    let mut c = String::from("ts,addr,location\n");
+    for d in &s.drops {
+        let ts = d.at.map(|t| format!("{t:.6}")).unwrap_or_default();
+        let _ = writeln!(c, "{ts},{},{}", d.addr, d.location);
+    }
+    c
+}
+
+/// A log's lines without `#open`/`#close` (and nothing for a log that was not written),
+/// with the two orders Zeek itself does not fix put in a canonical order:
+///
+/// * Zeek forgets the addresses one sweep expires in its table's hash order, seeded at
+///   random per process: a run of FORGOTTEN lines with one timestamp is sorted.
+/// * Zeek's timer heap orders timers with equal deadlines by its shape, which depends on
+///   every timer Zeek holds (connections' included). Blocks that began at one packet with
+///   one length end together, in either order: in a run of block-end lines (EXPIRE and
+///   REMOVE in `netcontrol.log`, UNBLOCK in `netcontrol_catch_release.log`) with one
+///   timestamp, the lines are grouped by rule id, each rule's lines keeping their order.
+fn body(dir: &Path, name: &str) -> String {
+    let p = dir.join(name);
+    if !p.exists() {
+        return String::new();
+    }
+    let text = read(&p);
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("#open") && !l.starts_with("#close"))
+        .collect();
+    canonical_runs(&mut lines, |l| l.contains("NetControl::FORGOTTEN"), None);
+    canonical_runs(
+        &mut lines,
+        |l| {
+            [
+                "\tEXPIRE\t",
+                "\tREMOVE\t",
+                "\"cmd\":\"EXPIRE\"",
+                "\"cmd\":\"REMOVE\"",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+                || l.contains("NetControl::UNBLOCK")
+        },
+        Some(rule_id),
+    );
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// The first field of a TSV or JSON line (the timestamp).
+fn first_field(l: &str) -> &str {
+    l.trim_start_matches("{\"ts\":")
+        .split(['\t', ','])
+        .next()
+        .unwrap_or("")
+}
+
+/// The rule id of a TSV or JSON line (0 if none).
+fn rule_id(l: &str) -> u64 {
+    let field = match l.split_once("\"rule_id\":\"") {
+        Some((_, rest)) => rest.split('"').next(),
+        None => l.split('\t').nth(1),
+    };
+    field.and_then(|f| f.parse().ok()).unwrap_or(0)
+}
+
+/// Sorts each run of consecutive lines with one timestamp that all match `within`: by
+/// `key`, stably, or (with no key) wholly.
+fn canonical_runs(lines: &mut [&str], within: impl Fn(&str) -> bool, key: Option<fn(&str) -> u64>) {
+    let mut i = 0;
+    while i < lines.len() {
+        if !within(lines[i]) {
+            i += 1;
+            continue;
+        }
+        let ts = first_field(lines[i]).to_string();
+        let mut j = i + 1;
+        while j < lines.len() && within(lines[j]) && first_field(lines[j]) == ts {
+            j += 1;
+        }
+        let run = &mut lines[i..j];
+        match key {
+            Some(key) => run.sort_by_key(|l| key(l)),
+            None => run.sort_unstable(),
+        }
+        i = j;
+    }
+}
+
+/// Whether a log holds any record.
+fn has_records(text: &str) -> bool {
+    text.lines().any(|l| !l.starts_with('#'))
+}
+
+/// Runs both and returns the first log that differs, as a readable report.
+fn differ(z: &Zeek, s: &Scenario) -> Option<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let (zd, cd) = (dir.path().join("zeek"), dir.path().join("catchd"));
+    std::fs::create_dir_all(&zd).unwrap();
+    std::fs::create_dir_all(&cd).unwrap();
+    std::fs::write(zd.join("driver.zeek"), driver(s)).unwrap();
+    let trace = s.trace.to_str().unwrap();
+    run_zeek(z, &zd, &["-b", "-r", trace, "driver.zeek"]);
+    std::fs::write(dir.path().join("drops.csv"), drops_csv(s)).unwrap();
+    let ladder: Vec<String> = s.intervals_ms.iter().map(|ms| format!("{ms}ms")).collect();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_catchd"));
+    c.args(["replay", "--no-progress", "--intervals", &ladder.join(",")])
+        .arg("--drops")
+        .arg(dir.path().join("drops.csv"))
+        .arg("--log-dir")
+        .arg(&cd)
+        .arg(&s.trace);
+    if s.json {
+        c.arg("--json");
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "catchd replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for log in LOGS {
+        let (want, got) = (body(&zd, log), body(&cd, log));
+        // Zeek only creates a log when it writes a record to it.
+        if want.is_empty() && !has_records(&got) {
+            continue;
+        }
+        if want != got {
+            let mut report = format!("{log} differs (Zeek {}):\n", z.version);
+            for (i, (w, g)) in want.lines().zip(got.lines()).enumerate() {
+                if w != g {
+                    let _ = writeln!(report, "line {}:\n  zeek:   {w}\n  catchd: {g}", i + 1);
+                }
+            }
+            let (nw, ng) = (want.lines().count(), got.lines().count());
+            if nw != ng {
+                let _ = writeln!(report, "zeek wrote {nw} lines, catchd {ng}");
+                let longer = if nw > ng { &want } else { &got };
+                for l in longer.lines().skip(nw.min(ng)) {
+                    let _ = writeln!(
+                        report,
+                        "  only in {}: {l}",
+                        if nw > ng { "zeek" } else { "catchd" }
+                    );
+                }
+            }
+            let _ = writeln!(report, "driver:\n{}drops:\n{}", driver(s), drops_csv(s));
+            return Some(report);
+        }
+    }
+    None
+}
+
+#[track_caller]
+fn same(s: &Scenario) {
+    let Some(z) = zeek() else { return };
+    for json in [false, true] {
+        let s = Scenario { json, ..s.clone() };
+        if let Some(report) = differ(z, &s) {
+            panic!("{}: {report}", s.trace.display());
+        }
+    }
+}
+
+fn read_drops(csv: &str) -> Vec<Drop> {
+    read(&fixture(csv))
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut f = l.splitn(3, ',');
+            let ts = f.next().unwrap();
+            Drop {
+                at: (!ts.is_empty()).then(|| ts.parse().unwrap()),
+                addr: f.next().unwrap().to_string(),
+                location: f.next().unwrap_or("").to_string(),
+            }
+        })
+        .collect()
+}
+
+fn fixture_scenario(trace: &str, drops: &str, intervals_ms: &[u64]) -> Scenario {
+    Scenario {
+        trace: fixture(trace),
+        drops: read_drops(drops),
+        intervals_ms: intervals_ms.to_vec(),
+        json: false,
+    }
+}
+
+#[test]
+fn the_bundled_traces_log_as_zeek_logs_them() {
+    let fast = [10_000, 30_000, 60_000];
+    for trace in [
+        "returning.pcap",
+        "returning.pcapng",
+        "returning-vlan.pcap",
+        "returning-sll.pcap",
+        "returning-sll2.pcap",
+        "returning-raw.pcap",
+        "returning-null.pcap",
+    ] {
+        same(&fixture_scenario(trace, "returning.drops.csv", &fast));
+    }
+    same(&fixture_scenario(
+        "returning-v6.pcap",
+        "returning-v6.drops.csv",
+        &fast,
+    ));
+}
+
+#[test]
+fn zeeks_own_ladder_on_the_bundled_trace() {
+    same(&fixture_scenario(
+        "returning.pcap",
+        "returning.drops.csv",
+        &[600_000, 3_600_000, 86_400_000, 604_800_000],
+    ));
+}
+
+#[test]
+fn drops_between_packets_at_one_packet_and_after_the_trace() {
+    let t = |s: f64| Some(synth::T0 as f64 + s);
+    let d = |at, addr: &str, location: &str| Drop {
+        at,
+        addr: addr.into(),
+        location: location.into(),
+    };
+    same(&Scenario {
+        trace: fixture("returning.pcap"),
+        drops: vec![
+            // Before the first packet: made at it, in this order.
+            d(t(-30.0), "192.0.2.1", "early"),
+            d(None, "192.0.2.2", "first"),
+            // Twice at the first packet: the second is a duplicate.
+            d(None, "192.0.2.2", "again"),
+            // Three between two packets (T+5 and T+5.5): all made at T+5.5, every
+            // DROP_REQUESTED before every DROPPED.
+            d(t(5.1), "192.0.2.3", "a"),
+            d(t(5.2), "192.0.2.4", "b"),
+            d(t(5.3), "192.0.2.6", "c"),
+            // After the last packet (T+130.5): made at termination.
+            d(t(500.0), "192.0.2.5", "late"),
+        ],
+        intervals_ms: vec![10_000, 30_000, 60_000],
+        json: false,
+    });
+}
+
+// ----- generated traces -----
+
+/// Writes `pkts` (sorted by time) as an Ethernet pcap file.
+fn write_pcap(path: &Path, pkts: &[Pkt]) {
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65_535u32.to_le_bytes());
+    f.extend_from_slice(&(Link::Ethernet as u32).to_le_bytes());
+    for p in pkts {
+        let frame = synth::frame(Link::Ethernet, p);
+        let len = u32::try_from(frame.len()).unwrap();
+        f.extend_from_slice(&u32::try_from(p.ts_us / 1_000_000).unwrap().to_le_bytes());
+        f.extend_from_slice(&u32::try_from(p.ts_us % 1_000_000).unwrap().to_le_bytes());
+        f.extend_from_slice(&len.to_le_bytes());
+        f.extend_from_slice(&len.to_le_bytes());
+        f.extend_from_slice(&frame);
+    }
+    std::fs::write(path, f).unwrap();
+}
+
+/// Attackers the schedules drop, and servers they talk to.
+const ATTACKERS: [&str; 3] = ["203.0.113.1", "203.0.113.2", "203.0.113.3"];
+const SERVERS: [&str; 2] = ["198.51.100.1", "198.51.100.2"];
+
+/// One generated packet: who sends, what, and how long after the previous one.
+#[derive(Clone, Debug)]
+struct Gen {
+    gap_ms: u64,
+    /// Index into ATTACKERS ++ SERVERS.
+    from: usize,
+    to: usize,
+    kind: u8,
+    port: u16,
+}
+
+/// A packet of `kinds` (0 SYN, 1 SYN-ACK, 2 ACK, 3 UDP, 4 ICMP echo).
+fn gen_packet(kinds: &'static [u8]) -> impl Strategy<Value = Gen> {
+    (
+        prop_oneof![4 => 0u64..3_000, 2 => 3_000u64..40_000, 1 => 40_000u64..200_000],
+        0usize..5,
+        0usize..5,
+        prop::sample::select(kinds),
+        prop_oneof![Just(22u16), Just(80), Just(53), Just(40_000)],
+    )
+        .prop_map(|(gap_ms, from, to, kind, port)| Gen {
+            gap_ms,
+            from,
+            to: if to == from { (to + 1) % 5 } else { to },
+            kind,
+            port,
+        })
+}
+
+fn host(i: usize) -> std::net::IpAddr {
+    let all: Vec<&str> = ATTACKERS.iter().chain(SERVERS.iter()).copied().collect();
+    all[i].parse().unwrap()
+}
+
+/// The packets of `gens`; with `fresh`, each from a source port of its own (so each is
+/// the first packet of a connection), else all from one port (so packets between two
+/// hosts share connections).
+fn packets(gens: &[Gen], fresh: bool) -> Vec<Pkt> {
+    let mut t = synth::at(0.0);
+    gens.iter()
+        .enumerate()
+        .map(|(i, g)| {
+            t += g.gap_ms * 1000;
+            let ephemeral = if fresh { 20_000 + i as u16 } else { 40_001 };
+            let l4 = match g.kind {
+                0 => L4::Tcp {
+                    sport: ephemeral,
+                    dport: g.port,
+                    syn: true,
+                    ack: false,
+                    psh: false,
+                },
+                1 => L4::Tcp {
+                    sport: g.port,
+                    dport: ephemeral,
+                    syn: true,
+                    ack: true,
+                    psh: false,
+                },
+                2 => L4::Tcp {
+                    sport: ephemeral,
+                    dport: g.port,
+                    syn: false,
+                    ack: true,
+                    psh: true,
+                },
+                3 => L4::Udp {
+                    sport: ephemeral,
+                    dport: g.port,
+                },
+                _ => L4::Icmp,
+            };
+            Pkt {
+                ts_us: t,
+                src: host(g.from),
+                dst: host(g.to),
+                l4,
+                payload: 0,
+                vlan: Vlan::None,
+            }
+        })
+        .collect()
+}
+
+/// Drops at distinct times (the first, optionally, at the first packet). Zeek orders
+/// timers with equal deadlines by the shape of its timer heap, which depends on every
+/// timer it holds (connections' included), so two drops at one time, or two blocks
+/// ending at one time, may come out in either order; distinct drop times keep the
+/// comparison exact.
+fn gen_drops() -> impl Strategy<Value = Vec<(Option<u64>, usize)>> {
+    (
+        any::<bool>(),
+        prop::collection::vec((0u64..300_000, 0usize..3), 1..4),
+    )
+        .prop_map(|(first, mut v)| {
+            v.sort_unstable_by_key(|(t, _)| *t);
+            v.dedup_by_key(|(t, _)| *t);
+            v.iter()
+                .enumerate()
+                .map(|(i, (t, who))| ((i > 0 || !first).then_some(*t), *who))
+                .collect()
+        })
+}
+
+type Generated = (Vec<Gen>, Vec<(Option<u64>, usize)>, Vec<u64>, bool);
+
+fn gen_scenario(kinds: &'static [u8]) -> impl Strategy<Value = Generated> {
+    (
+        prop::collection::vec(gen_packet(kinds), 1..40),
+        gen_drops(),
+        prop::collection::vec(1u64..60, 2..5)
+            .prop_map(|v| v.into_iter().map(|s| s * 1000).collect()),
+        any::<bool>(),
+    )
+}
+
+fn generated(dir: &Path, (gens, drops, ladder, json): &Generated, fresh: bool) -> Scenario {
+    let trace = dir.join("gen.pcap");
+    write_pcap(&trace, &packets(gens, fresh));
+    // Timed drops come after the first packet (one before it would be made at the first
+    // packet, at the same moment as another), 1 ms apart at least.
+    let first_ms = synth::T0 * 1000 + gens[0].gap_ms;
+    Scenario {
+        trace,
+        drops: drops
+            .iter()
+            .map(|(at, who)| Drop {
+                at: at.map(|ms| (first_ms + 1 + ms) as f64 / 1000.0),
+                addr: ATTACKERS[*who].to_string(),
+                location: format!("gen{who}"),
+            })
+            .collect(),
+        intervals_ms: ladder.to_vec(),
+        json: *json,
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("CATCHD_ZEEK_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24)
+}
+
+fn check(g: &Generated, fresh: bool) -> Result<(), TestCaseError> {
+    let Some(z) = zeek() else { return Ok(()) };
+    let dir = tempfile::tempdir().unwrap();
+    let s = generated(dir.path(), g, fresh);
+    match differ(z, &s) {
+        Some(report) => Err(TestCaseError::fail(format!("{report}\npackets: {:?}", g.0))),
+        None => Ok(()),
+    }
+}
+
+fn config() -> Config {
+    Config {
+        cases: cases(),
+        max_shrink_iters: 200,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+        )),
+        ..Config::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Random small traces and drop schedules, every packet a UDP packet from a port of
+    /// its own, so each is the first packet of a connection and Zeek raises only
+    /// `new_connection` for it, which is catchd's sighting rule: Zeek and catchd write the
+    /// same logs. This exercises the timing core: blocks, releases, re-blocks at block
+    /// ends, escalation on any ladder, sweeps, and drops scheduled between packets and
+    /// after the trace. (A TCP SYN also makes Zeek call `catch_release_seen` from
+    /// `connection_attempt`, `tcp_attempt_delay` later, and from `connection_pending` at
+    /// the end; see the next test.)
+    #[test]
+    fn random_schedules_on_fresh_udp_connections_log_as_zeek_logs_them(
+        g in gen_scenario(&[3])
+    ) {
+        check(&g, true)?;
+    }
+
+    /// The same with every kind of packet and connections that span packets. Known to
+    /// diverge until catchd models Zeek's connection life cycle for watched originators
+    /// (a SYN-ACK or mid-stream first packet starts a connection in Zeek; a repeated SYN
+    /// or UDP packet on a live 5-tuple does not).
+    #[test]
+    #[ignore = "Zeek's connection life cycle is not modelled yet (issue 16, item 4)"]
+    fn random_traces_and_schedules_log_as_zeek_logs_them(
+        g in gen_scenario(&[0, 1, 2, 3, 4])
+    ) {
+        check(&g, false)?;
+    }
+}
