@@ -12,8 +12,10 @@
 //! already blocked) or `broker_rule_error` (not a DROP of an address, or refused by the
 //! whitelist or prefix rules), sent once the block is durable, with the rule echoed
 //! unchanged. `broker_remove_rule` ends the block and answers `broker_rule_removed`. When
-//! the block ends by itself (or someone unblocks it through the BHR API) catchd sends
-//! `broker_rule_timeout`: the plugin in `zeek-scripts/` is created with `can_expire = T`.
+//! the block ends by itself catchd sends `broker_rule_timeout` (the plugin in
+//! `zeek-scripts/` is created with `can_expire = T`); when someone unblocks it in catchd
+//! (the BHR API, the pages), `broker_rule_removed` with the unblock's reason, so Zeek's
+//! `netcontrol.log` shows `REMOVE REMOVED` rather than a timeout that did not happen.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -341,22 +343,38 @@ impl ManagerBus {
                         self.ends.insert((u, id));
                     }
                 }
+                Some(b) if b.forced_unblock => self.removed(&b),
                 _ => self.timeout(id),
             }
         }
     }
 
     /// A block Zeek rules stand for changed in the registry (BHR API): a forced unblock
-    /// is a timeout to Zeek; a new end is rescheduled.
+    /// is a removal to Zeek, an end that has come a timeout; a new end is rescheduled.
     pub fn block_changed(&mut self, b: &Block, now: Time) {
         if !self.rules.contains_key(&b.id) {
             return;
         }
-        if b.forced_unblock || b.unblock_at.is_some_and(|u| u <= now) {
+        if b.forced_unblock {
+            self.removed(b);
+        } else if b.unblock_at.is_some_and(|u| u <= now) {
             self.timeout(b.id);
         } else if let Some(u) = b.unblock_at {
             self.ends.retain(|(_, id)| *id != b.id);
             self.ends.insert((u, b.id));
+        }
+    }
+
+    /// `broker_rule_removed` for every Zeek rule of a block unblocked in catchd.
+    fn removed(&mut self, b: &Block) {
+        self.ends.retain(|(_, id)| *id != b.id);
+        let msg = format!("unblocked in catchd: {}", b.unblock_why);
+        for z in self.rules.remove(&b.id).unwrap_or_default() {
+            self.by_id.remove(&z.id);
+            self.publisher.publish(
+                z.topic.clone(),
+                zeek::rule_answer(zeek::BROKER_RULE_REMOVED, z.plugin, z.raw, &msg),
+            );
         }
     }
 

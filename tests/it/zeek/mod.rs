@@ -7,6 +7,8 @@
 //! Zeek a failure.
 
 mod differential;
+mod package;
+mod plugin;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
