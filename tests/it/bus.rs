@@ -49,14 +49,14 @@ impl Drop for Proc {
 }
 
 /// `catchd proxy` on two free ports.
-struct Bus {
+pub(crate) struct Bus {
     _proxy: Proc,
-    xpub: String,
-    xsub: String,
+    pub(crate) xpub: String,
+    pub(crate) xsub: String,
 }
 
 impl Bus {
-    fn start() -> Bus {
+    pub(crate) fn start() -> Bus {
         let xpub = format!("tcp://127.0.0.1:{}", free_port());
         let xsub = format!("tcp://127.0.0.1:{}", free_port());
         let child = catchd()
@@ -81,7 +81,7 @@ impl Bus {
         }
     }
 
-    fn flags(&self) -> Vec<String> {
+    pub(crate) fn flags(&self) -> Vec<String> {
         vec![
             "--bus-xpub".into(),
             self.xpub.clone(),
@@ -186,7 +186,7 @@ fn metric(s: &Server, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn manager(f: &Files, bus: &Bus, extra: &[&str]) -> Server {
+pub(crate) fn manager(f: &Files, bus: &Bus, extra: &[&str]) -> Server {
     let mut args: Vec<String> = bus.flags();
     args.extend(["--bus".into(), "--node-id".into(), "mgr".into()]);
     args.extend(extra.iter().map(|s| s.to_string()));

@@ -6,6 +6,7 @@
 //! them and pass, unless `CATCHD_REQUIRE_ZEEK` is set (CI sets it), which makes a missing
 //! Zeek a failure.
 
+mod cluster;
 mod differential;
 mod package;
 mod plugin;

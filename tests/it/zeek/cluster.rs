@@ -1,0 +1,168 @@
+//! Zeek's cluster bus with real Zeek nodes: a Zeek worker (ZeroMQ backend, started with
+//! `CLUSTER_NODE`) behind `catchd proxy`, with `catchd run` as its catch-and-release
+//! manager.
+
+use std::path::Path;
+use std::process::Command;
+
+use super::{Zeek, zeek};
+use crate::bus::{Bus, manager};
+use crate::daemon::Files;
+
+/// A pcap of UDP datagrams, one every `every_ms` from `start_ms` (after 1700000000) for
+/// `n` packets, from `src` to `dst`, each from a port of its own.
+fn udp_trace(path: &Path, flows: &[([u8; 4], [u8; 4], u64, u64, u32)]) {
+    let mut pkts: Vec<(u64, [u8; 4], [u8; 4], u16)> = Vec::new();
+    for &(src, dst, start_ms, every_ms, n) in flows {
+        for i in 0..n {
+            pkts.push((
+                start_ms + u64::from(i) * every_ms,
+                src,
+                dst,
+                30_000 + i as u16,
+            ));
+        }
+    }
+    pkts.sort_by_key(|p| p.0);
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for (ms, src, dst, sport) in pkts {
+        let payload = b"catchd";
+        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        let total = (20 + 8 + payload.len()) as u16;
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        let sum: u32 = ip
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        let mut frame = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x66, 0x08, 0x00];
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&sport.to_be_bytes());
+        frame.extend_from_slice(&53u16.to_be_bytes());
+        frame.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(payload);
+        let secs = 1_700_000_000 + ms / 1000;
+        out.extend_from_slice(&u32::try_from(secs).unwrap().to_le_bytes());
+        out.extend_from_slice(&u32::try_from(ms % 1000 * 1000).unwrap().to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// A worker's scripts: the cluster layout, the ZeroMQ backend pointed at `bus`, and
+/// catch-and-release; at the end it prints what its `blocks` table holds for `watched`.
+fn worker_scripts(dir: &Path, bus: &Bus, watched: &str) {
+    std::fs::write(
+        dir.join("cluster-layout.zeek"),
+        "redef Cluster::manager_is_logger = T;\n\
+         redef Cluster::nodes = {\n\
+         \t[\"manager\"] = [$node_type=Cluster::MANAGER, $ip=127.0.0.1],\n\
+         \t[\"worker-1\"] = [$node_type=Cluster::WORKER, $ip=127.0.0.1, $manager=\"manager\"],\n\
+         };\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("worker.zeek"),
+        format!(
+            "# The backend first: the cluster framework checks for one as it loads.\n\
+             @load policy/frameworks/cluster/backend/zeromq\n\
+             @load base/frameworks/netcontrol\n\
+             @load policy/frameworks/netcontrol/catch-and-release\n\
+             redef Cluster::Backend::ZeroMQ::run_proxy_thread = F;\n\
+             redef Cluster::Backend::ZeroMQ::connect_xpub_endpoint = \"{xsub}\";\n\
+             redef Cluster::Backend::ZeroMQ::connect_xsub_endpoint = \"{xpub}\";\n\
+             event NetControl::catch_release_block_new(a: addr, b: NetControl::BlockInfo)\n\
+             \t{{ print fmt(\"block_new %s %s\", a, b); }}\n\
+             event zeek_done()\n\
+             \t{{ print fmt(\"final %s\", NetControl::get_catch_release_info({watched})); }}\n",
+            xsub = bus.xsub,
+            xpub = bus.xpub,
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_zeek_worker_reports_a_sighting_and_catchd_reblocks_it() {
+    let Some(z) = zeek() else { return };
+    let bus = Bus::start();
+    let f = Files::new("[cnr]\nintervals = \"1s,20s,40s\"\nsweep_interval = \"1s\"\n");
+    let m = manager(&f, &bus, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    // Background from 10.0.0.1 from the start; the watched 10.0.0.66 from 6 s on.
+    udp_trace(
+        &dir.path().join("t.pcap"),
+        &[
+            ([10, 0, 0, 1], [10, 0, 0, 2], 0, 500, 24),
+            ([10, 0, 0, 66], [10, 0, 0, 2], 6_000, 500, 12),
+        ],
+    );
+    worker_scripts(dir.path(), &bus, "10.0.0.66");
+    // Pseudo-realtime, so the trace takes 12 s and the bus has time to work.
+    let zeek_run = run_worker(z, dir.path());
+    // Once the worker is up, catchd drops the address: blocked 1 s, watched 20 s.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let (status, body) = m.request(
+        "POST",
+        "/api/v1/cr/drop",
+        Some(&f.zeek),
+        Some((
+            "application/x-www-form-urlencoded",
+            "addr=10.0.0.66&location=from%20the%20test",
+        )),
+    );
+    assert!(status == 200 || status == 201, "{status} {body}");
+    let out = zeek_run.join().unwrap();
+    // The worker had catchd's first BlockInfo, saw the address after its release,
+    // told catchd (catch_release_encountered), and holds the re-block catchd sent.
+    assert!(out.contains("block_new 10.0.0.66"), "{out}\n{}", m.log());
+    let last = out.lines().find(|l| l.starts_with("final ")).unwrap_or("");
+    assert!(last.contains("num_reblocked=1"), "{out}\n{}", m.log());
+    assert!(last.contains("current_interval=1"), "{out}");
+    assert!(last.contains("location=from the test"), "{out}");
+    let seen = std::fs::read_to_string(f.logs.join("netcontrol_catch_release.log")).unwrap();
+    assert!(seen.contains("NetControl::SEEN_AGAIN"), "{seen}");
+    assert!(m.terminate().success());
+}
+
+/// Runs the worker on the trace in pseudo-realtime in a thread; its stdout at the end.
+fn run_worker(z: &Zeek, dir: &Path) -> std::thread::JoinHandle<String> {
+    let bin = z.bin.clone();
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let out = Command::new(&bin)
+            .args(["-r", "t.pcap", "--pseudo-realtime=1", "worker.zeek"])
+            .env("CLUSTER_NODE", "worker-1")
+            .env("ZEEKPATH", zeekpath(&bin, &dir))
+            .current_dir(&dir)
+            .output()
+            .expect("running zeek");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "worker failed: {stderr}");
+        format!("{}{stderr}", String::from_utf8_lossy(&out.stdout))
+    })
+}
+
+fn zeekpath(bin: &Path, dir: &Path) -> String {
+    let out = Command::new(bin.with_file_name("zeek-config"))
+        .arg("--zeekpath")
+        .output()
+        .expect("zeek-config");
+    format!(
+        "{}:{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout).trim()
+    )
+}
