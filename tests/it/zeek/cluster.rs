@@ -9,9 +9,12 @@ use super::{Zeek, zeek};
 use crate::bus::{Bus, manager};
 use crate::daemon::Files;
 
-/// A pcap of UDP datagrams, one every `every_ms` from `start_ms` (after 1700000000) for
-/// `n` packets, from `src` to `dst`, each from a port of its own.
-fn udp_trace(path: &Path, flows: &[([u8; 4], [u8; 4], u64, u64, u32)]) {
+/// Datagrams from `.0` to `.1`, one every `.3` ms from `.2` ms after 1700000000, `.4` of
+/// them.
+type Flow = ([u8; 4], [u8; 4], u64, u64, u32);
+
+/// A pcap of the flows' UDP datagrams, each from a port of its own.
+fn udp_trace(path: &Path, flows: &[Flow]) {
     let mut pkts: Vec<(u64, [u8; 4], [u8; 4], u16)> = Vec::new();
     for &(src, dst, start_ms, every_ms, n) in flows {
         for i in 0..n {
