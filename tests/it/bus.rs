@@ -166,7 +166,7 @@ fn encode(e: &Event) -> String {
 }
 
 #[track_caller]
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = f() {
@@ -177,7 +177,7 @@ fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn metric(s: &Server, name: &str) -> u64 {
+pub(crate) fn metric(s: &Server, name: &str) -> u64 {
     let (_, m) = s.request("GET", "/metrics", None, None);
     m.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
@@ -195,7 +195,7 @@ pub(crate) fn manager(f: &Files, bus: &Bus, extra: &[&str]) -> Server {
 }
 
 /// A pcap file of `n` UDP datagrams from `src` to `dst`.
-fn udp_pcap(src: [u8; 4], dst: [u8; 4], n: u32) -> Vec<u8> {
+pub(crate) fn udp_pcap(src: [u8; 4], dst: [u8; 4], n: u32) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());

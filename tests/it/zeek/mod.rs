@@ -8,6 +8,7 @@
 
 mod cluster;
 mod differential;
+mod manager;
 mod package;
 mod plugin;
 
