@@ -517,6 +517,44 @@ fn generated(dir: &Path, (gens, drops, ladder, json): &Generated, fresh: bool) -
     }
 }
 
+/// UDP from the first attacker to a server, `gap_ms` after the packet before.
+fn udp(gap_ms: u64) -> Gen {
+    Gen {
+        gap_ms,
+        from: 0,
+        to: 3,
+        kind: 3,
+        port: 53,
+    }
+}
+
+/// Runs a generated case with the first attacker dropped at the first packet.
+fn same_generated(gens: Vec<Gen>, ladder: &[u64]) {
+    let Some(z) = zeek() else { return };
+    for json in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let g: Generated = (gens.clone(), vec![(None, 0)], ladder.to_vec(), json);
+        if let Some(report) = differ(z, &generated(dir.path(), &g, true)) {
+            panic!("{report}\npackets: {gens:?}");
+        }
+    }
+}
+
+#[test]
+fn network_time_jumping_past_the_block_and_the_watch_logs_unblock_then_forgotten() {
+    // Blocked 1 s, watched 2 s; the next packet comes 100 s later.
+    same_generated(vec![udp(0), udp(100_000), udp(1_000)], &[1_000, 2_000]);
+}
+
+#[test]
+fn a_packet_that_ends_a_block_and_starts_a_connection() {
+    // The block ends at 1 s; the attacker's packets at 1 s exactly, 1.5 s and 3 s.
+    same_generated(
+        vec![udp(0), udp(1_000), udp(500), udp(1_500), udp(30_000)],
+        &[1_000, 10_000, 20_000],
+    );
+}
+
 fn cases() -> u32 {
     std::env::var("CATCHD_ZEEK_CASES")
         .ok()
