@@ -144,6 +144,8 @@ pub struct Options {
     pub files: Vec<PathBuf>,
     /// Timed drops.
     pub drops: Vec<DropSpec>,
+    /// Timed unblocks (`location` is the reason), placed in time as drops are.
+    pub unblocks: Vec<DropSpec>,
     /// The escalation ladder.
     pub intervals: Intervals,
     /// Forget-sweep period.
@@ -413,6 +415,8 @@ pub struct Replay {
     sightings: Sightings,
     /// Every drop, until the first packet places them in time.
     unanchored: Vec<DropSpec>,
+    /// Every unblock, likewise.
+    unblocks: Vec<DropSpec>,
     summary: Summary,
 }
 
@@ -439,6 +443,7 @@ impl Replay {
             logs,
             sightings: opts.sightings,
             unanchored: opts.drops.clone(),
+            unblocks: opts.unblocks.clone(),
             summary: Summary {
                 log_dir: opts.log_dir.clone(),
                 json: opts.format == Format::Json,
@@ -457,9 +462,11 @@ impl Replay {
     #[inline(never)]
     fn anchor(&mut self, first: Time) -> Result<(), Error> {
         let started = Instant::now();
+        let n_drops = self.unanchored.len();
         let mut all: Vec<(Time, usize)> = self
             .unanchored
             .iter()
+            .chain(&self.unblocks)
             .enumerate()
             .map(|(i, d)| {
                 let t = match d.when {
@@ -470,22 +477,30 @@ impl Replay {
                 (t.max(first), i)
             })
             .collect();
-        // Stable: drops at the same time keep the order they were given in.
+        // Stable: at one time, drops before unblocks, each in the order given.
         all.sort_by_key(|(t, _)| *t);
-        let drops = std::mem::take(&mut self.unanchored);
+        let mut specs = std::mem::take(&mut self.unanchored);
+        specs.append(&mut self.unblocks);
         self.engine.advance(first);
         let mut now = 0;
         for (t, i) in all {
-            let d = &drops[i];
-            if t == first {
-                self.engine.drop_catch_release(first, d.addr, &d.location);
-                now += 1;
-            } else {
-                self.engine.schedule_drop(t, d.addr, &d.location);
+            let d = &specs[i];
+            match (t == first, i < n_drops) {
+                (true, true) => {
+                    self.engine.drop_catch_release(first, d.addr, &d.location);
+                    now += 1;
+                }
+                (true, false) => {
+                    self.engine
+                        .unblock_catch_release(first, d.addr, &d.location);
+                    now += 1;
+                }
+                (false, true) => self.engine.schedule_drop(t, d.addr, &d.location),
+                (false, false) => self.engine.schedule_unblock(t, d.addr, &d.location),
             }
         }
         if now > 0 {
-            // The drops ran as a handler in the first round of this moment.
+            // The calls ran as a handler in the first round of this moment.
             self.engine.drain(ZEEK_ROUNDS_PER_PACKET - 1);
             self.flush()?;
         }

@@ -166,6 +166,13 @@ pub enum Event {
         /// The location.
         location: Arc<str>,
     },
+    /// A scheduled unblock came due: its handler calls `unblock_address_catch_release`.
+    Unblock {
+        /// The address.
+        addr: Addr,
+        /// The reason.
+        reason: Arc<str>,
+    },
 }
 
 impl Event {
@@ -250,6 +257,8 @@ enum TimerKind {
     RuleExpire { rule: Arc<Rule>, plugin: PluginId },
     /// A scheduled event whose handler drops an address with catch-and-release.
     Drop { addr: Addr, location: Arc<str> },
+    /// A scheduled event whose handler unblocks an address of catch-and-release.
+    Unblock { addr: Addr, reason: Arc<str> },
 }
 
 #[derive(Debug)]
@@ -414,6 +423,9 @@ impl Engine {
                 TimerKind::Drop { addr, location } => {
                     self.queue.push_back(Event::Drop { addr, location });
                 }
+                TimerKind::Unblock { addr, reason } => {
+                    self.queue.push_back(Event::Unblock { addr, reason });
+                }
             }
         }
         self.timers.peek().is_some_and(|t| t.0.at <= self.now)
@@ -469,8 +481,14 @@ impl Engine {
         pending.reverse();
         self.next_timer = Time::MAX;
         for Reverse(t) in pending {
-            if let TimerKind::Drop { addr, location } = t.kind {
-                self.queue.push_back(Event::Drop { addr, location });
+            match t.kind {
+                TimerKind::Drop { addr, location } => {
+                    self.queue.push_back(Event::Drop { addr, location });
+                }
+                TimerKind::Unblock { addr, reason } => {
+                    self.queue.push_back(Event::Unblock { addr, reason });
+                }
+                TimerKind::Sweep | TimerKind::RuleExpire { .. } => {}
             }
         }
         self.drain_all();
@@ -484,6 +502,15 @@ impl Engine {
         let kind = TimerKind::Drop {
             addr: a.into(),
             location: Arc::from(location),
+        };
+        self.schedule(at, kind);
+    }
+
+    /// [`Engine::schedule_drop`] for `unblock_address_catch_release`.
+    pub fn schedule_unblock(&mut self, at: Time, a: impl Into<Addr>, reason: &str) {
+        let kind = TimerKind::Unblock {
+            addr: a.into(),
+            reason: Arc::from(reason),
         };
         self.schedule(at, kind);
     }
@@ -516,6 +543,9 @@ impl Engine {
             }
             Event::Drop { addr, location } => {
                 self.drop_now(*addr, location);
+            }
+            Event::Unblock { addr, reason } => {
+                self.unblock_now(*addr, reason);
             }
         }
     }
@@ -706,8 +736,12 @@ impl Engine {
     /// catch-and-release put one in place that has not ended. Returns false if `a` was not
     /// tracked.
     pub fn unblock_catch_release(&mut self, now: Time, a: impl Into<Addr>, reason: &str) -> bool {
-        let a = a.into();
         self.advance(now);
+        self.unblock_now(a.into(), reason)
+    }
+
+    /// `unblock_address_catch_release` at the engine's current time.
+    fn unblock_now(&mut self, a: Addr, reason: &str) -> bool {
         let Some(e) = self.watch.entry(&a) else {
             return false;
         };

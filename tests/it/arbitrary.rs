@@ -74,6 +74,7 @@ fn replay_bytes(bytes: &[u8]) {
             when: catchd::replay::When::FirstPacket,
             location: "x".into(),
         }],
+        unblocks: Vec::new(),
         intervals: "10s,30s".parse().unwrap(),
         sweep_interval: catchd::time::Interval::from_secs(10),
         warn_blocked: false,

@@ -25,6 +25,11 @@ pub struct ReplayArgs {
     #[arg(long = "drop", value_name = "ADDR[@TIME][=LOCATION]")]
     pub drops: Vec<DropSpec>,
 
+    /// End catch-and-release for an address (`unblock_address_catch_release`): TIME as
+    /// for --drop, made the same way; REASON is logged in the UNBLOCK line's message.
+    #[arg(long = "unblock", value_name = "ADDR[@TIME][=REASON]")]
+    pub unblocks: Vec<DropSpec>,
+
     /// Read more drops from a CSV file with columns ts,addr,location (repeatable).
     #[arg(long = "drops", value_name = "CSV")]
     pub drops_csv: Vec<PathBuf>,
@@ -73,6 +78,7 @@ pub(in crate::cli) fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
     let opts = replay::Options {
         files: a.files,
         drops,
+        unblocks: a.unblocks,
         intervals: a.intervals,
         sweep_interval: a.sweep_interval,
         warn_blocked: a.warn_blocked,

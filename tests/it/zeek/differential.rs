@@ -24,12 +24,14 @@ mod synth;
 
 use synth::{L4, Link, Pkt, Vlan};
 
-/// One drop: at the first packet (`None`) or at an absolute network time.
+/// One drop (or, with `unblock`, an unblock whose reason is `location`): at the first
+/// packet (`None`) or at an absolute network time.
 #[derive(Clone, Debug)]
 pub struct Drop {
     pub at: Option<f64>,
     pub addr: String,
     pub location: String,
+    pub unblock: bool,
 }
 
 /// A trace, a drop schedule and the settings both sides run with.
@@ -71,14 +73,39 @@ fn driver(s: &Scenario) -> String {
         "event NetControl::init() { NetControl::activate(NetControl::create_debug(T), 0); }\n",
     );
     // Zeek warns about a handler of an event nothing generates.
-    if s.drops.iter().any(|d| d.at.is_some()) {
+    let scheduled = |unblock: bool| {
+        s.drops
+            .iter()
+            .any(|d| d.at.is_some() && d.unblock == unblock)
+    };
+    if scheduled(false) {
         z.push_str(
             "event catchd_drop(a: addr, loc: string) \
              { NetControl::drop_address_catch_release(a, loc); }\n",
         );
     }
+    if scheduled(true) {
+        z.push_str(
+            "event catchd_unblock(a: addr, reason: string) \
+             { NetControl::unblock_address_catch_release(a, reason); }\n",
+        );
+    }
     z.push_str("event network_time_init() {\n");
-    for d in &s.drops {
+    // As catchd places them: at one time, drops before unblocks.
+    let ordered = s
+        .drops
+        .iter()
+        .filter(|d| !d.unblock)
+        .chain(s.drops.iter().filter(|d| d.unblock));
+    for d in ordered {
+        let (function, event) = if d.unblock {
+            (
+                "NetControl::unblock_address_catch_release",
+                "catchd_unblock",
+            )
+        } else {
+            ("NetControl::drop_address_catch_release", "catchd_drop")
+        };
         // An IPv6 literal is bracketed in Zeek's script language.
         let addr = if d.addr.contains(':') {
             format!("[{}]", d.addr)
@@ -89,14 +116,13 @@ fn driver(s: &Scenario) -> String {
         match d.at {
             // At the first packet: in the same step, as catchd applies it.
             None => {
-                let _ = writeln!(z, "  NetControl::drop_address_catch_release({call});");
+                let _ = writeln!(z, "  {function}({call});");
             }
             Some(t) => {
                 let _ = writeln!(
                     z,
-                    "  if ( double_to_time({t:.6}) <= network_time() ) \
-                     NetControl::drop_address_catch_release({call});\n  \
-                     else schedule double_to_time({t:.6}) - network_time() {{ catchd_drop({call}) }};"
+                    "  if ( double_to_time({t:.6}) <= network_time() ) {function}({call});\n  \
+                     else schedule double_to_time({t:.6}) - network_time() {{ {event}({call}) }};"
                 );
             }
         }
@@ -107,7 +133,7 @@ fn driver(s: &Scenario) -> String {
 
 fn drops_csv(s: &Scenario) -> String {
     let mut c = String::from("ts,addr,location\n");
-    for d in &s.drops {
+    for d in s.drops.iter().filter(|d| !d.unblock) {
         let ts = d.at.map(|t| format!("{t:.6}")).unwrap_or_default();
         let _ = writeln!(c, "{ts},{},{}", d.addr, d.location);
     }
@@ -219,6 +245,11 @@ fn differ(z: &Zeek, s: &Scenario) -> Option<String> {
     if s.json {
         c.arg("--json");
     }
+    for d in s.drops.iter().filter(|d| d.unblock) {
+        let at = d.at.map(|t| format!("@{t:.6}")).unwrap_or_default();
+        c.arg("--unblock")
+            .arg(format!("{}{at}={}", d.addr, d.location));
+    }
     let out = c.output().unwrap();
     assert!(
         out.status.success(),
@@ -280,6 +311,7 @@ fn read_drops(csv: &str) -> Vec<Drop> {
                 at: (!ts.is_empty()).then(|| ts.parse().unwrap()),
                 addr: f.next().unwrap().to_string(),
                 location: f.next().unwrap_or("").to_string(),
+                unblock: false,
             }
         })
         .collect()
@@ -331,6 +363,7 @@ fn drops_between_packets_at_one_packet_and_after_the_trace() {
         at,
         addr: addr.into(),
         location: location.into(),
+        unblock: false,
     };
     same(&Scenario {
         trace: fixture("returning.pcap"),
@@ -347,6 +380,37 @@ fn drops_between_packets_at_one_packet_and_after_the_trace() {
             d(t(5.3), "192.0.2.6", "c"),
             // After the last packet (T+130.5): made at termination.
             d(t(500.0), "192.0.2.5", "late"),
+        ],
+        intervals_ms: vec![10_000, 30_000, 60_000],
+        json: false,
+    });
+}
+
+#[test]
+fn unblocks_while_blocked_while_watched_of_unknown_addresses_and_after_the_trace() {
+    let t = |s: f64| Some(synth::T0 as f64 + s);
+    let d = |at, addr: &str, location: &str, unblock| Drop {
+        at,
+        addr: addr.into(),
+        location: location.into(),
+        unblock,
+    };
+    same(&Scenario {
+        trace: fixture("returning.pcap"),
+        drops: vec![
+            d(None, "203.0.113.66", "scan detected", false),
+            d(t(5.0), "203.0.113.77", "brute force", false),
+            // Never dropped: nothing to unblock.
+            d(None, "192.0.2.9", "nothing", true),
+            // While blocked, between packets.
+            d(t(3.3), "203.0.113.77", "too early", true),
+            // B again, then unblocked while released and watched.
+            d(t(20.0), "203.0.113.77", "again", false),
+            d(t(33.7), "203.0.113.77", "operator", true),
+            // A, after its re-blocks; and one after the last packet.
+            d(t(70.0), "203.0.113.66", "done", true),
+            d(t(80.0), "192.0.2.10", "late", false),
+            d(t(900.0), "192.0.2.10", "after the trace", true),
         ],
         intervals_ms: vec![10_000, 30_000, 60_000],
         json: false,
@@ -484,7 +548,15 @@ fn gen_drops() -> impl Strategy<Value = Vec<(Option<u64>, usize)>> {
         })
 }
 
-type Generated = (Vec<Gen>, Vec<(Option<u64>, usize)>, Vec<u64>, bool);
+/// Packets, drops (`None`: at the first packet), the ladder, JSON or not, and unblocks
+/// (ms after the first packet, attacker).
+type Generated = (
+    Vec<Gen>,
+    Vec<(Option<u64>, usize)>,
+    Vec<u64>,
+    bool,
+    Vec<(u64, usize)>,
+);
 
 fn gen_scenario(kinds: &'static [u8]) -> impl Strategy<Value = Generated> {
     (
@@ -493,10 +565,15 @@ fn gen_scenario(kinds: &'static [u8]) -> impl Strategy<Value = Generated> {
         prop::collection::vec(1u64..60, 2..5)
             .prop_map(|v| v.into_iter().map(|s| s * 1000).collect()),
         any::<bool>(),
+        prop::collection::vec((0u64..150_000, 0usize..3), 0..3),
     )
 }
 
-fn generated(dir: &Path, (gens, drops, ladder, json): &Generated, fresh: bool) -> Scenario {
+fn generated(
+    dir: &Path,
+    (gens, drops, ladder, json, unblocks): &Generated,
+    fresh: bool,
+) -> Scenario {
     let trace = dir.join("gen.pcap");
     write_pcap(&trace, &packets(gens, fresh));
     // Timed drops come after the first packet (one before it would be made at the first
@@ -507,10 +584,18 @@ fn generated(dir: &Path, (gens, drops, ladder, json): &Generated, fresh: bool) -
         drops: drops
             .iter()
             .map(|(at, who)| Drop {
-                at: at.map(|ms| (first_ms + 1 + ms) as f64 / 1000.0),
+                // Even milliseconds for drops, odd for unblocks: no two at one time.
+                at: at.map(|ms| (first_ms + 2 + 2 * ms) as f64 / 1000.0),
                 addr: ATTACKERS[*who].to_string(),
                 location: format!("gen{who}"),
+                unblock: false,
             })
+            .chain(unblocks.iter().map(|(ms, who)| Drop {
+                at: Some((first_ms + 3 + 2 * ms) as f64 / 1000.0),
+                addr: ATTACKERS[*who].to_string(),
+                location: format!("operator{who}"),
+                unblock: true,
+            }))
             .collect(),
         intervals_ms: ladder.to_vec(),
         json: *json,
@@ -533,7 +618,13 @@ fn same_generated(gens: Vec<Gen>, ladder: &[u64]) {
     let Some(z) = zeek() else { return };
     for json in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let g: Generated = (gens.clone(), vec![(None, 0)], ladder.to_vec(), json);
+        let g: Generated = (
+            gens.clone(),
+            vec![(None, 0)],
+            ladder.to_vec(),
+            json,
+            Vec::new(),
+        );
         if let Some(report) = differ(z, &generated(dir.path(), &g, true)) {
             panic!("{report}\npackets: {gens:?}");
         }
