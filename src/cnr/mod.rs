@@ -295,6 +295,8 @@ pub struct Engine {
     queue: VecDeque<Event>,
     timers: BinaryHeap<Reverse<Timer>>,
     timer_seq: u64,
+    /// Scheduled drops and unblocks not yet made ([`Engine::schedule_drop`]).
+    scheduled_calls: usize,
     /// The earliest timer (`Time::MAX` when none): what [`Engine::advance`] compares
     /// against on every packet, without touching the heap.
     next_timer: Time,
@@ -317,6 +319,7 @@ impl Engine {
             queue: VecDeque::new(),
             timers: BinaryHeap::new(),
             timer_seq: 0,
+            scheduled_calls: 0,
             next_timer: Time::MAX,
             out: VecDeque::new(),
         };
@@ -421,9 +424,11 @@ impl Engine {
                     self.queue.push_back(Event::RuleExpire { rule, plugin });
                 }
                 TimerKind::Drop { addr, location } => {
+                    self.scheduled_calls -= 1;
                     self.queue.push_back(Event::Drop { addr, location });
                 }
                 TimerKind::Unblock { addr, reason } => {
+                    self.scheduled_calls -= 1;
                     self.queue.push_back(Event::Unblock { addr, reason });
                 }
             }
@@ -476,11 +481,20 @@ impl Engine {
     /// queued events run; no timer set meanwhile fires.
     pub fn finish(&mut self) {
         self.nc.terminating = true;
-        let mut pending = std::mem::take(&mut self.timers).into_sorted_vec();
-        // `into_sorted_vec` of `Reverse` timers is latest first.
-        pending.reverse();
         self.next_timer = Time::MAX;
-        for Reverse(t) in pending {
+        if self.scheduled_calls == 0 {
+            // Nothing pending would do anything: leave the timers be.
+            self.drain_all();
+            return;
+        }
+        let timers = std::mem::take(&mut self.timers);
+        let mut pending: Vec<Timer> = timers
+            .into_iter()
+            .map(|Reverse(t)| t)
+            .filter(|t| matches!(t.kind, TimerKind::Drop { .. } | TimerKind::Unblock { .. }))
+            .collect();
+        pending.sort_unstable();
+        for t in pending {
             match t.kind {
                 TimerKind::Drop { addr, location } => {
                     self.queue.push_back(Event::Drop { addr, location });
@@ -499,6 +513,7 @@ impl Engine {
     /// step's time), after the timers due before it and subject to the same
     /// `max_timer_expires`; one still pending at [`Engine::finish`] is made then.
     pub fn schedule_drop(&mut self, at: Time, a: impl Into<Addr>, location: &str) {
+        self.scheduled_calls += 1;
         let kind = TimerKind::Drop {
             addr: a.into(),
             location: Arc::from(location),
@@ -508,6 +523,7 @@ impl Engine {
 
     /// [`Engine::schedule_drop`] for `unblock_address_catch_release`.
     pub fn schedule_unblock(&mut self, at: Time, a: impl Into<Addr>, reason: &str) {
+        self.scheduled_calls += 1;
         let kind = TimerKind::Unblock {
             addr: a.into(),
             reason: Arc::from(reason),
