@@ -297,6 +297,8 @@ pub struct Engine {
     timer_seq: u64,
     /// Scheduled drops and unblocks not yet made ([`Engine::schedule_drop`]).
     scheduled_calls: usize,
+    /// Timers fired at the current network time (against `max_timer_expires`).
+    fired_now: usize,
     /// The earliest timer (`Time::MAX` when none): what [`Engine::advance`] compares
     /// against on every packet, without touching the heap.
     next_timer: Time,
@@ -320,6 +322,7 @@ impl Engine {
             timers: BinaryHeap::new(),
             timer_seq: 0,
             scheduled_calls: 0,
+            fired_now: 0,
             next_timer: Time::MAX,
             out: VecDeque::new(),
         };
@@ -383,14 +386,17 @@ impl Engine {
     }
 
     /// Moves network time to `now` (it never goes back) and fires due timers in time
-    /// order, at most `max_timer_expires` of them. The forget sweep runs at once (FORGOTTEN
-    /// lines come out now); block expiries are queued as events for the next drain.
+    /// order, at most `max_timer_expires` of them per network time, as Zeek fires at most
+    /// that many per packet (the rest wait for a later time, however often this is called
+    /// at the same one). The forget sweep runs at once (FORGOTTEN lines come out now);
+    /// block expiries are queued as events for the next drain.
     ///
     /// Returns whether more timers are due (only possible with a timer limit).
     #[inline]
     pub fn advance(&mut self, now: Time) -> bool {
         if now > self.now {
             self.now = now;
+            self.fired_now = 0;
         }
         if self.next_timer > self.now {
             return false;
@@ -401,13 +407,17 @@ impl Engine {
     /// Fires due timers, at most `max_timer_expires`; returns whether more are due.
     fn fire_timers(&mut self) -> bool {
         let limit = self.cfg.max_timer_expires.unwrap_or(usize::MAX);
-        let mut fired = 0;
+        let mut fired = self.fired_now;
         while fired < limit {
             match self.timers.peek() {
                 Some(Reverse(t)) if t.at <= self.now => {}
-                _ => return false,
+                _ => {
+                    self.fired_now = fired;
+                    return false;
+                }
             }
             let Some(Reverse(timer)) = self.timers.pop() else {
+                self.fired_now = fired;
                 return false;
             };
             if should_shrink(self.timers.len(), self.timers.capacity()) {
@@ -433,6 +443,7 @@ impl Engine {
                 }
             }
         }
+        self.fired_now = fired;
         self.timers.peek().is_some_and(|t| t.0.at <= self.now)
     }
 

@@ -417,6 +417,26 @@ fn unblocks_while_blocked_while_watched_of_unknown_addresses_and_after_the_trace
     });
 }
 
+#[test]
+fn more_drops_due_at_one_packet_than_zeek_fires_timers_for() {
+    // 400 drops timed between the packets at T+5 and T+5.5: Zeek fires at most
+    // `max_timer_expires` (300) timers per packet, so the last 100 are made at T+6.
+    let drops = (0..400)
+        .map(|i| Drop {
+            at: Some(synth::T0 as f64 + 5.001 + f64::from(i) * 0.001),
+            addr: format!("10.1.{}.{}", i / 200, i % 200 + 1),
+            location: format!("bulk {i}"),
+            unblock: false,
+        })
+        .collect();
+    same(&Scenario {
+        trace: fixture("returning.pcap"),
+        drops,
+        intervals_ms: vec![10_000, 30_000, 60_000],
+        json: false,
+    });
+}
+
 // ----- generated traces -----
 
 /// Writes `pkts` (sorted by time) as an Ethernet pcap file.
