@@ -482,24 +482,24 @@ impl Replay {
         let mut specs = std::mem::take(&mut self.unanchored);
         specs.append(&mut self.unblocks);
         self.engine.advance(first);
-        let mut now = 0;
+        let mut made = 0;
         for (t, i) in all {
             let d = &specs[i];
             match (t == first, i < n_drops) {
                 (true, true) => {
                     self.engine.drop_catch_release(first, d.addr, &d.location);
-                    now += 1;
+                    made += 1;
                 }
                 (true, false) => {
                     self.engine
                         .unblock_catch_release(first, d.addr, &d.location);
-                    now += 1;
+                    made += 1;
                 }
                 (false, true) => self.engine.schedule_drop(t, d.addr, &d.location),
                 (false, false) => self.engine.schedule_unblock(t, d.addr, &d.location),
             }
         }
-        if now > 0 {
+        if made > 0 {
             // The calls ran as a handler in the first round of this moment.
             self.engine.drain(ZEEK_ROUNDS_PER_PACKET - 1);
             self.flush()?;

@@ -195,6 +195,22 @@ pub(crate) fn manager(f: &Files, bus: &Bus, extra: &[&str]) -> Server {
 }
 
 /// A pcap file of `n` UDP datagrams from `src` to `dst`.
+/// Sends a capture out of the namespace's end of its veth pair (tcpreplay keeps its
+/// timing), so it arrives where a sensor captures.
+pub(crate) fn send_from(ns: &Netns, pcap: &std::path::Path) {
+    let o = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "tcpreplay", "-q", "-i"])
+        .arg(ns.ns_if())
+        .arg(pcap)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "tcpreplay: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 pub(crate) fn udp_pcap(src: [u8; 4], dst: [u8; 4], n: u32) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
@@ -299,17 +315,7 @@ fn a_sensor_reports_a_released_address_and_the_manager_reblocks_it() {
     let src: std::net::Ipv4Addr = ns.addr.parse().unwrap();
     let dst: std::net::Ipv4Addr = ns.peer.parse().unwrap();
     std::fs::write(&pcap, udp_pcap(src.octets(), dst.octets(), 5)).unwrap();
-    let o = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "tcpreplay", "-q", "-i"])
-        .arg(ns.ns_if())
-        .arg(&pcap)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "tcpreplay: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    send_from(&ns, &pcap);
 
     // The manager re-blocks it one step up and tells the sensor.
     let seen = eventually(5, "SEEN_AGAIN", || {

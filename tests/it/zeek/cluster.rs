@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use super::differential::synth::{L4, Pkt, Vlan};
+use super::differential::write_pcap;
 use super::{Zeek, zeek};
 use crate::bus::{Bus, manager};
 use crate::daemon::Files;
@@ -15,53 +17,24 @@ type Flow = ([u8; 4], [u8; 4], u64, u64, u32);
 
 /// A pcap of the flows' UDP datagrams, each from a port of its own.
 fn udp_trace(path: &Path, flows: &[Flow]) {
-    let mut pkts: Vec<(u64, [u8; 4], [u8; 4], u16)> = Vec::new();
-    for &(src, dst, start_ms, every_ms, n) in flows {
-        for i in 0..n {
-            pkts.push((
-                start_ms + u64::from(i) * every_ms,
-                src,
-                dst,
-                30_000 + i as u16,
-            ));
-        }
-    }
-    pkts.sort_by_key(|p| p.0);
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(&65535u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    for (ms, src, dst, sport) in pkts {
-        let payload = b"catchd";
-        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
-        ip.extend_from_slice(&src);
-        ip.extend_from_slice(&dst);
-        let total = (20 + 8 + payload.len()) as u16;
-        ip[2..4].copy_from_slice(&total.to_be_bytes());
-        let sum: u32 = ip
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-            .sum();
-        let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
-        let mut frame = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x66, 0x08, 0x00];
-        frame.extend_from_slice(&ip);
-        frame.extend_from_slice(&sport.to_be_bytes());
-        frame.extend_from_slice(&53u16.to_be_bytes());
-        frame.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        frame.extend_from_slice(&[0, 0]);
-        frame.extend_from_slice(payload);
-        let secs = 1_700_000_000 + ms / 1000;
-        out.extend_from_slice(&u32::try_from(secs).unwrap().to_le_bytes());
-        out.extend_from_slice(&u32::try_from(ms % 1000 * 1000).unwrap().to_le_bytes());
-        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        out.extend_from_slice(&frame);
-    }
-    std::fs::write(path, out).unwrap();
+    let mut pkts: Vec<Pkt> = flows
+        .iter()
+        .flat_map(|&(src, dst, start_ms, every_ms, n)| {
+            (0..n).map(move |i| Pkt {
+                ts_us: (1_700_000_000_000 + start_ms + u64::from(i) * every_ms) * 1000,
+                src: src.into(),
+                dst: dst.into(),
+                l4: L4::Udp {
+                    sport: 30_000 + i as u16,
+                    dport: 53,
+                },
+                payload: 6,
+                vlan: Vlan::None,
+            })
+        })
+        .collect();
+    pkts.sort_by_key(|p| p.ts_us);
+    write_pcap(path, &pkts);
 }
 
 /// A worker's scripts: the cluster layout, the ZeroMQ backend pointed at `bus`, and
@@ -143,12 +116,13 @@ fn a_zeek_worker_reports_a_sighting_and_catchd_reblocks_it() {
 /// Runs the worker on the trace in pseudo-realtime in a thread; its stdout at the end.
 fn run_worker(z: &Zeek, dir: &Path) -> std::thread::JoinHandle<String> {
     let bin = z.bin.clone();
+    let path = z.path_with(dir);
     let dir = dir.to_path_buf();
     std::thread::spawn(move || {
         let out = Command::new(&bin)
             .args(["-r", "t.pcap", "--pseudo-realtime=1", "worker.zeek"])
             .env("CLUSTER_NODE", "worker-1")
-            .env("ZEEKPATH", zeekpath(&bin, &dir))
+            .env("ZEEKPATH", path)
             .current_dir(&dir)
             .output()
             .expect("running zeek");
@@ -156,16 +130,4 @@ fn run_worker(z: &Zeek, dir: &Path) -> std::thread::JoinHandle<String> {
         assert!(out.status.success(), "worker failed: {stderr}");
         format!("{}{stderr}", String::from_utf8_lossy(&out.stdout))
     })
-}
-
-fn zeekpath(bin: &Path, dir: &Path) -> String {
-    let out = Command::new(bin.with_file_name("zeek-config"))
-        .arg("--zeekpath")
-        .output()
-        .expect("zeek-config");
-    format!(
-        "{}:{}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stdout).trim()
-    )
 }

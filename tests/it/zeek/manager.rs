@@ -3,33 +3,16 @@
 //! `block_new`/`block_delete`, and a packet from a released address, captured by the
 //! sensor, makes Zeek re-block it.
 
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::zeek;
-use crate::bus::{eventually, free_port, metric, udp_pcap};
+use super::{Running, zeek};
+use crate::bus::{eventually, free_port, metric, send_from, udp_pcap};
 use crate::daemon::Files;
 use crate::daemon::netns::Netns;
 use crate::serve::process::Server;
-
-/// The Zeek manager, stopped with SIGTERM (so its logs are written out) when dropped.
-struct Manager(Child);
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn a_catchd_sensor_feeds_a_zeek_manager_and_follows_its_blocks() {
@@ -75,18 +58,11 @@ fn a_catchd_sensor_feeds_a_zeek_manager_and_follows_its_blocks() {
         ),
     )
     .unwrap();
-    let zeekpath = {
-        let out = Command::new(z.bin.with_file_name("zeek-config"))
-            .arg("--zeekpath")
-            .output()
-            .unwrap();
-        format!(".:{}", String::from_utf8_lossy(&out.stdout).trim())
-    };
-    let _zeek = Manager(
+    let _zeek = Running(
         Command::new(&z.bin)
             .arg("manager.zeek")
             .env("CLUSTER_NODE", "manager")
-            .env("ZEEKPATH", zeekpath)
+            .env("ZEEKPATH", z.path_with(Path::new(".")))
             .current_dir(dir.path())
             .stdout(std::fs::File::create(dir.path().join("zeek.out")).unwrap())
             .stderr(Stdio::from(
@@ -132,13 +108,7 @@ fn a_catchd_sensor_feeds_a_zeek_manager_and_follows_its_blocks() {
     // One datagram: tcpreplay keeps a capture's timing, and Zeek unblocks 2 s after the
     // report.
     std::fs::write(&pcap, udp_pcap(src.octets(), dst.octets(), 1)).unwrap();
-    let o = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "tcpreplay", "-q", "-i"])
-        .arg(ns.ns_if())
-        .arg(&pcap)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    send_from(&ns, &pcap);
     // Zeek re-blocked it one step up: its new BlockInfo reaches the replica.
     let zeek_said = || {
         format!(

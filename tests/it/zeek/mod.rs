@@ -13,8 +13,9 @@ mod package;
 mod plugin;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// A Zeek binary and its version.
 pub struct Zeek {
@@ -81,4 +82,43 @@ pub fn run_zeek(z: &Zeek, dir: &Path, args: &[&str]) -> String {
         "zeek {args:?} complained:\n{stderr}"
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Zeek {
+    /// Zeek's script path (from the `zeek-config` beside the binary) with `extra` in
+    /// front, for `ZEEKPATH`.
+    pub fn path_with(&self, extra: &Path) -> String {
+        let out = Command::new(self.bin.with_file_name("zeek-config"))
+            .arg("--zeekpath")
+            .output()
+            .expect("running zeek-config");
+        let default = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        format!("{}:{default}", extra.display())
+    }
+}
+
+/// A Zeek process, stopped with SIGTERM (so it writes its logs out) when dropped.
+pub struct Running(pub Child);
+
+impl Running {
+    /// SIGTERM, then up to 10 s to exit, then SIGKILL.
+    pub fn stop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

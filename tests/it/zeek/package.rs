@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::{Zeek, run_zeek, zeek};
+use super::{run_zeek, zeek};
 use crate::support::root;
 
 fn git(dir: &Path, args: &[&str]) {
@@ -44,15 +44,6 @@ fn clone_of_package(dir: &Path) -> std::path::PathBuf {
         ],
     );
     pkg
-}
-
-/// Zeek's own script path, from the `zeek-config` beside the binary.
-fn default_zeekpath(z: &Zeek) -> String {
-    let out = Command::new(z.bin.with_file_name("zeek-config"))
-        .arg("--zeekpath")
-        .output()
-        .expect("running zeek-config");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]
@@ -117,7 +108,7 @@ fn zkg_installs_the_package_and_zeek_loads_it_without_a_warning() {
     let scripts = state.join("script_dir");
     assert!(scripts.join("catchd").exists(), "{text}");
     // Loaded by name from the installed packages, in bare mode.
-    let zeekpath = format!("{}:{}", scripts.display(), default_zeekpath(z));
+    let zeekpath = z.path_with(&scripts);
     let out = Command::new(&z.bin)
         .args(["-b", "catchd"])
         .current_dir(dir.path())

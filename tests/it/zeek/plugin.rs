@@ -4,53 +4,16 @@
 //! refuses.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{Zeek, zeek};
+use super::{Running, zeek};
 use crate::bus::free_port;
 use crate::daemon::Files;
 use crate::serve::process::add_user;
 use crate::support::root;
-
-/// A Zeek process, stopped (SIGTERM, so it writes its logs out) when dropped.
-struct Running(Child);
-
-impl Running {
-    fn stop(&mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Zeek's default script path (from the `zeek-config` beside the binary), with `extra`
-/// in front.
-fn zeekpath(z: &Zeek, extra: &Path) -> String {
-    let config = z.bin.with_file_name("zeek-config");
-    let out = Command::new(&config).arg("--zeekpath").output();
-    let default = match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        _ => String::new(),
-    };
-    format!("{}:{default}", extra.display())
-}
 
 /// `netcontrol.log` lines (no `#` lines) as tab-separated fields.
 fn netcontrol_lines(dir: &Path) -> Vec<Vec<String>> {
@@ -119,7 +82,7 @@ fn the_readme_standalone_example_blocks_times_out_unblocks_and_refuses() {
         Command::new(&z.bin)
             .args(["-b", "local.zeek"])
             .current_dir(work.path())
-            .env("ZEEKPATH", zeekpath(z, &scripts))
+            .env("ZEEKPATH", z.path_with(&scripts))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
