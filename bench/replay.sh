@@ -6,7 +6,8 @@
 #
 # Generates bench/out/big.pcap (1M packets, realistic mix) and a 100 000-address watch
 # list if missing, builds catchd and bench/pcaploop.c, then runs every variant ROUNDS
-# times, interleaved, and reports the median wall time of each whole process, its
+# times, interleaved (the 100k replay both with Zeek's connection life cycle, the default,
+# and with the stateless `starts` rule), and reports the median wall time of each whole process, its
 # packets/s, and its ratio to each bare loop. Timings are wall clock on a shared machine:
 # read the spread, not just the median.
 set -euo pipefail
@@ -38,7 +39,7 @@ PACKETS=$("$OUT/pcaploop" "$PCAP" | awk '{print $1}')
 PIN=()
 command -v taskset >/dev/null && PIN=(taskset -c "$(($(nproc) - 1))")
 
-names=(tcpdump c_next_ex c_loop c_loop_bigbuf catchd_none catchd_100k)
+names=(tcpdump c_next_ex c_loop c_loop_bigbuf catchd_none catchd_100k catchd_100k_starts)
 declare -A label=(
   [tcpdump]="tcpdump -r FILE -w /dev/null"
   [c_next_ex]="C pcap_next_ex loop"
@@ -46,6 +47,7 @@ declare -A label=(
   [c_loop_bigbuf]="C pcap_loop, 1 MiB stdio buffer"
   [catchd_none]="catchd replay, nothing watched"
   [catchd_100k]="catchd replay, 100k watched"
+  [catchd_100k_starts]="catchd replay, 100k watched, --sightings starts"
 )
 run() {
   case $1 in
@@ -56,6 +58,8 @@ run() {
     catchd_none) "${PIN[@]}" "$CATCHD" replay "$PCAP" --log-dir "$OUT/logs" --no-progress >/dev/null ;;
     catchd_100k) "${PIN[@]}" "$CATCHD" replay "$PCAP" --drops "$WATCH" --log-dir "$OUT/logs" \
       --no-progress >"$OUT/last-100k.txt" ;;
+    catchd_100k_starts) "${PIN[@]}" "$CATCHD" replay "$PCAP" --drops "$WATCH" --log-dir "$OUT/logs" \
+      --sightings starts --no-progress >/dev/null ;;
   esac
 }
 

@@ -30,7 +30,8 @@
 //! promisc = true
 //! buffer_size = 67108864      # bytes of kernel buffer per interface
 //! filter = ""                 # BPF, tcpdump syntax
-//! any_packet = false          # count every packet, not only connection starts
+//! sightings = "connections"   # Zeek's connection events; "connections-bare" (zeek -b),
+//!                             # "starts" (connection-starting packets) or "any" (every packet)
 //! queue = 65536               # sightings waiting for the engine; more are dropped
 //!
 //! [cnr]
@@ -390,8 +391,9 @@ pub struct Capture {
     pub buffer_size: i32,
     /// BPF filter.
     pub filter: Option<String>,
-    /// Count every packet from a watched address, not only connection starts.
-    pub any_packet: bool,
+    /// Which packets count as sightings (`sightings`; `any_packet = true`, the older key,
+    /// is `"any"`).
+    pub sightings: crate::packet::Sightings,
     /// Capacity of the sighting channel.
     pub queue: usize,
 }
@@ -446,7 +448,7 @@ impl Default for Capture {
             promisc: true,
             buffer_size: 64 << 20,
             filter: None,
-            any_packet: false,
+            sightings: crate::packet::Sightings::Connections,
             queue: 65_536,
         }
     }
@@ -616,6 +618,7 @@ struct CaptureFile {
     buffer_size: Option<i64>,
     filter: Option<String>,
     any_packet: Option<bool>,
+    sightings: Option<String>,
     queue: Option<i64>,
 }
 
@@ -1119,8 +1122,27 @@ fn capture(cap: CaptureFile, c: &mut Config, ck: &mut Checks) {
         Ok(())
     });
     ck.run(|| {
-        if let Some(v) = cap.any_packet {
-            cc.any_packet = v;
+        use crate::packet::Sightings;
+        match (&cap.sightings, cap.any_packet) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "capture.any_packet",
+                    "give `sightings` or the older `any_packet`, not both".to_string(),
+                ));
+            }
+            (Some(name), None) => {
+                cc.sightings = Sightings::from_name(name).ok_or_else(|| {
+                    bad(
+                        "capture.sightings",
+                        format!(
+                            "must be one of {}, not {name:?}",
+                            Sightings::NAMES.join(", ")
+                        ),
+                    )
+                })?;
+            }
+            (None, Some(true)) => cc.sightings = Sightings::AnyPacket,
+            (None, Some(false) | None) => {}
         }
         Ok(())
     });
@@ -1870,7 +1892,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.capture.interfaces, ["eth1", "eth2"]);
         assert_eq!(c.capture.filter.as_deref(), Some("not port 22"));
-        assert!(c.capture.any_packet);
+        assert_eq!(c.capture.sightings, crate::packet::Sightings::AnyPacket);
         assert_eq!(c.cnr.intervals.to_string(), "1s,2s,4s");
         assert_eq!(c.cnr.sweep_interval, Interval::from_secs(1));
         assert_eq!(c.cnr.block_managers, ["bgp1", "fw"]);
@@ -1882,6 +1904,27 @@ mod tests {
         assert_eq!(d.cnr.intervals, Intervals::default());
         assert!(d.capture.interfaces.is_empty());
         assert_eq!(d.logs.rotate_interval, None);
+    }
+
+    #[test]
+    fn sightings_names_a_rule_and_conflicts_with_any_packet() {
+        use crate::packet::Sightings;
+        let c = parse("[capture]\nsightings = \"connections-bare\"\n").unwrap();
+        assert_eq!(c.capture.sightings, Sightings::ConnectionsBare);
+        assert_eq!(parse("").unwrap().capture.sightings, Sightings::Connections);
+        let Error::Invalid { key, msg, .. } =
+            parse("[capture]\nsightings = \"every\"\n").unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(key, "capture.sightings");
+        assert!(msg.contains("connections-bare"), "{msg}");
+        let Error::Invalid { key, .. } =
+            parse("[capture]\nsightings = \"any\"\nany_packet = true\n").unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(key, "capture.any_packet");
     }
 
     #[test]

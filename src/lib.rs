@@ -60,6 +60,7 @@ mod capture;
 pub mod cli;
 pub mod cnr;
 pub mod config;
+pub mod conn;
 pub mod daemon;
 pub mod enforce;
 mod httpd;

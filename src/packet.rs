@@ -86,12 +86,19 @@ pub struct Observation {
     pub dst: Addr,
     /// IP protocol number of the transport (after IPv6 extension headers).
     pub proto: u8,
-    /// Source port (TCP, UDP, SCTP); 0 otherwise.
+    /// Source port (TCP, UDP, SCTP); for ICMP and ICMPv6, the message type (as Zeek's
+    /// `conn_id` has it); 0 otherwise.
     pub src_port: u16,
-    /// Destination port; 0 otherwise.
+    /// Destination port; for ICMP and ICMPv6, the message code; 0 otherwise.
     pub dst_port: u16,
     /// TCP flags; 0 for other protocols.
     pub tcp_flags: u8,
+    /// TCP sequence number; 0 for other protocols.
+    pub tcp_seq: u32,
+    /// TCP acknowledgement number; 0 for other protocols.
+    pub tcp_ack: u32,
+    /// Whether a TCP segment carries no payload (as far as it was captured).
+    pub tcp_payload_empty: bool,
     /// A fragment other than the first: it carries no transport header.
     pub later_fragment: bool,
 }
@@ -191,22 +198,55 @@ impl SkipCounts {
 /// Which observations count as seeing an address again.
 ///
 /// Zeek's `watch_connections` calls `catch_release_seen` with the originator of new,
-/// attempted, established, rejected, reset, partial and pending connections. Without
-/// connection state, catchd takes a packet to start a connection when it is a TCP SYN
-/// without ACK, or any UDP, ICMP or other IP packet (the first fragment of a fragmented
-/// datagram included, later fragments not). `any_packet` counts every packet from the
-/// address instead, replies and mid-connection segments included.
+/// attempted, established, rejected, reset, partial and pending connections. The default,
+/// [`Sightings::Connections`], follows Zeek's connection life cycle for that
+/// ([`crate::conn`]); the others are simpler rules.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Sightings {
-    /// Count every packet from the source, not only connection originators.
-    pub any_packet: bool,
+pub enum Sightings {
+    /// Zeek's connection events, with `likely_server_ports` as Zeek's default scripts
+    /// set it (as on a sensor).
+    #[default]
+    Connections,
+    /// Zeek's connection events with bare mode's `likely_server_ports` (`zeek -b`).
+    ConnectionsBare,
+    /// A packet that could start a connection: a TCP SYN without ACK, or any UDP, ICMP or
+    /// other IP packet (the first fragment of a datagram included, later ones not).
+    Starts,
+    /// Every packet from the address, replies and mid-connection segments included.
+    AnyPacket,
 }
 
 impl Sightings {
-    /// The address this packet counts as a sighting of, if any.
+    /// The names used in configuration and on the command line.
+    pub const NAMES: [&'static str; 4] = ["connections", "connections-bare", "starts", "any"];
+
+    /// The rule for a configuration name.
+    pub fn from_name(s: &str) -> Option<Sightings> {
+        Some(match s {
+            "connections" => Sightings::Connections,
+            "connections-bare" => Sightings::ConnectionsBare,
+            "starts" => Sightings::Starts,
+            "any" => Sightings::AnyPacket,
+            _ => return None,
+        })
+    }
+
+    /// The rule's configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sightings::Connections => "connections",
+            Sightings::ConnectionsBare => "connections-bare",
+            Sightings::Starts => "starts",
+            Sightings::AnyPacket => "any",
+        }
+    }
+
+    /// For [`Sightings::Starts`] and [`Sightings::AnyPacket`], which need no connection
+    /// state: the address this packet counts as a sighting of, if any. The connection
+    /// rules take a packet that could start a connection, as `Starts` does.
     #[inline]
     pub fn originator(&self, o: &Observation) -> Option<Addr> {
-        if self.any_packet {
+        if *self == Sightings::AnyPacket {
             return Some(o.src);
         }
         if o.later_fragment {
@@ -418,7 +458,8 @@ fn ipv6(pkt: &[u8]) -> Result<Observation, Skip> {
 }
 
 /// Reads ports and TCP flags from the transport header. Only the fixed part is needed:
-/// 14 bytes of TCP (ports, flags), 4 of UDP or SCTP (ports).
+/// 14 bytes of TCP (ports, sequence numbers, flags), 4 of UDP or SCTP (ports), 2 of ICMP
+/// (type and code).
 #[inline(always)]
 fn transport(
     src: Addr,
@@ -434,6 +475,9 @@ fn transport(
         src_port: 0,
         dst_port: 0,
         tcp_flags: 0,
+        tcp_seq: 0,
+        tcp_ack: 0,
+        tcp_payload_empty: true,
         later_fragment,
     };
     if later_fragment {
@@ -445,6 +489,14 @@ fn transport(
             o.src_port = u16::from_be_bytes([h[0], h[1]]);
             o.dst_port = u16::from_be_bytes([h[2], h[3]]);
             o.tcp_flags = h[13];
+            o.tcp_seq = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+            o.tcp_ack = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+            o.tcp_payload_empty = l4.len() <= usize::from(h[12] >> 4) * 4;
+        }
+        IpNumber::ICMP | IpNumber::IPV6_ICMP => {
+            let h = l4.get(..2).ok_or(Skip::TransportTruncated)?;
+            o.src_port = u16::from(h[0]);
+            o.dst_port = u16::from(h[1]);
         }
         IpNumber::UDP | IpNumber::SCTP => {
             let h = l4.get(..4).ok_or(Skip::TransportTruncated)?;
@@ -475,7 +527,7 @@ mod tests {
 
     #[test]
     fn tcp_syn_is_an_originator_syn_ack_is_not() {
-        let s = Sightings::default();
+        let s = Sightings::Starts;
         let syn = parse(LinkType::Ethernet, &tcp_v4(true, false)).unwrap();
         assert_eq!(syn.src.to_string(), "192.0.2.1");
         assert_eq!((syn.src_port, syn.dst_port, syn.proto), (40000, 443, 6));
@@ -484,10 +536,7 @@ mod tests {
         assert_eq!(s.originator(&synack), None);
         let ack = parse(LinkType::Ethernet, &tcp_v4(false, true)).unwrap();
         assert_eq!(s.originator(&ack), None);
-        assert_eq!(
-            Sightings { any_packet: true }.originator(&ack),
-            Some(ack.src)
-        );
+        assert_eq!(Sightings::AnyPacket.originator(&ack), Some(ack.src));
     }
 
     #[test]
@@ -595,7 +644,7 @@ mod tests {
         v[14 + 7] = 0x10; // fragment offset 16 (x8 bytes)
         let o = parse(LinkType::Ethernet, &v).unwrap();
         assert!(o.later_fragment);
-        assert_eq!(Sightings::default().originator(&o), None);
+        assert_eq!(Sightings::Starts.originator(&o), None);
     }
 
     proptest! {

@@ -23,6 +23,7 @@ use crate::capture::{self, Frame, TraceFile};
 use crate::cnr::{
     Action, Config, Engine, Intervals, Output, ZEEK_MAX_TIMER_EXPIRES, ZEEK_ROUNDS_PER_PACKET,
 };
+use crate::conn::Sighter;
 use crate::packet::{self, LinkType, Sightings, SkipCounts};
 use crate::time::{Interval, Time};
 use crate::zeeklog::{self, Format, LogSet};
@@ -300,7 +301,7 @@ impl fmt::Display for Summary {
         writeln!(f)?;
         writeln!(
             f,
-            "sightings    {} (packets from watched originators)",
+            "sightings    {} (connection events of watched originators)",
             self.sightings
         )?;
         writeln!(
@@ -412,7 +413,7 @@ struct Pending {
 pub struct Replay {
     engine: Engine,
     logs: LogSet,
-    sightings: Sightings,
+    sighter: Sighter,
     /// Every drop, until the first packet places them in time.
     unanchored: Vec<DropSpec>,
     /// Every unblock, likewise.
@@ -441,7 +442,7 @@ impl Replay {
         let mut r = Replay {
             engine,
             logs,
-            sightings: opts.sightings,
+            sighter: Sighter::new(opts.sightings),
             unanchored: opts.drops.clone(),
             unblocks: opts.unblocks.clone(),
             summary: Summary {
@@ -523,20 +524,57 @@ impl Replay {
         }
         self.summary.packets += 1;
         self.summary.bytes += f.data.len() as u64;
-        self.engine.advance(f.ts);
+        let Replay {
+            engine,
+            sighter,
+            summary,
+            ..
+        } = self;
+        // Connection timers and the engine's fire in deadline order: a connection's event
+        // queues behind the engine timers due before it.
+        let mut from_timers = 0u64;
+        sighter.advance(f.ts, |at, a, _| {
+            engine.advance_until(f.ts, at);
+            if engine.queue_sighting(a) {
+                from_timers += 1;
+            }
+        });
+        engine.advance(f.ts);
         let mut rounds = ZEEK_ROUNDS_PER_PACKET;
         match packet::parse(link, f.data) {
             Ok(obs) => {
-                if let Some(a) = self.sightings.originator(&obs) {
-                    let s = self.engine.sighting(f.ts, a);
+                let mut seen = [Addr::from_v6([0; 16]); MAX_PACKET_SIGHTINGS];
+                let mut n = 0;
+                let watch = engine.watched();
+                sighter.packet(
+                    f.ts,
+                    &obs,
+                    |a| watch.may_contain(a),
+                    |a| watch.contains(a),
+                    |a, _| {
+                        if n < seen.len() {
+                            seen[n] = a;
+                            n += 1;
+                        }
+                    },
+                );
+                if n == 1 && from_timers == 0 {
+                    let s = engine.sighting(f.ts, seen[0]);
                     if s.watched() {
-                        self.summary.sightings += 1;
+                        summary.sightings += 1;
                         rounds = s.rounds(rounds);
+                    }
+                } else {
+                    for a in &seen[..n] {
+                        if engine.queue_sighting(*a) {
+                            summary.sightings += 1;
+                        }
                     }
                 }
             }
-            Err(skip) => self.summary.skips.add(skip),
+            Err(skip) => summary.skips.add(skip),
         }
+        summary.sightings += from_timers;
         if self.engine.has_pending_events() {
             self.engine.drain(rounds);
         }
@@ -581,12 +619,29 @@ impl Replay {
                 );
             }
         }
-        self.engine.finish();
+        let Replay {
+            engine,
+            sighter,
+            summary,
+            ..
+        } = &mut self;
+        // At the end, Zeek's pending timers run first, then its connections' end.
+        engine.finish_then(|engine| {
+            sighter.finish(|a, _| {
+                if engine.queue_sighting(a) {
+                    summary.sightings += 1;
+                }
+            });
+        });
         self.flush()?;
         self.logs.close()?;
         Ok(self.summary)
     }
 }
+
+/// The most sightings one packet makes (`new_connection` and an event of the same
+/// packet, e.g. `connection_established` for a first SYN-ACK whose roles were flipped).
+const MAX_PACKET_SIGHTINGS: usize = 4;
 
 /// Replays `opts.files` and writes the three NetControl logs.
 ///

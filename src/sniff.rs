@@ -1,7 +1,7 @@
 //! Capture threads: packets from an interface in, sightings of watched addresses out.
 //!
 //! One thread per interface runs [`Live::poll`] in a loop. For every frame it parses the
-//! headers, applies the sighting rule ([`Sightings::originator`]) and asks the shared
+//! headers, applies the sighting rule ([`Sighter`]: Zeek's connection events by default) and asks the shared
 //! [`WatchTable`] whether the address is watched (usually one load from its pre-filter).
 //! Only sightings of watched addresses leave the thread, through a bounded channel with
 //! `try_send`: a busy engine costs dropped sightings (counted), never a stalled capture.
@@ -17,6 +17,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use crate::addr::Addr;
 use crate::capture::{Live, LiveError, LiveStats};
 use crate::cnr::WatchTable;
+use crate::conn::Sighter;
 use crate::packet::{self, Sightings};
 use crate::time::Time;
 
@@ -32,14 +33,25 @@ pub struct Sighting {
 /// The set a capture thread checks each originator against: the engine's [`WatchTable`],
 /// or a sensor's replica of a manager's.
 pub trait Watched: Send + Sync + 'static {
-    /// Whether `a` is tracked. Called per packet: must not allocate or block.
+    /// Whether `a` is tracked. Must not allocate or block.
     fn contains(&self, a: &Addr) -> bool;
+
+    /// A cheaper pre-check, called per packet: `false` means certainly not tracked.
+    #[inline]
+    fn may_contain(&self, a: &Addr) -> bool {
+        self.contains(a)
+    }
 }
 
 impl Watched for WatchTable {
     #[inline]
     fn contains(&self, a: &Addr) -> bool {
         WatchTable::contains(self, a)
+    }
+
+    #[inline]
+    fn may_contain(&self, a: &Addr) -> bool {
+        WatchTable::may_contain(self, a)
     }
 }
 
@@ -222,29 +234,42 @@ fn capture_loop<W: Watched>(
     st: &SensorStats,
 ) -> Result<(), LiveError> {
     let link = live.link();
+    let mut sighter = Sighter::new(rule);
     let mut last_stats = Instant::now();
     let mut last_packets = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let (mut packets, mut bytes, mut skipped, mut seen, mut lost) =
             (0u64, 0u64, 0u64, 0u64, 0u64);
+        let mut send = |addr: Addr, ts: Time| {
+            if watch.contains(&addr) {
+                match tx.try_send(Sighting { addr, ts }) {
+                    Ok(()) => seen += 1,
+                    Err(TrySendError::Full(_)) => lost += 1,
+                    Err(TrySendError::Disconnected(_)) => {}
+                }
+            }
+        };
         live.poll(POLL_WAIT, BATCH, |f| {
             packets += 1;
             bytes += f.data.len() as u64;
+            sighter.advance(f.ts, |_, a, _| send(a, f.ts));
             match packet::parse(link, f.data) {
-                Ok(obs) => {
-                    if let Some(addr) = rule.originator(&obs)
-                        && watch.contains(&addr)
-                    {
-                        match tx.try_send(Sighting { addr, ts: f.ts }) {
-                            Ok(()) => seen += 1,
-                            Err(TrySendError::Full(_)) => lost += 1,
-                            Err(TrySendError::Disconnected(_)) => {}
-                        }
-                    }
-                }
+                Ok(obs) => sighter.packet(
+                    f.ts,
+                    &obs,
+                    |a| watch.may_contain(a),
+                    |a| watch.contains(a),
+                    |a, _| send(a, f.ts),
+                ),
                 Err(_) => skipped += 1,
             }
         })?;
+        if packets == 0 {
+            // A quiet interface: connection timers (an unanswered SYN's attempt) run on
+            // the clock, as Zeek's do on a live interface.
+            let now = Time::now();
+            sighter.advance(now, |_, a, _| send(a, now));
+        }
         if packets > 0 {
             st.packets.fetch_add(packets, Ordering::Relaxed);
             st.bytes.fetch_add(bytes, Ordering::Relaxed);

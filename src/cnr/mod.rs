@@ -401,16 +401,32 @@ impl Engine {
         if self.next_timer > self.now {
             return false;
         }
-        self.fire_timers()
+        self.fire_timers(self.now)
     }
 
-    /// Fires due timers, at most `max_timer_expires`; returns whether more are due.
-    fn fire_timers(&mut self) -> bool {
+    /// [`Engine::advance`], firing only the timers due by `upto` (at most `now`): what
+    /// fires before a timer outside the engine (a connection's) that is due at `upto`.
+    #[inline]
+    pub fn advance_until(&mut self, now: Time, upto: Time) -> bool {
+        if now > self.now {
+            self.now = now;
+            self.fired_now = 0;
+        }
+        let upto = upto.min(self.now);
+        if self.next_timer > upto {
+            return false;
+        }
+        self.fire_timers(upto)
+    }
+
+    /// Fires timers due by `upto`, at most `max_timer_expires` per network time; returns
+    /// whether more are due.
+    fn fire_timers(&mut self, upto: Time) -> bool {
         let limit = self.cfg.max_timer_expires.unwrap_or(usize::MAX);
         let mut fired = self.fired_now;
         while fired < limit {
             match self.timers.peek() {
-                Some(Reverse(t)) if t.at <= self.now => {}
+                Some(Reverse(t)) if t.at <= upto => {}
                 _ => {
                     self.fired_now = fired;
                     return false;
@@ -491,10 +507,18 @@ impl Engine {
     /// made, an expiry does nothing since Zeek is terminating; the sweep does not run), and
     /// queued events run; no timer set meanwhile fires.
     pub fn finish(&mut self) {
+        self.finish_then(|_| {});
+    }
+
+    /// [`Engine::finish`], with `then` run after the pending timers' events are queued
+    /// and before they run: where Zeek's end-of-trace connection events
+    /// (`connection_pending`) come.
+    pub fn finish_then(&mut self, then: impl FnOnce(&mut Engine)) {
         self.nc.terminating = true;
         self.next_timer = Time::MAX;
         if self.scheduled_calls == 0 {
             // Nothing pending would do anything: leave the timers be.
+            then(self);
             self.drain_all();
             return;
         }
@@ -516,6 +540,7 @@ impl Engine {
                 TimerKind::Sweep | TimerKind::RuleExpire { .. } => {}
             }
         }
+        then(self);
         self.drain_all();
     }
 
@@ -717,6 +742,18 @@ impl Engine {
         }
         self.queue.push_back(Event::Seen(a));
         Sighting::Queued
+    }
+
+    /// A sighting queued as an event of this moment's first round, behind what is queued
+    /// already (for a moment with more than one sighting, or sightings from timers).
+    /// Returns whether `a` is tracked.
+    #[inline]
+    pub fn queue_sighting(&mut self, a: Addr) -> bool {
+        if !self.watch.contains(&a) {
+            return false;
+        }
+        self.queue.push_back(Event::Seen(a));
+        true
     }
 
     /// Whether a sighting of `a` now would re-drop it: it is watched and no DROP rule for

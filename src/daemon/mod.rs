@@ -28,7 +28,6 @@ use crate::api::bhr::{self as api, AppState, Clock, Users};
 use crate::capture::{Live, LiveError, LiveOptions};
 use crate::cnr::Config as EngineConfig;
 use crate::config::Config;
-use crate::packet::Sightings;
 use crate::server::{self, Opened};
 use crate::shutdown::Shutdown;
 use crate::sniff::Sighting;
@@ -494,9 +493,7 @@ impl Parts {
             self.watch_entries,
             self.watchlist_who,
         )?;
-        let rule = Sightings {
-            any_packet: config.capture.any_packet,
-        };
+        let rule = config.capture.sightings;
         let sensors =
             crate::sniff::spawn_all(self.lives, &watchlist, rule, &sight_tx, &stop_capture)?;
         drop(sight_tx);

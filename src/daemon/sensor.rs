@@ -38,7 +38,6 @@ use crate::broker::zeek::{self, Incoming};
 use crate::bus::{Publisher, Received};
 use crate::cnr::BlockInfo;
 use crate::config::Config;
-use crate::packet::Sightings;
 use crate::server;
 use crate::sniff::{SensorStats, Sighting, Watched};
 use crate::time::Time;
@@ -338,9 +337,7 @@ pub fn run(
 
     let (sight_tx, sight_rx) = crossbeam_channel::bounded::<Sighting>(config.capture.queue);
     let stop = Arc::new(AtomicBool::new(false));
-    let rule = Sightings {
-        any_packet: config.capture.any_packet,
-    };
+    let rule = config.capture.sightings;
     let sensors = crate::sniff::spawn_all(lives, &replica, rule, &sight_tx, &stop)?;
     drop(sight_tx);
     let loop_stop = stop.clone();

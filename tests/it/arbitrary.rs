@@ -78,7 +78,7 @@ fn replay_bytes(bytes: &[u8]) {
         intervals: "10s,30s".parse().unwrap(),
         sweep_interval: catchd::time::Interval::from_secs(10),
         warn_blocked: false,
-        sightings: catchd::packet::Sightings { any_packet: true },
+        sightings: catchd::packet::Sightings::Connections,
         log_dir: dir.path().join("logs"),
         format: catchd::zeeklog::Format::Tsv,
         plugin_name: "debug".into(),
@@ -112,8 +112,33 @@ proptest! {
         let links = [LinkType::Ethernet, LinkType::LinuxSll, LinkType::LinuxSll2, LinkType::Raw,
                      LinkType::Ipv4, LinkType::Ipv6, LinkType::Null, LinkType::Loop];
         if let Ok(obs) = catchd::packet::parse(links[link], &b) {
-            let _ = catchd::packet::Sightings { any_packet: false }.originator(&obs);
+            let _ = catchd::packet::Sightings::Starts.originator(&obs);
         }
+    }
+
+    /// Arbitrary IP packets at arbitrary (forward or backward) times through Zeek's
+    /// connection life cycle, every address watched: no panic, and at most one
+    /// connection per packet is held.
+    #[test]
+    fn arbitrary_packets_through_the_connection_table(
+        pkts in prop::collection::vec((prop::collection::vec(any::<u8>(), 0..80), 0i64..20_000_000), 0..64),
+        bare in any::<bool>(),
+    ) {
+        use catchd::packet::{LinkType, Sightings};
+        use catchd::time::Time;
+        let mut s = catchd::conn::Sighter::new(if bare { Sightings::ConnectionsBare } else { Sightings::Connections });
+        let mut n = 0usize;
+        for (b, us) in &pkts {
+            let now = Time::from_micros(1_700_000_000_000_000 + us);
+            s.advance(now, |_, _, _| {});
+            if let Ok(obs) = catchd::packet::parse(LinkType::Raw, b) {
+                n += 1;
+                s.packet(now, &obs, |_| true, |_| true, |_, _| {});
+            }
+        }
+        prop_assert!(s.conns().unwrap().len() <= n);
+        s.finish(|_, _| {});
+        prop_assert!(s.conns().unwrap().is_empty());
     }
 }
 

@@ -105,7 +105,9 @@ fn returning_attacker_is_reblocked_escalated_and_forgotten() {
 
     let summary = String::from_utf8(out.stdout).unwrap();
     assert!(summary.contains("replayed     166 packets"), "{summary}");
-    assert!(summary.contains("sightings    4 "), "{summary}");
+    // Zeek's connection events of watched originators (the differential test shows
+    // Zeek 8.2.2 writing the same logs for this trace).
+    assert!(summary.contains("sightings    6 "), "{summary}");
     assert!(
         summary.contains(
             "drops        2 (added 0), re-drops 2, dropped 4, unblocked 4, forgotten 2, info 0"
@@ -305,9 +307,25 @@ fn warn_blocked_logs_sightings_of_blocked_addresses() {
         .lines()
         .filter(|l| l.contains("NetControl::INFO"))
         .collect();
-    assert_eq!(infos.len(), 2, "{got}");
+    // The times Zeek 8.2.2 logs them at, with catch_release_warn_blocked_ip_encountered
+    // and the default scripts' likely_server_ports: every connection event of the
+    // blocked address, established handshakes included.
+    let at: Vec<&str> = infos
+        .iter()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(
+        at,
+        [
+            "1700000002.000000",
+            "1700000007.000000",
+            "1700000018.000000",
+            "1700000060.000000"
+        ],
+        "{got}"
+    );
     assert!(infos[0].starts_with("1700000002.000000\t2\t203.0.113.66\tNetControl::INFO"));
-    assert!(infos[1].starts_with("1700000060.000000\t5\t203.0.113.66\tNetControl::INFO"));
+    assert!(infos[3].starts_with("1700000060.000000\t5\t203.0.113.66\tNetControl::INFO"));
     assert!(infos[0].ends_with("Block seen while in rule_entities. No action taken.\t-"));
 }
 

@@ -97,13 +97,13 @@ fn show_daemon(c: &Config, t: &mut String) {
     let _ = write!(
         t,
         "[capture]\ninterfaces = {}\nsnaplen = {}\npromisc = {}\nbuffer_size = {}\nfilter = {:?}\n\
-         any_packet = {}\nqueue = {}\n",
+         sightings = {:?}\nqueue = {}\n",
         list(&cap.interfaces),
         cap.snaplen,
         cap.promisc,
         cap.buffer_size,
         cap.filter.clone().unwrap_or_default(),
-        cap.any_packet,
+        cap.sightings.name(),
         cap.queue,
     );
     let _ = write!(

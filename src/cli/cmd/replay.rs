@@ -51,9 +51,15 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub warn_blocked: bool,
 
-    /// Count every packet from a watched address as a sighting, not only packets that
-    /// start connections (TCP SYN without ACK, UDP, ICMP, other IP).
-    #[arg(long)]
+    /// Which packets count as sightings: `connections` (Zeek's connection events, with
+    /// the `likely_server_ports` of Zeek's default scripts), `connections-bare` (the same
+    /// as `zeek -b` has it), `starts` (a TCP SYN without ACK, or any UDP, ICMP or other
+    /// IP packet) or `any` (every packet from a watched address).
+    #[arg(long, value_name = "RULE", default_value = "connections", value_parser = parse_sightings)]
+    pub sightings: Sightings,
+
+    /// The same as `--sightings any`.
+    #[arg(long, conflicts_with = "sightings")]
     pub any_packet: bool,
 
     /// How often watched addresses are checked for the end of their watch
@@ -70,6 +76,10 @@ pub struct ReplayArgs {
     pub no_progress: bool,
 }
 
+fn parse_sightings(s: &str) -> Result<Sightings, String> {
+    Sightings::from_name(s).ok_or_else(|| format!("one of {}", Sightings::NAMES.join(", ")))
+}
+
 pub(in crate::cli) fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
     let mut drops = a.drops;
     for csv in &a.drops_csv {
@@ -82,8 +92,10 @@ pub(in crate::cli) fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
         intervals: a.intervals,
         sweep_interval: a.sweep_interval,
         warn_blocked: a.warn_blocked,
-        sightings: Sightings {
-            any_packet: a.any_packet,
+        sightings: if a.any_packet {
+            Sightings::AnyPacket
+        } else {
+            a.sightings
         },
         log_dir: a.log_dir,
         format: if a.json { Format::Json } else { Format::Tsv },
