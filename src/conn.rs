@@ -472,6 +472,7 @@ impl ConnTable {
             return;
         }
         match t.kind {
+            // Handled above: it is the connection's, not the TCP analyzer's.
             TimerKind::Inactivity => {}
             TimerKind::Attempt => {
                 if !s.is_active {
@@ -680,8 +681,8 @@ impl ConnTable {
     }
 }
 
-/// Timers a TCP packet asks for (at most a few), with whether the analyzer's timers were
-/// cancelled first.
+/// Timers a TCP packet asks for: at most two (an attempt or reset timer, then a delete or
+/// expire timer from its close); a cancel empties the list first.
 struct Asks {
     n: usize,
     list: [(Time, TimerKind); 3],
@@ -698,6 +699,10 @@ impl Default for Asks {
 
 impl Asks {
     fn push(&mut self, at: Time, kind: TimerKind) {
+        debug_assert!(
+            self.n < self.list.len(),
+            "more timers than a packet can ask for"
+        );
         if self.n < self.list.len() {
             self.list[self.n] = (at, kind);
             self.n += 1;

@@ -1,8 +1,9 @@
 //! Capture threads: packets from an interface in, sightings of watched addresses out.
 //!
 //! One thread per interface runs [`Live::poll`] in a loop. For every frame it parses the
-//! headers, applies the sighting rule ([`Sighter`]: Zeek's connection events by default) and asks the shared
-//! [`WatchTable`] whether the address is watched (usually one load from its pre-filter).
+//! headers and applies the sighting rule ([`Sighter`]: Zeek's connection events by
+//! default), which asks the shared [`WatchTable`] whether the packet's ends are watched
+//! (usually one load each from its pre-filter) before it looks at its connection table.
 //! Only sightings of watched addresses leave the thread, through a bounded channel with
 //! `try_send`: a busy engine costs dropped sightings (counted), never a stalled capture.
 //! Counters are kept in plain locals and published to atomics once per batch.
