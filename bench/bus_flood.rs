@@ -30,6 +30,7 @@ fn options(xpub: &str, xsub: &str, id: &str, subscribe: Vec<String>) -> Options 
         format: Format::Bin,
         subscribe,
         queue: 65_536,
+        curve: None,
     }
 }
 

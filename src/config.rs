@@ -341,6 +341,10 @@ pub struct Bus {
     pub notify_interval: Duration,
     /// Capacity of the outgoing and incoming queues.
     pub queue: usize,
+    /// CURVE keys (none: the bus is not encrypted).
+    pub curve: crate::bus::curve::Keys,
+    /// Whether those came from Zeek's environment variables rather than `[bus]`.
+    pub curve_from_env: bool,
 }
 
 impl Default for Bus {
@@ -358,6 +362,8 @@ impl Default for Bus {
             netcontrol_source: "zeek".into(),
             notify_interval: Duration::from_secs(30),
             queue: 65_536,
+            curve: crate::bus::curve::Keys::default(),
+            curve_from_env: false,
         }
     }
 }
@@ -585,6 +591,10 @@ struct BusFile {
     netcontrol_source: Option<String>,
     notify_interval: Option<String>,
     queue: Option<i64>,
+    curve_server_publickey: Option<String>,
+    curve_server_secretkey: Option<String>,
+    curve_client_publickey: Option<String>,
+    curve_client_secretkey: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1520,6 +1530,49 @@ fn bus(bus: BusFile, c: &mut Config, ck: &mut Checks) {
         }
         Ok(())
     });
+    ck.run(|| {
+        use crate::bus::curve::{ENV, KEYS, Key, Keys};
+        let given = [
+            bus.curve_server_publickey,
+            bus.curve_server_secretkey,
+            bus.curve_client_publickey,
+            bus.curve_client_secretkey,
+        ];
+        let mut k = [None; 4];
+        for ((slot, v), key) in k.iter_mut().zip(given).zip(KEYS) {
+            if let Some(v) = v {
+                *slot = Some(Key::from_z85(v.trim()).map_err(|m| bad(key, m))?);
+            }
+        }
+        let file = Keys {
+            server_public: k[0],
+            server_secret: k[1],
+            client_public: k[2],
+            client_secret: k[3],
+        };
+        let env = Keys::from_env(|v| std::env::var(v).ok()).map_err(|(v, m)| bad(&v, m))?;
+        (b.curve, b.curve_from_env) = match (file.is_empty(), env.is_empty()) {
+            (_, true) => (file, false),
+            (true, false) => (env, true),
+            (false, false) => {
+                return Err(bad(
+                    "bus.curve_*",
+                    format!(
+                        "CURVE keys are set here and in Zeek's {}… environment variables; \
+                         use one or the other",
+                        ENV[0].trim_end_matches("SERVER_PUBLICKEY")
+                    ),
+                ));
+            }
+        };
+        let names = if b.curve_from_env { &ENV } else { &KEYS };
+        if b.enabled || b.proxy {
+            b.curve
+                .resolve(b.proxy, b.enabled, names)
+                .map_err(|(k, m)| bad(&k, m))?;
+        }
+        Ok(())
+    });
 }
 
 /// `[[blocker]]`, each on its own (one bad blocker does not hide the next one's problems).
@@ -1819,6 +1872,15 @@ mod tests {
             ("[bus]\nnode_id = \"a b\"", "bus.node_id"),
             ("[bus]\nnotify_interval = \"often\"", "bus.notify_interval"),
             ("[bus]\nqueue = 1", "bus.queue"),
+            (
+                "[bus]\ncurve_client_secretkey = \"abc\"",
+                "bus.curve_client_secretkey",
+            ),
+            (
+                "[bus]\nenabled = true\ncurve_server_publickey = \"0000000000000000000000000000000000000000\"\n\
+                 curve_client_publickey = \"0000000000000000000000000000000000000000\"",
+                "bus.curve_client_secretkey",
+            ),
             ("[bus]\nnetcontrol_source = \"\"", "bus.netcontrol_source"),
             ("[bus]\nrole = \"worker\"", "role"),
             ("[bhr]\nminimum_prefixlen = 33", "bhr.minimum_prefixlen"),

@@ -462,6 +462,7 @@ impl Replay {
     /// with that packet's time.
     #[inline(never)]
     fn anchor(&mut self, first: Time) -> Result<(), Error> {
+        const FLUSH_EVERY: usize = 1024;
         let started = Instant::now();
         let n_drops = self.unanchored.len();
         let mut all: Vec<(Time, usize)> = self
@@ -490,6 +491,11 @@ impl Replay {
                 (true, true) => {
                     self.engine.drop_catch_release(first, d.addr, &d.location);
                     made += 1;
+                    // Lines already made are final: write them out as they come, so the
+                    // output queue stays small (and in cache) however many drops there are.
+                    if made % FLUSH_EVERY == 0 {
+                        self.flush()?;
+                    }
                 }
                 (true, false) => {
                     self.engine

@@ -16,6 +16,7 @@
 //!
 //! `proxy` hosts the XPUB/XSUB proxy itself, for deployments without a Zeek manager.
 
+pub mod curve;
 pub(crate) mod proxy;
 
 use std::collections::{HashSet, VecDeque};
@@ -68,6 +69,14 @@ pub enum Error {
     /// The thread or its wake-up pipe could not be made.
     #[error("cannot start the bus thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// The CURVE keys do not fit what this process does.
+    #[error("{key}: {msg}")]
+    Curve {
+        /// The setting or environment variable.
+        key: String,
+        /// What is wrong.
+        msg: String,
+    },
 }
 
 /// How a node joins the bus.
@@ -85,6 +94,8 @@ pub struct Options {
     pub subscribe: Vec<String>,
     /// Capacity of the outgoing and incoming channels.
     pub queue: usize,
+    /// CURVE keys, when the proxy is encrypted.
+    pub curve: Option<curve::Curve>,
 }
 
 /// A node id in Zeek's style: `catchd_<role>_<host>_<pid>`.
@@ -120,6 +131,8 @@ pub struct Stats {
     pub incoming_drops: AtomicU64,
     /// Topic prefixes subscribers have asked for.
     pub subscriptions: AtomicU64,
+    /// Handshakes with the proxy that failed (refused CURVE keys, CURVE mismatch).
+    pub handshake_failures: AtomicU64,
 }
 
 fn count(c: &AtomicU64) -> u64 {
@@ -222,6 +235,32 @@ fn socket_err(what: &'static str, endpoint: &str) -> impl FnOnce(zmq::Error) -> 
     }
 }
 
+/// A PAIR socket receiving `s`'s handshake events.
+fn monitor(
+    ctx: &zmq::Context,
+    s: &zmq::Socket,
+    which: &str,
+    endpoint: &str,
+) -> Result<zmq::Socket, Error> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let inproc = format!(
+        "inproc://catchd-monitor-{which}-{}",
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let events = (zmq_sys::ZMQ_EVENT_HANDSHAKE_SUCCEEDED
+        | zmq_sys::ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+        | zmq_sys::ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) as i32;
+    s.monitor(&inproc, events)
+        .map_err(socket_err("monitor", endpoint))?;
+    let m = ctx
+        .socket(zmq::PAIR)
+        .map_err(socket_err("monitor socket", endpoint))?;
+    m.set_linger(0).map_err(socket_err("LINGER", endpoint))?;
+    m.connect(&inproc)
+        .map_err(socket_err("monitor connect", endpoint))?;
+    Ok(m)
+}
+
 /// Sets an integer socket option the `zmq` crate has no setter for.
 pub(crate) fn set_int_option(s: &mut zmq::Socket, option: u32, value: i32) -> zmq::Result<()> {
     // SAFETY: the socket pointer is live for the duration of the call (we hold `&mut`),
@@ -261,6 +300,11 @@ impl Node {
             .map_err(socket_err("SNDHWM", &options.xsub))?;
         xpub.set_linger(500)
             .map_err(socket_err("LINGER", &options.xsub))?;
+        if let Some(c) = &options.curve {
+            c.client(&xpub)
+                .map_err(socket_err("CURVE", &options.xsub))?;
+        }
+        let xpub_monitor = monitor(&ctx, &xpub, "xpub", &options.xsub)?;
         xpub.connect(&options.xsub)
             .map_err(socket_err("connect", &options.xsub))?;
         let xsub = ctx
@@ -270,6 +314,11 @@ impl Node {
             .map_err(socket_err("RCVHWM", &options.xpub))?;
         xsub.set_linger(0)
             .map_err(socket_err("LINGER", &options.xpub))?;
+        if let Some(c) = &options.curve {
+            c.client(&xsub)
+                .map_err(socket_err("CURVE", &options.xpub))?;
+        }
+        let xsub_monitor = monitor(&ctx, &xsub, "xsub", &options.xpub)?;
         xsub.connect(&options.xpub)
             .map_err(socket_err("connect", &options.xpub))?;
         for t in &options.subscribe {
@@ -295,9 +344,11 @@ impl Node {
         };
         let node_id = options.node_id.clone();
         let mut worker = Worker {
-            _ctx: ctx,
+            monitors: [xpub_monitor, xsub_monitor],
+            handshake_failures: 0,
             xpub,
             xsub,
+            _ctx: ctx,
             wake: wake_rx,
             pending,
             out: out_rx,
@@ -312,7 +363,7 @@ impl Node {
         let thread = std::thread::Builder::new()
             .name("catchd-bus".into())
             .spawn(move || worker.run())?;
-        tracing::info!(node = %node_id, "Bus: joined the proxy.");
+        tracing::info!(node = %node_id, "Bus: joining the proxy.");
         Ok((
             Node {
                 publisher,
@@ -356,6 +407,9 @@ impl Drop for Node {
 
 struct Worker {
     // Sockets before the context: fields drop in order, and a context waits for its sockets.
+    /// The monitors of `xpub` and `xsub`: handshakes.
+    monitors: [zmq::Socket; 2],
+    handshake_failures: u64,
     xpub: zmq::Socket,
     xsub: zmq::Socket,
     _ctx: zmq::Context,
@@ -374,11 +428,13 @@ struct Worker {
 impl Worker {
     fn run(&mut self) {
         loop {
-            let (r_in, r_sub, r_wake) = {
+            let (r_in, r_sub, r_wake, r_mon) = {
                 let mut items = [
                     self.xsub.as_poll_item(zmq::POLLIN),
                     self.xpub.as_poll_item(zmq::POLLIN),
                     zmq::PollItem::from_fd(self.wake.as_raw_fd(), zmq::POLLIN),
+                    self.monitors[0].as_poll_item(zmq::POLLIN),
+                    self.monitors[1].as_poll_item(zmq::POLLIN),
                 ];
                 // Work left in the queue: look at the sockets without waiting.
                 let wait = if self.out.is_empty() { 200 } else { 0 };
@@ -392,8 +448,12 @@ impl Worker {
                     items[0].is_readable(),
                     items[1].is_readable(),
                     items[2].is_readable(),
+                    items[3].is_readable() || items[4].is_readable(),
                 )
             };
+            if r_mon {
+                self.monitor_events();
+            }
             if r_wake {
                 let mut b = [0u8; 256];
                 while matches!(self.wake.read(&mut b), Ok(n) if n > 0) {}
@@ -410,6 +470,37 @@ impl Worker {
             }
             if r_in {
                 self.receive();
+            }
+        }
+    }
+
+    /// Reports handshake failures (first ten, then every thousandth) and counts them.
+    fn monitor_events(&mut self) {
+        for m in &self.monitors {
+            while let Ok(frames) = m.recv_multipart(zmq::DONTWAIT) {
+                let (Some(event), Some(addr)) = (frames.first(), frames.get(1)) else {
+                    continue;
+                };
+                match curve::handshake(event, addr) {
+                    Some(curve::Handshake::Failed(msg)) => {
+                        self.handshake_failures += 1;
+                        self.stats
+                            .handshake_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        let n = self.handshake_failures;
+                        if n <= 10 || n.is_multiple_of(1000) {
+                            tracing::error!(failures = n, "{msg}");
+                        }
+                    }
+                    Some(curve::Handshake::Succeeded(addr)) => {
+                        tracing::info!(
+                            node = %self.options.node_id,
+                            curve = self.options.curve.is_some(),
+                            "Bus: connected to {addr}."
+                        );
+                    }
+                    None => {}
+                }
             }
         }
     }
@@ -578,7 +669,7 @@ impl Worker {
 /// The bus's counters, for `/metrics`.
 pub fn collect_metrics(s: &Stats, node: &str, m: &mut crate::telemetry::Metrics) {
     use crate::telemetry::Kind;
-    let rows: [(&str, Kind, &str, &AtomicU64); 10] = [
+    let rows: [(&str, Kind, &str, &AtomicU64); 11] = [
         (
             "published_total",
             Kind::Counter,
@@ -632,6 +723,12 @@ pub fn collect_metrics(s: &Stats, node: &str, m: &mut crate::telemetry::Metrics)
             Kind::Counter,
             "incoming events lost because catchd was behind",
             &s.incoming_drops,
+        ),
+        (
+            "handshake_failures_total",
+            Kind::Counter,
+            "handshakes with the proxy that failed (CURVE keys refused or mismatched)",
+            &s.handshake_failures,
         ),
         (
             "subscriptions",

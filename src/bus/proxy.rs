@@ -7,25 +7,37 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::curve::{Curve, Zap};
 use super::{Error, set_int_option, socket_err};
 
 /// A running proxy.
 pub struct Proxy {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The ZAP handler, when the proxy is encrypted; stopped after the relay.
+    zap: Option<Zap>,
     ctx: zmq::Context,
     control: String,
 }
 
 /// Binds the proxy's XPUB (subscribers connect) and XSUB (publishers connect) and relays
-/// between them on a thread of its own.
+/// between them on a thread of its own. With `curve` (which must hold the server secret
+/// key) both sockets are CURVE servers and only the client public key is admitted.
 ///
 /// # Errors
 /// [`Error`] when an endpoint cannot be bound (in use, bad address).
-pub fn start(xpub_endpoint: &str, xsub_endpoint: &str) -> Result<Proxy, Error> {
+pub fn start(
+    xpub_endpoint: &str,
+    xsub_endpoint: &str,
+    curve: Option<&Curve>,
+) -> Result<Proxy, Error> {
     let ctx = zmq::Context::new();
     ctx.set_io_threads(2)
         .map_err(socket_err("io threads", xpub_endpoint))?;
+    // The ZAP handler must be bound before a CURVE server socket takes a connection.
+    let zap = curve
+        .map(|c| Zap::start(&ctx, c.client_public))
+        .transpose()?;
     let mut xpub = ctx
         .socket(zmq::XPUB)
         .map_err(socket_err("socket", xpub_endpoint))?;
@@ -39,6 +51,10 @@ pub fn start(xpub_endpoint: &str, xsub_endpoint: &str) -> Result<Proxy, Error> {
         .map_err(socket_err("LINGER", xpub_endpoint))?;
     xpub.set_sndhwm(super::HWM)
         .map_err(socket_err("SNDHWM", xpub_endpoint))?;
+    if let Some(c) = curve {
+        c.server(&xpub)
+            .map_err(socket_err("CURVE", xpub_endpoint))?;
+    }
     xpub.bind(xpub_endpoint)
         .map_err(socket_err("bind", xpub_endpoint))?;
     let xsub = ctx
@@ -48,6 +64,10 @@ pub fn start(xpub_endpoint: &str, xsub_endpoint: &str) -> Result<Proxy, Error> {
         .map_err(socket_err("LINGER", xsub_endpoint))?;
     xsub.set_rcvhwm(super::HWM)
         .map_err(socket_err("RCVHWM", xsub_endpoint))?;
+    if let Some(c) = curve {
+        c.server(&xsub)
+            .map_err(socket_err("CURVE", xsub_endpoint))?;
+    }
     xsub.bind(xsub_endpoint)
         .map_err(socket_err("bind", xsub_endpoint))?;
     let control = format!("inproc://catchd-proxy-{}", std::process::id());
@@ -67,11 +87,13 @@ pub fn start(xpub_endpoint: &str, xsub_endpoint: &str) -> Result<Proxy, Error> {
     tracing::info!(
         xpub = xpub_endpoint,
         xsub = xsub_endpoint,
+        curve = curve.is_some(),
         "Bus proxy listening."
     );
     Ok(Proxy {
         stop,
         thread: Some(thread),
+        zap,
         ctx,
         control,
     })
@@ -98,6 +120,7 @@ impl Proxy {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.zap.take();
     }
 }
 

@@ -17,7 +17,7 @@ mod cmd;
 pub use cmd::check_config::CheckConfigArgs;
 pub use cmd::import_bhr::ImportBhrArgs;
 pub use cmd::manager::ManagerArgs;
-pub use cmd::proxy::ProxyArgs;
+pub use cmd::proxy::{CurveKeypairArgs, ProxyArgs};
 pub use cmd::replay::ReplayArgs;
 pub use cmd::run::RunArgs;
 pub use cmd::scan::ScanArgs;
@@ -65,6 +65,10 @@ pub enum Command {
     /// Host the ZeroMQ XPUB/XSUB proxy that Zeek's manager runs in a cluster with the
     /// ZeroMQ backend, for deployments without a Zeek manager.
     Proxy(ProxyArgs),
+
+    /// Make a CURVE keypair for an encrypted bus (Zeek 8.2's ZeroMQ CURVE): one for the
+    /// proxy (`--for server`) and one shared by every node (`--for client`).
+    CurveKeypair(CurveKeypairArgs),
 
     /// Scan log files for failed logins (BlockHosts / fail2ban style) and block the
     /// addresses that cross a jail's threshold, through a running catchd.
@@ -165,6 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => cmd::user::user_cmd(cmd),
         Command::Manager(args) => cmd::manager::manager_cmd(*args),
         Command::Proxy(args) => cmd::proxy::proxy_cmd(&args),
+        Command::CurveKeypair(args) => cmd::proxy::curve_keypair_cmd(&args),
         Command::Scan(args) => cmd::scan::scan_cmd(*args),
         Command::ImportBhr(args) => cmd::import_bhr::import_bhr_cmd(&args),
     }

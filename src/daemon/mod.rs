@@ -113,8 +113,17 @@ fn join_bus(
     Error,
 > {
     let b = &config.bus;
+    let names = if b.curve_from_env {
+        &crate::bus::curve::ENV
+    } else {
+        &crate::bus::curve::KEYS
+    };
+    let curve = b
+        .curve
+        .resolve(b.proxy, true, names)
+        .map_err(|(key, msg)| crate::bus::Error::Curve { key, msg })?;
     let proxy = if b.proxy {
-        Some(crate::bus::proxy::start(&b.xpub, &b.xsub)?)
+        Some(crate::bus::proxy::start(&b.xpub, &b.xsub, curve.as_ref())?)
     } else {
         None
     };
@@ -132,6 +141,7 @@ fn join_bus(
         },
         subscribe,
         queue: b.queue,
+        curve,
     })?;
     Ok((proxy, node, rx))
 }

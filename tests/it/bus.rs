@@ -57,11 +57,18 @@ pub(crate) struct Bus {
 
 impl Bus {
     pub(crate) fn start() -> Bus {
+        Bus::start_with_env(&[]).0
+    }
+
+    /// `catchd proxy` with `env` (CURVE keys in Zeek's variables); also the lines it
+    /// writes to stderr after it listens.
+    pub(crate) fn start_with_env(env: &[(&str, &str)]) -> (Bus, mpsc::Receiver<String>) {
         let xpub = format!("tcp://127.0.0.1:{}", free_port());
         let xsub = format!("tcp://127.0.0.1:{}", free_port());
         let child = catchd()
             .args(["proxy", "--xpub", &xpub, "--xsub", &xsub])
             .env("RUST_LOG", "catchd=info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -69,16 +76,26 @@ impl Bus {
         let mut p = Proc(child);
         let mut lines = BufReader::new(p.0.stderr.take().unwrap()).lines();
         for line in lines.by_ref() {
-            if line.unwrap().contains("Bus proxy listening") {
+            let line = line.unwrap();
+            assert!(!line.contains("error"), "catchd proxy: {line}");
+            if line.contains("Bus proxy listening") {
                 break;
             }
         }
-        std::thread::spawn(move || for _ in lines {});
-        Bus {
-            _proxy: p,
-            xpub,
-            xsub,
-        }
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        (
+            Bus {
+                _proxy: p,
+                xpub,
+                xsub,
+            },
+            rx,
+        )
     }
 
     pub(crate) fn flags(&self) -> Vec<String> {

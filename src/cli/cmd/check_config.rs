@@ -205,6 +205,30 @@ fn show_bus(c: &Config, t: &mut String) {
         humantime::format_duration(bus.notify_interval),
         bus.queue,
     );
+    let k = &bus.curve;
+    if k.is_empty() {
+        t.push_str("# CURVE: off (no curve_* keys)\n");
+        return;
+    }
+    if bus.curve_from_env {
+        t.push_str("# CURVE keys from Zeek's ZEEK_CLUSTER_BACKEND_ZEROMQ_CURVE_* variables\n");
+    }
+    for (name, public) in [
+        ("curve_server_publickey", k.server_public),
+        ("curve_client_publickey", k.client_public),
+    ] {
+        if let Some(p) = public {
+            let _ = writeln!(t, "{name} = {:?}", p.z85());
+        }
+    }
+    for (name, secret) in [
+        ("curve_server_secretkey", k.server_secret),
+        ("curve_client_secretkey", k.client_secret),
+    ] {
+        if secret.is_some() {
+            let _ = writeln!(t, "# {name} is set (not shown)");
+        }
+    }
 }
 
 /// Each `[[blocker]]`.

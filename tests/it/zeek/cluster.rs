@@ -7,8 +7,8 @@ use std::process::Command;
 
 use super::differential::synth::{L4, Pkt, Vlan};
 use super::differential::write_pcap;
-use super::{Zeek, zeek};
-use crate::bus::{Bus, manager};
+use super::{CurveKeys, Zeek, zeek};
+use crate::bus::{Bus, eventually, manager, metric};
 use crate::daemon::Files;
 
 /// Datagrams from `.0` to `.1`, one every `.3` ms from `.2` ms after 1700000000, `.4` of
@@ -39,7 +39,7 @@ fn udp_trace(path: &Path, flows: &[Flow]) {
 
 /// A worker's scripts: the cluster layout, the ZeroMQ backend pointed at `bus`, and
 /// catch-and-release; at the end it prints what its `blocks` table holds for `watched`.
-fn worker_scripts(dir: &Path, bus: &Bus, watched: &str) {
+fn worker_scripts(dir: &Path, bus: &Bus, watched: &str, curve: Option<&CurveKeys>) {
     std::fs::write(
         dir.join("cluster-layout.zeek"),
         "redef Cluster::manager_is_logger = T;\n\
@@ -59,12 +59,14 @@ fn worker_scripts(dir: &Path, bus: &Bus, watched: &str) {
              redef Cluster::Backend::ZeroMQ::run_proxy_thread = F;\n\
              redef Cluster::Backend::ZeroMQ::connect_xpub_endpoint = \"{xsub}\";\n\
              redef Cluster::Backend::ZeroMQ::connect_xsub_endpoint = \"{xpub}\";\n\
+             {curve}\
              event NetControl::catch_release_block_new(a: addr, b: NetControl::BlockInfo)\n\
              \t{{ print fmt(\"block_new %s %s\", a, b); }}\n\
              event zeek_done()\n\
              \t{{ print fmt(\"final %s\", NetControl::get_catch_release_info({watched})); }}\n",
             xsub = bus.xsub,
             xpub = bus.xpub,
+            curve = curve.map(|k| k.zeek_redefs(false)).unwrap_or_default(),
         ),
     )
     .unwrap();
@@ -73,8 +75,26 @@ fn worker_scripts(dir: &Path, bus: &Bus, watched: &str) {
 #[test]
 fn a_zeek_worker_reports_a_sighting_and_catchd_reblocks_it() {
     let Some(z) = zeek() else { return };
-    let bus = Bus::start();
-    let f = Files::new("[cnr]\nintervals = \"1s,20s,40s\"\nsweep_interval = \"1s\"\n");
+    worker_reblock(z, None);
+}
+
+/// The same over an encrypted bus: `catchd proxy` as CURVE server (keys from Zeek's
+/// environment variables), the Zeek worker and `catchd run` as CURVE clients.
+#[test]
+fn the_same_over_curve_with_catchd_hosting_the_proxy() {
+    let Some(z) = zeek() else { return };
+    worker_reblock(z, Some(&CurveKeys::new()));
+}
+
+fn worker_reblock(z: &Zeek, curve: Option<&CurveKeys>) {
+    let (bus, _proxy_log) = match curve {
+        Some(k) => Bus::start_with_env(&k.proxy_env()),
+        None => Bus::start_with_env(&[]),
+    };
+    let f = Files::new(&format!(
+        "{}[cnr]\nintervals = \"1s,20s,40s\"\nsweep_interval = \"1s\"\n",
+        curve.map(CurveKeys::bus_toml).unwrap_or_default()
+    ));
     let m = manager(&f, &bus, &[]);
     let dir = tempfile::tempdir().unwrap();
     // Background from 10.0.0.1 from the start; the watched 10.0.0.66 from 6 s on.
@@ -85,7 +105,7 @@ fn a_zeek_worker_reports_a_sighting_and_catchd_reblocks_it() {
             ([10, 0, 0, 66], [10, 0, 0, 2], 6_000, 500, 12),
         ],
     );
-    worker_scripts(dir.path(), &bus, "10.0.0.66");
+    worker_scripts(dir.path(), &bus, "10.0.0.66", curve);
     // Pseudo-realtime, so the trace takes 12 s and the bus has time to work.
     let zeek_run = run_worker(z, dir.path());
     // Once the worker is up, catchd drops the address: blocked 1 s, watched 20 s.
@@ -130,4 +150,61 @@ fn run_worker(z: &Zeek, dir: &Path) -> std::thread::JoinHandle<String> {
         assert!(out.status.success(), "worker failed: {stderr}");
         format!("{}{stderr}", String::from_utf8_lossy(&out.stdout))
     })
+}
+
+/// An encrypted proxy admits only the cluster's client key, and everyone says so: the
+/// proxy logs the refusal, a catchd node with other keys (or none) logs why it cannot
+/// join and counts it, and a Zeek worker with other keys stops as Zeek does on a failed
+/// CURVE handshake.
+#[test]
+fn an_encrypted_proxy_refuses_other_keys_and_every_side_says_so() {
+    let Some(z) = zeek() else { return };
+    let keys = CurveKeys::new();
+    let (bus, proxy_log) = Bus::start_with_env(&keys.proxy_env());
+
+    // A catchd node with a client keypair the proxy does not know.
+    let wrong = keys.with_other_client();
+    let f = Files::new(&wrong.bus_toml());
+    let m = manager(&f, &bus, &[]);
+    eventually(20, "the refusal in the node's log", || {
+        m.log()
+            .contains("refused this node's CURVE keys")
+            .then_some(())
+    });
+    assert!(metric(&m, "catchd_bus_handshake_failures_total") >= 1);
+    let refused = eventually(10, "the refusal in the proxy's log", || {
+        proxy_log
+            .try_iter()
+            .find(|l| l.contains("refused a peer whose CURVE client key"))
+    });
+    assert!(refused.contains("127.0.0.1"), "{refused}");
+    assert!(m.terminate().success());
+
+    // A catchd node without CURVE against the encrypted proxy.
+    let f = Files::new("");
+    let m = manager(&f, &bus, &[]);
+    eventually(20, "the mismatch in the node's log", || {
+        m.log()
+            .contains("one end uses CURVE and the other does not")
+            .then_some(())
+    });
+    assert!(m.terminate().success());
+
+    // A Zeek worker with the other keypair.
+    let dir = tempfile::tempdir().unwrap();
+    udp_trace(
+        &dir.path().join("t.pcap"),
+        &[([10, 0, 0, 1], [10, 0, 0, 2], 0, 500, 20)],
+    );
+    worker_scripts(dir.path(), &bus, "10.0.0.66", Some(&wrong));
+    let out = Command::new(&z.bin)
+        .args(["-r", "t.pcap", "--pseudo-realtime=1", "worker.zeek"])
+        .env("CLUSTER_NODE", "worker-1")
+        .env("ZEEKPATH", z.path_with(dir.path()))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("Handshake for socket"), "{stderr}");
 }

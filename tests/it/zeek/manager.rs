@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::{Running, zeek};
+use super::{CurveKeys, Running, Zeek, zeek};
 use crate::bus::{eventually, free_port, metric, send_from, udp_pcap};
 use crate::daemon::Files;
 use crate::daemon::netns::Netns;
@@ -17,7 +17,19 @@ use crate::serve::process::Server;
 #[test]
 fn a_catchd_sensor_feeds_a_zeek_manager_and_follows_its_blocks() {
     let Some(z) = zeek() else { return };
-    let ns = Netns::new("zm", 43);
+    sensor_with_zeek_manager(z, "zm", 43, None);
+}
+
+/// The same over an encrypted bus: Zeek's manager hosts a CURVE proxy, and the catchd
+/// sensor joins with the server public key and the cluster's client keypair.
+#[test]
+fn the_same_over_curve_with_zeek_hosting_the_proxy() {
+    let Some(z) = zeek() else { return };
+    sensor_with_zeek_manager(z, "zc", 44, Some(&CurveKeys::new()));
+}
+
+fn sensor_with_zeek_manager(z: &Zeek, ns_name: &str, ns_net: u8, curve: Option<&CurveKeys>) {
+    let ns = Netns::new(ns_name, ns_net);
     let (xpub, xsub) = (
         format!("tcp://127.0.0.1:{}", free_port()),
         format!("tcp://127.0.0.1:{}", free_port()),
@@ -45,6 +57,7 @@ fn a_catchd_sensor_feeds_a_zeek_manager_and_follows_its_blocks() {
              redef Cluster::Backend::ZeroMQ::listen_xsub_endpoint = \"{xsub}\";\n\
              redef Cluster::Backend::ZeroMQ::connect_xpub_endpoint = \"{xsub}\";\n\
              redef Cluster::Backend::ZeroMQ::connect_xsub_endpoint = \"{xpub}\";\n\
+             {curve}\
              redef NetControl::catch_release_intervals = vector(1sec, 5sec, 10sec);\n\
              redef table_expire_interval = 1sec;\n\
              redef exit_only_after_terminate = T;\n\
@@ -54,7 +67,8 @@ fn a_catchd_sensor_feeds_a_zeek_manager_and_follows_its_blocks() {
              event zeek_init() {{ schedule 3sec {{ test_drop() }}; }}\n\
              event NetControl::catch_release_encountered(a: addr)\n\
              \t{{ print fmt(\"%.3f encountered %s %s\", network_time(), a, NetControl::get_catch_release_info(a)); flush_all(); schedule 2sec {{ test_unblock() }}; }}\n\
-             event test_drop() &priority=-10 {{ print fmt(\"%.3f dropped\", network_time()); flush_all(); }}\n"
+             event test_drop() &priority=-10 {{ print fmt(\"%.3f dropped\", network_time()); flush_all(); }}\n",
+            curve = curve.map(|k| k.zeek_redefs(true)).unwrap_or_default(),
         ),
     )
     .unwrap();
@@ -73,22 +87,19 @@ fn a_catchd_sensor_feeds_a_zeek_manager_and_follows_its_blocks() {
     );
 
     // The sensor, capturing where the attacker's packets arrive.
-    let f = Files::new("");
-    let s = Server::run(
-        &f.dir.path().join("unused.db"),
-        &[
-            "--role",
-            "sensor",
-            "--node-id",
-            "tap1",
-            "-i",
-            &ns.root_if,
-            "--bus-xpub",
-            &xpub,
-            "--bus-xsub",
-            &xsub,
-        ],
-    );
+    let f = Files::new(&curve.map(CurveKeys::bus_toml).unwrap_or_default());
+    let s = f.start(&[
+        "--role",
+        "sensor",
+        "--node-id",
+        "tap1",
+        "-i",
+        &ns.root_if,
+        "--bus-xpub",
+        &xpub,
+        "--bus-xsub",
+        &xsub,
+    ]);
     let entry = |s: &Server| {
         let (status, b) = s.request("GET", &format!("/api/v1/cr/{addr}"), None, None);
         (status == 200)

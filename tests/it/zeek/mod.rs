@@ -122,3 +122,76 @@ impl Drop for Running {
         self.stop();
     }
 }
+
+/// A CURVE setup as Zeek 8.2 uses it: the proxy's keypair and the one client keypair
+/// every node shares (Z85).
+pub struct CurveKeys {
+    pub server_public: String,
+    pub server_secret: String,
+    pub client_public: String,
+    pub client_secret: String,
+}
+
+impl CurveKeys {
+    pub fn new() -> CurveKeys {
+        let (sp, ss) = catchd::bus::curve::keypair().unwrap();
+        let (cp, cs) = catchd::bus::curve::keypair().unwrap();
+        CurveKeys {
+            server_public: sp.z85(),
+            server_secret: ss.z85(),
+            client_public: cp.z85(),
+            client_secret: cs.z85(),
+        }
+    }
+
+    /// The same server key with another client keypair (one the proxy does not admit).
+    pub fn with_other_client(&self) -> CurveKeys {
+        let (cp, cs) = catchd::bus::curve::keypair().unwrap();
+        CurveKeys {
+            server_public: self.server_public.clone(),
+            server_secret: self.server_secret.clone(),
+            client_public: cp.z85(),
+            client_secret: cs.z85(),
+        }
+    }
+
+    /// Zeek's script-level options; `server_secret` for a node that hosts the proxy.
+    pub fn zeek_redefs(&self, server_secret: bool) -> String {
+        let mut s = format!(
+            "redef Cluster::Backend::ZeroMQ::curve_server_publickey = \"{}\";\n\
+             redef Cluster::Backend::ZeroMQ::curve_client_publickey = \"{}\";\n\
+             redef Cluster::Backend::ZeroMQ::curve_client_secretkey = \"{}\";\n",
+            self.server_public, self.client_public, self.client_secret
+        );
+        if server_secret {
+            s += &format!(
+                "redef Cluster::Backend::ZeroMQ::curve_server_secretkey = \"{}\";\n",
+                self.server_secret
+            );
+        }
+        s
+    }
+
+    /// `[bus]` settings for a catchd node (not hosting the proxy).
+    pub fn bus_toml(&self) -> String {
+        format!(
+            "[bus]\ncurve_server_publickey = \"{}\"\ncurve_client_publickey = \"{}\"\n\
+             curve_client_secretkey = \"{}\"\n",
+            self.server_public, self.client_public, self.client_secret
+        )
+    }
+
+    /// Zeek's environment variables for `catchd proxy` (what a proxy needs).
+    pub fn proxy_env(&self) -> [(&'static str, &str); 2] {
+        [
+            (
+                "ZEEK_CLUSTER_BACKEND_ZEROMQ_CURVE_SERVER_SECRETKEY",
+                &self.server_secret,
+            ),
+            (
+                "ZEEK_CLUSTER_BACKEND_ZEROMQ_CURVE_CLIENT_PUBLICKEY",
+                &self.client_public,
+            ),
+        ]
+    }
+}
