@@ -124,6 +124,12 @@ pub struct AddrText {
 }
 
 impl AddrText {
+    /// The text's bytes (ASCII).
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         // Only ASCII digits, hex letters, dots and colons are ever written.

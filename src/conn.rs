@@ -324,31 +324,33 @@ enum TimerKind {
     Delete,
 }
 
+/// A due connection timer, as [`ConnTable::fire`] reads it.
 #[derive(Clone, Copy, Debug)]
 struct Timer {
     at: Time,
-    seq: u64,
     key: Key,
     conn: u64,
     tgen: u32,
     kind: TimerKind,
 }
 
-impl PartialEq for Timer {
-    fn eq(&self, o: &Timer) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
+/// A timer's place in the heap: its deadline, its order among timers of one deadline,
+/// and where the rest of it is kept. Kept small (24 bytes) because a heap operation moves
+/// a dozen entries of a heap that holds one or more timers per tracked connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct TimerRef {
+    at: Time,
+    seq: u64,
+    slot: u32,
 }
-impl Eq for Timer {}
-impl PartialOrd for Timer {
-    fn partial_cmp(&self, o: &Timer) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Timer {
-    fn cmp(&self, o: &Timer) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
+
+/// What a timer does, kept apart from the heap.
+#[derive(Clone, Copy, Debug)]
+struct TimerBody {
+    key: Key,
+    conn: u64,
+    tgen: u32,
+    kind: TimerKind,
 }
 
 /// Counters of a [`ConnTable`].
@@ -365,7 +367,10 @@ pub struct ConnTable {
     ports: ServerPorts,
     timeouts: Timeouts,
     conns: HashMap<Key, Conn, foldhash::fast::FixedState>,
-    timers: BinaryHeap<Reverse<Timer>>,
+    timers: BinaryHeap<Reverse<TimerRef>>,
+    /// The bodies of the timers in `timers`, by slot; `free` lists unused slots.
+    bodies: Vec<TimerBody>,
+    free: Vec<u32>,
     next_timer: Time,
     seq: u64,
     next_id: u64,
@@ -382,6 +387,8 @@ impl ConnTable {
             timeouts,
             conns: HashMap::with_hasher(foldhash::fast::FixedState::default()),
             timers: BinaryHeap::new(),
+            bodies: Vec::new(),
+            free: Vec::new(),
             next_timer: Time::MAX,
             seq: 0,
             next_id: 0,
@@ -414,13 +421,29 @@ impl ConnTable {
     fn schedule(&mut self, at: Time, key: Key, conn: u64, tgen: u32, kind: TimerKind) {
         self.seq += 1;
         self.next_timer = self.next_timer.min(at);
-        self.timers.push(Reverse(Timer {
-            at,
-            seq: self.seq,
+        let body = TimerBody {
             key,
             conn,
             tgen,
             kind,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.bodies[slot as usize] = body;
+                slot
+            }
+            None => {
+                // One slot per pending timer: at most a few per tracked connection, so far
+                // below u32::MAX (the table holds at most `max` connections).
+                let slot = u32::try_from(self.bodies.len()).unwrap_or(u32::MAX);
+                self.bodies.push(body);
+                slot
+            }
+        };
+        self.timers.push(Reverse(TimerRef {
+            at,
+            seq: self.seq,
+            slot,
         }));
     }
 
@@ -431,16 +454,33 @@ impl ConnTable {
         if self.next_timer > now {
             return;
         }
-        while let Some(Reverse(t)) = self.timers.peek().copied() {
-            if t.at > now {
+        while let Some(Reverse(r)) = self.timers.peek().copied() {
+            if r.at > now {
                 break;
             }
             self.timers.pop();
+            let b = self.bodies[r.slot as usize];
+            self.free.push(r.slot);
+            let t = Timer {
+                at: r.at,
+                key: b.key,
+                conn: b.conn,
+                tgen: b.tgen,
+                kind: b.kind,
+            };
             self.fire(now, &t, &mut seen);
         }
         self.next_timer = self.timers.peek().map_or(Time::MAX, |t| t.0.at);
         if self.timers.capacity() > 64 && self.timers.len() * 4 < self.timers.capacity() {
             self.timers.shrink_to(self.timers.len() * 2);
+        }
+        if self.timers.is_empty() {
+            self.bodies.clear();
+            self.free.clear();
+            if self.bodies.capacity() > 64 {
+                self.bodies.shrink_to_fit();
+                self.free.shrink_to_fit();
+            }
         }
     }
 
@@ -630,6 +670,9 @@ impl ConnTable {
     }
 
     fn apply(&mut self, key: Key, id: u64, asks: &Asks) {
+        if asks.is_empty() {
+            return;
+        }
         let Some(c) = self.conns.get(&key) else {
             return;
         };
@@ -655,6 +698,8 @@ impl ConnTable {
         }
         self.conns.clear();
         self.timers.clear();
+        self.bodies.clear();
+        self.free.clear();
         self.next_timer = Time::MAX;
     }
 
@@ -707,6 +752,10 @@ impl Asks {
             self.list[self.n] = (at, kind);
             self.n += 1;
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.n == 0
     }
 
     fn iter(&self) -> impl Iterator<Item = (Time, TimerKind)> + '_ {

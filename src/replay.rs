@@ -484,6 +484,8 @@ impl Replay {
         let mut specs = std::mem::take(&mut self.unanchored);
         specs.append(&mut self.unblocks);
         self.engine.advance(first);
+        let at_first = all.iter().take_while(|(t, _)| *t == first).count();
+        self.engine.reserve_drops(at_first);
         let mut made = 0;
         for (t, i) in all {
             let d = &specs[i];
@@ -507,8 +509,23 @@ impl Replay {
             }
         }
         if made > 0 {
-            // The calls ran as a handler in the first round of this moment.
-            self.engine.drain(ZEEK_ROUNDS_PER_PACKET - 1);
+            // The calls ran as a handler in the first round of this moment. Their answers
+            // are written out as they come, as the calls' lines were.
+            let Replay {
+                engine,
+                logs,
+                summary,
+                ..
+            } = self;
+            let mut failed = None;
+            engine.drain_with(ZEEK_ROUNDS_PER_PACKET - 1, |e, _| {
+                if failed.is_none() && e.pending_outputs() >= FLUSH_EVERY {
+                    failed = Replay::write_outputs(e, logs, summary).err();
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
             self.flush()?;
         }
         self.summary.drops_wall += started.elapsed();
@@ -592,20 +609,29 @@ impl Replay {
 
     #[inline(never)]
     fn flush(&mut self) -> Result<(), Error> {
-        while let Some(o) = self.engine.poll_output() {
+        Replay::write_outputs(&mut self.engine, &mut self.logs, &mut self.summary)
+    }
+
+    /// Writes the engine's outputs to the logs, counting them in `summary`.
+    fn write_outputs(
+        engine: &mut Engine,
+        logs: &mut LogSet,
+        summary: &mut Summary,
+    ) -> Result<(), Error> {
+        while let Some(o) = engine.poll_output() {
             match &o {
                 Output::CatchRelease(r) => {
                     if let Some(i) = Action::ALL.iter().position(|a| *a == r.action) {
-                        self.summary.actions[i] += 1;
+                        summary.actions[i] += 1;
                     }
                 }
                 Output::Error(msg) => {
-                    self.summary.errors += 1;
+                    summary.errors += 1;
                     tracing::warn!("{msg}");
                 }
                 _ => {}
             }
-            self.logs.write(&o)?;
+            logs.write(&o)?;
         }
         Ok(())
     }

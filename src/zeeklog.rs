@@ -16,7 +16,7 @@
 //! This module is the only one that writes log files.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -226,46 +226,71 @@ impl ZeekRecord for DropRecord {
 // the buffer is always valid UTF-8, and nothing goes through `core::fmt`'s padding
 // machinery, which dominated log writing when a hundred thousand drops were replayed.
 
+/// Appends a fixed-size scratch buffer and keeps its first `len` bytes: a copy of known
+/// size is a few moves, where a copy of a computed length is a call to `memcpy`.
+#[inline]
+fn push_scratch(out: &mut Vec<u8>, buf: &[u8; 32], len: usize) {
+    let at = out.len();
+    out.extend_from_slice(buf);
+    out.truncate(at + len);
+}
+
+/// Writes the decimal digits of `v` at `buf[at..]`; returns the index after them.
+#[inline]
+fn put_digits(buf: &mut [u8; 32], at: usize, v: u64) -> usize {
+    let mut digits = 1;
+    let mut rest = v / 10;
+    while rest > 0 {
+        digits += 1;
+        rest /= 10;
+    }
+    let end = at + digits;
+    let mut v = v;
+    for i in (at..end).rev() {
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    end
+}
+
 /// Appends an unsigned integer.
 #[inline]
 fn push_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    let mut buf = [0u8; 32];
+    let n = put_digits(&mut buf, 0, v);
+    push_scratch(out, &buf, n);
 }
 
 fn push_i64(out: &mut Vec<u8>, v: i64) {
-    if v < 0 {
-        out.push(b'-');
-    }
-    push_u64(out, v.unsigned_abs());
+    let mut buf = [0u8; 32];
+    let at = usize::from(v < 0);
+    buf[0] = b'-';
+    let n = put_digits(&mut buf, at, v.unsigned_abs());
+    push_scratch(out, &buf, n);
 }
 
 /// Microseconds as `%.6f` seconds, assembled on the stack and appended at once.
 #[inline]
 fn push_micros(out: &mut Vec<u8>, us: i64) {
-    let mut buf = [0u8; 28];
-    let mut n = 0;
-    if us < 0 {
-        buf[0] = b'-';
-        n = 1;
-    }
+    let mut buf = [0u8; 32];
+    let at = usize::from(us < 0);
+    buf[0] = b'-';
     let abs = us.unsigned_abs();
-    let mut ib = itoa::Buffer::new();
-    let secs = ib.format(abs / 1_000_000).as_bytes();
-    buf[n..n + secs.len()].copy_from_slice(secs);
-    n += secs.len();
+    let mut n = put_digits(&mut buf, at, abs / 1_000_000);
     buf[n] = b'.';
     let mut f = abs % 1_000_000;
     for i in (n + 1..n + 7).rev() {
         buf[i] = b'0' + (f % 10) as u8;
         f /= 10;
     }
-    out.extend_from_slice(&buf[..n + 7]);
+    n += 7;
+    push_scratch(out, &buf, n);
 }
 
 /// An address as Zeek prints it (see [`Addr::text`]).
 #[inline]
 fn push_addr(out: &mut Vec<u8>, a: &Addr) {
-    out.extend_from_slice(a.text().as_str().as_bytes());
+    out.extend_from_slice(a.text().as_bytes());
 }
 
 fn push_subnet(out: &mut Vec<u8>, n: &IpNet) {
@@ -471,8 +496,10 @@ pub struct LogFile {
     path: PathBuf,
     schema: &'static Schema,
     format: Format,
-    out: BufWriter<File>,
-    line: Vec<u8>,
+    file: File,
+    /// Lines not yet handed to the file: formatted straight into this buffer, which is
+    /// written out whole when it passes [`LogFile::BUF`] (one copy, not two).
+    buf: Vec<u8>,
     /// When the file was opened (its `#open`), for the rotated file's name.
     opened: chrono::DateTime<chrono::Local>,
     /// Bytes in the file.
@@ -617,8 +644,8 @@ impl LogFile {
             path,
             schema,
             format,
-            out: BufWriter::with_capacity(64 * 1024, file),
-            line: Vec::with_capacity(256),
+            file,
+            buf: Vec::new(),
             opened,
             size,
         }
@@ -635,12 +662,22 @@ impl LogFile {
         p
     }
 
+    /// How much is buffered before it is written out.
+    const BUF: usize = 256 * 1024;
+
     fn put(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.buf.extend_from_slice(bytes);
         self.size += bytes.len() as u64;
-        self.out.write_all(bytes).map_err(|source| Error::Write {
-            path: self.path.clone(),
-            source,
-        })
+        self.spill()
+    }
+
+    /// Writes the buffer out once it is full enough.
+    #[inline]
+    fn spill(&mut self) -> Result<(), Error> {
+        if self.buf.len() >= LogFile::BUF {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Appends one record.
@@ -649,16 +686,17 @@ impl LogFile {
     /// [`Error::Write`] on an I/O error.
     pub fn write<R: ZeekRecord>(&mut self, rec: &R) -> Result<(), Error> {
         debug_assert_eq!(R::SCHEMA.path, self.schema.path);
-        let mut line = std::mem::take(&mut self.line);
-        line.clear();
-        match self.format {
-            Format::Tsv => push_tsv_line(rec, &mut line),
-            Format::Json => push_json_line(rec, &mut line),
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(LogFile::BUF + 4096);
         }
-        line.push(b'\n');
-        let r = self.put(&line);
-        self.line = line;
-        r
+        let before = self.buf.len();
+        match self.format {
+            Format::Tsv => push_tsv_line(rec, &mut self.buf),
+            Format::Json => push_json_line(rec, &mut self.buf),
+        }
+        self.buf.push(b'\n');
+        self.size += (self.buf.len() - before) as u64;
+        self.spill()
     }
 
     /// Hands what is buffered to the operating system.
@@ -666,7 +704,27 @@ impl LogFile {
     /// # Errors
     /// [`Error::Write`] on an I/O error.
     pub fn flush(&mut self) -> Result<(), Error> {
-        self.out.flush().map_err(|source| Error::Write {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        // Written bytes leave the buffer; on an error the rest stays, to be written by the
+        // next flush (as a BufWriter keeps it).
+        let mut done = 0;
+        let r = loop {
+            match self.file.write(&self.buf[done..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    done += n;
+                    if done == self.buf.len() {
+                        break Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.buf.drain(..done);
+        r.map_err(|source| Error::Write {
             path: self.path.clone(),
             source,
         })

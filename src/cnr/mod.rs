@@ -343,6 +343,19 @@ impl Engine {
         Engine::new(cfg, vec![(Box::new(AcceptingPlugin::new(name)), 0)])
     }
 
+    /// Makes room for `n` drops about to be made at once (a replay knows how many), so the
+    /// maps and queues grow once instead of by doubling while they are made.
+    pub fn reserve_drops(&mut self, n: usize) {
+        self.watch.reserve(n);
+        self.nc.reserve(n);
+        self.queue.reserve(n);
+    }
+
+    /// How many outputs wait for [`Engine::poll_output`].
+    pub fn pending_outputs(&self) -> usize {
+        self.out.len()
+    }
+
     /// The settings.
     pub fn config(&self) -> &Config {
         &self.cfg

@@ -290,11 +290,48 @@ struct RuleState {
     no_expire: PluginSet,
 }
 
+/// Hashes rule ids so that ids made one after the other land in neighbouring buckets:
+/// the low bits are the id itself (the bucket), the top bits a mix of it (the tag a
+/// probe compares first). Drops made together are answered together, in id order, so their
+/// rules are then read from consecutive memory instead of one cache miss each. Rule ids
+/// are made here (or by the registry), never taken from outside, so the hash needs no
+/// protection against chosen keys.
+#[derive(Clone, Copy, Default)]
+struct SequentialIds;
+
+impl std::hash::BuildHasher for SequentialIds {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        const TAG: u64 = 0xFE00_0000_0000_0000;
+        self.0 | (self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) & TAG)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.0 = u64::from(v);
+    }
+}
+
 /// NetControl's state: activated backends and live rules.
 pub(super) struct NetControl {
     /// Sorted by descending priority; activation order within a priority.
     plugins: Vec<Registered>,
-    rules: HashMap<RuleId, RuleState, foldhash::fast::RandomState>,
+    rules: HashMap<RuleId, RuleState, SequentialIds>,
     /// `rule_entities`: at most one rule per (entity, type).
     entities: HashMap<(IpNet, RuleType), RuleId, foldhash::fast::RandomState>,
     /// `rule_counter`.
@@ -315,6 +352,12 @@ impl NetControl {
             ids: None,
             terminating: false,
         }
+    }
+
+    /// Makes room for `n` more rules.
+    pub(super) fn reserve(&mut self, n: usize) {
+        self.rules.reserve(n);
+        self.entities.reserve(n);
     }
 
     fn plugin(&self, id: PluginId) -> Option<&Registered> {

@@ -381,6 +381,17 @@ impl WatchTable {
         }
     }
 
+    /// Makes room for `n` more addresses, spread over the shards.
+    pub(crate) fn reserve(&self, n: usize) {
+        let shards = self.map.shards();
+        let each = n.div_ceil(shards.len().max(1));
+        for s in shards {
+            let hasher = self.map.hasher();
+            s.write()
+                .reserve(each, |(k, _)| std::hash::BuildHasher::hash_one(hasher, k));
+        }
+    }
+
     /// Whether `a` is tracked (blocked or watched). This is the per-packet check: for an
     /// unwatched address usually one load from the filter's bitmap; otherwise one probe of
     /// one map shard under its read lock.
