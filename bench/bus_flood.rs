@@ -31,6 +31,7 @@ fn options(xpub: &str, xsub: &str, id: &str, subscribe: Vec<String>) -> Options 
         subscribe,
         queue: 65_536,
         curve: None,
+        websocket: None,
     }
 }
 

@@ -345,6 +345,8 @@ pub struct Bus {
     pub curve: crate::bus::curve::Keys,
     /// Whether those came from Zeek's environment variables rather than `[bus]`.
     pub curve_from_env: bool,
+    /// Join through Zeek's WebSocket API instead of a ZeroMQ proxy.
+    pub websocket: Option<crate::bus::websocket::Target>,
 }
 
 impl Default for Bus {
@@ -364,6 +366,7 @@ impl Default for Bus {
             queue: 65_536,
             curve: crate::bus::curve::Keys::default(),
             curve_from_env: false,
+            websocket: None,
         }
     }
 }
@@ -595,6 +598,8 @@ struct BusFile {
     curve_server_secretkey: Option<String>,
     curve_client_publickey: Option<String>,
     curve_client_secretkey: Option<String>,
+    websocket: Option<String>,
+    websocket_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1566,11 +1571,47 @@ fn bus(bus: BusFile, c: &mut Config, ck: &mut Checks) {
             }
         };
         let names = if b.curve_from_env { &ENV } else { &KEYS };
+        if bus.websocket.is_some() {
+            // Checked with the WebSocket URL below.
+            return Ok(());
+        }
         if b.enabled || b.proxy {
             b.curve
                 .resolve(b.proxy, b.enabled, names)
                 .map_err(|(k, m)| bad(&k, m))?;
         }
+        Ok(())
+    });
+    ck.run(|| {
+        if bus.websocket_ca_file.is_some() && bus.websocket.is_none() {
+            return Err(bad(
+                "bus.websocket_ca_file",
+                "is for a wss:// bus.websocket, which is not set".into(),
+            ));
+        }
+        let Some(url) = &bus.websocket else {
+            return Ok(());
+        };
+        let t = crate::bus::websocket::Target::parse(url, bus.websocket_ca_file.as_deref())
+            .map_err(|m| bad("bus.websocket", m))?;
+        if b.proxy {
+            return Err(bad(
+                "bus.proxy",
+                "a node joining through Zeek's WebSocket API does not host a ZeroMQ proxy".into(),
+            ));
+        }
+        if !b.curve.is_empty() {
+            return Err(bad(
+                if b.curve_from_env {
+                    "ZEEK_CLUSTER_BACKEND_ZEROMQ_CURVE_*"
+                } else {
+                    "bus.curve_*"
+                },
+                "CURVE is ZeroMQ's; Zeek's WebSocket API is encrypted with TLS (a wss:// URL)"
+                    .into(),
+            ));
+        }
+        b.websocket = Some(t);
         Ok(())
     });
 }

@@ -57,4 +57,21 @@ export {
 	## catchd's answer to :zeek:see:`Catchd::netcontrol_hello`; the plugin
 	## activates.
 	global netcontrol_ready: event(id: count);
+
+	## The events catchd's own nodes exchange (a catchd sensor and its
+	## manager). Zeek never raises them; they are declared so that a Zeek
+	## node hosting the WebSocket API (``Cluster::listen_websocket``) accepts
+	## them from a catchd that joins through it, and passes them on.
+
+	## A catchd sensor asks the managers for the watched set.
+	global sync_request: event(node: string);
+
+	## A full snapshot of ``n`` ``catch_release_block_new`` events follows.
+	global sync_begin: event(n: count);
+
+	## The snapshot is complete.
+	global sync_end: event(n: count);
+
+	## A catchd manager (re)started; its sensors ask for the watched set.
+	global manager_up: event(node: string);
 }

@@ -259,3 +259,85 @@ pub fn decode(b: &[u8]) -> Result<Value, DecodeError> {
 pub fn decode_event(b: &[u8]) -> Result<Event, DecodeError> {
     Event::from_value(decode(b)?)
 }
+
+/// A message of Zeek's WebSocket API (`/v1/messages/json`), as a client receives it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WsMessage {
+    /// The answer to the subscriptions: the endpoint id Zeek gave the client, and Zeek's
+    /// version.
+    Ack {
+        /// `endpoint`.
+        endpoint: String,
+        /// `version`.
+        version: String,
+    },
+    /// An event published on a topic the client subscribed to.
+    Data {
+        /// `topic`.
+        topic: String,
+        /// The event.
+        event: Event,
+    },
+    /// Zeek refused something the client sent (or failed), in Broker's error shape.
+    Error {
+        /// `code`, e.g. `deserialization_failed`.
+        code: String,
+        /// `context`: what went wrong.
+        context: String,
+    },
+}
+
+/// Reads one WebSocket API message.
+///
+/// # Errors
+/// [`DecodeError::Json`] for text that is not one of the three messages, or whose event
+/// does not decode.
+pub fn decode_ws(b: &[u8]) -> Result<WsMessage, DecodeError> {
+    let j: J = serde_json::from_slice(b).map_err(|e| err(e.to_string()))?;
+    let field = |k: &str| j.get(k).and_then(J::as_str).unwrap_or("").to_string();
+    match j.get("type").and_then(J::as_str) {
+        Some("ack") => Ok(WsMessage::Ack {
+            endpoint: field("endpoint"),
+            version: field("version"),
+        }),
+        Some("error") => Ok(WsMessage::Error {
+            code: field("code"),
+            context: field("context"),
+        }),
+        Some("data-message") => {
+            let topic = j
+                .get("topic")
+                .and_then(J::as_str)
+                .ok_or_else(|| err("a data-message without a topic"))?
+                .to_string();
+            let event = Event::from_value(from_json(&j, 0)?)?;
+            Ok(WsMessage::Data { topic, event })
+        }
+        Some(t) => Err(err(format!("unknown WebSocket message type {t:?}"))),
+        None => Err(err("a WebSocket message without a type")),
+    }
+}
+
+/// Appends a WebSocket API `data-message` publishing `e` on `topic`.
+pub fn encode_ws_data(topic: &str, e: &Event, out: &mut String) {
+    out.push_str("{\"type\":\"data-message\",\"topic\":");
+    quoted(topic, out);
+    out.push(',');
+    let mut body = String::new();
+    encode(&e.to_value(), &mut body);
+    // `{"@data-type":"vector","data":[…]}` without its opening brace.
+    out.push_str(&body[1..]);
+}
+
+/// The first message a WebSocket client sends: the topic prefixes it subscribes to.
+pub fn ws_subscriptions(topics: &[String]) -> String {
+    let mut out = String::from("[");
+    for (i, t) in topics.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        quoted(t, &mut out);
+    }
+    out.push(']');
+    out
+}

@@ -9,6 +9,8 @@
 
 pub mod bin;
 pub(crate) mod json;
+
+pub use json::{WsMessage, decode_ws};
 pub mod zeek;
 
 use ipnet::IpNet;

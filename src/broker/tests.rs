@@ -494,3 +494,51 @@ proptest! {
         }
     }
 }
+
+/// The WebSocket API's message for `catch_release_add`, as Zeek's documentation and a
+/// Zeek 8.2.2 host read it.
+const WS_ADD: &str = r#"{"type":"data-message","topic":"zeek.cluster.manager","@data-type":"vector","data":[{"@data-type":"count","data":1},{"@data-type":"count","data":1},{"@data-type":"vector","data":[{"@data-type":"string","data":"NetControl::catch_release_add"},{"@data-type":"vector","data":[{"@data-type":"address","data":"10.0.0.1"},{"@data-type":"string","data":"ext-daemon"}]}]}]}"#;
+
+#[test]
+fn websocket_messages_are_written_and_read_as_zeek_does() {
+    let a = Addr::from(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    let mut out = String::new();
+    json::encode_ws_data(zeek::MANAGER_TOPIC, &zeek::add(a, "ext-daemon"), &mut out);
+    assert_eq!(out, WS_ADD);
+    let Ok(WsMessage::Data { topic, event }) = decode_ws(WS_ADD.as_bytes()) else {
+        panic!("not read back")
+    };
+    assert_eq!(topic, "zeek.cluster.manager");
+    assert!(matches!(Incoming::read(event), Ok(Incoming::Add { .. })));
+    assert_eq!(
+        decode_ws(br#"{"type":"ack","endpoint":"zeromq__x-websocket-0","version":"8.2.2"}"#)
+            .unwrap(),
+        WsMessage::Ack {
+            endpoint: "zeromq__x-websocket-0".into(),
+            version: "8.2.2".into()
+        }
+    );
+    assert_eq!(
+        decode_ws(
+            br#"{"type":"error","code":"deserialization_failed","context":"failed to create Zeek event"}"#
+        )
+        .unwrap(),
+        WsMessage::Error {
+            code: "deserialization_failed".into(),
+            context: "failed to create Zeek event".into()
+        }
+    );
+    for bad in [
+        &b"[]"[..],
+        b"{}",
+        br#"{"type":"data-message"}"#,
+        br#"{"type":"x"}"#,
+        b"nope",
+    ] {
+        assert!(decode_ws(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+    }
+    assert_eq!(
+        json::ws_subscriptions(&["zeek.cluster.worker".into(), "a\"b".into()]),
+        r#"["zeek.cluster.worker","a\"b"]"#
+    );
+}

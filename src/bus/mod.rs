@@ -18,6 +18,7 @@
 
 pub mod curve;
 pub(crate) mod proxy;
+pub mod websocket;
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
@@ -96,6 +97,9 @@ pub struct Options {
     pub queue: usize,
     /// CURVE keys, when the proxy is encrypted.
     pub curve: Option<curve::Curve>,
+    /// Join through Zeek's WebSocket API instead of a ZeroMQ proxy (`xpub`, `xsub`, `format`
+    /// and `curve` are then not used).
+    pub websocket: Option<websocket::Target>,
 }
 
 /// A node id in Zeek's style: `catchd_<role>_<host>_<pid>`.
@@ -131,8 +135,12 @@ pub struct Stats {
     pub incoming_drops: AtomicU64,
     /// Topic prefixes subscribers have asked for.
     pub subscriptions: AtomicU64,
-    /// Handshakes with the proxy that failed (refused CURVE keys, CURVE mismatch).
+    /// Handshakes with the proxy that failed (refused CURVE keys, CURVE mismatch), or
+    /// attempts to join Zeek's WebSocket API that failed.
     pub handshake_failures: AtomicU64,
+    /// Events Zeek's WebSocket API refused (an error message back, e.g. an event the
+    /// host node does not declare).
+    pub refused: AtomicU64,
 }
 
 fn count(c: &AtomicU64) -> u64 {
@@ -288,6 +296,82 @@ impl Node {
     /// # Errors
     /// [`Error`] for a bad endpoint or a thread that cannot start.
     pub fn start(options: Options) -> Result<(Node, Receiver<Received>), Error> {
+        let (wake_tx, wake_rx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        let (out_tx, out_rx) = crossbeam_channel::bounded(options.queue);
+        let (in_tx, in_rx) = crossbeam_channel::bounded(options.queue);
+        let stats = Arc::new(Stats::default());
+        let pending = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let publisher = Publisher {
+            tx: out_tx,
+            wake: Arc::new(wake_tx),
+            pending: pending.clone(),
+            stats: stats.clone(),
+        };
+        let node_id = options.node_id.clone();
+        let ends = Ends {
+            wake: wake_rx,
+            pending,
+            out: out_rx,
+            incoming: in_tx,
+            stats,
+            stop: stop.clone(),
+        };
+        let thread = match options.websocket.clone() {
+            Some(target) => {
+                tracing::info!(node = %node_id, url = %target.url, "Bus: joining Zeek's WebSocket API.");
+                let mut w =
+                    websocket::Worker::new(target, options.subscribe, node_id.clone(), ends);
+                std::thread::Builder::new()
+                    .name("catchd-bus".into())
+                    .spawn(move || w.run())?
+            }
+            None => {
+                let mut worker = Worker::new(options, ends)?;
+                let thread = std::thread::Builder::new()
+                    .name("catchd-bus".into())
+                    .spawn(move || worker.run())?;
+                tracing::info!(node = %node_id, "Bus: joining the proxy.");
+                thread
+            }
+        };
+        Ok((
+            Node {
+                publisher,
+                stop,
+                thread: Some(thread),
+                node_id,
+            },
+            in_rx,
+        ))
+    }
+
+    /// A handle for publishing.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+}
+
+/// The thread's ends of the channels, shared by both transports.
+struct Ends {
+    /// Readable when a publisher queued something (or the node stops).
+    wake: UnixStream,
+    /// Set by publishers when they wrote to `wake`, so a burst writes once.
+    pending: Arc<AtomicBool>,
+    /// What publishers queued.
+    out: Receiver<Outgoing>,
+    /// Where decoded events go.
+    incoming: Sender<Received>,
+    stats: Arc<Stats>,
+    /// Set when the node stops.
+    stop: Arc<AtomicBool>,
+}
+
+impl Worker {
+    /// Makes and connects the ZeroMQ sockets.
+    fn new(options: Options, ends: Ends) -> Result<Worker, Error> {
         let ctx = zmq::Context::new();
         let mut xpub = ctx
             .socket(zmq::XPUB)
@@ -328,58 +412,22 @@ impl Node {
             xsub.send(frame, 0)
                 .map_err(socket_err("subscribe", &options.xpub))?;
         }
-        let (wake_tx, wake_rx) = UnixStream::pair()?;
-        wake_tx.set_nonblocking(true)?;
-        wake_rx.set_nonblocking(true)?;
-        let (out_tx, out_rx) = crossbeam_channel::bounded(options.queue);
-        let (in_tx, in_rx) = crossbeam_channel::bounded(options.queue);
-        let stats = Arc::new(Stats::default());
-        let pending = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let publisher = Publisher {
-            tx: out_tx,
-            wake: Arc::new(wake_tx),
-            pending: pending.clone(),
-            stats: stats.clone(),
-        };
-        let node_id = options.node_id.clone();
-        let mut worker = Worker {
+        Ok(Worker {
             monitors: [xpub_monitor, xsub_monitor],
             handshake_failures: 0,
             xpub,
             xsub,
             _ctx: ctx,
-            wake: wake_rx,
-            pending,
-            out: out_rx,
-            incoming: in_tx,
-            stats,
-            stop: stop.clone(),
+            ends,
             subs: HashSet::new(),
             backlog: VecDeque::new(),
             options,
             buf: Vec::with_capacity(4096),
-        };
-        let thread = std::thread::Builder::new()
-            .name("catchd-bus".into())
-            .spawn(move || worker.run())?;
-        tracing::info!(node = %node_id, "Bus: joining the proxy.");
-        Ok((
-            Node {
-                publisher,
-                stop,
-                thread: Some(thread),
-                node_id,
-            },
-            in_rx,
-        ))
+        })
     }
+}
 
-    /// A handle for publishing.
-    pub fn publisher(&self) -> Publisher {
-        self.publisher.clone()
-    }
-
+impl Node {
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.node_id
@@ -413,12 +461,7 @@ struct Worker {
     xpub: zmq::Socket,
     xsub: zmq::Socket,
     _ctx: zmq::Context,
-    wake: UnixStream,
-    pending: Arc<AtomicBool>,
-    out: Receiver<Outgoing>,
-    incoming: Sender<Received>,
-    stats: Arc<Stats>,
-    stop: Arc<AtomicBool>,
+    ends: Ends,
     subs: HashSet<Vec<u8>>,
     backlog: VecDeque<(Instant, Outgoing)>,
     options: Options,
@@ -432,12 +475,12 @@ impl Worker {
                 let mut items = [
                     self.xsub.as_poll_item(zmq::POLLIN),
                     self.xpub.as_poll_item(zmq::POLLIN),
-                    zmq::PollItem::from_fd(self.wake.as_raw_fd(), zmq::POLLIN),
+                    zmq::PollItem::from_fd(self.ends.wake.as_raw_fd(), zmq::POLLIN),
                     self.monitors[0].as_poll_item(zmq::POLLIN),
                     self.monitors[1].as_poll_item(zmq::POLLIN),
                 ];
                 // Work left in the queue: look at the sockets without waiting.
-                let wait = if self.out.is_empty() { 200 } else { 0 };
+                let wait = if self.ends.out.is_empty() { 200 } else { 0 };
                 if let Err(e) = zmq::poll(&mut items, wait)
                     && e != zmq::Error::EINTR
                 {
@@ -456,14 +499,14 @@ impl Worker {
             }
             if r_wake {
                 let mut b = [0u8; 256];
-                while matches!(self.wake.read(&mut b), Ok(n) if n > 0) {}
-                self.pending.store(false, Ordering::Release);
+                while matches!(self.ends.wake.read(&mut b), Ok(n) if n > 0) {}
+                self.ends.pending.store(false, Ordering::Release);
             }
             if r_sub {
                 self.subscriptions();
             }
             self.expire_backlog();
-            let stopping = self.stop.load(Ordering::Acquire);
+            let stopping = self.ends.stop.load(Ordering::Acquire);
             self.send_queued(if stopping { usize::MAX } else { TURN });
             if stopping {
                 return;
@@ -484,7 +527,8 @@ impl Worker {
                 match curve::handshake(event, addr) {
                     Some(curve::Handshake::Failed(msg)) => {
                         self.handshake_failures += 1;
-                        self.stats
+                        self.ends
+                            .stats
                             .handshake_failures
                             .fetch_add(1, Ordering::Relaxed);
                         let n = self.handshake_failures;
@@ -522,7 +566,8 @@ impl Worker {
             }
         }
         if changed {
-            self.stats
+            self.ends
+                .stats
                 .subscriptions
                 .store(self.subs.len() as u64, Ordering::Relaxed);
             // Send what waited for these subscribers, in order.
@@ -543,13 +588,13 @@ impl Worker {
                 break;
             }
             self.backlog.pop_front();
-            count(&self.stats.unsubscribed_drops);
+            count(&self.ends.stats.unsubscribed_drops);
         }
     }
 
     fn send_queued(&mut self, max: usize) {
         for _ in 0..max {
-            let Ok(o) = self.out.try_recv() else {
+            let Ok(o) = self.ends.out.try_recv() else {
                 return;
             };
             if self.subscribed(&o.topic) {
@@ -557,7 +602,7 @@ impl Worker {
             } else if self.backlog.len() < BACKLOG {
                 self.backlog.push_back((Instant::now(), o));
             } else {
-                count(&self.stats.unsubscribed_drops);
+                count(&self.ends.stats.unsubscribed_drops);
             }
         }
     }
@@ -579,10 +624,10 @@ impl Worker {
         }
         match sent {
             Ok(()) => {
-                count(&self.stats.published);
+                count(&self.ends.stats.published);
             }
             Err(e) => {
-                let n = count(&self.stats.xpub_drops);
+                let n = count(&self.ends.stats.xpub_drops);
                 if worth_logging(n) {
                     tracing::warn!(drops = n, topic = %o.topic, "Bus: send failed: {e}");
                 }
@@ -606,7 +651,7 @@ impl Worker {
 
     fn message(&mut self, frames: Vec<Vec<u8>>) {
         let Ok([topic, sender, format, payload]) = <[Vec<u8>; 4]>::try_from(frames) else {
-            let n = count(&self.stats.malformed);
+            let n = count(&self.ends.stats.malformed);
             if worth_logging(n) {
                 tracing::warn!(malformed = n, "Bus: a message that is not 4 frames.");
             }
@@ -618,7 +663,7 @@ impl Worker {
         let topic = String::from_utf8_lossy(&topic).into_owned();
         let sender = String::from_utf8_lossy(&sender).into_owned();
         let Some(f) = Format::from_frame(&format) else {
-            let n = count(&self.stats.wrong_format);
+            let n = count(&self.ends.stats.wrong_format);
             if worth_logging(n) {
                 tracing::warn!(
                     wrong_format = n,
@@ -632,36 +677,47 @@ impl Worker {
         let event = match f.decode(&payload) {
             Ok(e) => e,
             Err(e) => {
-                let n = count(&self.stats.malformed);
+                let n = count(&self.ends.stats.malformed);
                 if worth_logging(n) {
                     tracing::warn!(malformed = n, %sender, %topic, "Bus: bad payload: {e}");
                 }
                 return;
             }
         };
-        let network_time = event.network_timestamp();
-        let event = match Incoming::read(event) {
-            Ok(e) => e,
-            Err(e) => {
-                let n = count(&self.stats.unknown_events);
-                if worth_logging(n) {
-                    tracing::warn!(unknown = n, %sender, %topic, "Bus: {e}");
-                }
-                return;
-            }
-        };
-        count(&self.stats.received);
-        let r = Received {
-            topic,
-            sender,
-            network_time,
-            event,
-        };
-        if let Err(TrySendError::Full(_)) = self.incoming.try_send(r) {
-            let n = count(&self.stats.incoming_drops);
+        deliver(&self.ends.stats, &self.ends.incoming, topic, sender, event);
+    }
+}
+
+/// Reads a decoded event as one catchd handles and passes it on, counting what is not.
+fn deliver(
+    stats: &Stats,
+    incoming: &Sender<Received>,
+    topic: String,
+    sender: String,
+    event: Event,
+) {
+    let network_time = event.network_timestamp();
+    let event = match Incoming::read(event) {
+        Ok(e) => e,
+        Err(e) => {
+            let n = count(&stats.unknown_events);
             if worth_logging(n) {
-                tracing::warn!(drops = n, "Bus: incoming queue full, event dropped.");
+                tracing::warn!(unknown = n, %sender, %topic, "Bus: {e}");
             }
+            return;
+        }
+    };
+    count(&stats.received);
+    let r = Received {
+        topic,
+        sender,
+        network_time,
+        event,
+    };
+    if let Err(TrySendError::Full(_)) = incoming.try_send(r) {
+        let n = count(&stats.incoming_drops);
+        if worth_logging(n) {
+            tracing::warn!(drops = n, "Bus: incoming queue full, event dropped.");
         }
     }
 }
@@ -669,7 +725,7 @@ impl Worker {
 /// The bus's counters, for `/metrics`.
 pub fn collect_metrics(s: &Stats, node: &str, m: &mut crate::telemetry::Metrics) {
     use crate::telemetry::Kind;
-    let rows: [(&str, Kind, &str, &AtomicU64); 11] = [
+    let rows: [(&str, Kind, &str, &AtomicU64); 12] = [
         (
             "published_total",
             Kind::Counter,
@@ -727,8 +783,14 @@ pub fn collect_metrics(s: &Stats, node: &str, m: &mut crate::telemetry::Metrics)
         (
             "handshake_failures_total",
             Kind::Counter,
-            "handshakes with the proxy that failed (CURVE keys refused or mismatched)",
+            "failed handshakes with the proxy (CURVE keys refused or mismatched) or attempts to join Zeek's WebSocket API",
             &s.handshake_failures,
+        ),
+        (
+            "refused_total",
+            Kind::Counter,
+            "events Zeek's WebSocket API refused (not declared on the node serving it)",
+            &s.refused,
         ),
         (
             "subscriptions",

@@ -142,6 +142,7 @@ fn join_bus(
         subscribe,
         queue: b.queue,
         curve,
+        websocket: b.websocket.clone(),
     })?;
     Ok((proxy, node, rx))
 }

@@ -247,6 +247,20 @@ proptest! {
     }
 
     #[test]
+    fn arbitrary_websocket_messages(b in prop::collection::vec(any::<u8>(), 0..512)) {
+        if let Ok(catchd::broker::WsMessage::Data { event, .. }) = catchd::broker::decode_ws(&b) {
+            let _ = catchd::broker::zeek::Incoming::read(event);
+        }
+    }
+
+    #[test]
+    fn websocket_shaped_messages(t in "\\{\"type\":\"(data-message|ack|error|x)\",(\"topic\":\"[a-z.]{0,20}\",)?(\"endpoint\":[0-9\"a-z]{0,8},)?\"@data-type\":\"vector\",\"data\":\\[1,1,\\[\"[A-Za-z:_]{0,30}\",\\[(\\{\"@data-type\":\"(count|string|address|vector)\",\"data\":(\"[^\"]{0,20}\"|[0-9-]{1,20}|\\[\\])\\},?){0,3}\\]\\]\\]\\}") {
+        if let Ok(catchd::broker::WsMessage::Data { event, .. }) = catchd::broker::decode_ws(t.as_bytes()) {
+            let _ = catchd::broker::zeek::Incoming::read(event);
+        }
+    }
+
+    #[test]
     fn json_shaped_bus_messages(t in "\\[1,1,\\[\"[A-Za-z:_]{0,30}\",\\[(\\{\"@data-type\":\"(count|string|address|subnet|vector|set|table|timespan|timestamp|enum|none|boolean|port|real|integer)\",\"data\":(\"[^\"]{0,20}\"|[0-9-]{1,20}|\\[\\]|true|null)\\},?){0,4}\\]\\]\\]") {
         if let Ok(e) = catchd::broker::Format::Json.decode(t.as_bytes()) {
             let _ = catchd::broker::zeek::Incoming::read(e);

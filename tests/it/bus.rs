@@ -30,12 +30,28 @@ fn script() -> PathBuf {
 }
 
 /// A loopback port nobody listens on now.
+/// A TCP port nothing listens on, for a server a test starts. It is taken below Linux's
+/// ephemeral range (32768 and up), so the outgoing connections of the many processes the
+/// tests run cannot take it between now and the server's bind, and never twice in one
+/// test run.
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::AcqRel);
+        let port = u16::try_from(LOW + n % SPAN).expect("below 65536");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A child process killed on drop.

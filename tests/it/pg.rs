@@ -69,11 +69,7 @@ impl Cluster {
             bin.display(),
             data.display()
         ));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::bus::free_port();
         pg_ctl_start(&bin, dir.path(), port);
         Cluster { dir, bin, port }
     }

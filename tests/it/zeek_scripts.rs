@@ -118,7 +118,10 @@ fn declared_and_published_events_match_the_codec() {
             published += 1;
         }
     }
-    assert_eq!(declared, 2, "netcontrol_hello and netcontrol_ready");
+    assert_eq!(
+        declared, 6,
+        "netcontrol_hello, netcontrol_ready, sync_request, sync_begin, sync_end, manager_up"
+    );
     assert_eq!(
         published, 3,
         "broker_add_rule, broker_remove_rule, netcontrol_hello"

@@ -205,6 +205,12 @@ fn show_bus(c: &Config, t: &mut String) {
         humantime::format_duration(bus.notify_interval),
         bus.queue,
     );
+    if let Some(w) = &bus.websocket {
+        let _ = writeln!(t, "websocket = {:?}", w.url);
+        if let Some(ca) = &w.ca_file {
+            let _ = writeln!(t, "websocket_ca_file = {:?}", ca.display().to_string());
+        }
+    }
     let k = &bus.curve;
     if k.is_empty() {
         t.push_str("# CURVE: off (no curve_* keys)\n");

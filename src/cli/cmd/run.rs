@@ -52,6 +52,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub bus_proxy: bool,
 
+    /// Join through Zeek's WebSocket API instead of a ZeroMQ proxy:
+    /// ws://HOST:PORT/v1/messages/json, or wss://… [default: bus.websocket].
+    #[arg(long, value_name = "URL", conflicts_with_all = ["bus_xpub", "bus_xsub", "bus_proxy"])]
+    pub bus_websocket: Option<String>,
+
     /// `manager` holds the catch-and-release state; `sensor` only captures and reports
     /// to it [default: manager, or bus.role].
     #[arg(long, value_name = "ROLE")]
@@ -87,7 +92,7 @@ pub(in crate::cli) fn run_cmd(a: &RunArgs) -> anyhow::Result<()> {
     if a.json_logs {
         c.logs.json = true;
     }
-    if a.bus || a.bus_proxy || a.role.is_some() {
+    if a.bus || a.bus_proxy || a.bus_websocket.is_some() || a.role.is_some() {
         c.bus.enabled = true;
     }
     for (flag, v, slot) in [
@@ -101,6 +106,20 @@ pub(in crate::cli) fn run_cmd(a: &RunArgs) -> anyhow::Result<()> {
     }
     if a.bus_proxy {
         c.bus.proxy = true;
+    }
+    if let Some(url) = &a.bus_websocket {
+        let ca = c.bus.websocket.as_ref().and_then(|t| t.ca_file.clone());
+        let t = crate::bus::websocket::Target::parse(url, ca.as_deref())
+            .map_err(|m| InputError(format!("--bus-websocket: {m}")))?;
+        if c.bus.proxy {
+            return Err(InputError(
+                "--bus-websocket: a node joining through Zeek's WebSocket API does not host a \
+                 ZeroMQ proxy (bus.proxy is set)"
+                    .into(),
+            )
+            .into());
+        }
+        c.bus.websocket = Some(t);
     }
     if let Some(r) = a.role {
         c.bus.role = r;

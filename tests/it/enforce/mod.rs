@@ -209,8 +209,7 @@ fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
 }
 
 fn free_port() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    std::net::SocketAddr::from(([127, 0, 0, 1], crate::bus::free_port()))
 }
 
 #[test]

@@ -17,7 +17,7 @@ use crate::serve::process::Server;
 #[test]
 fn a_catchd_sensor_feeds_a_zeek_manager_and_follows_its_blocks() {
     let Some(z) = zeek() else { return };
-    sensor_with_zeek_manager(z, "zm", 43, None);
+    sensor_with_zeek_manager(z, "zm", 43, None, false);
 }
 
 /// The same over an encrypted bus: Zeek's manager hosts a CURVE proxy, and the catchd
@@ -25,11 +25,26 @@ fn a_catchd_sensor_feeds_a_zeek_manager_and_follows_its_blocks() {
 #[test]
 fn the_same_over_curve_with_zeek_hosting_the_proxy() {
     let Some(z) = zeek() else { return };
-    sensor_with_zeek_manager(z, "zc", 44, Some(&CurveKeys::new()));
+    sensor_with_zeek_manager(z, "zc", 44, Some(&CurveKeys::new()), false);
 }
 
-fn sensor_with_zeek_manager(z: &Zeek, ns_name: &str, ns_net: u8, curve: Option<&CurveKeys>) {
+/// The same through Zeek's WebSocket API: the Zeek manager serves it
+/// (`Cluster::listen_websocket`), and the sensor joins with `--bus-websocket`.
+#[test]
+fn the_same_through_zeeks_websocket_api() {
+    let Some(z) = zeek() else { return };
+    sensor_with_zeek_manager(z, "zw", 45, None, true);
+}
+
+fn sensor_with_zeek_manager(
+    z: &Zeek,
+    ns_name: &str,
+    ns_net: u8,
+    curve: Option<&CurveKeys>,
+    websocket: bool,
+) {
     let ns = Netns::new(ns_name, ns_net);
+    let ws_port = free_port();
     let (xpub, xsub) = (
         format!("tcp://127.0.0.1:{}", free_port()),
         format!("tcp://127.0.0.1:{}", free_port()),
@@ -64,11 +79,18 @@ fn sensor_with_zeek_manager(z: &Zeek, ns_name: &str, ns_net: u8, curve: Option<&
              event NetControl::init() {{ NetControl::activate(NetControl::create_debug(T), 0); }}\n\
              event test_drop() {{ NetControl::drop_address_catch_release({addr}, \"zeek manager\"); }}\n\
              event test_unblock() {{ NetControl::unblock_address_catch_release({addr}, \"test\"); }}\n\
-             event zeek_init() {{ schedule 3sec {{ test_drop() }}; }}\n\
+             event zeek_init() {{ schedule 3sec {{ test_drop() }}; {listen} }}\n\
              event NetControl::catch_release_encountered(a: addr)\n\
              \t{{ print fmt(\"%.3f encountered %s %s\", network_time(), a, NetControl::get_catch_release_info(a)); flush_all(); schedule 2sec {{ test_unblock() }}; }}\n\
              event test_drop() &priority=-10 {{ print fmt(\"%.3f dropped\", network_time()); flush_all(); }}\n",
             curve = curve.map(|k| k.zeek_redefs(true)).unwrap_or_default(),
+            listen = if websocket {
+                format!(
+                    "Cluster::listen_websocket([$listen_addr=127.0.0.1, $listen_port={ws_port}/tcp]);"
+                )
+            } else {
+                String::new()
+            },
         ),
     )
     .unwrap();
@@ -88,18 +110,14 @@ fn sensor_with_zeek_manager(z: &Zeek, ns_name: &str, ns_net: u8, curve: Option<&
 
     // The sensor, capturing where the attacker's packets arrive.
     let f = Files::new(&curve.map(CurveKeys::bus_toml).unwrap_or_default());
-    let s = f.start(&[
-        "--role",
-        "sensor",
-        "--node-id",
-        "tap1",
-        "-i",
-        &ns.root_if,
-        "--bus-xpub",
-        &xpub,
-        "--bus-xsub",
-        &xsub,
-    ]);
+    let ws_url = format!("ws://127.0.0.1:{ws_port}");
+    let mut args = vec!["--role", "sensor", "--node-id", "tap1", "-i", &ns.root_if];
+    if websocket {
+        args.extend(["--bus-websocket", &ws_url]);
+    } else {
+        args.extend(["--bus-xpub", &xpub, "--bus-xsub", &xsub]);
+    }
+    let s = f.start(&args);
     let entry = |s: &Server| {
         let (status, b) = s.request("GET", &format!("/api/v1/cr/{addr}"), None, None);
         (status == 200)

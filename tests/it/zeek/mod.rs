@@ -11,6 +11,7 @@ mod differential;
 mod manager;
 mod package;
 mod plugin;
+mod websocket;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -103,6 +104,9 @@ pub struct Running(pub Child);
 impl Running {
     /// SIGTERM, then up to 10 s to exit, then SIGKILL.
     pub fn stop(&mut self) {
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
         let pid = self.0.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -28,22 +28,67 @@ fn netcontrol_lines(dir: &Path) -> Vec<Vec<String>> {
 #[test]
 fn the_readme_standalone_example_blocks_times_out_unblocks_and_refuses() {
     let Some(z) = zeek() else { return };
+    let (xpub, xsub) = (
+        format!("tcp://127.0.0.1:{}", free_port()),
+        format!("tcp://127.0.0.1:{}", free_port()),
+    );
+    readme_example(
+        z,
+        "## Example: a standalone Zeek with catchd",
+        &[
+            "--bus",
+            "--bus-proxy",
+            "--bus-xpub",
+            &xpub,
+            "--bus-xsub",
+            &xsub,
+        ],
+        &format!(
+            "redef Cluster::Backend::ZeroMQ::connect_xpub_endpoint = \"{xsub}\";\n\
+             redef Cluster::Backend::ZeroMQ::connect_xsub_endpoint = \"{xpub}\";\n"
+        ),
+        &[],
+    );
+}
+
+/// The same through Zeek's WebSocket API: Zeek serves it (with a ZeroMQ proxy of its
+/// own, on ports of the test's), and `catchd run --bus-websocket` joins it.
+#[test]
+fn the_readme_websocket_example_does_the_same_through_zeeks_websocket_api() {
+    let Some(z) = zeek() else { return };
+    let ws = free_port().to_string();
+    let (xpub, xsub) = (
+        format!("tcp://127.0.0.1:{}", free_port()),
+        format!("tcp://127.0.0.1:{}", free_port()),
+    );
+    readme_example(
+        z,
+        "## Example: a standalone Zeek through its WebSocket API",
+        &["--bus-websocket", &format!("ws://127.0.0.1:{ws}")],
+        &format!(
+            "redef Cluster::Backend::ZeroMQ::listen_xpub_endpoint = \"{xpub}\";\n\
+             redef Cluster::Backend::ZeroMQ::listen_xsub_endpoint = \"{xsub}\";\n\
+             redef Cluster::Backend::ZeroMQ::connect_xpub_endpoint = \"{xsub}\";\n\
+             redef Cluster::Backend::ZeroMQ::connect_xsub_endpoint = \"{xpub}\";\n"
+        ),
+        &[("ZEEK_WEBSOCKET_LISTEN_PORT", &ws)],
+    );
+}
+
+/// Runs the `zeek` block of the package README's `section` as written (plus `redefs` for
+/// the test's ports and a few drops of its own) against `catchd run catchd_args`, and
+/// checks what Zeek logs and catchd holds: a block, a timeout, an unblock in catchd, a
+/// refusal.
+fn readme_example(
+    z: &super::Zeek,
+    section: &str,
+    catchd_args: &[&str],
+    redefs: &str,
+    zeek_env: &[(&str, &str)],
+) {
     let f = Files::new("");
     let admin = format!("Token {}", add_user(&f.db, "admin", "admin", None));
-    let (xpub, xsub) = (free_port(), free_port());
-    let (xpub, xsub) = (
-        format!("tcp://127.0.0.1:{xpub}"),
-        format!("tcp://127.0.0.1:{xsub}"),
-    );
-    // catchd run --config catchd.toml --bus --bus-proxy, on free ports.
-    let m = f.start(&[
-        "--bus",
-        "--bus-proxy",
-        "--bus-xpub",
-        &xpub,
-        "--bus-xsub",
-        &xsub,
-    ]);
+    let m = f.start(catchd_args);
     let (status, body) = m.post(
         "/bhr/api/whitelist/",
         &admin,
@@ -51,25 +96,21 @@ fn the_readme_standalone_example_blocks_times_out_unblocks_and_refuses() {
     );
     assert_eq!(status, 201, "{body}");
 
-    // The package, where `@load catchd` finds it.
     let work = tempfile::tempdir().unwrap();
     let scripts = work.path().join("site");
     std::fs::create_dir_all(&scripts).unwrap();
     std::os::unix::fs::symlink(root().join("zeek-scripts"), scripts.join("catchd")).unwrap();
-    // The README's local.zeek as written, pointed at the test's ports, then what the
-    // test drops besides the README's one.
     let readme = std::fs::read_to_string(root().join("zeek-scripts/README.md")).unwrap();
     let example = readme
-        .split("## Example: a standalone Zeek")
+        .split(section)
         .nth(1)
         .and_then(|s| s.split("```zeek\n").nth(1))
         .and_then(|s| s.split("```").next())
-        .expect("the README's standalone example");
+        .expect("the README's example");
     assert!(example.contains("NetControl::drop_address(192.0.2.66, 10min, \"example\")"));
     let local = format!(
         "{example}\n\
-         redef Cluster::Backend::ZeroMQ::connect_xpub_endpoint = \"{xsub}\";\n\
-         redef Cluster::Backend::ZeroMQ::connect_xsub_endpoint = \"{xpub}\";\n\
+         {redefs}\
          redef exit_only_after_terminate = T;\n\
          event NetControl::init_done()\n\
          \t{{\n\
@@ -83,6 +124,7 @@ fn the_readme_standalone_example_blocks_times_out_unblocks_and_refuses() {
             .args(["-b", "local.zeek"])
             .current_dir(work.path())
             .env("ZEEKPATH", z.path_with(&scripts))
+            .envs(zeek_env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
