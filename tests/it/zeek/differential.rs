@@ -685,6 +685,30 @@ fn a_packet_that_ends_a_block_and_starts_a_connection() {
     );
 }
 
+#[test]
+fn escalation_saturates_at_the_last_interval() {
+    // Ladder 1 s, 2 s: the attacker comes back after every block, more often than the
+    // ladder has steps; from the second block on every block is the last interval's.
+    same_generated(
+        vec![
+            udp(0),
+            udp(1_500),
+            udp(2_500),
+            udp(2_500),
+            udp(2_500),
+            udp(30_000),
+        ],
+        &[1_000, 2_000],
+    );
+}
+
+#[test]
+fn a_sighting_after_the_watch_ends_but_before_the_sweep_still_escalates() {
+    // Blocked 1 s, watched until 2 s; seen at 2.5 s, before the expiry sweep (every
+    // 10 s, Zeek's table_expire_interval) has forgotten it: Zeek re-blocks one step up.
+    same_generated(vec![udp(0), udp(2_500), udp(30_000)], &[1_000, 2_000, 4_000]);
+}
+
 fn cases() -> u32 {
     std::env::var("CATCHD_ZEEK_CASES")
         .ok()
