@@ -199,6 +199,9 @@ pub struct Summary {
     pub skips: SkipCounts,
     /// Sightings of watched addresses.
     pub sightings: u64,
+    /// Connections followed through Zeek's life cycle (a watched end when they started),
+    /// and those not followed because the table was full.
+    pub connections: (u64, u64),
     /// Catch-and-release log lines by action (indexed like [`Action::ALL`]).
     pub actions: [u64; 7],
     /// `Reporter::error` messages (e.g. drops no backend took).
@@ -304,6 +307,13 @@ impl fmt::Display for Summary {
             "sightings    {} (connection events of watched originators)",
             self.sightings
         )?;
+        if self.connections != (0, 0) {
+            write!(f, "connections  {} followed", self.connections.0)?;
+            if self.connections.1 > 0 {
+                write!(f, ", {} not (the table was full)", self.connections.1)?;
+            }
+            writeln!(f)?;
+        }
         writeln!(
             f,
             "drops        {} (added {}), re-drops {}, dropped {}, unblocked {}, forgotten {}, info {}",
@@ -659,6 +669,10 @@ impl Replay {
         } = &mut self;
         // At the end, Zeek's pending timers run first, then its connections' end.
         engine.finish_then(|engine| {
+            if let Some(c) = sighter.conns() {
+                let st = c.stats();
+                summary.connections = (st.tracked, st.untracked_full);
+            }
             sighter.finish(|a, _| {
                 if engine.queue_sighting(a) {
                     summary.sightings += 1;
