@@ -622,6 +622,11 @@ struct BlockerFile {
     exec_block: Option<Vec<String>>,
     exec_unblock: Option<Vec<String>>,
     command_timeout: Option<String>,
+    next_hop: Option<String>,
+    next_hop6: Option<String>,
+    communities: Option<Vec<String>>,
+    batch: Option<i64>,
+    exabgp_socket: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1675,6 +1680,27 @@ fn blockers(blockers: Vec<BlockerFile>, c: &mut Config, ck: &mut Checks) {
                 exec_block,
                 exec_unblock
             );
+            if let Some(v) = b.next_hop {
+                o.announce.next_hop = v;
+            }
+            if let Some(v) = b.next_hop6 {
+                o.announce.next_hop6 = v;
+            }
+            if let Some(v) = b.communities {
+                o.announce.communities = v;
+            }
+            if let Some(v) = b.batch {
+                o.announce.batch = usize::try_from(v).unwrap_or(0);
+            }
+            if let Some(v) = b.exabgp_socket {
+                if v.is_empty() {
+                    return Err(bad(&key("exabgp_socket"), "a path is needed".into()));
+                }
+                o.exabgp_socket = v;
+            }
+            // Announcements keep the registry's prefix rules.
+            o.announce.minimum_prefixlen = c.bhr.minimum_prefixlen;
+            o.announce.minimum_prefixlen_v6 = c.bhr.minimum_prefixlen_v6;
             if let Err(msg) = o.check(b.backend) {
                 // The message starts with the option's name.
                 let (k, m) = msg.split_once(": ").unwrap_or(("backend", &msg));
@@ -1700,7 +1726,14 @@ fn across(c: &Config, ck: &mut Checks) {
                 &c.daemon.user,
                 c.blockers
                     .iter()
-                    .find(|b| !b.dry_run && !matches!(b.kind, crate::enforce::Kind::Stdout)),
+                    .find(|b| {
+                        // stdout and ExaBGP (a socket catchd makes) need no privilege.
+                        !b.dry_run
+                            && !matches!(
+                                b.kind,
+                                crate::enforce::Kind::Stdout | crate::enforce::Kind::Exabgp
+                            )
+                    }),
             ) {
                 return Err(bad(
                     "daemon.user",
@@ -1925,6 +1958,18 @@ mod tests {
             ("[bus]\nnetcontrol_source = \"\"", "bus.netcontrol_source"),
             ("[bus]\nrole = \"worker\"", "role"),
             ("[bhr]\nminimum_prefixlen = 33", "bhr.minimum_prefixlen"),
+            (
+                "[[blocker]]\nident = \"b\"\nbackend = \"exabgp\"\ncommunities = [\"666\"]",
+                "blocker[0].communities",
+            ),
+            (
+                "[[blocker]]\nident = \"b\"\nbackend = \"exabgp\"\nnext_hop = \"::1\"",
+                "blocker[0].next_hop",
+            ),
+            (
+                "[[blocker]]\nident = \"b\"\nbackend = \"exabgp\"\nbatch = 0",
+                "blocker[0].batch",
+            ),
             (
                 "[bhr]\nminimum_prefixlen_v6 = -1",
                 "bhr.minimum_prefixlen_v6",

@@ -15,6 +15,7 @@ use crate::replay;
 mod cmd;
 
 pub use cmd::check_config::CheckConfigArgs;
+pub use cmd::exabgp_bridge::ExabgpBridgeArgs;
 pub use cmd::import_bhr::ImportBhrArgs;
 pub use cmd::manager::ManagerArgs;
 pub use cmd::proxy::{CurveKeypairArgs, ProxyArgs};
@@ -65,6 +66,10 @@ pub enum Command {
     /// Host the ZeroMQ XPUB/XSUB proxy that Zeek's manager runs in a cluster with the
     /// ZeroMQ backend, for deployments without a Zeek manager.
     Proxy(ProxyArgs),
+
+    /// ExaBGP's API process for a `[[blocker]] backend = "exabgp"` of `catchd run`:
+    /// relays ExaBGP's API to the blocker's socket (ExaBGP runs it; see README "BGP").
+    ExabgpBridge(ExabgpBridgeArgs),
 
     /// Make a CURVE keypair for an encrypted bus (Zeek 8.2's ZeroMQ CURVE): one for the
     /// proxy (`--for server`) and one shared by every node (`--for client`).
@@ -170,6 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Manager(args) => cmd::manager::manager_cmd(*args),
         Command::Proxy(args) => cmd::proxy::proxy_cmd(&args),
         Command::CurveKeypair(args) => cmd::proxy::curve_keypair_cmd(&args),
+        Command::ExabgpBridge(args) => cmd::exabgp_bridge::exabgp_bridge_cmd(&args),
         Command::Scan(args) => cmd::scan::scan_cmd(*args),
         Command::ImportBhr(args) => cmd::import_bhr::import_bhr_cmd(&args),
     }

@@ -236,7 +236,14 @@ impl Blockers {
                 let (state, b, counters) = (state.clone(), b.clone(), counters.clone());
                 Box::new(move || {
                     let runner = crate::enforce::Runner::new(b.options.command_timeout, b.dry_run);
-                    crate::enforce::Enforcer::new(b.kind, &b.options, runner)
+                    let backend = if b.kind == crate::enforce::Kind::Exabgp {
+                        // Inside the daemon ExaBGP reaches the blocker through
+                        // `catchd exabgp-bridge` on a socket.
+                        crate::enforce::Enforcer::exabgp_socket(&b.options, b.dry_run)
+                    } else {
+                        crate::enforce::Enforcer::new(b.kind, &b.options, runner)
+                    };
+                    backend
                         .map(|backend| {
                             crate::manager::Manager::with_counters(
                                 crate::manager::local::Local::new(state.clone(), &b.ident),

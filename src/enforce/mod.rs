@@ -9,6 +9,7 @@
 //! with what the registry expects. All commands go through [`command::Runner`].
 
 pub(crate) mod command;
+pub mod exabgp;
 mod exec;
 mod hosts_allow;
 mod iptables;
@@ -60,6 +61,10 @@ pub enum Error {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// ExaBGP is not there, went away, or refused a line; or a network is outside the
+    /// prefix rules for announcements.
+    #[error("{0}")]
+    Exabgp(String),
     /// A tool's output could not be understood.
     #[error("cannot read the output of {tool}: {detail}")]
     Output {
@@ -88,6 +93,10 @@ pub enum Kind {
     Exec,
     /// Prints `<ctime> block <cidr>` / `<ctime> unblock <cidr>`.
     Stdout,
+    /// BGP black-holing through ExaBGP's API: announces each blocked network with a
+    /// black-hole community (standard input and output for `catchd manager`, which ExaBGP
+    /// runs as its process; a Unix socket for `catchd exabgp-bridge` inside `catchd run`).
+    Exabgp,
 }
 
 impl Kind {
@@ -101,6 +110,7 @@ impl Kind {
             Kind::HostsAllow => "hosts-allow",
             Kind::Exec => "exec",
             Kind::Stdout => "stdout",
+            Kind::Exabgp => "exabgp",
         }
     }
 }
@@ -133,6 +143,10 @@ pub struct Options {
     pub exec_unblock: Vec<String>,
     /// Longest a command may run before it is killed.
     pub command_timeout: Duration,
+    /// exabgp: what goes into each announcement.
+    pub announce: exabgp::Announce,
+    /// exabgp inside `catchd run`: the socket `catchd exabgp-bridge` connects to.
+    pub exabgp_socket: String,
 }
 
 impl Default for Options {
@@ -149,6 +163,8 @@ impl Default for Options {
             exec_block: Vec::new(),
             exec_unblock: Vec::new(),
             command_timeout: Duration::from_secs(10),
+            announce: exabgp::Announce::default(),
+            exabgp_socket: exabgp::DEFAULT_SOCKET.into(),
         }
     }
 }
@@ -182,6 +198,7 @@ impl Options {
             Kind::Exec if self.exec_block.is_empty() || self.exec_unblock.is_empty() => {
                 Err("exec_block and exec_unblock: both commands are needed".into())
             }
+            Kind::Exabgp => self.announce.check(),
             _ if self.command_timeout.is_zero() => Err("command_timeout: must be above 0".into()),
             _ => Ok(()),
         }
@@ -203,6 +220,8 @@ pub enum Enforcer {
     Exec(exec::Exec),
     /// See [`Kind::Stdout`].
     Stdout(Runner),
+    /// See [`Kind::Exabgp`].
+    Exabgp(exabgp::ExaBgp),
 }
 
 impl Enforcer {
@@ -229,7 +248,50 @@ impl Enforcer {
                 runner,
             )),
             Kind::Stdout => Enforcer::Stdout(runner),
+            // `catchd manager`: ExaBGP's process, on standard input and output. Inside
+            // `catchd run`, [`Enforcer::exabgp_socket`] makes the socket link instead.
+            Kind::Exabgp => {
+                Enforcer::Exabgp(exabgp::ExaBgp::stdio(o.announce.clone(), runner.dry_run()))
+            }
         })
+    }
+
+    /// An ExaBGP backend listening on `o.exabgp_socket` for `catchd exabgp-bridge`.
+    ///
+    /// # Errors
+    /// The options are wrong or the socket cannot be made.
+    pub fn exabgp_socket(o: &Options, dry_run: bool) -> Result<Enforcer, String> {
+        o.check(Kind::Exabgp)?;
+        exabgp::ExaBgp::socket(o.announce.clone(), o.exabgp_socket.clone().into(), dry_run)
+            .map(Enforcer::Exabgp)
+            .map_err(|m| format!("exabgp_socket: {m}"))
+    }
+
+    /// Whether the backend started a new session with its peer since the last call (a
+    /// restarted ExaBGP holds nothing): the manager then reconciles at once.
+    pub fn take_new_session(&mut self) -> bool {
+        match self {
+            Enforcer::Exabgp(x) => x.take_new_session(),
+            _ => false,
+        }
+    }
+
+    /// Resolves when the backend's peer opened a new session while the manager waits for
+    /// work (a bridge from a restarted ExaBGP); never for other backends.
+    pub async fn new_session(&mut self) {
+        match self {
+            Enforcer::Exabgp(x) => x.new_connection().await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// Turns true when the backend's peer has gone for good (ExaBGP closed the manager's
+    /// standard input); `None` for backends without one.
+    pub fn closed(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        match self {
+            Enforcer::Exabgp(x) => Some(x.closed()),
+            _ => None,
+        }
     }
 
     /// The kind's name.
@@ -242,6 +304,7 @@ impl Enforcer {
             Enforcer::HostsAllow(_) => "hosts-allow",
             Enforcer::Exec(_) => "exec",
             Enforcer::Stdout(_) => "stdout",
+            Enforcer::Exabgp(_) => "exabgp",
         }
     }
 
@@ -254,7 +317,9 @@ impl Enforcer {
         match self {
             Enforcer::Nftables(b) => b.setup().await,
             Enforcer::Iptables(b) => b.setup().await,
-            Enforcer::Route(_) | Enforcer::Exec(_) | Enforcer::Stdout(_) => Ok(()),
+            Enforcer::Route(_) | Enforcer::Exec(_) | Enforcer::Stdout(_) | Enforcer::Exabgp(_) => {
+                Ok(())
+            }
             Enforcer::HostsAllow(b) => b.setup(),
         }
     }
@@ -270,6 +335,9 @@ impl Enforcer {
             Enforcer::Iptables(b) => b.list(now).await.map(Some),
             Enforcer::Route(b) => b.list().await.map(Some),
             Enforcer::HostsAllow(b) => b.list().map(Some),
+            // In a dry run nothing was announced: list nothing, so every expected block
+            // is shown once.
+            Enforcer::Exabgp(b) => b.list().await.map(Some),
             Enforcer::Exec(_) | Enforcer::Stdout(_) => Ok(None),
         }
     }
@@ -294,6 +362,7 @@ impl Enforcer {
                 stdout_lines(add, remove);
                 Ok(())
             }
+            Enforcer::Exabgp(b) => b.apply(add, remove).await,
         }
     }
 }

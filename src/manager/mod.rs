@@ -388,6 +388,8 @@ impl<S: Source> Manager<S> {
                     tracing::warn!(%ident, backend, retry_in = ?wait, "Block manager: {e}");
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
+                        // The backend's peer is back (ExaBGP's bridge): go on at once.
+                        () = self.backend.new_session() => delayer.reset(),
                         _ = stop.changed() => break,
                     }
                 }
@@ -410,8 +412,30 @@ impl<S: Source> Manager<S> {
         let due = |last: Option<Instant>, every: Duration| {
             last.is_none_or(|t| !every.is_zero() && t.elapsed() >= every)
         };
+        // A new session with the backend's peer (a restarted ExaBGP holds nothing):
+        // reconcile now, before the queues.
+        if self.backend.take_new_session() {
+            self.last_reconcile = None;
+        }
         if due(self.last_reconcile, self.settings.reconcile_interval) {
-            self.reconcile().await?;
+            match self.reconcile().await {
+                Ok(()) => {}
+                // Some blocks were refused (logged and counted rule by rule): the queues
+                // go on, and retry those blocks from there. Only a reconciliation that
+                // could not start (source or listing failed) is retried at once.
+                Err(Failure::Enforcer {
+                    failed,
+                    total,
+                    first,
+                }) if failed > 0 => {
+                    tracing::warn!(
+                        ident = self.source.ident(),
+                        backend = self.backend.name(),
+                        "Reconciling: {failed} of {total} rules could not be applied; first error: {first}"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
             self.last_reconcile = Some(Instant::now());
         }
         let mut did = false;
@@ -491,11 +515,20 @@ impl<S: Source> Manager<S> {
             let next = self.settings.unblock_interval.saturating_sub(t.elapsed());
             wait = wait.min(next.max(Duration::from_millis(100)));
         }
-        let rows = self
-            .source
-            .queue(wait, self.added_since)
-            .await
-            .map_err(|e| self.source_error(e))?;
+        let rows = {
+            let Manager {
+                source,
+                backend,
+                added_since,
+                ..
+            } = &mut *self;
+            tokio::select! {
+                rows = source.queue(wait, *added_since) => rows,
+                // A new session with the backend's peer: back to `step`, which reconciles.
+                () = backend.new_session() => return Ok(true),
+            }
+        }
+        .map_err(|e| self.source_error(e))?;
         self.counters
             .bad_rows
             .store(self.source.bad_rows(), Ordering::Relaxed);
@@ -590,11 +623,13 @@ impl<S: Source> Manager<S> {
                 total: 0,
                 first: format!("listing rules: {e}"),
             })?;
+        // The listing opened any new session: this reconciliation covers it.
+        self.backend.take_new_session();
         let (add, remove) = match held {
             Some(held) => plan(&expected, &held.iter().map(|h| (h.cidr, h.until)).collect()),
             // A command backend cannot list: it gets every expected block once (the
-            // original's `block_all_expected` backfill, as ExaBGP feeds need after a
-            // restart) and nothing removed. stdout gets only the queues, as the original.
+            // original's `block_all_expected` backfill) and nothing removed. stdout gets
+            // only the queues, as the original.
             None if !self.backfilled && matches!(self.backend, Enforcer::Exec(_)) => {
                 (expected, Vec::new())
             }

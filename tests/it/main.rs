@@ -4,6 +4,7 @@ mod abuse;
 mod api;
 mod arbitrary;
 mod baselines;
+mod bgp;
 mod bus;
 mod daemon;
 mod enforce;

@@ -267,6 +267,17 @@ fn show_blockers(c: &Config, t: &mut String) {
             o.exec_block,
             o.exec_unblock,
         );
+        let a = &o.announce;
+        let _ = write!(
+            t,
+            "exabgp_socket = {:?}
+next_hop = {:?}
+next_hop6 = {:?}
+communities = {:?}
+batch = {}
+",
+            o.exabgp_socket, a.next_hop, a.next_hop6, a.communities, a.batch,
+        );
     }
 }
 

@@ -90,6 +90,33 @@ pub struct ManagerArgs {
     /// Longest a backend command may run before it is killed.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub command_timeout: std::time::Duration,
+
+    /// exabgp: the IPv4 next hop of the announcements (`self`, or an address such as a
+    /// discard address the routers send to null).
+    #[arg(long, default_value = "self", value_name = "ADDR")]
+    pub next_hop: String,
+
+    /// exabgp: the IPv6 next hop.
+    #[arg(long, default_value = "self", value_name = "ADDR")]
+    pub next_hop6: String,
+
+    /// exabgp: a community to attach (repeatable): ASN:VALUE or no-export, no-advertise,
+    /// no-export-subconfed, blackhole [default: 65535:666, RFC 7999's BLACKHOLE].
+    #[arg(long = "community", value_name = "COMMUNITY")]
+    pub communities: Vec<String>,
+
+    /// exabgp: networks per announce or withdraw line.
+    #[arg(long, default_value_t = crate::enforce::exabgp::DEFAULT_BATCH)]
+    pub batch: usize,
+
+    /// exabgp: the shortest IPv4 prefix ever announced (wider blocks are refused and
+    /// stay in the queue).
+    #[arg(long, default_value_t = 23, value_name = "LEN")]
+    pub minimum_prefixlen: u8,
+
+    /// exabgp: the shortest IPv6 prefix ever announced.
+    #[arg(long, default_value_t = 64, value_name = "LEN")]
+    pub minimum_prefixlen_v6: u8,
 }
 
 pub(in crate::cli) fn manager_cmd(a: ManagerArgs) -> anyhow::Result<()> {
@@ -109,6 +136,19 @@ pub(in crate::cli) fn manager_cmd(a: ManagerArgs) -> anyhow::Result<()> {
         exec_block: words(a.exec_block),
         exec_unblock: words(a.exec_unblock),
         command_timeout: a.command_timeout,
+        announce: crate::enforce::exabgp::Announce {
+            next_hop: a.next_hop,
+            next_hop6: a.next_hop6,
+            communities: if a.communities.is_empty() {
+                vec![crate::enforce::exabgp::BLACKHOLE.into()]
+            } else {
+                a.communities
+            },
+            batch: a.batch,
+            minimum_prefixlen: a.minimum_prefixlen,
+            minimum_prefixlen_v6: a.minimum_prefixlen_v6,
+        },
+        exabgp_socket: crate::enforce::exabgp::DEFAULT_SOCKET.into(),
     };
     if let Err(msg) = options.check(a.backend) {
         return Err(InputError(format!("--backend {}: {msg}", a.backend.name())).into());
@@ -191,6 +231,8 @@ fn run_standalone(s: Standalone, shutdown: Shutdown) -> Result<(), StartError> {
         .thread_name("catchd-manager")
         .build()?;
     rt.block_on(async move {
+        // ExaBGP closing the manager's standard input ends it, cleanly.
+        let mut gone = backend.closed();
         let manager = crate::manager::Manager::new(source, backend, s.settings.clone());
         let counters = manager.counters();
         let name = manager.backend_name();
@@ -220,7 +262,17 @@ fn run_standalone(s: Standalone, shutdown: Shutdown) -> Result<(), StartError> {
             });
         }
         let run = tokio::spawn(manager.run(rx));
-        shutdown.wait().await;
+        match gone.as_mut() {
+            Some(g) => {
+                tokio::select! {
+                    () = shutdown.wait() => {}
+                    _ = g.wait_for(|closed| *closed) => {
+                        tracing::info!("ExaBGP closed the API.");
+                    }
+                }
+            }
+            None => shutdown.wait().await,
+        }
         tracing::info!("Stopping.");
         let _ = tx.send(true);
         let _ = run.await;

@@ -706,7 +706,10 @@ fn escalation_saturates_at_the_last_interval() {
 fn a_sighting_after_the_watch_ends_but_before_the_sweep_still_escalates() {
     // Blocked 1 s, watched until 2 s; seen at 2.5 s, before the expiry sweep (every
     // 10 s, Zeek's table_expire_interval) has forgotten it: Zeek re-blocks one step up.
-    same_generated(vec![udp(0), udp(2_500), udp(30_000)], &[1_000, 2_000, 4_000]);
+    same_generated(
+        vec![udp(0), udp(2_500), udp(30_000)],
+        &[1_000, 2_000, 4_000],
+    );
 }
 
 fn cases() -> u32 {
