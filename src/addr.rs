@@ -11,6 +11,8 @@ use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
+use ipnet::IpNet;
+
 /// The one rule for IPv4-mapped IPv6 addresses everywhere (API, registry, whitelist,
 /// catch-and-release, watchlist, scan, enforcement): `::ffff:a.b.c.d` is the IPv4
 /// address `a.b.c.d`.
@@ -21,11 +23,12 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 /// [`canonical_ip`] for networks: `::ffff:a.b.c.d/(96+n)` is `a.b.c.d/n`, so that every
 /// check made on IPv4 networks applies to it. A shorter IPv6 prefix that only partly
 /// covers the mapped space stays IPv6.
-pub fn canonical_net(n: ipnet::IpNet) -> ipnet::IpNet {
+pub fn canonical_net(n: IpNet) -> IpNet {
     match n {
-        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
-            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
-                .map_or(n, |m| ipnet::IpNet::V4(m.trunc())),
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => {
+                ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(n, |m| IpNet::V4(m.trunc()))
+            }
             None => n,
         },
         _ => n,
@@ -79,6 +82,35 @@ impl Addr {
     /// The sixteen canonical bytes.
     pub fn octets(&self) -> [u8; 16] {
         self.0
+    }
+
+    /// The network of `len4` (IPv4) or `len6` (IPv6) bits this address is in, as its
+    /// first address: the host bits cleared. A branch and two shifts, for the packet path.
+    #[inline]
+    pub fn masked(&self, len4: u8, len6: u8) -> Addr {
+        let bits = u128::from_be_bytes(self.0);
+        let keep = if self.is_v4() {
+            96 + u32::from(len4.min(32))
+        } else {
+            u32::from(len6.min(128))
+        };
+        let mask = if keep == 0 {
+            0
+        } else {
+            u128::MAX << (128 - keep)
+        };
+        Addr((bits & mask).to_be_bytes())
+    }
+
+    /// [`Addr::masked`] as a network.
+    pub fn network(&self, len4: u8, len6: u8) -> IpNet {
+        let m = self.masked(len4, len6);
+        let len = if self.is_v4() {
+            len4.min(32)
+        } else {
+            len6.min(128)
+        };
+        IpNet::new(m.to_ip(), len).unwrap_or_else(|_| IpNet::from(m.to_ip()))
     }
 }
 
@@ -267,7 +299,7 @@ impl FromStr for Addr {
     fn from_str(s: &str) -> Result<Addr, AddrError> {
         let s = s.trim();
         if let Some((addr, len)) = s.split_once('/') {
-            let net: ipnet::IpNet = s.parse().map_err(|_| AddrError::Invalid(s.to_string()))?;
+            let net: IpNet = s.parse().map_err(|_| AddrError::Invalid(s.to_string()))?;
             let ip: IpAddr = addr
                 .parse()
                 .map_err(|_| AddrError::Invalid(s.to_string()))?;
@@ -293,7 +325,7 @@ mod tests {
 
     #[test]
     fn mapped_networks_are_ipv4_networks() {
-        let n = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+        let n = |s: &str| s.parse::<IpNet>().unwrap();
         for (given, want) in [
             ("::ffff:198.51.100.200/128", "198.51.100.200/32"),
             ("::ffff:198.51.100.0/120", "198.51.100.0/24"),

@@ -424,6 +424,8 @@ pub struct Cnr {
     pub block_managers: Vec<String>,
     /// BHR block requests of single addresses from these sources go to catch-and-release.
     pub hand_over_sources: Vec<String>,
+    /// Catch-and-release of networks (`[cnr.networks]`); `None`: off.
+    pub networks: Option<crate::cnr::Networks>,
 }
 
 /// Log settings.
@@ -473,6 +475,7 @@ impl Default for Cnr {
             why: "catch-and-release".into(),
             block_managers: Vec::new(),
             hand_over_sources: Vec::new(),
+            networks: None,
         }
     }
 }
@@ -652,6 +655,18 @@ struct CnrFile {
     why: Option<String>,
     block_managers: Option<Vec<String>>,
     hand_over_sources: Option<Vec<String>>,
+    networks: Option<NetworksFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworksFile {
+    enabled: Option<bool>,
+    prefix4: Option<i64>,
+    prefix6: Option<i64>,
+    threshold: Option<i64>,
+    window: Option<String>,
+    intervals: Option<StringOrList>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1261,6 +1276,79 @@ fn cnr(cnr: CnrFile, c: &mut Config, ck: &mut Checks) {
         }
         Ok(())
     });
+    if let Some(nf) = cnr.networks {
+        cnr_networks(nf, cn, ck);
+    }
+}
+
+/// `[cnr.networks]`: on once the section is there (unless `enabled = false`).
+fn cnr_networks(nf: NetworksFile, cn: &mut Cnr, ck: &mut Checks) {
+    let mut n = crate::cnr::Networks::with_intervals(cn.intervals.clone());
+    let mut ok = true;
+    let mut check = |r: Result<(), Bad>| {
+        if r.is_err() {
+            ok = false;
+        }
+        ck.run(|| r);
+    };
+    let len = |key: &str, v: Option<i64>, max: i64, slot: &mut u8| {
+        if let Some(v) = v {
+            if !(1..=max).contains(&v) {
+                return Err(bad(key, format!("must be 1 to {max}")));
+            }
+            *slot = v as u8;
+        }
+        Ok(())
+    };
+    check(len(
+        "cnr.networks.prefix4",
+        nf.prefix4,
+        32,
+        &mut n.shape.len4,
+    ));
+    check(len(
+        "cnr.networks.prefix6",
+        nf.prefix6,
+        128,
+        &mut n.shape.len6,
+    ));
+    check((|| {
+        if let Some(v) = nf.threshold {
+            if !(1..=1000).contains(&v) {
+                return Err(bad(
+                    "cnr.networks.threshold",
+                    "must be 1 to 1000 distinct addresses".into(),
+                ));
+            }
+            n.threshold = v as usize;
+        }
+        Ok(())
+    })());
+    check((|| {
+        if let Some(t) = &nf.window {
+            let d = duration("cnr.networks.window", t)?;
+            if d.is_zero() {
+                return Err(bad("cnr.networks.window", "must be positive".into()));
+            }
+            n.window = Interval::from_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        }
+        Ok(())
+    })());
+    check((|| {
+        if let Some(iv) = nf.intervals {
+            let text = match iv {
+                StringOrList::Text(t) => t,
+                StringOrList::List(l) => l.join(","),
+            };
+            n.intervals = text.parse().map_err(|e: crate::cnr::IntervalsError| {
+                bad("cnr.networks.intervals", e.to_string())
+            })?;
+        }
+        Ok(())
+    })());
+    if ok && nf.enabled.unwrap_or(true) {
+        cn.networks = Some(n);
+    }
 }
 
 /// `[logs]`.

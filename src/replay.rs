@@ -155,6 +155,8 @@ pub struct Options {
     pub warn_blocked: bool,
     /// What counts as a sighting.
     pub sightings: Sightings,
+    /// Catch-and-release of networks (`None`: off, as in Zeek).
+    pub networks: Option<crate::cnr::Networks>,
     /// Where the logs go.
     pub log_dir: PathBuf,
     /// TSV or JSON.
@@ -446,6 +448,7 @@ impl Replay {
             // in cache while the trace streams through it.
             watch_capacity: opts.drops.len(),
             start: Time::ZERO,
+            networks: opts.networks.clone(),
         };
         let engine = Engine::with_accepting_backend(cfg, &opts.plugin_name);
         let logs = LogSet::create(&opts.log_dir, opts.format)?;

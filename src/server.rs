@@ -58,6 +58,8 @@ pub struct Opened {
     pub users: Vec<crate::auth::User>,
     /// Catch-and-release's stored state.
     pub watch: Vec<(crate::addr::Addr, crate::cnr::WatchState)>,
+    /// Its stored networks.
+    pub watch_nets: Vec<(ipnet::IpNet, crate::cnr::WatchState)>,
     /// The time that state is current to.
     pub cr_clock: Option<Time>,
     /// The log scanner's positions, by path.
@@ -112,6 +114,7 @@ pub fn open(config: &Config, now: Time) -> Result<Opened, Error> {
         registry,
         users: snap.users,
         watch: snap.watch,
+        watch_nets: snap.watch_nets,
         cr_clock: snap.cr_clock,
         scan_positions: snap.scan_positions,
         watchlist: snap.watchlist,

@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use crate::addr::Addr;
-use crate::cnr::{CatchReleaseRecord, DropRecord, NetControlRecord, Output, RuleId};
+use crate::cnr::{
+    CatchReleaseNetRecord, CatchReleaseRecord, DropRecord, NetControlRecord, Output, RuleId,
+};
 use crate::time::{Interval, Time};
 
 /// Log file format.
@@ -137,6 +139,45 @@ impl ZeekRecord for CatchReleaseRecord {
         f(self.ts.into());
         f(self.rule_id.into());
         f(self.ip.into());
+        f(Value::Enum(self.action.as_str()));
+        f(self.block_interval.into());
+        f(self.watch_interval.into());
+        f(self.blocked_until.into());
+        f(self.watched_until.into());
+        f(Value::Count(self.num_blocked));
+        f(self.location.as_deref().into());
+        f(self.message.as_deref().into());
+        f(self.plugin.as_deref().into());
+    }
+}
+
+impl ZeekRecord for CatchReleaseNetRecord {
+    const SCHEMA: Schema = Schema {
+        path: "netcontrol_catch_release_net",
+        fields: &[
+            "ts",
+            "rule_id",
+            "subnet",
+            "action",
+            "block_interval",
+            "watch_interval",
+            "blocked_until",
+            "watched_until",
+            "num_blocked",
+            "location",
+            "message",
+            "plugin",
+        ],
+        types: &[
+            "time", "string", "subnet", "enum", "interval", "interval", "time", "time", "count",
+            "string", "string", "string",
+        ],
+    };
+
+    fn visit<'a, F: FnMut(Value<'a>)>(&'a self, f: &mut F) {
+        f(self.ts.into());
+        f(self.rule_id.into());
+        f(Value::Subnet(self.subnet));
         f(Value::Enum(self.action.as_str()));
         f(self.block_interval.into());
         f(self.watch_interval.into());
@@ -787,12 +828,20 @@ static CR_SCHEMA: Schema = CatchReleaseRecord::SCHEMA;
 static NC_SCHEMA: Schema = NetControlRecord::SCHEMA;
 static DROP_SCHEMA: Schema = DropRecord::SCHEMA;
 
-/// The three NetControl logs of a run.
+/// The three NetControl logs of a run, and catchd's fourth for catch-and-release of
+/// networks, which is made (as Zeek makes a log) with its first line.
 pub struct LogSet {
     catch_release: LogFile,
     netcontrol: LogFile,
     drop: LogFile,
+    net: Option<LogFile>,
+    dir: PathBuf,
+    format: Format,
+    /// Whether files are appended to (a daemon) rather than made anew (a replay).
+    append: bool,
 }
+
+static NET_SCHEMA: Schema = CatchReleaseNetRecord::SCHEMA;
 
 impl LogSet {
     /// Creates the directory if needed and the three log files in it.
@@ -800,22 +849,43 @@ impl LogSet {
     /// # Errors
     /// [`Error`] if the directory or a file cannot be created.
     pub fn create(dir: &Path, format: Format) -> Result<LogSet, Error> {
-        LogSet::open_with(dir, format, LogFile::create)
+        LogSet::open_with(dir, format, false)
     }
 
-    fn open_with(
+    fn open_file(
         dir: &Path,
+        schema: &'static Schema,
         format: Format,
-        open: fn(&Path, &'static Schema, Format) -> Result<LogFile, Error>,
-    ) -> Result<LogSet, Error> {
+        append: bool,
+    ) -> Result<LogFile, Error> {
+        if append {
+            LogFile::open_append(dir, schema, format)
+        } else {
+            LogFile::create(dir, schema, format)
+        }
+    }
+
+    fn open_with(dir: &Path, format: Format, append: bool) -> Result<LogSet, Error> {
+        let open = |schema| LogSet::open_file(dir, schema, format, append);
         std::fs::create_dir_all(dir).map_err(|source| Error::Dir {
             path: dir.to_path_buf(),
             source,
         })?;
+        // A network log kept from an earlier run is appended to from the start.
+        let net_path = dir.join(format!("{}.log", NET_SCHEMA.path));
+        let net = if append && net_path.exists() {
+            Some(open(&NET_SCHEMA)?)
+        } else {
+            None
+        };
         Ok(LogSet {
-            catch_release: open(dir, &CR_SCHEMA, format)?,
-            netcontrol: open(dir, &NC_SCHEMA, format)?,
-            drop: open(dir, &DROP_SCHEMA, format)?,
+            catch_release: open(&CR_SCHEMA)?,
+            netcontrol: open(&NC_SCHEMA)?,
+            drop: open(&DROP_SCHEMA)?,
+            net,
+            dir: dir.to_path_buf(),
+            format,
+            append,
         })
     }
 
@@ -828,19 +898,47 @@ impl LogSet {
             Output::CatchRelease(r) => self.catch_release.write(r),
             Output::NetControl(r) => self.netcontrol.write(r),
             Output::Drop(r) => self.drop.write(r),
+            Output::CatchReleaseNet(r) => {
+                if self.net.is_none() {
+                    self.net = Some(LogSet::open_file(
+                        &self.dir,
+                        &NET_SCHEMA,
+                        self.format,
+                        self.append,
+                    )?);
+                }
+                match self.net.as_mut() {
+                    Some(f) => f.write(r),
+                    None => Ok(()),
+                }
+            }
             Output::Forgotten { .. }
             | Output::Error(_)
             | Output::BlockNew { .. }
-            | Output::BlockDelete { .. } => Ok(()),
+            | Output::BlockDelete { .. }
+            | Output::NetBlockNew { .. }
+            | Output::NetBlockDelete { .. }
+            | Output::NetForgotten { .. } => Ok(()),
         }
     }
 
-    /// Opens the three logs to append to them (see [`LogFile::open_append`]).
+    /// Opens the three logs to append to them (see [`LogFile::open_append`]), and the
+    /// network log if there is one.
     ///
     /// # Errors
     /// [`Error`] if the directory or a file cannot be created or opened.
     pub fn open_append(dir: &Path, format: Format) -> Result<LogSet, Error> {
-        LogSet::open_with(dir, format, LogFile::open_append)
+        LogSet::open_with(dir, format, true)
+    }
+
+    fn files(&mut self) -> impl Iterator<Item = &mut LogFile> {
+        [
+            &mut self.catch_release,
+            &mut self.netcontrol,
+            &mut self.drop,
+        ]
+        .into_iter()
+        .chain(self.net.as_mut())
     }
 
     /// Hands what is buffered to the operating system.
@@ -848,49 +946,41 @@ impl LogSet {
     /// # Errors
     /// [`Error::Write`] on an I/O error.
     pub fn flush(&mut self) -> Result<(), Error> {
-        self.catch_release.flush()?;
-        self.netcontrol.flush()?;
-        self.drop.flush()
+        self.files().try_for_each(LogFile::flush)
     }
 
-    /// The largest of the three files, in bytes.
+    /// The largest of the files, in bytes.
     pub fn largest(&self) -> u64 {
         self.catch_release
             .size()
             .max(self.netcontrol.size())
             .max(self.drop.size())
+            .max(self.net.as_ref().map_or(0, LogFile::size))
     }
 
-    /// Rotates all three logs (see [`LogFile::rotate`]).
+    /// Rotates every log (see [`LogFile::rotate`]).
     ///
     /// # Errors
     /// [`Error::Write`] on an I/O error.
     pub fn rotate(&mut self) -> Result<(), Error> {
-        self.catch_release.rotate()?;
-        self.netcontrol.rotate()?;
-        self.drop.rotate()?;
-        Ok(())
+        self.files().try_for_each(|f| f.rotate().map(|_| ()))
     }
 
-    /// Writes the three footers and flushes, in place (for an owner that cannot give the
-    /// set up); nothing more should be written after it.
+    /// Writes the footers and flushes, in place (for an owner that cannot give the set
+    /// up); nothing more should be written after it.
     ///
     /// # Errors
     /// [`Error::Write`] on an I/O error.
     pub fn finish(&mut self) -> Result<(), Error> {
-        self.catch_release.footer()?;
-        self.netcontrol.footer()?;
-        self.drop.footer()
+        self.files().try_for_each(LogFile::footer)
     }
 
-    /// Closes all three logs.
+    /// Closes every log.
     ///
     /// # Errors
     /// [`Error::Write`] on an I/O error.
-    pub fn close(self) -> Result<(), Error> {
-        self.catch_release.close()?;
-        self.netcontrol.close()?;
-        self.drop.close()
+    pub fn close(mut self) -> Result<(), Error> {
+        self.finish()
     }
 }
 

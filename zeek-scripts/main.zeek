@@ -74,4 +74,5 @@ export {
 
 	## A catchd manager (re)started; its sensors ask for the watched set.
 	global manager_up: event(node: string);
+
 }

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use super::{Event, Value};
 use crate::addr::Addr;
-use crate::cnr::{BlockInfo, CatchReleaseRecord, RuleId};
+use crate::cnr::{BlockInfo, CatchReleaseNetRecord, CatchReleaseRecord, RuleId};
 use crate::time::{Interval, Time};
 
 /// `Cluster::manager_topic` under the ZeroMQ backend.
@@ -74,6 +74,17 @@ pub const NETCONTROL_HELLO: &str = "Catchd::netcontrol_hello";
 /// `Catchd::netcontrol_ready(id: count)`: catchd's answer; the plugin activates.
 pub const NETCONTROL_READY: &str = "Catchd::netcontrol_ready";
 
+/// `Catchd::net_block_new(n: subnet, bi: NetControl::BlockInfo)`: catch-and-release of
+/// networks tracks `n` with this state (on [`CATCHD_TOPIC`]).
+pub const NET_BLOCK_NEW: &str = "Catchd::net_block_new";
+/// `Catchd::net_block_delete(n: subnet)`: `n` was unblocked and is no longer tracked.
+pub const NET_BLOCK_DELETE: &str = "Catchd::net_block_delete";
+/// `Catchd::net_forgotten(n: subnet, bi: NetControl::BlockInfo)`: `n`'s watch ended.
+pub const NET_FORGOTTEN: &str = "Catchd::net_forgotten";
+/// `Catchd::log_catch_release_net(rec: Catchd::CatchReleaseNetInfo)`: one line of
+/// `netcontrol_catch_release_net.log`.
+pub const LOG_CATCH_RELEASE_NET: &str = "Catchd::log_catch_release_net";
+
 /// Every event catchd sends or reads, with its Zeek parameter types, in the spelling of
 /// Zeek's declarations (the Zeek package's declarations are checked against this).
 pub const SIGNATURES: &[(&str, &[&str])] = &[
@@ -97,6 +108,10 @@ pub const SIGNATURES: &[(&str, &[&str])] = &[
     (SYNC_BEGIN, &["count"]),
     (SYNC_END, &["count"]),
     (MANAGER_UP, &["string"]),
+    (NET_BLOCK_NEW, &["subnet", "NetControl::BlockInfo"]),
+    (NET_BLOCK_DELETE, &["subnet"]),
+    (NET_FORGOTTEN, &["subnet", "NetControl::BlockInfo"]),
+    (LOG_CATCH_RELEASE_NET, &["CatchReleaseNetInfo"]),
 ];
 
 /// Nanoseconds from catchd's microseconds.
@@ -225,6 +240,45 @@ pub fn forgotten(a: Addr, b: &BlockInfo) -> Event {
         CATCH_RELEASE_FORGOTTEN,
         vec![Value::Address(a), block_info(b)],
     )
+}
+
+/// `Catchd::CatchReleaseNetInfo` (the `netcontrol_catch_release_net.log` record).
+pub fn catch_release_net_info(r: &CatchReleaseNetRecord) -> Value {
+    let s = |v: &Option<Arc<str>>| opt(v.as_ref(), |s| Value::String(s.to_string()));
+    Value::Vector(vec![
+        Value::Timestamp(ns(r.ts)),
+        opt(r.rule_id, |id| Value::String(id.to_string())),
+        Value::Subnet(r.subnet),
+        Value::Enum(r.action.as_str().to_string()),
+        span(r.block_interval),
+        span(r.watch_interval),
+        opt(r.blocked_until, |t| Value::Timestamp(ns(t))),
+        Value::Timestamp(ns(r.watched_until)),
+        Value::Count(r.num_blocked),
+        s(&r.location),
+        opt(r.message.as_ref(), |m| Value::String(m.clone())),
+        s(&r.plugin),
+    ])
+}
+
+/// `Catchd::net_block_new(n, bi)`
+pub fn net_block_new(n: IpNet, b: &BlockInfo) -> Event {
+    Event::new(NET_BLOCK_NEW, vec![Value::Subnet(n), block_info(b)])
+}
+
+/// `Catchd::net_block_delete(n)`
+pub fn net_block_delete(n: IpNet) -> Event {
+    Event::new(NET_BLOCK_DELETE, vec![Value::Subnet(n)])
+}
+
+/// `Catchd::net_forgotten(n, bi)`
+pub fn net_forgotten(n: IpNet, b: &BlockInfo) -> Event {
+    Event::new(NET_FORGOTTEN, vec![Value::Subnet(n), block_info(b)])
+}
+
+/// `Catchd::log_catch_release_net(rec)`
+pub fn log_net_record(r: &CatchReleaseNetRecord) -> Event {
+    Event::new(LOG_CATCH_RELEASE_NET, vec![catch_release_net_info(r)])
 }
 
 /// `log_netcontrol_catch_release(rec)`

@@ -26,9 +26,12 @@
 
 mod intervals;
 pub(crate) mod netcontrol;
+mod nets;
 pub(crate) mod record;
 mod watch;
 
+#[cfg(test)]
+mod nets_tests;
 #[cfg(test)]
 mod tests;
 
@@ -42,8 +45,12 @@ pub use netcontrol::{
     AcceptingPlugin, Answer, Answers, MAX_BACKENDS, Plugin, PluginId, Rule, RuleId, RuleIds,
     RuleType, Target,
 };
-pub use record::{Action, CatchReleaseRecord, Category, DropRecord, NetControlRecord, State};
-pub use watch::{BlockInfo, Top, WatchState, WatchTable};
+pub use nets::Networks;
+pub use record::{
+    Action, CatchReleaseNetRecord, CatchReleaseRecord, Category, DropRecord, NetControlRecord,
+    State,
+};
+pub use watch::{BlockInfo, NetShape, Top, WatchState, WatchTable};
 
 use crate::addr::Addr;
 use crate::time::{Interval, Time};
@@ -85,6 +92,8 @@ pub struct Config {
     /// Network time when the engine starts ([`Time::ZERO`] for a trace, as in Zeek, where
     /// network time only begins with the first packet; a daemon starts at the clock).
     pub start: Time,
+    /// Catch-and-release of networks (`[cnr.networks]`); `None`: off, as in Zeek.
+    pub networks: Option<Networks>,
 }
 
 /// The default [`Config::watch_capacity`]: a million addresses (a 1 MiB filter).
@@ -99,6 +108,7 @@ impl Default for Config {
             max_timer_expires: Some(ZEEK_MAX_TIMER_EXPIRES),
             watch_capacity: DEFAULT_WATCH_CAPACITY,
             start: Time::ZERO,
+            networks: None,
         }
     }
 }
@@ -219,6 +229,27 @@ pub enum Output {
         /// The address.
         addr: Addr,
     },
+    /// A `netcontrol_catch_release_net.log` line (catch-and-release of networks).
+    CatchReleaseNet(CatchReleaseNetRecord),
+    /// A network is now tracked with this state (catchd's `Catchd::net_block_new`).
+    NetBlockNew {
+        /// The network.
+        net: ipnet::IpNet,
+        /// Its state.
+        info: BlockInfo,
+    },
+    /// A network was unblocked and is no longer tracked.
+    NetBlockDelete {
+        /// The network.
+        net: ipnet::IpNet,
+    },
+    /// A network's watch ended: no longer tracked.
+    NetForgotten {
+        /// The network.
+        net: ipnet::IpNet,
+        /// Its last state.
+        info: BlockInfo,
+    },
 }
 
 /// What [`Engine::sighting`] did.
@@ -303,6 +334,10 @@ pub struct Engine {
     /// against on every packet, without touching the heap.
     next_timer: Time,
     out: VecDeque<Output>,
+    /// Addresses blocked recently, by network (catch-and-release of networks).
+    counted: nets::Counted,
+    /// Why the last rule was refused by the rule ids' source (the registry).
+    last_refusal: Option<String>,
 }
 
 impl Engine {
@@ -313,8 +348,17 @@ impl Engine {
     /// With more than [`MAX_BACKENDS`] backends.
     pub fn new(cfg: Config, backends: Vec<(Box<dyn Plugin>, i64)>) -> Engine {
         let start = cfg.start;
+        let watch = match &cfg.networks {
+            Some(n) => WatchTable::with_nets(
+                cfg.intervals.clone(),
+                cfg.watch_capacity,
+                n.shape,
+                n.intervals.clone(),
+            ),
+            None => WatchTable::new(cfg.intervals.clone(), cfg.watch_capacity),
+        };
         let mut e = Engine {
-            watch: Arc::new(WatchTable::new(cfg.intervals.clone(), cfg.watch_capacity)),
+            watch: Arc::new(watch),
             cfg,
             now: start,
             nc: NetControl::new(),
@@ -325,6 +369,8 @@ impl Engine {
             fired_now: 0,
             next_timer: Time::MAX,
             out: VecDeque::new(),
+            counted: nets::Counted::default(),
+            last_refusal: None,
         };
         // Zeek arms the sweep timer at time 1 so that it fires on the first packet; an
         // engine started at a real time sweeps one interval later.
@@ -712,6 +758,7 @@ impl Engine {
                 self.publish_block_new(a, &info);
                 let rec = self.cr_record(a, &e, Action::DropRequested);
                 self.emit(rec, None);
+                self.net_note_block(a);
                 info
             }
             None => {
@@ -772,11 +819,20 @@ impl Engine {
     /// Whether a sighting of `a` now would re-drop it: it is watched and no DROP rule for
     /// it is in place.
     pub fn may_redrop(&self, a: Addr) -> bool {
-        self.watch.contains(&a) && self.nc.drop_rule_for(a).is_none()
+        (self.watch.contains_address(&a) && self.nc.drop_rule_for(a).is_none())
+            || self.may_redrop_net(a)
+    }
+
+    /// `catch_release_seen` for the address, then for its network (catch-and-release of
+    /// networks); returns whether either is tracked.
+    fn seen_impl(&mut self, a: Addr) -> bool {
+        let address = self.seen_address(a);
+        let network = self.net_seen(a);
+        address || network
     }
 
     /// `catch_release_seen`; returns whether `a` is tracked.
-    fn seen_impl(&mut self, a: Addr) -> bool {
+    fn seen_address(&mut self, a: Addr) -> bool {
         let Some(mut e) = self.watch.entry(&a) else {
             return false;
         };
@@ -806,6 +862,7 @@ impl Engine {
         self.emit(rec, None);
         let info = self.watch.block_info(&e);
         self.publish_block_new(a, &info);
+        self.net_note_block(a);
         true
     }
 
@@ -853,6 +910,7 @@ impl Engine {
     /// DROPPED or INFO line per answering backend, if the rule is for a watched host.
     fn cr_rule_answer(&mut self, r: &Rule, p: PluginId, action: Action, message: Option<String>) {
         let Some((a, e)) = self.cr_check_rule(r) else {
+            self.net_rule_answer(r, p, action, message);
             return;
         };
         let mut rec = self.cr_record(a, &e, action);
@@ -864,6 +922,7 @@ impl Engine {
     /// time is more than a minute away from `block_until`.
     fn cr_rule_timeout(&mut self, r: &Rule, p: PluginId) {
         let Some((a, e)) = self.cr_check_rule(r) else {
+            self.net_rule_timeout(r, p);
             return;
         };
         let mut rec = self.cr_record(a, &e, Action::Unblock);
@@ -920,6 +979,7 @@ impl Engine {
             self.out.push_back(Output::Forgotten { addr: a, info });
             self.watch.release_location(e.location);
         }
+        self.sweep_nets();
     }
 
     // ----- NetControl, for callers -----

@@ -373,6 +373,11 @@ impl NetControl {
         self.entities.get(&(host_net(a), RuleType::Drop)).copied()
     }
 
+    /// The DROP rule in place for exactly this network, if any.
+    pub(super) fn drop_rule_for_net(&self, n: IpNet) -> Option<RuleId> {
+        self.entities.get(&(n.trunc(), RuleType::Drop)).copied()
+    }
+
     /// The live rule with this id.
     pub(super) fn rule(&self, id: RuleId) -> Option<&Arc<Rule>> {
         self.rules.get(&id).map(|s| &s.rule)
@@ -530,6 +535,7 @@ impl Engine {
         location: Option<Arc<str>>,
         why: String,
     ) {
+        self.last_refusal = Some(why.clone());
         self.out.push_back(Output::NetControl(NetControlRecord {
             ts: self.now,
             category: Some(Category::Rule),
@@ -656,6 +662,19 @@ impl Engine {
             location,
         }));
         Some(id)
+    }
+
+    /// `NetControl::add_rule` of a DROP of a network: what catch-and-release of networks
+    /// does. No `netcontrol_drop.log` line (Zeek writes those only from `drop_address`,
+    /// whose argument is an address).
+    pub(super) fn nc_drop_net(
+        &mut self,
+        net: IpNet,
+        expire: Interval,
+        location: &str,
+    ) -> Option<RuleId> {
+        let location: Option<Arc<str>> = (!location.is_empty()).then(|| Arc::from(location));
+        self.add_rule(net.trunc(), expire, location)
     }
 
     /// `rule_cleanup`: forgets a rule once no backend has it in place.

@@ -186,3 +186,34 @@ pub struct DropRecord {
     /// Where the drop came from, if non-empty.
     pub location: Option<Arc<str>>,
 }
+
+/// One line of `netcontrol_catch_release_net.log`: catchd's catch-and-release of networks
+/// (`[cnr.networks]`). The fields of [`CatchReleaseRecord`], with the network in `subnet`
+/// where an address has `ip`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CatchReleaseNetRecord {
+    /// When.
+    pub ts: Time,
+    /// The rule of the current block.
+    pub rule_id: Option<RuleId>,
+    /// The network.
+    pub subnet: IpNet,
+    /// What happened.
+    pub action: Action,
+    /// The current block's length (on the networks' ladder).
+    pub block_interval: Interval,
+    /// The current watch's length.
+    pub watch_interval: Interval,
+    /// When the block ends.
+    pub blocked_until: Option<Time>,
+    /// When watching ends.
+    pub watched_until: Time,
+    /// Blocks so far.
+    pub num_blocked: u64,
+    /// Why the network was dropped.
+    pub location: Option<Arc<str>>,
+    /// Details.
+    pub message: Option<String>,
+    /// The answering backend.
+    pub plugin: Option<Arc<str>>,
+}

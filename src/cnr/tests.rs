@@ -993,6 +993,7 @@ mod model {
                 max_timer_expires: None,
                 watch_capacity: 1000,
                 start: Time::ZERO,
+                networks: None,
             };
             let mut e = Engine::with_accepting_backend(cfg.clone(), "m");
             let mut m = Model {

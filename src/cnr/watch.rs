@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
+use ipnet::IpNet;
 
 use crate::addr::Addr;
 use crate::time::Time;
@@ -360,24 +361,88 @@ impl Filter {
 
 type Map = DashMap<Addr, Slot, foldhash::fast::RandomState>;
 
-/// The set of addresses catch-and-release currently tracks, readable from any thread.
+/// The set of addresses catch-and-release currently tracks, readable from any thread,
+/// and the networks it tracks (`[cnr.networks]`).
 #[derive(Debug)]
 pub struct WatchTable {
     map: Map,
     filter: Filter,
     locations: RwLock<Locations>,
     intervals: Intervals,
+    nets: Nets,
+}
+
+/// How networks are formed from addresses: one prefix length per family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetShape {
+    /// IPv4 prefix length.
+    pub len4: u8,
+    /// IPv6 prefix length.
+    pub len6: u8,
+}
+
+impl Default for NetShape {
+    fn default() -> NetShape {
+        NetShape { len4: 24, len6: 64 }
+    }
+}
+
+/// The tracked networks: a map keyed by network with its own pre-filter, keyed by an
+/// address masked to the network's length, so that a packet asks "is its network
+/// tracked?" with one bitmap load once any is, and with one relaxed load of `live` while
+/// none is.
+#[derive(Debug)]
+struct Nets {
+    map: DashMap<IpNet, Slot, foldhash::fast::RandomState>,
+    filter: Filter,
+    shape: NetShape,
+    /// Tracked networks; 0 keeps the packet path at a single load.
+    live: AtomicUsize,
+    intervals: Intervals,
+}
+
+impl Nets {
+    #[inline]
+    fn may_contain(&self, a: &Addr) -> bool {
+        self.live.load(Ordering::Relaxed) != 0
+            && self
+                .filter
+                .may_contain(&a.masked(self.shape.len4, self.shape.len6))
+    }
+
+    fn key(&self, a: &Addr) -> IpNet {
+        a.network(self.shape.len4, self.shape.len6)
+    }
 }
 
 impl WatchTable {
     /// A table whose pre-filter is sized for `capacity` addresses (more still work, with
     /// more lookups reaching the map).
     pub(crate) fn new(intervals: Intervals, capacity: usize) -> WatchTable {
+        WatchTable::with_nets(intervals.clone(), capacity, NetShape::default(), intervals)
+    }
+
+    /// A table that also tracks networks of `shape`, on the ladder `net_intervals`.
+    pub(crate) fn with_nets(
+        intervals: Intervals,
+        capacity: usize,
+        shape: NetShape,
+        net_intervals: Intervals,
+    ) -> WatchTable {
         WatchTable {
             map: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             filter: Filter::new(capacity),
             locations: RwLock::new(Locations::default()),
             intervals,
+            nets: Nets {
+                map: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+                // Networks are far fewer than addresses: the smallest filter serves
+                // 100 000 of them.
+                filter: Filter::new(capacity / 8),
+                shape,
+                live: AtomicUsize::new(0),
+                intervals: net_intervals,
+            },
         }
     }
 
@@ -392,18 +457,146 @@ impl WatchTable {
         }
     }
 
-    /// Whether `a` is tracked (blocked or watched). This is the per-packet check: for an
-    /// unwatched address usually one load from the filter's bitmap; otherwise one probe of
-    /// one map shard under its read lock.
+    /// Whether `a` is tracked (blocked or watched), itself or through its network. This
+    /// is the per-packet check: for an unwatched address usually one load from the filter's
+    /// bitmap (and one more while networks are tracked); otherwise one probe of one map
+    /// shard under its read lock.
     #[inline]
     pub fn contains(&self, a: &Addr) -> bool {
+        (self.filter.may_contain(a) && self.map.contains_key(a)) || self.contains_net_of(a)
+    }
+
+    /// Whether the address itself is tracked (not counting its network).
+    #[inline]
+    pub fn contains_address(&self, a: &Addr) -> bool {
         self.filter.may_contain(a) && self.map.contains_key(a)
     }
 
-    /// The per-packet pre-check alone: `false` means certainly not tracked.
+    /// Whether the network `a` is in is tracked.
+    #[inline]
+    pub fn contains_net_of(&self, a: &Addr) -> bool {
+        self.nets.may_contain(a) && self.nets.map.contains_key(&self.nets.key(a))
+    }
+
+    /// The per-packet pre-check alone: `false` means certainly not tracked, itself or
+    /// through its network.
     #[inline]
     pub fn may_contain(&self, a: &Addr) -> bool {
-        self.filter.may_contain(a)
+        self.filter.may_contain(a) || self.nets.may_contain(a)
+    }
+
+    /// The tracked network `a` is in, if any.
+    pub fn net_of(&self, a: &Addr) -> Option<IpNet> {
+        let n = self.nets.key(a);
+        (self.nets.may_contain(a) && self.nets.map.contains_key(&n)).then_some(n)
+    }
+
+    /// The network `a` is in, tracked or not.
+    pub fn network_of(&self, a: &Addr) -> IpNet {
+        self.nets.key(a)
+    }
+
+    /// How networks are formed from addresses.
+    pub fn net_shape(&self) -> NetShape {
+        self.nets.shape
+    }
+
+    /// The network's [`BlockInfo`] (on the networks' ladder), if tracked.
+    pub fn get_net(&self, n: &IpNet) -> Option<BlockInfo> {
+        let e = self.net_entry(n)?;
+        Some(self.net_block_info(&e))
+    }
+
+    /// How many networks are tracked.
+    pub fn net_len(&self) -> usize {
+        self.nets.live.load(Ordering::Relaxed)
+    }
+
+    /// Every tracked network with its [`BlockInfo`], sorted.
+    pub fn net_snapshot(&self) -> Vec<(IpNet, BlockInfo)> {
+        let mut v: Vec<(IpNet, Entry)> = self
+            .nets
+            .map
+            .iter()
+            .map(|r| (*r.key(), Entry::unpack(r.value())))
+            .collect();
+        v.sort_unstable_by_key(|(n, _)| *n);
+        v.into_iter()
+            .map(|(n, e)| (n, self.net_block_info(&e)))
+            .collect()
+    }
+
+    pub(crate) fn net_entry(&self, n: &IpNet) -> Option<Entry> {
+        self.nets.map.get(n).map(|r| Entry::unpack(r.value()))
+    }
+
+    /// Inserts or overwrites a network's entry.
+    pub(crate) fn put_net(&self, n: IpNet, e: &Entry) {
+        let first = match n.addr() {
+            std::net::IpAddr::V4(v4) => Addr::from(v4),
+            std::net::IpAddr::V6(v6) => Addr::from(v6),
+        };
+        self.nets.filter.insert(&first);
+        if self.nets.map.insert(n, e.pack()).is_none() {
+            self.nets.live.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes a network's entry and releases its location.
+    pub(crate) fn remove_net(&self, n: &IpNet) -> Option<Entry> {
+        let (_, slot) = self.nets.map.remove(n)?;
+        self.nets.live.fetch_sub(1, Ordering::Relaxed);
+        let e = Entry::unpack(&slot);
+        self.release_location(e.location);
+        self.note_net_removed(1);
+        Some(e)
+    }
+
+    fn note_net_removed(&self, n: usize) {
+        let stale = self.nets.filter.stale.fetch_add(n, Ordering::Relaxed) + n;
+        if stale >= self.nets.map.len().max(4096) {
+            let live: Vec<Addr> = self
+                .nets
+                .map
+                .iter()
+                .map(|r| Addr::from(r.key().addr()))
+                .collect();
+            self.nets.filter.rebuild(live.iter());
+        }
+    }
+
+    pub(crate) fn net_block_info(&self, e: &Entry) -> BlockInfo {
+        BlockInfo {
+            block_until: e.block_until(&self.nets.intervals),
+            watch_until: e.watch_until(&self.nets.intervals),
+            num_reblocked: e.reblocked,
+            current_interval: usize::from(e.step),
+            current_block_id: e.rule,
+            location: self.location(e.location),
+        }
+    }
+
+    /// [`WatchTable::sweep`] over the networks.
+    pub(crate) fn sweep_nets(&self, mut f: impl FnMut(IpNet, &mut Entry) -> Sweep) {
+        let mut removed = 0;
+        self.nets.map.retain(|n, slot| {
+            let mut e = Entry::unpack(slot);
+            match f(*n, &mut e) {
+                Sweep::Keep => true,
+                Sweep::Update => {
+                    *slot = e.pack();
+                    true
+                }
+                Sweep::Remove => {
+                    removed += 1;
+                    false
+                }
+            }
+        });
+        if removed > 0 {
+            self.nets.live.fetch_sub(removed, Ordering::Relaxed);
+            self.note_net_removed(removed);
+        }
     }
 
     /// Heap bytes held by the table: map buckets (an estimate from their capacity), the

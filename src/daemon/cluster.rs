@@ -120,6 +120,22 @@ impl ManagerBus {
                 self.publisher
                     .publish(zeek::WORKER_TOPIC, zeek::block_delete(*addr));
             }
+            Output::CatchReleaseNet(r) => {
+                self.publisher
+                    .publish(zeek::CATCHD_TOPIC, zeek::log_net_record(r));
+            }
+            Output::NetBlockNew { net, info } => {
+                self.publisher
+                    .publish(zeek::CATCHD_TOPIC, zeek::net_block_new(*net, info));
+            }
+            Output::NetBlockDelete { net } => {
+                self.publisher
+                    .publish(zeek::CATCHD_TOPIC, zeek::net_block_delete(*net));
+            }
+            Output::NetForgotten { net, info } => {
+                self.publisher
+                    .publish(zeek::CATCHD_TOPIC, zeek::net_forgotten(*net, info));
+            }
             Output::NetControl(_) | Output::Drop(_) | Output::Error(_) => {}
         }
     }

@@ -66,6 +66,15 @@ pub enum Command {
         /// Whether it was tracked.
         reply: oneshot::Sender<Durable<bool>>,
     },
+    /// Ends catch-and-release of a network (catch-and-release of networks).
+    UnblockNet {
+        /// The network.
+        net: ipnet::IpNet,
+        /// Why.
+        reason: String,
+        /// Whether it was tracked.
+        reply: oneshot::Sender<Durable<bool>>,
+    },
     /// Many drops in one go (flushed together).
     DropMany {
         /// Addresses and locations.
@@ -102,6 +111,7 @@ impl Command {
             Command::Drop { .. }
                 | Command::DropMany { .. }
                 | Command::Unblock { .. }
+                | Command::UnblockNet { .. }
                 | Command::Registry(_)
                 | Command::Scan(_)
         )
@@ -168,6 +178,8 @@ pub struct Setup {
 pub struct Saved {
     /// The watched addresses.
     pub watch: Vec<(Addr, WatchState)>,
+    /// The watched networks (catch-and-release of networks).
+    pub nets: Vec<(ipnet::IpNet, WatchState)>,
     /// The network time that state is current to.
     pub clock: Option<Time>,
 }
@@ -208,6 +220,8 @@ pub struct Core {
     expiries: BTreeSet<(Time, RuleId)>,
     ends: HashMap<RuleId, Time>,
     dirty: HashSet<Addr>,
+    /// Networks whose catch-and-release state changed in this step.
+    dirty_nets: HashSet<ipnet::IpNet>,
     /// The receipt of the last job the core submitted, watched for a store failure.
     last: Option<Receipt>,
     metrics: Arc<CoreMetrics>,
@@ -284,6 +298,7 @@ impl Core {
             expiries: BTreeSet::new(),
             ends: HashMap::new(),
             dirty: HashSet::new(),
+            dirty_nets: HashSet::new(),
             last: None,
             metrics: Arc::default(),
             settings,
@@ -294,7 +309,7 @@ impl Core {
             durable_tx,
             durable_rx,
         };
-        core.restore(saved.watch, saved.clock);
+        core.restore(saved.watch, saved.nets, saved.clock);
         if let Some(c) = &core.cluster {
             c.announce();
         }
@@ -317,24 +332,40 @@ impl Core {
     }
 
     /// Puts the stored state back and replays the time catchd was down.
-    fn restore(&mut self, watch: Vec<(Addr, WatchState)>, clock: Option<Time>) {
+    fn restore(
+        &mut self,
+        watch: Vec<(Addr, WatchState)>,
+        nets: Vec<(ipnet::IpNet, WatchState)>,
+        clock: Option<Time>,
+    ) {
         let now = self.api.now();
         let since = clock.unwrap_or(now).min(now);
         self.engine.advance(since);
-        let rules: BTreeSet<RuleId> = watch.iter().filter_map(|(_, st)| st.rule).collect();
+        let rules: BTreeSet<RuleId> = watch
+            .iter()
+            .map(|(_, st)| st)
+            .chain(nets.iter().map(|(_, st)| st))
+            .filter_map(|st| st.rule)
+            .collect();
         for (a, st) in &watch {
             self.engine.restore_watch(*a, st);
+        }
+        if self.engine.networks().is_some() {
+            for (n, st) in &nets {
+                self.engine.restore_net(*n, st);
+            }
         }
         for id in rules {
             if let Some(b) = self.api.block(block_id(id)) {
                 self.restore_block(&b, since);
             }
         }
-        if !watch.is_empty() {
+        if !watch.is_empty() || !nets.is_empty() {
             // The stored clock is the time of the last change stored before the stop (not
             // when the process stopped): that is where the replay starts.
             tracing::info!(
                 watched = watch.len(),
+                networks = nets.len(),
                 rules = self.engine.rule_count(),
                 last_change_ago = %(now - since),
                 "Catch-and-release state restored; replaying what came due since its last change."
@@ -496,6 +527,12 @@ impl Core {
                 Output::Forgotten { addr, .. } => {
                     self.dirty.insert(*addr);
                 }
+                Output::CatchReleaseNet(r) => {
+                    self.dirty_nets.insert(r.subnet);
+                }
+                Output::NetForgotten { net, .. } | Output::NetBlockDelete { net } => {
+                    self.dirty_nets.insert(*net);
+                }
                 Output::Error(m) => {
                     self.metrics.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!("{m}");
@@ -503,7 +540,8 @@ impl Core {
                 Output::NetControl(_)
                 | Output::Drop(_)
                 | Output::BlockNew { .. }
-                | Output::BlockDelete { .. } => {}
+                | Output::BlockDelete { .. }
+                | Output::NetBlockNew { .. } => {}
             }
             outputs.push(o);
         }
@@ -517,6 +555,16 @@ impl Core {
                     None => Write::Unwatch(a),
                 })
                 .collect();
+        }
+        writes.extend(
+            self.dirty_nets
+                .drain()
+                .map(|n| match self.engine.net_state(n) {
+                    Some(st) => Write::WatchNet(n, st),
+                    None => Write::UnwatchNet(n),
+                }),
+        );
+        if !writes.is_empty() {
             writes.push(Write::CrClock(self.engine.now()));
         }
         if !writes.is_empty() || !outputs.is_empty() {
@@ -818,6 +866,16 @@ impl Core {
                 self.flush();
                 let _ = reply.send(Durable {
                     value: out,
+                    receipt: self.receipt(),
+                });
+            }
+            Command::UnblockNet { net, reason, reply } => {
+                let now = self.now();
+                let value = self.engine.unblock_net_catch_release(now, net, &reason);
+                self.engine.drain_all();
+                self.flush();
+                let _ = reply.send(Durable {
+                    value,
                     receipt: self.receipt(),
                 });
             }

@@ -5,7 +5,11 @@
 //!   a JSON list of such objects → a list of BlockInfos with their `addr` (or `error`);
 //! * `POST /api/v1/cr/unblock` `{"addr", "reason"}` → `{"unblocked": bool}` (user role);
 //! * `GET /api/v1/cr/<addr>` → the BlockInfo (`watch_until` 0 when unknown);
-//! * `GET /api/v1/cr` → every tracked address with its BlockInfo;
+//! * `GET /api/v1/cr` → every tracked address with its BlockInfo, then every tracked
+//!   network (catch-and-release of networks) with `subnet` in place of `addr`;
+//! * `GET /api/v1/cr/networks` → the tracked networks alone;
+//! * `POST /api/v1/cr/unblock` with a network (`{"addr": "2001:db8::/64"}`) ends
+//!   catch-and-release of that network;
 //! * `GET /metrics` → capture, engine and API counters (public).
 
 use std::sync::Arc;
@@ -88,6 +92,15 @@ impl crate::web::CatchRelease for CrState {
             matched: top.matched,
             blocked: top.blocked,
             rows: top.rows,
+            nets: self
+                .watched
+                .net_snapshot()
+                .into_iter()
+                .filter(|(n, _)| {
+                    filter.is_none_or(|f| f.contains(&n.network()) || n.contains(&f.network()))
+                })
+                .take(limit)
+                .collect(),
             intervals: Some(self.intervals.clone()),
             recent,
             captures: self
@@ -130,6 +143,7 @@ pub fn router(state: Arc<CrState>) -> Router {
         .route("/api/v1/cr/", get(list))
         .route("/api/v1/cr/drop", post(drop))
         .route("/api/v1/cr/unblock", post(unblock))
+        .route("/api/v1/cr/networks", get(networks))
         .route("/api/v1/cr/{addr}", get(info))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -288,16 +302,22 @@ async fn unblock(State(s): St, h: HeaderMap, b: Bytes) -> Result<Response> {
     let mut e = FieldErrors::default();
     let raw = text(&m, "addr", true, false, Some(50), &mut e);
     let reason = text(&m, "reason", false, true, Some(1000), &mut e).unwrap_or_default();
-    let addr = match (&raw, e.is_empty()) {
-        (Some(raw), true) => parse_addr("addr", raw)?,
+    let raw = match (raw, e.is_empty()) {
+        (Some(raw), true) => raw,
         _ => return Err(ApiError::Invalid(e)),
     };
-    let d = ask(&s, |reply| Command::Unblock {
-        addr,
-        reason,
-        reply,
-    })
-    .await?;
+    let d = match parse_net(&raw) {
+        Some(net) => ask(&s, |reply| Command::UnblockNet { net, reason, reply }).await?,
+        None => {
+            let addr = parse_addr("addr", &raw)?;
+            ask(&s, |reply| Command::Unblock {
+                addr,
+                reason,
+                reply,
+            })
+            .await?
+        }
+    };
     durable(&s, d.receipt).await?;
     let mut out = Map::new();
     out.insert("unblocked".into(), Value::Bool(d.value));
@@ -331,8 +351,51 @@ async fn list(State(s): St, h: HeaderMap) -> Result<Response> {
                     p.json(&info_out(Some(a), &i));
                 }
             }
+            // Then the networks (few: at most one per network of blocked addresses).
+            if at == addrs.len() && p.room() {
+                at += 1;
+                p.looked(at);
+                for (n, i) in watched.net_snapshot() {
+                    p.json(&net_out(n, &i));
+                }
+            }
         },
     )))
+}
+
+/// A network (`a.b.c.d/len` shorter than a host route), for catch-and-release of
+/// networks.
+fn parse_net(raw: &str) -> Option<ipnet::IpNet> {
+    let n: ipnet::IpNet = raw.trim().parse().ok()?;
+    let n = crate::addr::canonical_net(n);
+    (n.prefix_len() < n.max_prefix_len()).then(|| n.trunc())
+}
+
+/// One tracked network.
+#[derive(Serialize)]
+pub(crate) struct NetOut {
+    subnet: String,
+    #[serde(flatten)]
+    info: InfoOut,
+}
+
+pub(crate) fn net_out(n: ipnet::IpNet, i: &BlockInfo) -> NetOut {
+    NetOut {
+        subnet: n.to_string(),
+        info: info_out(None, i),
+    }
+}
+
+/// `GET /api/v1/cr/networks`.
+async fn networks(State(s): St, h: HeaderMap) -> Result<Response> {
+    authenticate(&s.api, &h).await?.user()?;
+    let all: Vec<NetOut> = s
+        .watched
+        .net_snapshot()
+        .iter()
+        .map(|(n, i)| net_out(*n, i))
+        .collect();
+    Ok(Json::of(&all).respond(StatusCode::OK))
 }
 
 /// `GET /metrics`: the process's registry.

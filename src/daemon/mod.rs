@@ -403,6 +403,7 @@ impl Parts {
             registry,
             users,
             watch,
+            watch_nets,
             cr_clock,
             scan_positions,
             watchlist: watch_entries,
@@ -447,6 +448,7 @@ impl Parts {
         };
         let saved = Saved {
             watch,
+            nets: watch_nets,
             clock: cr_clock,
         };
         Ok(Parts {
@@ -640,6 +642,7 @@ fn engine_config(config: &Config) -> EngineConfig {
         warn_blocked: config.cnr.warn_blocked,
         sweep_interval: config.cnr.sweep_interval,
         max_timer_expires: None,
+        networks: config.cnr.networks.clone(),
         ..EngineConfig::default()
     }
 }

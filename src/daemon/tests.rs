@@ -95,6 +95,7 @@ impl Harness {
             },
             Saved {
                 watch: opened.watch,
+                nets: opened.watch_nets,
                 clock: opened.cr_clock,
             },
         );

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
+use ipnet::IpNet;
 use tokio::sync::oneshot;
 
 use crate::addr::Addr;
@@ -118,6 +119,11 @@ pub enum Write {
     UserDeleted(UserId),
     /// Catch-and-release's state of a watched address (inserted or replaced).
     Watch(Addr, WatchState),
+    /// A network catch-and-release tracks (catch-and-release of networks), in the same
+    /// table as addresses, keyed by its text (`a.b.c.d/len`).
+    WatchNet(IpNet, WatchState),
+    /// A network no longer tracked.
+    UnwatchNet(IpNet),
     /// An address catch-and-release no longer tracks.
     Unwatch(Addr),
     /// The network time catch-and-release's stored state is current to.
@@ -143,6 +149,8 @@ pub struct Snapshot {
     pub users: Vec<User>,
     /// Catch-and-release's watched addresses.
     pub watch: Vec<(Addr, WatchState)>,
+    /// Catch-and-release's watched networks.
+    pub watch_nets: Vec<(IpNet, WatchState)>,
     /// The time that state is current to (`None` before catch-and-release first ran).
     pub cr_clock: Option<crate::time::Time>,
     /// The log scanner's positions, by path.

@@ -295,6 +295,20 @@ pub(super) fn op(w: &Write) -> Result<Op<'_>, Error> {
             ],
         ),
         Write::Unwatch(a) => Op::Delete(&CR_WATCH, Value::owned(a.to_string())),
+        Write::WatchNet(n, w) => Op::Put(
+            &CR_WATCH,
+            vec![
+                Value::owned(n.to_string()),
+                us(w.start),
+                us(w.expire_ref),
+                Value::opt(w.rule, |r| Value::Int(r.get().into())),
+                Value::opt(w.location.as_deref(), Value::text),
+                Value::Int(w.reblocked.into()),
+                Value::Int(w.step.into()),
+                Value::Bool(w.adopted),
+            ],
+        ),
+        Write::UnwatchNet(n) => Op::Delete(&CR_WATCH, Value::owned(n.to_string())),
         Write::CrClock(t) => Op::Put(&CR_META, vec![Value::text("clock"), us(*t)]),
         Write::ScanPosition(path, p) => Op::Put(
             &SCAN_POSITION,
@@ -657,15 +671,30 @@ pub(super) fn user(row: &dyn Columns) -> Result<User, Error> {
     })
 }
 
-fn watch(row: &dyn Columns) -> Result<(Addr, WatchState), Error> {
+/// What `cr_watch` keys: an address, or a network (catch-and-release of networks).
+pub(crate) enum Watched {
+    Addr(Addr),
+    Net(IpNet),
+}
+
+fn watch(row: &dyn Columns) -> Result<(Watched, WatchState), Error> {
     let r = Read {
         row,
         table: &CR_WATCH,
     };
     let text = r.text(0)?;
-    let addr: Addr = text
-        .parse()
-        .map_err(|_| r.bad(0, format!("bad address `{text}`")))?;
+    let addr = if text.contains('/') {
+        Watched::Net(
+            text.parse::<IpNet>()
+                .map_err(|_| r.bad(0, format!("bad network `{text}`")))?
+                .trunc(),
+        )
+    } else {
+        Watched::Addr(
+            text.parse()
+                .map_err(|_| r.bad(0, format!("bad address `{text}`")))?,
+        )
+    };
     let rule = match r.opt_number::<u32>(3)? {
         None => None,
         Some(v) => Some(RuleId::new(v).ok_or_else(|| r.bad(3, "rule id 0"))?),
@@ -787,13 +816,27 @@ pub(super) fn load(db: &mut dyn Query, dialect: Dialect) -> Result<Snapshot, Err
         &[],
         |r| r.int(0),
     )?;
+    let watched = all(db, &Sql::select(&CR_WATCH, ""), &[], watch)?;
     Ok(Snapshot {
         blocks: all(db, &by_id(&BLOCKS), &[], block)?,
         entries: all(db, &by_id(&ENTRIES), &[], entry)?,
         whitelist: all(db, &by_id(&WHITELIST), &[], whitelist)?,
         source_blacklist: all(db, &by_id(&SOURCE_BLACKLIST), &[], source_blacklist)?,
         users: users(db, dialect, None)?,
-        watch: all(db, &Sql::select(&CR_WATCH, ""), &[], watch)?,
+        watch: watched
+            .iter()
+            .filter_map(|(w, st)| match w {
+                Watched::Addr(a) => Some((*a, st.clone())),
+                Watched::Net(_) => None,
+            })
+            .collect(),
+        watch_nets: watched
+            .iter()
+            .filter_map(|(w, st)| match w {
+                Watched::Net(n) => Some((*n, st.clone())),
+                Watched::Addr(_) => None,
+            })
+            .collect(),
         cr_clock: clock.first().copied().flatten().map(Time::from_micros),
         scan_positions: all(db, &Sql::select(&SCAN_POSITION, ""), &[], scan_position)?,
         watchlist: all(db, &Sql::select(&WATCHLIST, ""), &[], watch_item)?,

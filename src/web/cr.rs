@@ -63,6 +63,8 @@ pub struct Overview {
     pub blocked: usize,
     /// The most recent of those.
     pub rows: Vec<(Addr, BlockInfo)>,
+    /// The tracked networks inside the filter (catch-and-release of networks).
+    pub nets: Vec<(IpNet, BlockInfo)>,
     /// The escalation ladder.
     pub intervals: Option<Intervals>,
     /// The latest log records, newest first.
@@ -187,6 +189,10 @@ fn live_html(s: &WebState, o: &Overview, filter: &str, now: Time) -> Markup {
             p.muted { "Showing the " (o.rows.len()) " most recent of " (o.matched) "." }
         }
         (watched(o, now))
+        @if !o.nets.is_empty() {
+            h2 { "Watched networks " span.muted.small { "netcontrol_catch_release_net.log" } }
+            (watched_nets(&o.nets, now))
+        }
         h2 { "Latest log lines " span.muted.small { "netcontrol_catch_release.log" } }
         (log_lines(&o.recent))
     }
@@ -274,6 +280,42 @@ fn watched(o: &Overview, now: Time) -> Markup {
                 }
             } }
         }
+    }
+}
+
+/// The networks catch-and-release of networks tracks.
+fn watched_nets(nets: &[(IpNet, BlockInfo)], now: Time) -> Markup {
+    html! {
+        div.scroll { table.watched.nets.cards {
+            thead { tr {
+                th { "Network" } th { "Step" } th { "State" } th { "Blocked until" }
+                th { "Watched until" } th.num { "Re-blocks" } th { "Location" }
+            } }
+            tbody {
+                @for (n, i) in nets {
+                    @let blocked = i.block_until.is_some_and(|u| u > now);
+                    @let state = if blocked { "blocked" } else { "watching" };
+                    @let net = n.to_string();
+                    tr class=(state) {
+                        td.cidr data-label="Network" {
+                            a href={ "/bhr/query?query=" (Url(&net)) } { (net) }
+                        }
+                        td data-label="Step" { (i.current_interval + 1) }
+                        td data-label="State" { (state) }
+                        td data-label="Blocked until" {
+                            @match i.block_until {
+                                Some(u) if u > now => (countdown(u, now)),
+                                Some(u) => { span.muted { "ended" } br; span.muted.small { (time_tag(u)) } }
+                                None => span.muted { "not by catchd" },
+                            }
+                        }
+                        td data-label="Watched until" { (countdown(i.watch_until, now)) }
+                        td.num data-label="Re-blocks" { (i.num_reblocked) }
+                        td.why data-label="Location" { (i.location.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+        } }
     }
 }
 

@@ -79,6 +79,11 @@ fn replay_bytes(bytes: &[u8]) {
         sweep_interval: catchd::time::Interval::from_secs(10),
         warn_blocked: false,
         sightings: catchd::packet::Sightings::Connections,
+        // Networks on, dropped at the first address: their path sees every packet too.
+        networks: Some(catchd::cnr::Networks {
+            threshold: 1,
+            ..catchd::cnr::Networks::with_intervals("10s,30s".parse().unwrap())
+        }),
         log_dir: dir.path().join("logs"),
         format: catchd::zeeklog::Format::Tsv,
         plugin_name: "debug".into(),

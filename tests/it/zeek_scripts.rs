@@ -8,7 +8,7 @@ use std::process::Command;
 use catchd::addr::Addr;
 use catchd::broker::zeek::{self, Incoming, SIGNATURES};
 use catchd::broker::{Event, Value, bin};
-use catchd::cnr::{Action, BlockInfo, CatchReleaseRecord, RuleId};
+use catchd::cnr::{Action, BlockInfo, CatchReleaseNetRecord, CatchReleaseRecord, RuleId};
 use catchd::time::{Interval, Time};
 
 fn scripts() -> Vec<PathBuf> {
@@ -119,8 +119,9 @@ fn declared_and_published_events_match_the_codec() {
         }
     }
     assert_eq!(
-        declared, 6,
-        "netcontrol_hello, netcontrol_ready, sync_request, sync_begin, sync_end, manager_up"
+        declared, 10,
+        "netcontrol_hello, netcontrol_ready, sync_request, sync_begin, sync_end, manager_up, \
+         and the four of catch-and-release of networks"
     );
     assert_eq!(
         published, 3,
@@ -134,7 +135,13 @@ fn broker_type(zeek_type: &str) -> &'static str {
         "addr" => "address",
         "string" => "string",
         "count" => "count",
-        "BlockInfo" | "Rule" | "FlowInfo" | "CatchReleaseInfo" => "vector",
+        "subnet" => "subnet",
+        "BlockInfo"
+        | "NetControl::BlockInfo"
+        | "Rule"
+        | "FlowInfo"
+        | "CatchReleaseInfo"
+        | "CatchReleaseNetInfo" => "vector",
         other => panic!("no mapping for {other}"),
     }
 }
@@ -195,6 +202,23 @@ fn every_event_catchd_knows_has_the_declared_argument_types() {
         zeek::sync_mark(zeek::SYNC_BEGIN, 0),
         zeek::sync_mark(zeek::SYNC_END, 0),
         zeek::manager_up("m"),
+        zeek::net_block_new("2001:db8::/64".parse().unwrap(), &info),
+        zeek::net_block_delete("10.0.0.0/24".parse().unwrap()),
+        zeek::net_forgotten("10.0.0.0/24".parse().unwrap(), &info),
+        zeek::log_net_record(&CatchReleaseNetRecord {
+            ts: rec.ts,
+            rule_id: rec.rule_id,
+            subnet: "10.0.0.0/24".parse().unwrap(),
+            action: rec.action,
+            block_interval: rec.block_interval,
+            watch_interval: rec.watch_interval,
+            blocked_until: rec.blocked_until,
+            watched_until: rec.watched_until,
+            num_blocked: rec.num_blocked,
+            location: None,
+            message: None,
+            plugin: None,
+        }),
     ];
     assert_eq!(events.len(), SIGNATURES.len());
     for e in &events {
@@ -205,10 +229,10 @@ fn every_event_catchd_knows_has_the_declared_argument_types() {
         // Records have Zeek's field counts.
         for (v, t) in e.args.iter().zip(sig.iter()) {
             let fields = match *t {
-                "BlockInfo" => 6,
+                "BlockInfo" | "NetControl::BlockInfo" => 6,
                 "Rule" => 14,
                 "FlowInfo" => 3,
-                "CatchReleaseInfo" => 12,
+                "CatchReleaseInfo" | "CatchReleaseNetInfo" => 12,
                 _ => continue,
             };
             let Value::Vector(f) = v else { panic!() };
@@ -229,6 +253,10 @@ fn every_event_catchd_knows_has_the_declared_argument_types() {
                 | zeek::BROKER_RULE_ERROR
                 | zeek::BROKER_RULE_TIMEOUT
                 | zeek::NETCONTROL_READY
+                | zeek::NET_BLOCK_NEW
+                | zeek::NET_BLOCK_DELETE
+                | zeek::NET_FORGOTTEN
+                | zeek::LOG_CATCH_RELEASE_NET
         );
         assert_eq!(Incoming::read(back).is_ok(), reads, "{}", e.name);
     }

@@ -74,6 +74,32 @@ pub struct ReplayArgs {
     /// Do not draw a progress line on stderr.
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Catch-and-release of networks: when --net-threshold distinct addresses of one
+    /// network were blocked within --net-window, the network is dropped on a ladder of its
+    /// own (netcontrol_catch_release_net.log). Any --net-* flag turns it on.
+    #[arg(long)]
+    pub networks: bool,
+
+    /// Distinct blocked addresses of one network that drop it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub net_threshold: Option<u32>,
+
+    /// The window those addresses must be blocked within.
+    #[arg(long, value_name = "DURATION")]
+    pub net_window: Option<Interval>,
+
+    /// The IPv4 networks' prefix length.
+    #[arg(long, value_name = "LEN", value_parser = clap::value_parser!(u8).range(1..=32))]
+    pub net_prefix4: Option<u8>,
+
+    /// The IPv6 networks' prefix length.
+    #[arg(long, value_name = "LEN", value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub net_prefix6: Option<u8>,
+
+    /// The networks' ladder [default: --intervals].
+    #[arg(long, value_name = "LIST")]
+    pub net_intervals: Option<Intervals>,
 }
 
 fn parse_sightings(s: &str) -> Result<Sightings, String> {
@@ -85,7 +111,31 @@ pub(in crate::cli) fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
     for csv in &a.drops_csv {
         drops.extend(replay::read_drops_csv(csv)?);
     }
+    let on = a.networks
+        || a.net_threshold.is_some()
+        || a.net_window.is_some()
+        || a.net_prefix4.is_some()
+        || a.net_prefix6.is_some()
+        || a.net_intervals.is_some();
+    let networks = on.then(|| {
+        let d = crate::cnr::Networks::with_intervals(a.intervals.clone());
+        crate::cnr::Networks {
+            shape: crate::cnr::NetShape {
+                len4: a.net_prefix4.unwrap_or(d.shape.len4),
+                len6: a.net_prefix6.unwrap_or(d.shape.len6),
+            },
+            threshold: a.net_threshold.map_or(d.threshold, |n| n as usize),
+            window: a.net_window.unwrap_or(d.window),
+            intervals: a.net_intervals.clone().unwrap_or(d.intervals),
+        }
+    });
+    if let Some(w) = networks.as_ref().map(|n| n.window)
+        && w.as_micros() <= 0
+    {
+        return Err(crate::cli::InputError("--net-window: must be positive".into()).into());
+    }
     let opts = replay::Options {
+        networks,
         files: a.files,
         drops,
         unblocks: a.unblocks,

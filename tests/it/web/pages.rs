@@ -864,6 +864,17 @@ impl catchd::web::CatchRelease for FakeDaemon {
             matched: rows.len(),
             blocked: rows.len(),
             rows,
+            nets: vec![(
+                "2001:db8:1::/64".parse().unwrap(),
+                BlockInfo {
+                    block_until: Some(now + Interval::from_secs(60)),
+                    watch_until: now + Interval::from_secs(600),
+                    num_reblocked: 1,
+                    current_interval: 1,
+                    current_block_id: None,
+                    location: Some("<script>alert(1)</script>".into()),
+                },
+            )],
             intervals: Some(Intervals::new(DEFAULT_INTERVALS.to_vec()).unwrap()),
             recent: vec![CatchReleaseRecord {
                 ts: now,
