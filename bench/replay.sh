@@ -7,7 +7,7 @@
 # Generates bench/out/big.pcap (1M packets, realistic mix), its first packet alone, and a
 # 100 000-address watch list if missing, builds catchd and bench/pcaploop.c, then runs every variant ROUNDS
 # times, interleaved (the 100k replay both with Zeek's connection life cycle, the default,
-# and with the stateless `starts` rule), and reports the median wall time of each whole process, its
+# with the stateless `starts` rule, and with catch-and-release of networks), and reports the median wall time of each whole process, its
 # packets/s, and its ratio to each bare loop. Timings are wall clock on a shared machine:
 # read the spread, not just the median.
 set -euo pipefail
@@ -42,7 +42,8 @@ command -v taskset >/dev/null && PIN=(taskset -c "$(($(nproc) - 1))")
 ONE=$OUT/one.pcap
 [ -f "$ONE" ] || tcpdump -r "$PCAP" -c 1 -w "$ONE" 2>/dev/null
 
-names=(tcpdump c_next_ex c_loop c_loop_bigbuf catchd_none catchd_100k catchd_100k_starts catchd_one_none catchd_one_100k)
+names=(tcpdump c_next_ex c_loop c_loop_bigbuf catchd_none catchd_100k catchd_100k_starts catchd_100k_nets
+  catchd_one_none catchd_one_100k catchd_one_100k_nets)
 declare -A label=(
   [tcpdump]="tcpdump -r FILE -w /dev/null"
   [c_next_ex]="C pcap_next_ex loop"
@@ -51,9 +52,15 @@ declare -A label=(
   [catchd_none]="catchd replay, nothing watched"
   [catchd_100k]="catchd replay, 100k watched"
   [catchd_100k_starts]="catchd replay, 100k watched, --sightings starts"
+  [catchd_100k_nets]="catchd replay, 100k watched + their networks"
   [catchd_one_none]="catchd replay, first packet only, nothing watched"
   [catchd_one_100k]="catchd replay, first packet only, 100k watched"
+  [catchd_one_100k_nets]="catchd replay, first packet only, 100k watched + their networks"
 )
+# Catch-and-release of networks on the same watch list: every /29 (IPv6 /125) holding 5 of
+# its addresses is dropped too, which makes 12 166 watched networks next to the 100k
+# addresses (the summary's "networks" line says how many).
+NETS=(--net-prefix4 29 --net-prefix6 125 --net-threshold 5)
 run() {
   case $1 in
     tcpdump) "${PIN[@]}" tcpdump -r "$PCAP" -w /dev/null 2>/dev/null ;;
@@ -65,14 +72,19 @@ run() {
       --no-progress >"$OUT/last-100k.txt" ;;
     catchd_100k_starts) "${PIN[@]}" "$CATCHD" replay "$PCAP" --drops "$WATCH" --log-dir "$OUT/logs" \
       --sightings starts --no-progress >/dev/null ;;
+    catchd_100k_nets) "${PIN[@]}" "$CATCHD" replay "$PCAP" --drops "$WATCH" "${NETS[@]}" \
+      --log-dir "$OUT/logs" --no-progress >"$OUT/last-100k-nets.txt" ;;
     catchd_one_none) "${PIN[@]}" "$CATCHD" replay "$ONE" --log-dir "$OUT/logs" --no-progress >/dev/null ;;
     catchd_one_100k) "${PIN[@]}" "$CATCHD" replay "$ONE" --drops "$WATCH" --log-dir "$OUT/logs" \
       --no-progress >/dev/null ;;
+    catchd_one_100k_nets) "${PIN[@]}" "$CATCHD" replay "$ONE" --drops "$WATCH" "${NETS[@]}" \
+      --log-dir "$OUT/logs" --no-progress >/dev/null ;;
   esac
 }
 
 declare -A times
 phase=()
+nets_phase=()
 for ((r = 1; r <= ROUNDS; r++)); do
   for n in "${names[@]}"; do
     t0=$EPOCHREALTIME
@@ -82,6 +94,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
   # The 100k replay's own split: time applying the drops vs time on packets.
   phase+=("$(awk '/^timing/ {print $2, $6}' "$OUT/last-100k.txt")")
+  nets_phase+=("$(awk '/^timing/ {print $2, $6}' "$OUT/last-100k-nets.txt")")
   echo "round $r/$ROUNDS done" >&2
 done
 
@@ -91,6 +104,8 @@ declare -A med
 for n in "${names[@]}"; do med[$n]=$(echo "${times[$n]}" | median); done
 drop_med=$(printf '%s\n' "${phase[@]}" | awk '{print $1}' | tr '\n' ' ' | median)
 pkt_med=$(printf '%s\n' "${phase[@]}" | awk '{print $2}' | tr '\n' ' ' | median)
+nets_pkt_med=$(printf '%s\n' "${nets_phase[@]}" | awk '{print $2}' | tr '\n' ' ' | median)
+nets_count=$(awk '/^networks/ {print $2}' "$OUT/last-100k-nets.txt")
 
 {
   echo "## catchd replay vs bare libpcap loops"
@@ -117,6 +132,12 @@ pkt_med=$(printf '%s\n' "${phase[@]}" | awk '{print $2}' | tr '\n' ' ' | median)
     "$pp" "$(echo "$PACKETS / $pp / 1000000" | bc -l)"
   printf '%.2f of C loop; drops phase (first-packet-only run with minus without the drops) %.3f s: %.0fk drops/s.\n' \
     "$(echo "${med[c_loop]} / $pp" | bc -l)" "$dp" "$(echo "100000 / $dp / 1000" | bc -l)"
+  npp=$(echo "${med[catchd_100k_nets]} - ${med[catchd_one_100k_nets]}" | bc -l)
+  printf 'With the networks (%s dropped next to the addresses): packet phase from outside %.3f s: %.2fM packets/s,\n' \
+    "$nets_count" "$npp" "$(echo "$PACKETS / $npp / 1000000" | bc -l)"
+  printf '%.2f of C loop (%.2f of the run without networks); by its own summary %.3f s on the packets, %.2f of C loop.\n' \
+    "$(echo "${med[c_loop]} / $npp" | bc -l)" "$(echo "$pp / $npp" | bc -l)" "$nets_pkt_med" \
+    "$(echo "${med[c_loop]} / $nets_pkt_med" | bc -l)"
   echo
   printf 'catchd replay with 100k watched, split by its own summary: %.3f s applying the 100 000 drops\n' "$drop_med"
   printf '(500 000 Zeek log lines), %.3f s on the packets: %.2fM packets/s, %.2f of C loop, %.2f of C loop+1MiB.\n' \

@@ -2046,6 +2046,14 @@ mod tests {
             ("[bus]\nnetcontrol_source = \"\"", "bus.netcontrol_source"),
             ("[bus]\nrole = \"worker\"", "role"),
             ("[bhr]\nminimum_prefixlen = 33", "bhr.minimum_prefixlen"),
+            ("[cnr.networks]\nthreshold = 0", "cnr.networks.threshold"),
+            ("[cnr.networks]\nprefix6 = 129", "cnr.networks.prefix6"),
+            ("[cnr.networks]\nwindow = \"0s\"", "cnr.networks.window"),
+            (
+                "[cnr.networks]\nintervals = \"1m\"",
+                "cnr.networks.intervals",
+            ),
+            ("[cnr.networks]\nfoo = 1", "foo"),
             (
                 "[[blocker]]\nident = \"b\"\nbackend = \"exabgp\"\ncommunities = [\"666\"]",
                 "blocker[0].communities",

@@ -206,6 +206,8 @@ pub struct Summary {
     pub connections: (u64, u64),
     /// Catch-and-release log lines by action (indexed like [`Action::ALL`]).
     pub actions: [u64; 7],
+    /// The same for networks (catch-and-release of networks).
+    pub net_actions: [u64; 7],
     /// `Reporter::error` messages (e.g. drops no backend took).
     pub errors: u64,
     /// Drops that could not be placed in time (no packets to anchor them).
@@ -327,6 +329,21 @@ impl fmt::Display for Summary {
             self.action(Action::Forgotten),
             self.action(Action::Info),
         )?;
+        if self.net_actions.iter().any(|n| *n > 0) {
+            let n =
+                |a: Action| self.net_actions[Action::ALL.iter().position(|x| *x == a).unwrap_or(0)];
+            writeln!(
+                f,
+                "networks     {} (added {}), re-drops {}, dropped {}, unblocked {}, forgotten {}, info {}",
+                n(Action::DropRequested),
+                n(Action::Added),
+                n(Action::SeenAgain),
+                n(Action::Dropped),
+                n(Action::Unblock),
+                n(Action::Forgotten),
+                n(Action::Info),
+            )?;
+        }
         let applied = self.action(Action::DropRequested) + self.action(Action::Added);
         if applied > 0 {
             writeln!(
@@ -636,6 +653,11 @@ impl Replay {
                 Output::CatchRelease(r) => {
                     if let Some(i) = Action::ALL.iter().position(|a| *a == r.action) {
                         summary.actions[i] += 1;
+                    }
+                }
+                Output::CatchReleaseNet(r) => {
+                    if let Some(i) = Action::ALL.iter().position(|a| *a == r.action) {
+                        summary.net_actions[i] += 1;
                     }
                 }
                 Output::Error(msg) => {

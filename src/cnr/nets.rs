@@ -120,8 +120,11 @@ impl Engine {
         }
         if hits.len() >= threshold {
             self.counted.remove(&net);
-            let location =
-                format!("catch-and-release: {threshold} addresses blocked within {window}");
+            let within = std::time::Duration::from_micros(window.as_micros().max(0) as u64);
+            let location = format!(
+                "catch-and-release: {threshold} addresses blocked within {}",
+                humantime::format_duration(within)
+            );
             self.net_drop(net, &location);
         }
     }

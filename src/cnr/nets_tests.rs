@@ -305,7 +305,12 @@ fn without_networks_nothing_about_them_happens() {
     let addresses = |v: &[String]| -> Vec<String> {
         v.iter()
             .filter(|l| l.contains(" A "))
-            .map(|l| l.split_whitespace().filter(|w| w.parse::<u32>().is_err()).collect::<Vec<_>>().join(" "))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter(|w| w.parse::<u32>().is_err())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .collect()
     };
     assert_eq!(addresses(&a), addresses(&b));
@@ -371,7 +376,12 @@ mod model {
     }
 
     impl Model {
-        pub(super) fn new(iv: Vec<Interval>, threshold: usize, window: Interval, sweep: Interval) -> Model {
+        pub(super) fn new(
+            iv: Vec<Interval>,
+            threshold: usize,
+            window: Interval,
+            sweep: Interval,
+        ) -> Model {
             Model {
                 iv,
                 threshold,
@@ -393,7 +403,8 @@ mod model {
         /// A line, with its block length (what the engine's line shows of the step).
         fn line(&mut self, t: Time, n: IpNet, action: &'static str, k: usize) {
             let block = usize::try_from(self.iv[k].as_micros()).unwrap();
-            self.lines.push((t.as_micros(), n.to_string(), action, block));
+            self.lines
+                .push((t.as_micros(), n.to_string(), action, block));
         }
 
         /// Time moves to `t`: the sweep when due; rules ending now are noted.
@@ -477,7 +488,9 @@ mod model {
         /// A sighting of `a` for its network.
         pub(super) fn seen(&mut self, t: Time, a: Addr) {
             let n = net_of(a);
-            let Some(st) = self.nets.get(&n).copied() else { return };
+            let Some(st) = self.nets.get(&n).copied() else {
+                return;
+            };
             if self.rules.contains_key(&n) {
                 return;
             }

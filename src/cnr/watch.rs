@@ -461,9 +461,10 @@ impl WatchTable {
     /// is the per-packet check: for an unwatched address usually one load from the filter's
     /// bitmap (and one more while networks are tracked); otherwise one probe of one map
     /// shard under its read lock.
-    #[inline]
+    #[inline(always)]
     pub fn contains(&self, a: &Addr) -> bool {
-        (self.filter.may_contain(a) && self.map.contains_key(a)) || self.contains_net_of(a)
+        (self.filter.may_contain(a) && self.map.contains_key(a))
+            || (self.nets.live.load(Ordering::Relaxed) != 0 && self.contains_net_of_live(a))
     }
 
     /// Whether the address itself is tracked (not counting its network).
@@ -478,9 +479,16 @@ impl WatchTable {
         self.nets.may_contain(a) && self.nets.map.contains_key(&self.nets.key(a))
     }
 
+    /// [`Self::contains_net_of`] once networks are known to be tracked: kept out of line
+    /// so that the address check inlines into the packet loop as small as it was.
+    #[inline(never)]
+    fn contains_net_of_live(&self, a: &Addr) -> bool {
+        self.nets.may_contain(a) && self.nets.map.contains_key(&self.nets.key(a))
+    }
+
     /// The per-packet pre-check alone: `false` means certainly not tracked, itself or
     /// through its network.
-    #[inline]
+    #[inline(always)]
     pub fn may_contain(&self, a: &Addr) -> bool {
         self.filter.may_contain(a) || self.nets.may_contain(a)
     }

@@ -636,7 +636,24 @@ impl Running {
 }
 
 /// The engine's settings from the configuration (its start time comes from the store).
+/// Says so when catch-and-release of networks would make networks the registry refuses.
+fn warn_networks(config: &Config) {
+    if let Some(n) = &config.cnr.networks {
+        let b = &config.bhr;
+        if n.shape.len4 < b.minimum_prefixlen || n.shape.len6 < b.minimum_prefixlen_v6 {
+            tracing::warn!(
+                prefix4 = n.shape.len4,
+                prefix6 = n.shape.len6,
+                minimum_prefixlen = b.minimum_prefixlen,
+                minimum_prefixlen_v6 = b.minimum_prefixlen_v6,
+                "cnr.networks: networks wider than the registry's minimum prefix lengths are refused (netcontrol_catch_release_net.log says so for each)."
+            );
+        }
+    }
+}
+
 fn engine_config(config: &Config) -> EngineConfig {
+    warn_networks(config);
     EngineConfig {
         intervals: config.cnr.intervals.clone(),
         warn_blocked: config.cnr.warn_blocked,

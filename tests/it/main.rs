@@ -9,6 +9,7 @@ mod bus;
 mod daemon;
 mod enforce;
 mod import;
+mod networks;
 mod pg;
 mod pgstore;
 mod replay;

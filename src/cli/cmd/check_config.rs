@@ -120,6 +120,23 @@ fn show_daemon(c: &Config, t: &mut String) {
         list(&cn.block_managers),
         list(&cn.hand_over_sources),
     );
+    match &cn.networks {
+        None => t.push_str("# [cnr.networks]: off\n"),
+        Some(n) => {
+            let _ = write!(
+                t,
+                "[cnr.networks]\nprefix4 = {}\nprefix6 = {}\nthreshold = {}\nwindow = \"{}\"\n\
+                 intervals = \"{}\"\n",
+                n.shape.len4,
+                n.shape.len6,
+                n.threshold,
+                humantime::format_duration(std::time::Duration::from_micros(
+                    n.window.as_micros().unsigned_abs()
+                )),
+                n.intervals,
+            );
+        }
+    }
     let _ = write!(
         t,
         "[logs]\ndir = \"{}\"\njson = {}\nrotate_interval = \"{}\"\nrotate_size = {}\n",

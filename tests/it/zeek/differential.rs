@@ -20,7 +20,7 @@ use crate::support::{fixture, read};
 
 #[path = "../../../fixtures/synth.rs"]
 #[allow(unreachable_pub)]
-pub(super) mod synth;
+pub(crate) mod synth;
 
 use synth::{L4, Link, Pkt, Vlan};
 
@@ -451,7 +451,7 @@ fn more_drops_due_at_one_packet_than_zeek_fires_timers_for() {
 // ----- generated traces -----
 
 /// Writes `pkts` (sorted by time) as an Ethernet pcap file.
-pub(super) fn write_pcap(path: &Path, pkts: &[Pkt]) {
+pub(crate) fn write_pcap(path: &Path, pkts: &[Pkt]) {
     let mut f = Vec::new();
     f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     f.extend_from_slice(&2u16.to_le_bytes());

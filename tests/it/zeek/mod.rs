@@ -7,7 +7,7 @@
 //! Zeek a failure.
 
 mod cluster;
-mod differential;
+pub(crate) mod differential;
 mod manager;
 mod package;
 mod plugin;
