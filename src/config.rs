@@ -257,6 +257,8 @@ pub struct Config {
     pub scan: Scan,
     /// The watchlist → blacklist API.
     pub watchlist: crate::watchlist::Settings,
+    /// The file it was read from, if any (SIGHUP re-reads it).
+    pub path: Option<PathBuf>,
 }
 
 /// Log scanning inside `catchd run` (`[scan]`).
@@ -526,6 +528,7 @@ impl Default for Config {
             bus: Bus::default(),
             scan: Scan::default(),
             watchlist: crate::watchlist::Settings::default(),
+            path: None,
         }
     }
 }
@@ -750,7 +753,9 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path)
+        let mut c = Config::parse(&text, path)?;
+        c.path = Some(path.to_path_buf());
+        Ok(c)
     }
 
     /// Parses and checks configuration text (`path` is only for messages).

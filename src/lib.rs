@@ -46,6 +46,8 @@
 //! * `server` (private): `catchd serve`, and opening the durable state (shared with the
 //!   daemon).
 //! * [`config`]: the TOML configuration, checked section by section.
+//! * [`caps`]: the Linux capabilities the process holds and what the configuration
+//!   needs of them; [`systemd`]: the service manager's notify protocol and the journal.
 //! * `telemetry` (private): the process's metrics registry; `runtime` (private): the tokio
 //!   runtime.
 //! * [`cli`]: the command line, one file per command.
@@ -56,6 +58,7 @@ pub mod auth;
 pub mod bhr;
 pub mod broker;
 pub mod bus;
+pub mod caps;
 mod capture;
 pub mod cli;
 pub mod cnr;
@@ -73,6 +76,7 @@ mod server;
 pub mod shutdown;
 mod sniff;
 pub mod store;
+pub mod systemd;
 mod telemetry;
 pub mod time;
 pub mod watchlist;

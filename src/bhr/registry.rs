@@ -792,6 +792,12 @@ impl Registry {
 
     // ----- rules -----
 
+    /// Replaces the settings (a reload): the rules apply to requests from now on; blocks
+    /// already made stay as they are.
+    pub fn set_settings(&mut self, settings: Settings) {
+        self.settings = settings;
+    }
+
     /// Makes these the addresses of the host catchd runs on (never blocked while
     /// `never_block_host` is on).
     pub fn set_host_addresses(&mut self, host: Vec<IpAddr>) {

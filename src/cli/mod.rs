@@ -15,6 +15,7 @@ use crate::replay;
 mod cmd;
 
 pub use cmd::check_config::CheckConfigArgs;
+pub use cmd::docs::{CompletionsArgs, ManPagesArgs};
 pub use cmd::exabgp_bridge::ExabgpBridgeArgs;
 pub use cmd::import_bhr::ImportBhrArgs;
 pub use cmd::manager::ManagerArgs;
@@ -82,6 +83,14 @@ pub enum Command {
     /// Import an original BHR (bhr-site) PostgreSQL database: blocks, entries, whitelist,
     /// source blacklist, users and their tokens (run while catchd is stopped).
     ImportBhr(ImportBhrArgs),
+
+    /// Print a shell completion script (bash: `catchd completions bash >
+    /// /etc/bash_completion.d/catchd`).
+    Completions(CompletionsArgs),
+
+    /// Write the manual pages (catchd.1 and one per command) into a directory.
+    #[command(hide = true)]
+    ManPages(ManPagesArgs),
 }
 
 /// Where the configuration and the database are.
@@ -120,8 +129,13 @@ fn is_input_error(e: &anyhow::Error) -> bool {
     if e.is::<InputError>() || e.is::<config::Error>() {
         return true;
     }
-    if let Some(crate::daemon::Error::Capture(c)) = e.downcast_ref::<crate::daemon::Error>() {
-        return !matches!(c, crate::capture::LiveError::Read { .. });
+    match e.downcast_ref::<crate::daemon::Error>() {
+        Some(crate::daemon::Error::Capture(c)) => {
+            return !matches!(c, crate::capture::LiveError::Read { .. });
+        }
+        // Not transient: a restart would fail the same way.
+        Some(crate::daemon::Error::Capabilities(_)) => return true,
+        _ => {}
     }
     match e.downcast_ref::<replay::Error>() {
         Some(replay::Error::Capture(_) | replay::Error::DropsCsv { .. }) => true,
@@ -138,13 +152,29 @@ pub fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    // No timestamps: a terminal user does not need them, and the journal (or whatever
+    // collects stderr) stamps lines itself.
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    if crate::systemd::stderr_is_journal() {
+        // The journal files each line at its `<N>` priority: no level word, no colours.
+        let _ = fmt
+            .with_ansi(false)
+            .event_format(crate::systemd::JournalPriority(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_target(false)
+                    .with_level(false),
+            ))
+            .try_init();
+    } else {
+        let _ = fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init();
+    }
 }
 
 /// Runs a parsed command line and maps the outcome to an exit code.
@@ -178,6 +208,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ExabgpBridge(args) => cmd::exabgp_bridge::exabgp_bridge_cmd(&args),
         Command::Scan(args) => cmd::scan::scan_cmd(*args),
         Command::ImportBhr(args) => cmd::import_bhr::import_bhr_cmd(&args),
+        Command::Completions(args) => cmd::docs::completions_cmd(&args),
+        Command::ManPages(args) => cmd::docs::man_pages_cmd(&args),
     }
 }
 

@@ -95,6 +95,11 @@ pub enum Command {
     Scan(super::logscan::Batch),
     /// Rotate the logs (SIGHUP).
     Rotate,
+    /// Answer when the core gets to it (the service watchdog's sign of life).
+    Ping {
+        /// Answered at once.
+        reply: oneshot::Sender<()>,
+    },
     /// Persist, close the logs and end the thread.
     Stop {
         /// Answered when done.
@@ -899,6 +904,9 @@ impl Core {
             Command::Registry(changes) => self.registry_changes(changes),
             Command::Scan(batch) => self.scan_batch(batch),
             Command::Rotate => self.rotate(),
+            Command::Ping { reply } => {
+                let _ = reply.send(());
+            }
             Command::Stop { reply } => {
                 let _ = reply.send(());
             }

@@ -79,6 +79,50 @@ pub enum Error {
     /// The watchlist cannot start (its key file).
     #[error(transparent)]
     Watchlist(#[from] crate::watchlist::Error),
+    /// The process lacks capabilities the configuration needs.
+    #[error(transparent)]
+    Capabilities(#[from] crate::caps::Missing),
+}
+
+/// The capabilities `config` needs: `CAP_NET_RAW` per live capture, `CAP_NET_ADMIN`
+/// (ambient, for their commands) per firewall or route blocker, `CAP_NET_BIND_SERVICE` for
+/// a privileged port, `CAP_SETUID`/`CAP_SETGID` to become `daemon.user`.
+pub fn capability_needs(config: &Config) -> Vec<crate::caps::Need> {
+    use crate::caps::{Cap, Need};
+    let mut needs: Vec<Need> = config
+        .capture
+        .interfaces
+        .iter()
+        .map(|i| Need::own(Cap::NetRaw, format!("to capture on {i}")))
+        .collect();
+    if config.bus.role != crate::config::ClusterRole::Sensor {
+        for b in config.blockers.iter().filter(|b| !b.dry_run) {
+            if b.kind.needs_net_admin() {
+                needs.push(Need::children(
+                    Cap::NetAdmin,
+                    format!("for [[blocker]] {} ({})", b.ident, b.kind.name()),
+                ));
+            }
+        }
+    }
+    let port = config.server.listen.port();
+    if port != 0 && port < crate::caps::unprivileged_port_start() {
+        needs.push(Need::own(
+            Cap::NetBindService,
+            format!("to listen on port {port} (server.listen)"),
+        ));
+    }
+    if let Some(user) = &config.daemon.user
+        && nix::unistd::User::from_name(user)
+            .ok()
+            .flatten()
+            .is_none_or(|pw| pw.uid != nix::unistd::Uid::effective())
+    {
+        let why = format!("to become daemon.user {user}");
+        needs.push(Need::own(Cap::Setuid, why.clone()));
+        needs.push(Need::own(Cap::Setgid, why));
+    }
+    needs
 }
 
 /// Opens the configured interfaces.
@@ -333,6 +377,7 @@ pub fn run(
     shutdown: Shutdown,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), Error> {
+    crate::caps::check(&capability_needs(config))?;
     if config.bus.enabled && config.bus.role == crate::config::ClusterRole::Sensor {
         return sensor::run(config, shutdown, on_listening);
     }
@@ -599,6 +644,7 @@ impl Running {
                 store: &self.store,
                 commands: &self.threads.commands,
                 watchlist: self.watchlist,
+                config_path: config.path.clone(),
             };
             if let Some((c, holder)) = lease {
                 tasks.keep_lease(c, holder, config.server.lease_ttl);
@@ -700,6 +746,7 @@ struct Tasks<'a> {
     store: &'a crate::store::Store,
     commands: &'a crossbeam_channel::Sender<Command>,
     watchlist: Arc<crate::api::watchlist::WatchlistApi>,
+    config_path: Option<std::path::PathBuf>,
 }
 
 impl Tasks<'_> {
@@ -738,11 +785,25 @@ impl Tasks<'_> {
             });
         }
         {
-            let tx = self.commands.clone();
+            let (tx, state, path) = (
+                self.commands.clone(),
+                self.state.clone(),
+                self.config_path.clone(),
+            );
             w.task(w.add("sighup", None), Policy::Restart, move || {
+                let (tx, state, path) = (tx.clone(), state.clone(), path.clone());
+                async move {
+                    reload_on_hup(tx, state, path).await;
+                    Ok(())
+                }
+            });
+        }
+        if let Some(timeout) = crate::systemd::watchdog_interval() {
+            let tx = self.commands.clone();
+            w.task(w.add("watchdog", None), Policy::Restart, move || {
                 let tx = tx.clone();
                 async move {
-                    rotate_on_hup(tx).await;
+                    watchdog(tx, timeout).await;
                     Ok(())
                 }
             });
@@ -860,14 +921,65 @@ async fn keep_lease(
     }
 }
 
-/// Asks the core to rotate the logs on every SIGHUP.
-async fn rotate_on_hup(commands: crossbeam_channel::Sender<Command>) {
+/// On every SIGHUP (`systemctl reload catchd`): rotates the logs, re-reads the
+/// registry's rules (`[bhr]`: never_block, minimum prefix lengths, autoscale, the limited
+/// views) from the configuration file and the host's addresses. A file that no longer
+/// checks leaves the running rules in place and says why; everything else in the file
+/// takes a restart.
+async fn reload_on_hup(
+    commands: crossbeam_channel::Sender<Command>,
+    state: Arc<AppState>,
+    path: Option<std::path::PathBuf>,
+) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
+        crate::systemd::reloading();
         if commands.send(Command::Rotate).is_err() {
             return;
         }
+        let host = server::host_addresses();
+        match path.as_deref().map(Config::load) {
+            None => {
+                state.reload_rules(state.read(|r| r.settings().clone()), host);
+                tracing::info!("SIGHUP: logs rotated (no configuration file to re-read).");
+            }
+            Some(Ok(c)) => {
+                let changed = state.reload_rules(c.bhr, host);
+                tracing::info!(
+                    rules_changed = changed,
+                    "SIGHUP: logs rotated, [bhr] rules and the host's addresses re-read (other settings take a restart)."
+                );
+            }
+            Some(Err(e)) => tracing::warn!(
+                error = %e,
+                "SIGHUP: logs rotated; the configuration file does not check, the running rules stay."
+            ),
+        }
+        crate::systemd::ready("reloaded");
+    }
+}
+
+/// Pings systemd's watchdog at half its timeout while the core answers: a core stuck
+/// for longer than the timeout gets the daemon restarted by systemd.
+async fn watchdog(commands: crossbeam_channel::Sender<Command>, timeout: std::time::Duration) {
+    let every = timeout / 2;
+    loop {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if commands.send(Command::Ping { reply: tx }).is_err() {
+            return;
+        }
+        match tokio::time::timeout(every, rx).await {
+            Ok(Ok(())) => {
+                crate::systemd::watchdog();
+            }
+            Ok(Err(_)) => return,
+            Err(_) => tracing::warn!(
+                "The core has not answered for {}; not telling the watchdog.",
+                humantime::format_duration(every)
+            ),
+        }
+        tokio::time::sleep(every).await;
     }
 }

@@ -384,6 +384,15 @@ pub fn run(
         .with_state(http);
     tracing::info!(node = %node_id, "catchd sensor running: replica on http://{local}/api/v1/cr");
     on_listening(local);
+    if let Some(timeout) = crate::systemd::watchdog_interval() {
+        // A sensor has no core to ask: the runtime serving HTTP is its sign of life.
+        rt.spawn(async move {
+            loop {
+                crate::systemd::watchdog();
+                tokio::time::sleep(timeout / 2).await;
+            }
+        });
+    }
     let served = rt.block_on(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -113,6 +113,15 @@ impl Kind {
             Kind::Exabgp => "exabgp",
         }
     }
+
+    /// Whether its commands change the kernel's firewall or routes (and so need
+    /// `CAP_NET_ADMIN`); `exec` runs whatever it is given and is not guessed at.
+    pub fn needs_net_admin(self) -> bool {
+        matches!(
+            self,
+            Kind::Nftables | Kind::Iptables | Kind::Ipset | Kind::Route
+        )
+    }
 }
 
 /// A backend's settings (a `[[blocker]]` section, or `catchd manager`'s flags).

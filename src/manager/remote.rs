@@ -66,11 +66,27 @@ impl Remote {
     /// # Errors
     /// The HTTP client could not be built (TLS set-up).
     pub fn new(base: &str, token: &str, ident: &str) -> Result<Remote, SourceError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("catchd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| SourceError::Transport(e.to_string()))?;
+            .user_agent(concat!("catchd/", env!("CARGO_PKG_VERSION")));
+        let https = base.starts_with("https://");
+        if !https {
+            // Plain HTTP needs no certificate store (a minimal system has none, and the
+            // platform verifier refuses to start without one).
+            builder = builder.tls_certs_only([]);
+        }
+        let http = builder.build().map_err(|e| {
+            let mut msg = format!("cannot set up the HTTP client: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            if https {
+                msg.push_str(" (for https:// the system's CA certificates are needed: apt-get install ca-certificates)");
+            }
+            SourceError::Transport(msg)
+        })?;
         Ok(Remote {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),

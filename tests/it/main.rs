@@ -10,6 +10,7 @@ mod daemon;
 mod enforce;
 mod import;
 mod networks;
+mod package;
 mod pg;
 mod pgstore;
 mod replay;

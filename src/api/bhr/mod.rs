@@ -298,6 +298,20 @@ impl AppState {
         let _ = rx.wait_for(|stop| *stop).await;
     }
 
+    /// Replaces the registry's rules (`[bhr]`, re-read on SIGHUP) and the host's addresses;
+    /// whether the rules changed.
+    pub fn reload_rules(
+        &self,
+        settings: crate::bhr::model::Settings,
+        host: Vec<std::net::IpAddr>,
+    ) -> bool {
+        let mut r = self.registry();
+        let changed = *r.settings() != settings;
+        r.set_settings(settings);
+        r.set_host_addresses(host);
+        changed
+    }
+
     /// Locks the registry (a std mutex: it is never held across an `.await`).
     fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())

@@ -43,7 +43,26 @@ pub(in crate::cli) fn check_config_cmd(a: &CheckConfigArgs) -> anyhow::Result<()
     show_bus(&c, &mut t);
     show_blockers(&c, &mut t);
     show_bhr(&c, &mut t);
+    show_capabilities(&c, &mut t);
     print_stdout(&t)
+}
+
+/// What `catchd run` with this configuration needs of Linux capabilities, as comments
+/// (a unit's `AmbientCapabilities=` must grant them).
+fn show_capabilities(c: &Config, t: &mut String) {
+    use std::fmt::Write as _;
+    let needs = crate::daemon::capability_needs(c);
+    let _ = writeln!(
+        t,
+        "\n# Capabilities `catchd run` needs with this configuration:"
+    );
+    if needs.is_empty() {
+        let _ = writeln!(t, "#   none");
+    }
+    for n in &needs {
+        let ambient = if n.for_children { " (ambient)" } else { "" };
+        let _ = writeln!(t, "#   {}{ambient} {}", n.cap.name(), n.why);
+    }
 }
 
 fn list(v: &[String]) -> String {

@@ -153,6 +153,11 @@ pub(in crate::cli) fn manager_cmd(a: ManagerArgs) -> anyhow::Result<()> {
     if let Err(msg) = options.check(a.backend) {
         return Err(InputError(format!("--backend {}: {msg}", a.backend.name())).into());
     }
+    if a.backend.needs_net_admin() && !a.dry_run {
+        let why = format!("for --backend {}", a.backend.name());
+        crate::caps::check(&[crate::caps::Need::children(crate::caps::Cap::NetAdmin, why)])
+            .map_err(|e| InputError(e.to_string()))?;
+    }
     if !a.server.starts_with("http://") && !a.server.starts_with("https://") {
         return Err(InputError(format!(
             "--server: {:?} is not an http:// or https:// URL",

@@ -1,6 +1,7 @@
 //! One module per command: its arguments and what it does.
 
 pub(super) mod check_config;
+pub(super) mod docs;
 pub(super) mod exabgp_bridge;
 pub(super) mod import_bhr;
 pub(super) mod manager;

@@ -131,6 +131,30 @@ pub(in crate::cli) fn run_cmd(a: &RunArgs) -> anyhow::Result<()> {
         c.bus.node_id = Some(id.clone());
     }
     let (_trigger, shutdown) = Shutdown::on_signals()?;
-    crate::daemon::run(&c, crate::api::bhr::system_clock(), shutdown, |_| ())?;
+    if crate::systemd::enabled() {
+        say_stopping(shutdown.clone())?;
+    }
+    let captures = if c.capture.interfaces.is_empty() {
+        "no capture".to_string()
+    } else {
+        format!("capturing on {}", c.capture.interfaces.join(", "))
+    };
+    crate::daemon::run(&c, crate::api::bhr::system_clock(), shutdown, |local| {
+        // Captures, store and logs are open and the listener accepts connections.
+        crate::systemd::ready(&format!("{captures}; API on http://{local}/"));
+    })?;
+    Ok(())
+}
+
+/// Tells the service manager STOPPING=1 as soon as the shutdown fires (a signal, or the
+/// daemon stopping by itself).
+fn say_stopping(shutdown: Shutdown) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    std::thread::Builder::new()
+        .name("catchd-notify".into())
+        .spawn(move || {
+            rt.block_on(shutdown.wait());
+            crate::systemd::stopping();
+        })?;
     Ok(())
 }

@@ -8,6 +8,7 @@ mod config;
 mod live;
 mod metrics;
 mod restart;
+mod service;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
