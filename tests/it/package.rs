@@ -310,16 +310,15 @@ impl Booted {
         b.unmount();
         let log_path = b.root.with_extension("nspawn.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut nspawn = Command::new("systemd-nspawn")
-            .arg("-D")
+        // In a mount namespace of its own, on a cgroup2 hierarchy of its own: the same on a
+        // host with cgroup v1, v2 or hybrid, and in a chroot where none is mounted.
+        let mut nspawn = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+            .arg(
+                "mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec systemd-nspawn -D \"$0\" \
+                 --boot --register=no --keep-unit --private-network --quiet",
+            )
             .arg(&b.root)
-            .args([
-                "--boot",
-                "--register=no",
-                "--keep-unit",
-                "--private-network",
-                "--quiet",
-            ])
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
