@@ -261,6 +261,12 @@ fn the_package_installs_on_a_fresh_bookworm_runs_and_purges() {
          _catchd catchd check-c catchd; echo \"${COMPREPLY[*]}\"",
     );
     assert_eq!(completed.trim(), "check-config");
+    let readme = b.ok("cat /usr/share/doc/catchd/README.Debian");
+    assert!(
+        readme.contains("@load /usr/share/catchd/zeek-scripts"),
+        "{readme}"
+    );
+    b.ok("test -f /usr/share/catchd/zeek-scripts/__load__.zeek");
     b.ok("test -s /usr/share/zsh/vendor-completions/_catchd && test -s /usr/share/fish/vendor_completions.d/catchd.fish");
 
     // Both units pass systemd's own check.
