@@ -318,7 +318,7 @@ impl Booted {
         let log = std::fs::File::create(&log_path).unwrap();
         // In a mount namespace of its own, on a cgroup2 hierarchy of its own: the same on a
         // host with cgroup v1, v2 or hybrid, and in a chroot where none is mounted.
-        let mut nspawn = Command::new("unshare")
+        let nspawn = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
             .arg(
                 "mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec systemd-nspawn -D \"$0\" \
@@ -330,19 +330,27 @@ impl Booted {
             .stderr(log)
             .spawn()
             .unwrap();
-        let init = super::daemon::wait_for(60, "the container's init", || {
-            if let Ok(Some(status)) = nspawn.try_wait() {
+        // From here on, dropping it (a panic included) stops the container.
+        let mut booted = Booted { nspawn, init: 0 };
+        booted.init = super::daemon::wait_for(60, "the container's init", || {
+            if let Ok(Some(status)) = booted.nspawn.try_wait() {
                 panic!(
                     "systemd-nspawn ended ({status}): {}",
                     std::fs::read_to_string(&log_path).unwrap_or_default()
                 );
             }
+            // nspawn's child is a helper until the container's PID 1 has become systemd.
+            let pid = booted.nspawn.id();
             let children =
-                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", nspawn.id()))
-                    .ok()?;
-            children.split_whitespace().next()?.parse().ok()
+                std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+                .find(|c| {
+                    std::fs::read_to_string(format!("/proc/{c}/comm"))
+                        .is_ok_and(|comm| comm.trim() == "systemd")
+                })
         });
-        let booted = Booted { nspawn, init };
         super::daemon::wait_for(120, "systemd to finish booting", || {
             let (_, out) = booted.sh("systemctl is-system-running");
             matches!(out.trim(), "running" | "degraded").then_some(())
@@ -354,10 +362,14 @@ impl Booted {
 impl Shell for Booted {
     fn command(&self, script: &str) -> Command {
         let mut c = Command::new("nsenter");
+        // -r -w: the container's root and directory too (in a chroot, entering the mount
+        // namespace alone leaves one outside the container's root).
         c.args([
             "-t",
             &self.init.to_string(),
             "-a",
+            "-r",
+            "-w",
             "/bin/bash",
             "-c",
             script,
@@ -370,13 +382,22 @@ impl Shell for Booted {
 
 impl Drop for Booted {
     fn drop(&mut self) {
-        let _ = self.sh("systemctl poweroff");
+        if self.init != 0 {
+            let _ = self.sh("systemctl poweroff");
+        }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::time::Instant::now() < deadline {
             if let Ok(Some(_)) = self.nspawn.try_wait() {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // It did not stop: kill the container's processes, then nspawn.
+        if self.init != 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.init as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let _ = self.nspawn.kill();
         let _ = self.nspawn.wait();
