@@ -110,16 +110,7 @@ fn worker_reblock(z: &Zeek, curve: Option<&CurveKeys>) {
     let zeek_run = run_worker(z, dir.path());
     // Once the worker is up, catchd drops the address: blocked 1 s, watched 20 s.
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let (status, body) = m.request(
-        "POST",
-        "/api/v1/cr/drop",
-        Some(&f.zeek),
-        Some((
-            "application/x-www-form-urlencoded",
-            "addr=10.0.0.66&location=from%20the%20test",
-        )),
-    );
-    assert!(status == 200 || status == 201, "{status} {body}");
+    cr_drop(&m, &f, "10.0.0.66", "from%20the%20test");
     let out = zeek_run.join().unwrap();
     // The worker had catchd's first BlockInfo, saw the address after its release,
     // told catchd (catch_release_encountered), and holds the re-block catchd sent.
@@ -131,6 +122,21 @@ fn worker_reblock(z: &Zeek, curve: Option<&CurveKeys>) {
     let seen = std::fs::read_to_string(f.logs.join("netcontrol_catch_release.log")).unwrap();
     assert!(seen.contains("NetControl::SEEN_AGAIN"), "{seen}");
     assert!(m.terminate().success());
+}
+
+/// `POST /api/v1/cr/drop` on catchd with the blocker's token (`location` URL-encoded).
+#[track_caller]
+fn cr_drop(m: &crate::serve::process::Server, f: &Files, addr: &str, location: &str) {
+    let (status, body) = m.request(
+        "POST",
+        "/api/v1/cr/drop",
+        Some(&f.zeek),
+        Some((
+            "application/x-www-form-urlencoded",
+            &format!("addr={addr}&location={location}"),
+        )),
+    );
+    assert!(status == 200 || status == 201, "{status} {body}");
 }
 
 /// Runs the worker on the trace in pseudo-realtime in a thread; its stdout at the end.
@@ -207,4 +213,67 @@ fn an_encrypted_proxy_refuses_other_keys_and_every_side_says_so() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("Handshake for socket"), "{stderr}");
+}
+
+/// catch-and-release of networks reaches a real Zeek node: with `[cnr.networks]` on,
+/// two blocked addresses of one /24 make catchd drop the /24, and a Zeek node that loads
+/// `zeek-scripts/networks.zeek` and subscribes to `catchd.catch_release` gets
+/// `Catchd::net_block_new` with the network (Zeek's `subnet`) and its `BlockInfo`, and
+/// the network's log line as `Catchd::log_catch_release_net`.
+#[test]
+fn a_zeek_node_gets_catchds_network_events() {
+    let Some(z) = zeek() else { return };
+    let (bus, _proxy_log) = Bus::start_with_env(&[]);
+    let f = Files::new(
+        "[cnr]\nintervals = \"30s,1m\"\nsweep_interval = \"1s\"\n\
+         [cnr.networks]\nprefix4 = 24\nthreshold = 2\nwindow = \"1h\"\n",
+    );
+    let m = manager(&f, &bus, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    udp_trace(
+        &dir.path().join("t.pcap"),
+        &[([10, 0, 0, 1], [10, 0, 0, 2], 0, 500, 20)],
+    );
+    worker_scripts(dir.path(), &bus, "198.51.100.1", None);
+    let networks = crate::support::root().join("zeek-scripts/networks.zeek");
+    let mut script = std::fs::read_to_string(dir.path().join("worker.zeek")).unwrap();
+    script.push_str(&format!(
+        "@load {}\n\
+         event zeek_init()\n\
+         \t{{ Cluster::subscribe(\"catchd.catch_release\"); }}\n\
+         event Catchd::net_block_new(n: subnet, bi: NetControl::BlockInfo)\n\
+         \t{{ print fmt(\"net_block_new %s %s\", n, bi); }}\n\
+         event Catchd::log_catch_release_net(rec: Catchd::CatchReleaseNetInfo)\n\
+         \t{{ print fmt(\"net_log %s %s %s\", rec$net, rec$action, rec$block_interval); }}\n",
+        networks.display()
+    ));
+    std::fs::write(dir.path().join("worker.zeek"), script).unwrap();
+    let zeek_run = run_worker(z, dir.path());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    for a in ["198.51.100.1", "198.51.100.2"] {
+        cr_drop(&m, &f, a, "net%20test");
+    }
+    let out = zeek_run.join().unwrap();
+    let new = out
+        .lines()
+        .find(|l| l.starts_with("net_block_new 198.51.100.0/24 "))
+        .unwrap_or_else(|| panic!("no net_block_new:\n{out}\n{}", m.log()));
+    assert!(new.contains("num_reblocked=0, current_interval=0"), "{new}");
+    // The network's block is the registry block after the two addresses' (ids 1 and 2).
+    assert!(new.contains("current_block_id=3"), "{new}");
+    assert!(
+        new.contains("location=catch-and-release: 2 addresses blocked within 1h]"),
+        "{new}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l == "net_log 198.51.100.0/24 NetControl::DROPPED 30.0 secs"),
+        "{out}"
+    );
+    let log = std::fs::read_to_string(f.logs.join("netcontrol_catch_release_net.log")).unwrap();
+    assert!(
+        log.contains("198.51.100.0/24\tNetControl::DROPPED"),
+        "{log}"
+    );
+    assert!(m.terminate().success());
 }
