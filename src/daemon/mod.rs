@@ -654,6 +654,7 @@ impl Running {
                 "catchd running: BHR API on http://{local}/bhr/api/, catch-and-release on http://{local}/api/v1/cr"
             );
             on_listening(local);
+            tasks.watchdog();
             let stop = self.stop_capture.clone();
             let grace = config.server.limits.connections.shutdown_grace;
             let stopping = async move {
@@ -764,6 +765,22 @@ impl Tasks<'_> {
             });
     }
 
+    /// Pings systemd's watchdog while the core answers, when systemd asks for it (after
+    /// READY=1: the first thing the service manager hears is that start-up is done).
+    fn watchdog(&self) {
+        if let Some(timeout) = crate::systemd::watchdog_interval() {
+            let w = self.workers;
+            let tx = self.commands.clone();
+            w.task(w.add("watchdog", None), Policy::Restart, move || {
+                let tx = tx.clone();
+                async move {
+                    watchdog(tx, timeout).await;
+                    Ok(())
+                }
+            });
+        }
+    }
+
     /// Starts the user reload, SIGHUP rotation, watchlist sweep and the blockers; returns
     /// what stops the blockers and their tasks.
     fn start(
@@ -794,16 +811,6 @@ impl Tasks<'_> {
                 let (tx, state, path) = (tx.clone(), state.clone(), path.clone());
                 async move {
                     reload_on_hup(tx, state, path).await;
-                    Ok(())
-                }
-            });
-        }
-        if let Some(timeout) = crate::systemd::watchdog_interval() {
-            let tx = self.commands.clone();
-            w.task(w.add("watchdog", None), Policy::Restart, move || {
-                let tx = tx.clone();
-                async move {
-                    watchdog(tx, timeout).await;
                     Ok(())
                 }
             });
