@@ -81,11 +81,6 @@ pub fn watchdog() -> bool {
     notify("WATCHDOG=1")
 }
 
-/// A status line for `systemctl status`.
-pub fn status(text: &str) -> bool {
-    notify(&format!("STATUS={}", one_line(text)))
-}
-
 fn one_line(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
 }

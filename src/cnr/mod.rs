@@ -958,18 +958,11 @@ impl Engine {
         let iv = self.cfg.intervals.clone();
         let mut gone: Vec<(Addr, Entry)> = Vec::new();
         self.watch.sweep(|a, e| {
-            // An entry inserted before network time existed keeps reference 0 and never
-            // expires, as in Zeek.
-            if e.expire_ref == Time::ZERO || e.expire_ref >= now {
-                return Sweep::Keep;
+            let verdict = e.sweep(now, &iv);
+            if verdict == Sweep::Remove {
+                gone.push((a, *e));
             }
-            let wu = e.watch_until(&iv);
-            if wu > now {
-                e.expire_ref = wu;
-                return Sweep::Update;
-            }
-            gone.push((a, *e));
-            Sweep::Remove
+            verdict
         });
         gone.sort_unstable_by_key(|(a, e)| (e.watch_until(&iv), *a));
         for (a, e) in gone {

@@ -281,16 +281,11 @@ impl Engine {
         let iv = self.net_intervals().clone();
         let mut gone: Vec<(IpNet, Entry)> = Vec::new();
         self.watch.sweep_nets(|n, e| {
-            if e.expire_ref == Time::ZERO || e.expire_ref >= now {
-                return Sweep::Keep;
+            let verdict = e.sweep(now, &iv);
+            if verdict == Sweep::Remove {
+                gone.push((n, *e));
             }
-            let wu = e.watch_until(&iv);
-            if wu > now {
-                e.expire_ref = wu;
-                return Sweep::Update;
-            }
-            gone.push((n, *e));
-            Sweep::Remove
+            verdict
         });
         gone.sort_unstable_by_key(|(n, e)| (e.watch_until(&iv), *n));
         for (n, e) in gone {

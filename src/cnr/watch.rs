@@ -202,6 +202,22 @@ impl Entry {
     pub(crate) fn count_reblock(&mut self) {
         self.reblocked = (self.reblocked + 1).min(REBLOCKED_MAX);
     }
+
+    /// What the expiry sweep at `now` does with this entry (Zeek's `&create_expire`
+    /// function): kept while its reference is ahead (an entry made before network time
+    /// existed keeps reference 0 and never expires, as in Zeek); its reference moved to
+    /// `watch_until` while that is ahead; else removed.
+    pub(crate) fn sweep(&mut self, now: Time, iv: &Intervals) -> Sweep {
+        if self.expire_ref == Time::ZERO || self.expire_ref >= now {
+            return Sweep::Keep;
+        }
+        let wu = self.watch_until(iv);
+        if wu > now {
+            self.expire_ref = wu;
+            return Sweep::Update;
+        }
+        Sweep::Remove
+    }
 }
 
 /// What the sweep does with one entry.
@@ -585,22 +601,8 @@ impl WatchTable {
     }
 
     /// [`WatchTable::sweep`] over the networks.
-    pub(crate) fn sweep_nets(&self, mut f: impl FnMut(IpNet, &mut Entry) -> Sweep) {
-        let mut removed = 0;
-        self.nets.map.retain(|n, slot| {
-            let mut e = Entry::unpack(slot);
-            match f(*n, &mut e) {
-                Sweep::Keep => true,
-                Sweep::Update => {
-                    *slot = e.pack();
-                    true
-                }
-                Sweep::Remove => {
-                    removed += 1;
-                    false
-                }
-            }
-        });
+    pub(crate) fn sweep_nets(&self, f: impl FnMut(IpNet, &mut Entry) -> Sweep) {
+        let removed = sweep_map(&self.nets.map, f);
         if removed > 0 {
             self.nets.live.fetch_sub(removed, Ordering::Relaxed);
             self.note_net_removed(removed);
@@ -792,26 +794,36 @@ impl WatchTable {
     /// memory. Removed entries keep their location until the caller releases it with
     /// [`release_location`](WatchTable::release_location), so it can still be logged. Used
     /// by the expiry sweep only.
-    pub(crate) fn sweep(&self, mut f: impl FnMut(Addr, &mut Entry) -> Sweep) {
-        let mut removed = 0;
-        self.map.retain(|a, slot| {
-            let mut e = Entry::unpack(slot);
-            match f(*a, &mut e) {
-                Sweep::Keep => true,
-                Sweep::Update => {
-                    *slot = e.pack();
-                    true
-                }
-                Sweep::Remove => {
-                    removed += 1;
-                    false
-                }
-            }
-        });
+    pub(crate) fn sweep(&self, f: impl FnMut(Addr, &mut Entry) -> Sweep) {
+        let removed = sweep_map(&self.map, f);
         if removed > 0 {
             self.note_removed(removed);
         }
     }
+}
+
+/// Visits every slot of `map` as a working [`Entry`], writing back only updated ones and
+/// dropping removed ones; how many were removed.
+fn sweep_map<K: Copy + Eq + std::hash::Hash>(
+    map: &DashMap<K, Slot, foldhash::fast::RandomState>,
+    mut f: impl FnMut(K, &mut Entry) -> Sweep,
+) -> usize {
+    let mut removed = 0;
+    map.retain(|k, slot| {
+        let mut e = Entry::unpack(slot);
+        match f(*k, &mut e) {
+            Sweep::Keep => true,
+            Sweep::Update => {
+                *slot = e.pack();
+                true
+            }
+            Sweep::Remove => {
+                removed += 1;
+                false
+            }
+        }
+    });
+    removed
 }
 
 #[cfg(test)]

@@ -84,7 +84,8 @@ BHR_HOST, BHR_TOKEN, BHR_IDENT and CATCHD_MANAGER_ARGS of the block manager unit
 The Zeek package (load it with \fB@load /usr/share/catchd/zeek\-scripts\fR, or install it with \fBzkg\fR).
 .SH SIGNALS
 SIGTERM and SIGINT stop the daemon in order; SIGHUP rotates the Zeek logs and re-reads
-the configuration's never_block list (\fBsystemctl reload catchd\fR).
+the configuration's [bhr] rules (never_block, minimum prefix lengths, autoscale) and the
+host's addresses (\fBsystemctl reload catchd\fR).
 .SH SEE ALSO
 \fBcatchd\-run\fR(1), \fBcatchd\-manager\fR(1), \fBcatchd\-check\-config\fR(1), \fBsystemd.exec\fR(5)
 "#;
