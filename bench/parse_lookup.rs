@@ -103,6 +103,7 @@ fn bench(c: &mut Criterion) {
                     sighter.packet(
                         now,
                         &o,
+                        watch.changes(),
                         |a| watch.may_contain(a),
                         |a| watch.contains(a),
                         |_, _| hits += 1,

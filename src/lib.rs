@@ -66,6 +66,7 @@ pub mod config;
 pub mod conn;
 pub mod daemon;
 pub mod enforce;
+mod hot;
 mod httpd;
 mod manager;
 pub mod packet;

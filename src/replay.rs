@@ -204,6 +204,9 @@ pub struct Summary {
     /// Connections followed through Zeek's life cycle (a watched end when they started),
     /// and those not followed because the table was full.
     pub connections: (u64, u64),
+    /// Connection timers that came due (Zeek's inactivity, expire, attempt, reset and
+    /// delete timers of the followed connections).
+    pub conn_timers: u64,
     /// Catch-and-release log lines by action (indexed like [`Action::ALL`]).
     pub actions: [u64; 7],
     /// The same for networks (catch-and-release of networks).
@@ -316,6 +319,7 @@ impl fmt::Display for Summary {
             if self.connections.1 > 0 {
                 write!(f, ", {} not (the table was full)", self.connections.1)?;
             }
+            write!(f, "; {} timers came due", self.conn_timers)?;
             writeln!(f)?;
         }
         writeln!(
@@ -602,6 +606,7 @@ impl Replay {
                 sighter.packet(
                     f.ts,
                     &obs,
+                    watch.changes(),
                     |a| watch.may_contain(a),
                     |a| watch.contains(a),
                     |a, _| {
@@ -648,8 +653,8 @@ impl Replay {
         logs: &mut LogSet,
         summary: &mut Summary,
     ) -> Result<(), Error> {
-        while let Some(o) = engine.poll_output() {
-            match &o {
+        engine.take_outputs(|o| {
+            match o {
                 Output::CatchRelease(r) => {
                     if let Some(i) = Action::ALL.iter().position(|a| *a == r.action) {
                         summary.actions[i] += 1;
@@ -666,8 +671,8 @@ impl Replay {
                 }
                 _ => {}
             }
-            logs.write(&o)?;
-        }
+            logs.write(o)
+        })?;
         Ok(())
     }
 
@@ -697,6 +702,7 @@ impl Replay {
             if let Some(c) = sighter.conns() {
                 let st = c.stats();
                 summary.connections = (st.tracked, st.untracked_full);
+                summary.conn_timers = st.timers_fired;
             }
             sighter.finish(|a, _| {
                 if engine.queue_sighting(a) {

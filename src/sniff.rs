@@ -42,6 +42,14 @@ pub trait Watched: Send + Sync + 'static {
     fn may_contain(&self, a: &Addr) -> bool {
         self.contains(a)
     }
+
+    /// A count that moves whenever an address may have stopped being tracked: while it
+    /// stays, a "yes" from [`contains`](Watched::contains) still holds and is not asked
+    /// again. `u64::MAX` (the default) means "always ask".
+    #[inline]
+    fn changes(&self) -> u64 {
+        u64::MAX
+    }
 }
 
 impl Watched for WatchTable {
@@ -53,6 +61,11 @@ impl Watched for WatchTable {
     #[inline]
     fn may_contain(&self, a: &Addr) -> bool {
         WatchTable::may_contain(self, a)
+    }
+
+    #[inline]
+    fn changes(&self) -> u64 {
+        WatchTable::changes(self)
     }
 }
 
@@ -258,6 +271,7 @@ fn capture_loop<W: Watched>(
                 Ok(obs) => sighter.packet(
                     f.ts,
                     &obs,
+                    watch.changes(),
                     |a| watch.may_contain(a),
                     |a| watch.contains(a),
                     |a, _| send(a, f.ts),

@@ -276,20 +276,44 @@ fn push_scratch(out: &mut Vec<u8>, buf: &[u8; 32], len: usize) {
     out.truncate(at + len);
 }
 
-/// Writes the decimal digits of `v` at `buf[at..]`; returns the index after them.
+/// "00" to "99", for writing two digits at a time.
+const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+#[inline(always)]
+fn put_pair(buf: &mut [u8; 32], at: usize, v: u64) {
+    let i = (v as usize) * 2;
+    buf[at] = PAIRS[i];
+    buf[at + 1] = PAIRS[i + 1];
+}
+
+/// How many decimal digits `v` has.
+#[inline(always)]
+fn digit_count(v: u64) -> usize {
+    v.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// Writes the decimal digits of `v` at `buf[at..]`, two at a time from the end; returns
+/// the index after them.
 #[inline]
 fn put_digits(buf: &mut [u8; 32], at: usize, v: u64) -> usize {
-    let mut digits = 1;
-    let mut rest = v / 10;
-    while rest > 0 {
-        digits += 1;
-        rest /= 10;
-    }
-    let end = at + digits;
+    let end = at + digit_count(v);
+    let mut i = end;
     let mut v = v;
-    for i in (at..end).rev() {
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
+    while v >= 100 {
+        i -= 2;
+        put_pair(buf, i, v % 100);
+        v /= 100;
+    }
+    if v >= 10 {
+        i -= 2;
+        put_pair(buf, i, v);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + v as u8;
     }
     end
 }
@@ -310,22 +334,27 @@ fn push_i64(out: &mut Vec<u8>, v: i64) {
     push_scratch(out, &buf, n);
 }
 
-/// Microseconds as `%.6f` seconds, assembled on the stack and appended at once.
+/// Microseconds as `%.6f` seconds, appended at once.
 #[inline]
 fn push_micros(out: &mut Vec<u8>, us: i64) {
+    let (buf, n) = format_micros(us);
+    push_scratch(out, &buf, n);
+}
+
+/// Microseconds as `%.6f` seconds, assembled on the stack: the bytes and their length.
+#[inline]
+fn format_micros(us: i64) -> ([u8; 32], usize) {
     let mut buf = [0u8; 32];
     let at = usize::from(us < 0);
     buf[0] = b'-';
     let abs = us.unsigned_abs();
-    let mut n = put_digits(&mut buf, at, abs / 1_000_000);
+    let n = put_digits(&mut buf, at, abs / 1_000_000);
     buf[n] = b'.';
-    let mut f = abs % 1_000_000;
-    for i in (n + 1..n + 7).rev() {
-        buf[i] = b'0' + (f % 10) as u8;
-        f /= 10;
-    }
-    n += 7;
-    push_scratch(out, &buf, n);
+    let f = abs % 1_000_000;
+    put_pair(&mut buf, n + 1, f / 10_000);
+    put_pair(&mut buf, n + 3, f / 100 % 100);
+    put_pair(&mut buf, n + 5, f % 100);
+    (buf, n + 7)
 }
 
 /// An address as Zeek prints it (see [`Addr::text`]).
@@ -1042,6 +1071,18 @@ mod tests {
         }
         let n: IpNet = "203.0.113.66/32".parse().unwrap();
         assert_eq!(text(|o| push_subnet(o, &n)), "203.0.113.66/32");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn digits_match_core_fmt(v: u64, i: i64, us in -(1i64 << 60)..(1i64 << 60)) {
+            proptest::prop_assert_eq!(text(|o| push_u64(o, v)), v.to_string());
+            proptest::prop_assert_eq!(text(|o| push_i64(o, i)), i.to_string());
+            proptest::prop_assert_eq!(
+                text(|o| push_micros(o, us)),
+                Interval::from_micros(us).to_string()
+            );
+        }
     }
 
     #[test]

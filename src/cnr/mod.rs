@@ -338,7 +338,32 @@ pub struct Engine {
     counted: nets::Counted,
     /// Why the last rule was refused by the rule ids' source (the registry).
     last_refusal: Option<String>,
+    /// The entries written with a new DROP rule whose answer has not come yet, in rule id
+    /// order: see [`RecentDrop`].
+    recent: VecDeque<RecentDrop>,
+    /// Addresses seen while tracked and blocked, at [`Engine::state_generation`]: a
+    /// sighting of one of them changes nothing.
+    blocked_seen: crate::hot::HotAddrs,
+    /// The same for addresses whose network was tracked and blocked.
+    net_blocked_seen: crate::hot::HotAddrs,
 }
+
+/// An address entry as the engine wrote it together with a new DROP rule. Backends answer
+/// rules in the order they were made, so when the answer comes, the entry is at the front
+/// of [`Engine::recent`], and while the table has had no overwrite or removal since
+/// (`changes`), it is still the table's entry: the answer's handler reads it from here
+/// instead of looking it up in a table that has left the cache since.
+#[derive(Clone, Copy, Debug)]
+struct RecentDrop {
+    rule: RuleId,
+    addr: Addr,
+    entry: Entry,
+    changes: u64,
+}
+
+/// The most entries [`Engine::recent`] keeps (about 16 MiB): beyond it the oldest are
+/// dropped and their answers look the table up.
+const MAX_RECENT_DROPS: usize = 1 << 18;
 
 impl Engine {
     /// Builds an engine and activates `backends` (with their priorities), logging the
@@ -371,6 +396,9 @@ impl Engine {
             out: VecDeque::new(),
             counted: nets::Counted::default(),
             last_refusal: None,
+            recent: VecDeque::new(),
+            blocked_seen: crate::hot::HotAddrs::new(12),
+            net_blocked_seen: crate::hot::HotAddrs::new(12),
         };
         // Zeek arms the sweep timer at time 1 so that it fires on the first packet; an
         // engine started at a real time sweeps one interval later.
@@ -395,6 +423,7 @@ impl Engine {
         self.watch.reserve(n);
         self.nc.reserve(n);
         self.queue.reserve(n);
+        self.recent.reserve(n.min(MAX_RECENT_DROPS));
     }
 
     /// How many outputs wait for [`Engine::poll_output`].
@@ -436,6 +465,32 @@ impl Engine {
             shrink_deque(&mut self.out);
         }
         o
+    }
+
+    /// Hands every waiting output to `f` in order, by reference (an output is a large
+    /// value: this spares moving each out of the queue), and drops those it took. Stops
+    /// at the first error; the output `f` failed on and those after it stay queued.
+    ///
+    /// # Errors
+    /// The first error `f` returns.
+    pub fn take_outputs<E>(
+        &mut self,
+        mut f: impl FnMut(&Output) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut done = 0;
+        let mut result = Ok(());
+        for o in &self.out {
+            if let Err(e) = f(o) {
+                result = Err(e);
+                break;
+            }
+            done += 1;
+        }
+        self.out.drain(..done);
+        if self.out.is_empty() {
+            shrink_deque(&mut self.out);
+        }
+        result
     }
 
     /// Whether outputs are waiting for [`poll_output`](Engine::poll_output).
@@ -754,6 +809,7 @@ impl Engine {
                     adopted: false,
                 };
                 self.watch.put(a, &e);
+                self.note_recent(id, a, &e);
                 let info = self.watch.block_info(&e);
                 self.publish_block_new(a, &info);
                 let rec = self.cr_record(a, &e, Action::DropRequested);
@@ -831,8 +887,20 @@ impl Engine {
         address || network
     }
 
+    /// Changes whenever an entry is overwritten or removed or a rule leaves
+    /// `rule_entities`: what could make "tracked and blocked" false for an address or a
+    /// network.
+    #[inline]
+    fn state_generation(&self) -> u64 {
+        self.watch.changes().wrapping_add(self.nc.entity_removals())
+    }
+
     /// `catch_release_seen`; returns whether `a` is tracked.
     fn seen_address(&mut self, a: Addr) -> bool {
+        let generation = self.state_generation();
+        if self.blocked_seen.contains(&a, generation) {
+            return true;
+        }
         let Some(mut e) = self.watch.entry(&a) else {
             return false;
         };
@@ -843,6 +911,8 @@ impl Engine {
                     rec,
                     Some("Block seen while in rule_entities. No action taken.".into()),
                 );
+            } else {
+                self.blocked_seen.insert(a, generation);
             }
             return true;
         }
@@ -937,12 +1007,53 @@ impl Engine {
     }
 
     /// `cr_check_rule`: a DROP of a single host that catch-and-release tracks.
-    fn cr_check_rule(&self, r: &Rule) -> Option<(Addr, Entry)> {
+    fn cr_check_rule(&mut self, r: &Rule) -> Option<(Addr, Entry)> {
         if r.ty != RuleType::Drop {
             return None;
         }
         let a = r.host()?;
+        if let Some(e) = self.take_recent(r.id, a) {
+            return Some((a, e));
+        }
         Some((a, self.watch.entry(&a)?))
+    }
+
+    /// Remembers the entry just written for `a` with its new rule `rule`.
+    fn note_recent(&mut self, rule: RuleId, a: Addr, e: &Entry) {
+        let changes = self.watch.changes();
+        if self
+            .recent
+            .back()
+            .is_some_and(|b| b.changes != changes || b.rule >= rule)
+        {
+            // Older copies are stale (or ids went back, which a registry may do).
+            self.recent.clear();
+        }
+        if self.recent.len() >= MAX_RECENT_DROPS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(RecentDrop {
+            rule,
+            addr: a,
+            entry: *e,
+            changes,
+        });
+    }
+
+    /// The entry remembered for `rule`, if it is still the table's entry for `a`.
+    #[inline]
+    fn take_recent(&mut self, rule: RuleId, a: Addr) -> Option<Entry> {
+        while let Some(f) = self.recent.front() {
+            if f.rule > rule {
+                return None;
+            }
+            let f = *f;
+            self.recent.pop_front();
+            if f.rule == rule {
+                return (f.addr == a && f.changes == self.watch.changes()).then_some(f.entry);
+            }
+        }
+        None
     }
 
     /// The table-expiry sweep over `blocks` with `per_block_interval` as expire function:
@@ -957,7 +1068,7 @@ impl Engine {
         let now = self.now;
         let iv = self.cfg.intervals.clone();
         let mut gone: Vec<(Addr, Entry)> = Vec::new();
-        self.watch.sweep(|a, e| {
+        self.watch.sweep(now, |a, e| {
             let verdict = e.sweep(now, &iv);
             if verdict == Sweep::Remove {
                 gone.push((a, *e));

@@ -340,6 +340,8 @@ pub(super) struct NetControl {
     pub(super) ids: Option<Box<dyn RuleIds>>,
     /// Set at shutdown: scheduled expiries then do nothing (`zeek_is_terminating()`).
     pub(super) terminating: bool,
+    /// Rules removed from `entities` so far.
+    entity_removals: u64,
 }
 
 impl NetControl {
@@ -351,6 +353,7 @@ impl NetControl {
             counter: 1,
             ids: None,
             terminating: false,
+            entity_removals: 0,
         }
     }
 
@@ -366,6 +369,13 @@ impl NetControl {
 
     fn plugin_mut(&mut self, id: PluginId) -> Option<&mut Registered> {
         self.plugins.iter_mut().find(|p| p.id == id)
+    }
+
+    /// How many rules left `rule_entities` so far: while this stays, every DROP found
+    /// there is still there.
+    #[inline]
+    pub(super) fn entity_removals(&self) -> u64 {
+        self.entity_removals
     }
 
     /// Whether a DROP rule exists for exactly this host (`[e, DROP] in rule_entities`).
@@ -689,6 +699,7 @@ impl Engine {
         self.nc.rules.remove(&id);
         if self.nc.entities.get(&key) == Some(&id) {
             self.nc.entities.remove(&key);
+            self.nc.entity_removals += 1;
         }
         let nc = &mut self.nc;
         if super::should_shrink(nc.rules.len(), nc.rules.capacity()) {

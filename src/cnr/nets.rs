@@ -200,6 +200,10 @@ impl Engine {
         if self.cfg.networks.is_none() {
             return false;
         }
+        let generation = self.state_generation();
+        if self.net_blocked_seen.contains(&a, generation) {
+            return true;
+        }
         let Some(n) = self.watch.net_of(&a) else {
             return false;
         };
@@ -207,7 +211,9 @@ impl Engine {
             return false;
         };
         if self.nc.drop_rule_for_net(n).is_some() {
-            if self.cfg.warn_blocked {
+            if !self.cfg.warn_blocked {
+                self.net_blocked_seen.insert(a, generation);
+            } else {
                 let rec = self.net_record(n, &e, Action::Info);
                 self.net_emit(
                     rec,
@@ -280,7 +286,7 @@ impl Engine {
         let now = self.now;
         let iv = self.net_intervals().clone();
         let mut gone: Vec<(IpNet, Entry)> = Vec::new();
-        self.watch.sweep_nets(|n, e| {
+        self.watch.sweep_nets(now, |n, e| {
             let verdict = e.sweep(now, &iv);
             if verdict == Sweep::Remove {
                 gone.push((n, *e));

@@ -24,15 +24,15 @@
 //!
 //! Almost every packet comes from an address nobody watches, and a `DashMap` read costs
 //! two atomic read-modify-writes on a shard lock. [`Filter`] answers "certainly not
-//! watched" with one plain load from a bitmap indexed by a hash of the address (two bits in
-//! one 64-bit word: a register-blocked Bloom filter), so only
+//! watched" with one plain load from a bitmap indexed by a hash of the address (four bits
+//! in one 64-bit word: a register-blocked Bloom filter), so only
 //! addresses that may be watched reach the map. Bits are set on insert and left stale on
 //! removal; once removals pile up, the writer recomputes the bitmap and stores it word by
 //! word. A word then goes from a superset of the live bits straight to exactly the live
 //! bits, so a concurrent reader never misses a watched address.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
@@ -302,10 +302,10 @@ struct Filter {
 
 /// The smallest filter: 2^20 bits (128 KiB).
 const MIN_FILTER_BITS: u32 = 20;
-/// Bits per address of the capacity the filter is sized for. With two bits set per address
-/// in one 64-bit word, 8 bits per watched address let about 5 % of unwatched lookups
-/// through to the map (one bit would let 12 % through), and a million addresses need
-/// 1 MiB, which stays in a core's L2 cache.
+/// Bits per address of the capacity the filter is sized for. With four bits set per
+/// address in one 64-bit word, 8 bits per watched address let about 2.5 % of unwatched
+/// lookups through to the map (two bits would let 5 % through, one 12 %), and a million
+/// addresses need 1 MiB, which stays in a core's L2 cache.
 const FILTER_BITS_PER_ADDR: usize = 8;
 
 #[inline(always)]
@@ -332,8 +332,8 @@ impl Filter {
         }
     }
 
-    /// The word an address hashes to, and the two bits it sets in that word (a
-    /// register-blocked Bloom filter: two hash functions, one memory access).
+    /// The word an address hashes to, and the four bits it sets in that word (a
+    /// register-blocked Bloom filter: four hash functions, one memory access).
     #[inline(always)]
     fn slot(&self, a: &Addr) -> (usize, u64) {
         let b = a.octets();
@@ -342,7 +342,10 @@ impl Filter {
         let h =
             folded_mul(lo ^ self.seed[0], hi ^ self.seed[1]).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let word = (h >> (self.shift + 6)) as usize;
-        let mask = (1u64 << (h & 63)) | (1u64 << ((h >> 6) & 63));
+        let mask = (1u64 << (h & 63))
+            | (1u64 << ((h >> 6) & 63))
+            | (1u64 << ((h >> 12) & 63))
+            | (1u64 << ((h >> 18) & 63));
         (word, mask)
     }
 
@@ -386,6 +389,41 @@ pub struct WatchTable {
     locations: RwLock<Locations>,
     intervals: Intervals,
     nets: Nets,
+    /// No address's expiry reference is earlier than this: see [`SweepFloor`].
+    floor: SweepFloor,
+    /// Overwrites and removals of entries (addresses' and networks') so far, new entries
+    /// not counted: a copy of an entry taken when this read `c` is still the table's entry
+    /// while it reads `c`. See [`WatchTable::changes`].
+    changes: AtomicU64,
+}
+
+/// A lower bound of the expiry references (other than zero) in one map, in microseconds:
+/// until network time passes it, the expiry sweep would keep every entry as it is, so it
+/// is skipped. Lowered by every write, set exactly by every sweep. Only the engine writes
+/// the table, so a sweep and a write never race.
+#[derive(Debug)]
+struct SweepFloor(AtomicI64);
+
+impl SweepFloor {
+    fn new() -> SweepFloor {
+        SweepFloor(AtomicI64::new(i64::MAX))
+    }
+
+    fn note(&self, e: &Entry) {
+        if e.expire_ref != Time::ZERO {
+            self.0
+                .fetch_min(e.expire_ref.as_micros(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a sweep at `now` may find anything to do.
+    fn due(&self, now: Time) -> bool {
+        now.as_micros() > self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, micros: i64) {
+        self.0.store(micros, Ordering::Relaxed);
+    }
 }
 
 /// How networks are formed from addresses: one prefix length per family.
@@ -415,6 +453,7 @@ struct Nets {
     /// Tracked networks; 0 keeps the packet path at a single load.
     live: AtomicUsize,
     intervals: Intervals,
+    floor: SweepFloor,
 }
 
 impl Nets {
@@ -458,7 +497,10 @@ impl WatchTable {
                 shape,
                 live: AtomicUsize::new(0),
                 intervals: net_intervals,
+                floor: SweepFloor::new(),
             },
+            floor: SweepFloor::new(),
+            changes: AtomicU64::new(0),
         }
     }
 
@@ -561,14 +603,18 @@ impl WatchTable {
             std::net::IpAddr::V6(v6) => Addr::from(v6),
         };
         self.nets.filter.insert(&first);
+        self.nets.floor.note(e);
         if self.nets.map.insert(n, e.pack()).is_none() {
             self.nets.live.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.changes.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Removes a network's entry and releases its location.
     pub(crate) fn remove_net(&self, n: &IpNet) -> Option<Entry> {
         let (_, slot) = self.nets.map.remove(n)?;
+        self.changes.fetch_add(1, Ordering::Relaxed);
         self.nets.live.fetch_sub(1, Ordering::Relaxed);
         let e = Entry::unpack(&slot);
         self.release_location(e.location);
@@ -601,8 +647,15 @@ impl WatchTable {
     }
 
     /// [`WatchTable::sweep`] over the networks.
-    pub(crate) fn sweep_nets(&self, f: impl FnMut(IpNet, &mut Entry) -> Sweep) {
-        let removed = sweep_map(&self.nets.map, f);
+    pub(crate) fn sweep_nets(&self, now: Time, f: impl FnMut(IpNet, &mut Entry) -> Sweep) {
+        if !self.nets.floor.due(now) {
+            return;
+        }
+        let (removed, updated, floor) = sweep_map(&self.nets.map, f);
+        self.nets.floor.set(floor);
+        if removed + updated > 0 {
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
         if removed > 0 {
             self.nets.live.fetch_sub(removed, Ordering::Relaxed);
             self.note_net_removed(removed);
@@ -721,12 +774,26 @@ impl WatchTable {
     pub(crate) fn put(&self, a: Addr, e: &Entry) {
         // Filter first: a reader that finds the entry must not be turned away.
         self.filter.insert(&a);
-        self.map.insert(a, e.pack());
+        self.floor.note(e);
+        if self.map.insert(a, e.pack()).is_some() {
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many times an entry (an address's or a network's) was overwritten or removed
+    /// so far. The engine is the only writer, so when this has not moved since it wrote an
+    /// entry, that entry is still the table's, and the engine may use its own copy instead
+    /// of a lookup; and an address [`contains`](WatchTable::contains) said yes to is still
+    /// tracked.
+    #[inline]
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
     }
 
     /// Removes an entry and releases its location.
     pub(crate) fn remove(&self, a: &Addr) -> Option<Entry> {
         let (_, slot) = self.map.remove(a)?;
+        self.changes.fetch_add(1, Ordering::Relaxed);
         let e = Entry::unpack(&slot);
         self.release_location(e.location);
         self.note_removed(1);
@@ -794,8 +861,18 @@ impl WatchTable {
     /// memory. Removed entries keep their location until the caller releases it with
     /// [`release_location`](WatchTable::release_location), so it can still be logged. Used
     /// by the expiry sweep only.
-    pub(crate) fn sweep(&self, f: impl FnMut(Addr, &mut Entry) -> Sweep) {
-        let removed = sweep_map(&self.map, f);
+    ///
+    /// `f` sees only entries the sweep at `now` may change: while no expiry reference has
+    /// passed, it sees none.
+    pub(crate) fn sweep(&self, now: Time, f: impl FnMut(Addr, &mut Entry) -> Sweep) {
+        if !self.floor.due(now) {
+            return;
+        }
+        let (removed, updated, floor) = sweep_map(&self.map, f);
+        self.floor.set(floor);
+        if removed + updated > 0 {
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
         if removed > 0 {
             self.note_removed(removed);
         }
@@ -803,27 +880,35 @@ impl WatchTable {
 }
 
 /// Visits every slot of `map` as a working [`Entry`], writing back only updated ones and
-/// dropping removed ones; how many were removed.
+/// dropping removed ones; how many were removed and updated, and the earliest expiry
+/// reference (other than zero) of those kept, in microseconds (`i64::MAX` for none).
 fn sweep_map<K: Copy + Eq + std::hash::Hash>(
     map: &DashMap<K, Slot, foldhash::fast::RandomState>,
     mut f: impl FnMut(K, &mut Entry) -> Sweep,
-) -> usize {
+) -> (usize, usize, i64) {
     let mut removed = 0;
+    let mut updated = 0;
+    let mut floor = i64::MAX;
     map.retain(|k, slot| {
         let mut e = Entry::unpack(slot);
-        match f(*k, &mut e) {
+        let keep = match f(*k, &mut e) {
             Sweep::Keep => true,
             Sweep::Update => {
                 *slot = e.pack();
+                updated += 1;
                 true
             }
             Sweep::Remove => {
                 removed += 1;
                 false
             }
+        };
+        if keep && e.expire_ref != Time::ZERO {
+            floor = floor.min(e.expire_ref.as_micros());
         }
+        keep
     });
-    removed
+    (removed, updated, floor)
 }
 
 #[cfg(test)]

@@ -138,7 +138,7 @@ proptest! {
             s.advance(now, |_, _, _| {});
             if let Ok(obs) = catchd::packet::parse(LinkType::Raw, b) {
                 n += 1;
-                s.packet(now, &obs, |_| true, |_| true, |_, _| {});
+                s.packet(now, &obs, 0, |_| true, |_| true, |_, _| {});
             }
         }
         prop_assert!(s.conns().unwrap().len() <= n);

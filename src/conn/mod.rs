@@ -32,12 +32,16 @@
 //! connections of an address that began before it was watched (taken up at their first
 //! packet after).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+mod timers;
+
+use std::collections::HashMap;
 
 use crate::addr::Addr;
 use crate::packet::{Observation, Sightings, tcp};
 use crate::time::{Interval, Time};
+
+use crate::hot::HotAddrs;
+use timers::TimerQueue;
 
 const PROTO_ICMP: u8 = 1;
 const PROTO_TCP: u8 = 6;
@@ -308,6 +312,18 @@ struct Conn {
     last: Time,
     inactivity: Interval,
     tcp: Option<Tcp>,
+    /// Its slot in [`ConnTable::stamps`].
+    stamp: u32,
+}
+
+/// What the table notes of a connection outside the connection itself: its id and how
+/// many packets it has had. Small and dense, so a timer can tell that nothing happened to
+/// its connection without looking the connection up.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stamp {
+    /// The connection's id; 0 for a free slot.
+    conn: u64,
+    packets: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -324,33 +340,37 @@ enum TimerKind {
     Delete,
 }
 
-/// A due connection timer, as [`ConnTable::fire`] reads it.
-#[derive(Clone, Copy, Debug)]
-struct Timer {
-    at: Time,
-    key: Key,
-    conn: u64,
-    tgen: u32,
-    kind: TimerKind,
+/// The timer lane of the first expire timer (`tcp_SYN_timeout` after the start); the
+/// later ones are `tcp_session_timer` apart and have their own.
+const LANE_FIRST_EXPIRE: usize = 0;
+
+/// The timer lane of a kind of timer: each is set at "now plus a fixed delay", so a lane
+/// of one kind (and, for inactivity, one protocol) stays in deadline order.
+fn lane(kind: TimerKind, proto: u8) -> usize {
+    match kind {
+        TimerKind::Expire => 1,
+        TimerKind::Attempt => 2,
+        TimerKind::Reset => 3,
+        TimerKind::Delete => 4,
+        TimerKind::Inactivity => match proto {
+            PROTO_TCP => 5,
+            PROTO_UDP => 6,
+            _ => 7,
+        },
+    }
 }
 
-/// A timer's place in the heap: its deadline, its order among timers of one deadline,
-/// and where the rest of it is kept. Kept small (24 bytes) because a heap operation moves
-/// a dozen entries of a heap that holds one or more timers per tracked connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct TimerRef {
-    at: Time,
-    seq: u64,
-    slot: u32,
-}
-
-/// What a timer does, kept apart from the heap.
+/// What a timer does.
 #[derive(Clone, Copy, Debug)]
 struct TimerBody {
     key: Key,
     conn: u64,
     tgen: u32,
     kind: TimerKind,
+    /// For an expire timer set by one that found the connection unable to expire: the
+    /// connection's stamp slot and packet count then. While the count has not moved, its
+    /// state is the same and this one would find the same.
+    quiet: Option<(u32, u32)>,
 }
 
 /// Counters of a [`ConnTable`].
@@ -360,6 +380,8 @@ pub struct ConnStats {
     pub tracked: u64,
     /// Connections not tracked because the table was full.
     pub untracked_full: u64,
+    /// Connection timers that came due (each one looked at its connection).
+    pub timers_fired: u64,
 }
 
 /// The connections of watched originators, with Zeek's life cycle. See the module docs.
@@ -367,12 +389,10 @@ pub struct ConnTable {
     ports: ServerPorts,
     timeouts: Timeouts,
     conns: HashMap<Key, Conn, foldhash::fast::FixedState>,
-    timers: BinaryHeap<Reverse<TimerRef>>,
-    /// The bodies of the timers in `timers`, by slot; `free` lists unused slots.
-    bodies: Vec<TimerBody>,
-    free: Vec<u32>,
-    next_timer: Time,
-    seq: u64,
+    timers: TimerQueue<TimerBody>,
+    /// One per tracked connection, by `Conn::stamp`; `free_stamps` lists unused slots.
+    stamps: Vec<Stamp>,
+    free_stamps: Vec<u32>,
     next_id: u64,
     max: usize,
     stats: ConnStats,
@@ -386,11 +406,9 @@ impl ConnTable {
             ports,
             timeouts,
             conns: HashMap::with_hasher(foldhash::fast::FixedState::default()),
-            timers: BinaryHeap::new(),
-            bodies: Vec::new(),
-            free: Vec::new(),
-            next_timer: Time::MAX,
-            seq: 0,
+            timers: TimerQueue::new(),
+            stamps: Vec::new(),
+            free_stamps: Vec::new(),
             next_id: 0,
             max,
             stats: ConnStats::default(),
@@ -415,86 +433,106 @@ impl ConnTable {
     /// The earliest timer, if any.
     #[inline]
     pub fn next_deadline(&self) -> Option<Time> {
-        (self.next_timer != Time::MAX).then_some(self.next_timer)
+        let t = self.timers.next_deadline();
+        (t != Time::MAX).then_some(t)
     }
 
     fn schedule(&mut self, at: Time, key: Key, conn: u64, tgen: u32, kind: TimerKind) {
-        self.seq += 1;
-        self.next_timer = self.next_timer.min(at);
+        self.schedule_on(lane(kind, key.proto), at, key, conn, tgen, kind);
+    }
+
+    fn schedule_on(
+        &mut self,
+        lane: usize,
+        at: Time,
+        key: Key,
+        conn: u64,
+        tgen: u32,
+        kind: TimerKind,
+    ) {
         let body = TimerBody {
             key,
             conn,
             tgen,
             kind,
+            quiet: None,
         };
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.bodies[slot as usize] = body;
-                slot
+        self.timers.push(at, lane, body);
+    }
+
+    /// Removes a connection and frees its stamp.
+    fn remove(&mut self, key: &Key) {
+        if let Some(c) = self.conns.remove(key) {
+            let st = &mut self.stamps[c.stamp as usize];
+            st.conn = 0;
+            self.free_stamps.push(c.stamp);
+        }
+    }
+
+    /// A stamp slot for a new connection `id`.
+    fn new_stamp(&mut self, id: u64) -> u32 {
+        let st = Stamp {
+            conn: id,
+            packets: 0,
+        };
+        match self.free_stamps.pop() {
+            Some(i) => {
+                self.stamps[i as usize] = st;
+                i
             }
             None => {
-                // One slot per pending timer: at most a few per tracked connection, so far
-                // below u32::MAX (the table holds at most `max` connections).
-                let slot = u32::try_from(self.bodies.len()).unwrap_or(u32::MAX);
-                self.bodies.push(body);
-                slot
+                // One per tracked connection, at most `max` of them.
+                let i = u32::try_from(self.stamps.len()).unwrap_or(u32::MAX);
+                self.stamps.push(st);
+                i
             }
-        };
-        self.timers.push(Reverse(TimerRef {
-            at,
-            seq: self.seq,
-            slot,
-        }));
+        }
     }
 
     /// Fires the timers due at `now`, in deadline order, calling `seen(deadline,
     /// originator, event)` for each that raises an event calling `catch_release_seen`.
     #[inline]
     pub fn advance(&mut self, now: Time, mut seen: impl FnMut(Time, Addr, ConnEvent)) {
-        if self.next_timer > now {
+        if self.timers.next_deadline() > now {
             return;
         }
-        while let Some(Reverse(r)) = self.timers.peek().copied() {
-            if r.at > now {
-                break;
-            }
-            self.timers.pop();
-            let b = self.bodies[r.slot as usize];
-            self.free.push(r.slot);
-            let t = Timer {
-                at: r.at,
-                key: b.key,
-                conn: b.conn,
-                tgen: b.tgen,
-                kind: b.kind,
-            };
-            self.fire(now, &t, &mut seen);
+        while let Some((at, b)) = self.timers.pop_due(now) {
+            self.stats.timers_fired += 1;
+            self.fire(now, at, &b, &mut seen);
         }
-        self.next_timer = self.timers.peek().map_or(Time::MAX, |t| t.0.at);
-        if self.timers.capacity() > 64 && self.timers.len() * 4 < self.timers.capacity() {
-            self.timers.shrink_to(self.timers.len() * 2);
-        }
-        if self.timers.is_empty() {
-            self.bodies.clear();
-            self.free.clear();
-            if self.bodies.capacity() > 64 {
-                self.bodies.shrink_to_fit();
-                self.free.shrink_to_fit();
-            }
-        }
+        self.timers.trim();
     }
 
-    fn fire(&mut self, now: Time, t: &Timer, seen: &mut impl FnMut(Time, Addr, ConnEvent)) {
+    fn fire(
+        &mut self,
+        now: Time,
+        at: Time,
+        t: &TimerBody,
+        seen: &mut impl FnMut(Time, Addr, ConnEvent),
+    ) {
+        let tm = self.timeouts;
+        if let Some((slot, packets)) = t.quiet {
+            let st = self.stamps.get(slot as usize).copied().unwrap_or_default();
+            if st.conn == t.conn && st.packets == packets {
+                // Nothing happened to the connection since an expire timer found it could
+                // not expire: this one finds the same and sets the next.
+                self.timers.push(
+                    now + tm.tcp_session_timer,
+                    lane(TimerKind::Expire, PROTO_TCP),
+                    *t,
+                );
+                return;
+            }
+        }
         let Some(c) = self.conns.get_mut(&t.key) else {
             return;
         };
         if c.id != t.conn {
             return;
         }
-        let tm = self.timeouts;
         if t.kind == TimerKind::Inactivity {
             if c.last + c.inactivity <= now {
-                self.conns.remove(&t.key);
+                self.remove(&t.key);
             } else {
                 let at = c.last + c.inactivity;
                 let (key, id) = (t.key, c.id);
@@ -505,6 +543,7 @@ impl ConnTable {
         let orig = c.orig.0;
         let last = c.last;
         let id = c.id;
+        let stamp = c.stamp;
         let Some(s) = c.tcp.as_mut() else {
             return;
         };
@@ -521,8 +560,8 @@ impl ConnTable {
                 if matches!(s.orig.state, St::SynSent | St::SynAckSent)
                     && s.resp.state == St::Inactive
                 {
-                    seen(t.at, orig, ConnEvent::Attempt);
-                    self.conns.remove(&t.key);
+                    seen(at, orig, ConnEvent::Attempt);
+                    self.remove(&t.key);
                 }
             }
             TimerKind::Reset => {
@@ -531,41 +570,42 @@ impl ConnTable {
                 }
                 if !s.both_closed() {
                     s.is_active = false;
-                    seen(t.at, orig, ConnEvent::Reset);
+                    seen(at, orig, ConnEvent::Reset);
                 }
-                self.conns.remove(&t.key);
+                self.remove(&t.key);
             }
             TimerKind::Delete => {
-                self.conns.remove(&t.key);
+                self.remove(&t.key);
             }
             TimerKind::Expire => {
                 if !s.is_active {
                     return;
                 }
-                if last + tm.tcp_connection_linger < now {
-                    let (o, r) = (s.orig, s.resp);
-                    if (o.did_close || r.did_close)
-                        && ((o.did_close && r.did_close)
-                            || o.state == St::Reset
-                            || r.state == St::Reset
-                            || o.state == St::Inactive
-                            || r.state == St::Inactive)
-                    {
-                        self.conns.remove(&t.key);
-                        return;
-                    }
-                    if r.state == St::Inactive && o.state == St::Inactive {
-                        self.conns.remove(&t.key);
-                        return;
-                    }
+                let (o, r) = (s.orig, s.resp);
+                // What `ExpireTimer` removes once the connection has been idle for
+                // `tcp_connection_linger`; only a packet changes it.
+                let may_expire = ((o.did_close || r.did_close)
+                    && ((o.did_close && r.did_close)
+                        || o.state == St::Reset
+                        || r.state == St::Reset
+                        || o.state == St::Inactive
+                        || r.state == St::Inactive))
+                    || (r.state == St::Inactive && o.state == St::Inactive);
+                if may_expire && last + tm.tcp_connection_linger < now {
+                    self.remove(&t.key);
+                    return;
                 }
-                let tgen = s.timer_gen;
-                self.schedule(
+                let next = TimerBody {
+                    key: t.key,
+                    conn: id,
+                    tgen: s.timer_gen,
+                    kind: TimerKind::Expire,
+                    quiet: (!may_expire).then(|| (stamp, self.stamps[stamp as usize].packets)),
+                };
+                self.timers.push(
                     now + tm.tcp_session_timer,
-                    t.key,
-                    id,
-                    tgen,
-                    TimerKind::Expire,
+                    lane(TimerKind::Expire, PROTO_TCP),
+                    next,
                 );
             }
         }
@@ -579,7 +619,7 @@ impl ConnTable {
         &mut self,
         now: Time,
         o: &Observation,
-        watched: impl Fn(&Addr) -> bool,
+        mut watched: impl FnMut(&Addr) -> bool,
         mut seen: impl FnMut(Addr, ConnEvent),
     ) {
         if o.later_fragment {
@@ -606,11 +646,13 @@ impl ConnTable {
                 }
                 let is_orig = (o.src, sport) == c.orig;
                 let id = c.id;
+                let st = &mut self.stamps[c.stamp as usize];
+                st.packets = st.packets.wrapping_add(1);
                 let asks = tcp_packet(c, now, is_orig, o, &self.timeouts, &mut seen);
                 self.apply(key, id, &asks);
                 return;
             }
-            self.conns.remove(&key);
+            self.remove(&key);
         }
         // A new connection.
         let flip = self.flips(o) && !is_broadcast(&o.dst);
@@ -632,12 +674,14 @@ impl ConnTable {
         self.stats.tracked += 1;
         self.next_id += 1;
         let id = self.next_id;
+        let stamp = self.new_stamp(id);
         let mut c = Conn {
             id,
             orig,
             resp,
             last: now,
             inactivity,
+            stamp,
             tcp: (o.proto == PROTO_TCP).then_some(Tcp {
                 orig: End::NEW,
                 resp: End::NEW,
@@ -649,7 +693,8 @@ impl ConnTable {
         };
         if c.tcp.is_some() {
             // The adapter's constructor sets the expire timer before anything else.
-            self.schedule(
+            self.schedule_on(
+                LANE_FIRST_EXPIRE,
                 now + self.timeouts.tcp_syn_timeout,
                 key,
                 id,
@@ -698,9 +743,8 @@ impl ConnTable {
         }
         self.conns.clear();
         self.timers.clear();
-        self.bodies.clear();
-        self.free.clear();
-        self.next_timer = Time::MAX;
+        self.stamps.clear();
+        self.free_stamps.clear();
     }
 
     /// Whether Zeek would flip the roles of a connection starting with this packet.
@@ -1067,6 +1111,9 @@ fn ends(s: &mut Tcp, is_orig: bool) -> (&mut End, &mut End) {
 pub struct Sighter {
     rule: Sightings,
     conns: Option<ConnTable>,
+    /// Addresses found watched, at the watch table's generation: a watched address starts
+    /// many connections, and each asks.
+    watched: HotAddrs,
 }
 
 impl Sighter {
@@ -1080,6 +1127,7 @@ impl Sighter {
         Sighter {
             rule,
             conns: ports.map(|p| ConnTable::new(p, Timeouts::default(), DEFAULT_MAX_CONNS)),
+            watched: HotAddrs::new(10),
         }
     }
 
@@ -1104,11 +1152,14 @@ impl Sighter {
     /// One packet: calls `seen` for each sighting it makes. `may_watch` is the cheap
     /// pre-check (false: certainly not watched), `watched` the exact one; the connection
     /// table is looked at only when the source or the destination may be watched.
+    /// `generation` is the watch table's count of changes (`WatchTable::changes`): an
+    /// address `watched` said yes to is not asked again while it stays the same.
     #[inline]
     pub fn packet(
         &mut self,
         now: Time,
         o: &Observation,
+        generation: u64,
         may_watch: impl Fn(&Addr) -> bool,
         watched: impl Fn(&Addr) -> bool,
         mut seen: impl FnMut(Addr, ConnEvent),
@@ -1123,6 +1174,17 @@ impl Sighter {
             }
             Some(c) => {
                 if may_watch(&o.src) || may_watch(&o.dst) {
+                    let hot = &mut self.watched;
+                    let watched = |a: &Addr| {
+                        if hot.contains(a, generation) {
+                            return true;
+                        }
+                        let yes = watched(a);
+                        if yes {
+                            hot.insert(*a, generation);
+                        }
+                        yes
+                    };
                     c.packet(now, o, watched, seen);
                 }
             }
@@ -1296,6 +1358,45 @@ mod tests {
                 (10, A, ConnEvent::Established),
                 (10_100, A, ConnEvent::New),
                 (10_100, A, ConnEvent::Pending)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_idle_connection_outlives_its_expire_timers_and_still_closes_on_time() {
+        // Idle for 100 s: its expire timer comes due every 6 s and finds nothing to do
+        // (after the first, without looking the connection up). A packet wakes it; the
+        // close that follows removes it five seconds after the last packet, as before.
+        let other = |ms: i64| {
+            (
+                ms,
+                obs(S, Addr::from_v4([192, 0, 2, 9]), PROTO_UDP, 1, 2, 0, 0),
+            )
+        };
+        let got = run(
+            ServerPorts::zeek_default(),
+            &[
+                (0, obs(A, S, PROTO_TCP, 40000, 22, SYN, 1)),
+                (10, obs(S, A, PROTO_TCP, 22, 40000, SYNACK, 9)),
+                (20, obs(A, S, PROTO_TCP, 40000, 22, ACK, 2)),
+                other(30_000),
+                other(60_000),
+                (100_000, obs(A, S, PROTO_TCP, 40000, 22, ACK, 2)),
+                (100_010, obs(A, S, PROTO_TCP, 40000, 22, FINACK, 2)),
+                (100_020, obs(S, A, PROTO_TCP, 22, 40000, FINACK, 10)),
+                // Still the old connection 5 s after its last packet…
+                (105_019, obs(A, S, PROTO_TCP, 40000, 22, ACK, 3)),
+                // …a new one after.
+                (110_100, obs(A, S, PROTO_TCP, 40000, 22, ACK, 3)),
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                (0, A, ConnEvent::New),
+                (10, A, ConnEvent::Established),
+                (110_100, A, ConnEvent::New),
+                (110_100, A, ConnEvent::Pending)
             ]
         );
     }
