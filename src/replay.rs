@@ -470,6 +470,8 @@ impl Replay {
             watch_capacity: opts.drops.len(),
             start: Time::ZERO,
             networks: opts.networks.clone(),
+            // No cluster to publish to.
+            cluster_outputs: false,
         };
         let engine = Engine::with_accepting_backend(cfg, &opts.plugin_name);
         let logs = LogSet::create(&opts.log_dir, opts.format)?;

@@ -94,6 +94,11 @@ pub struct Config {
     pub start: Time,
     /// Catch-and-release of networks (`[cnr.networks]`); `None`: off, as in Zeek.
     pub networks: Option<Networks>,
+    /// Whether to output what a cluster manager publishes to its workers
+    /// ([`Output::BlockNew`], [`Output::BlockDelete`], [`Output::Forgotten`] and their
+    /// network kinds). On by default; `catchd replay`, which has no cluster, turns it off
+    /// (one output fewer per drop).
+    pub cluster_outputs: bool,
 }
 
 /// The default [`Config::watch_capacity`]: a million addresses (a 1 MiB filter).
@@ -109,6 +114,7 @@ impl Default for Config {
             watch_capacity: DEFAULT_WATCH_CAPACITY,
             start: Time::ZERO,
             networks: None,
+            cluster_outputs: true,
         }
     }
 }
@@ -958,17 +964,26 @@ impl Engine {
         {
             self.nc_remove_rule(id, reason);
         }
-        self.out.push_back(Output::BlockDelete { addr: a });
+        self.cluster_output(|| Output::BlockDelete { addr: a });
         true
     }
 
     /// What a cluster manager publishes to its workers after DROP_REQUESTED, ADDED and
     /// SEEN_AGAIN.
     fn publish_block_new(&mut self, addr: Addr, info: &BlockInfo) {
-        self.out.push_back(Output::BlockNew {
-            addr,
-            info: info.clone(),
-        });
+        if self.cfg.cluster_outputs {
+            self.out.push_back(Output::BlockNew {
+                addr,
+                info: info.clone(),
+            });
+        }
+    }
+
+    /// Queues an output that only a cluster manager uses (see [`Config::cluster_outputs`]).
+    fn cluster_output(&mut self, o: impl FnOnce() -> Output) {
+        if self.cfg.cluster_outputs {
+            self.out.push_back(o());
+        }
     }
 
     /// `get_catch_release_info`: the [`BlockInfo`] of `a`, with `watch_until` 0 when unknown.
@@ -1080,7 +1095,7 @@ impl Engine {
             let rec = self.cr_record(a, &e, Action::Forgotten);
             let info = self.watch.block_info(&e);
             self.emit(rec, None);
-            self.out.push_back(Output::Forgotten { addr: a, info });
+            self.cluster_output(|| Output::Forgotten { addr: a, info });
             self.watch.release_location(e.location);
         }
         self.sweep_nets();

@@ -158,7 +158,7 @@ impl Engine {
             self.net_emit(rec, Some("Network already blocked outside of catch-and-release. Catch and release will monitor and only actively block if it appears in network traffic.".into()));
             self.watch.put_net(n, &e);
             let info = self.watch.net_block_info(&e);
-            self.out.push_back(Output::NetBlockNew {
+            self.cluster_output(|| Output::NetBlockNew {
                 net: n,
                 info: info.clone(),
             });
@@ -172,7 +172,7 @@ impl Engine {
                 e.location = self.watch.intern_location(location);
                 self.watch.put_net(n, &e);
                 let info = self.watch.net_block_info(&e);
-                self.out.push_back(Output::NetBlockNew {
+                self.cluster_output(|| Output::NetBlockNew {
                     net: n,
                     info: info.clone(),
                 });
@@ -240,7 +240,7 @@ impl Engine {
         let rec = self.net_record(n, &e, Action::SeenAgain);
         self.net_emit(rec, Some(format!("seen: {a}")));
         let info = self.watch.net_block_info(&e);
-        self.out.push_back(Output::NetBlockNew { net: n, info });
+        self.cluster_output(|| Output::NetBlockNew { net: n, info });
         true
     }
 
@@ -298,7 +298,7 @@ impl Engine {
             let rec = self.net_record(n, &e, Action::Forgotten);
             let info = self.watch.net_block_info(&e);
             self.net_emit(rec, None);
-            self.out.push_back(Output::NetForgotten { net: n, info });
+            self.cluster_output(|| Output::NetForgotten { net: n, info });
             self.watch.release_location(e.location);
         }
     }
@@ -320,7 +320,7 @@ impl Engine {
         {
             self.nc_remove_rule(id, reason);
         }
-        self.out.push_back(Output::NetBlockDelete { net: n });
+        self.cluster_output(|| Output::NetBlockDelete { net: n });
         true
     }
 

@@ -994,6 +994,7 @@ mod model {
                 watch_capacity: 1000,
                 start: Time::ZERO,
                 networks: None,
+                cluster_outputs: true,
             };
             let mut e = Engine::with_accepting_backend(cfg.clone(), "m");
             let mut m = Model {
