@@ -367,7 +367,7 @@ struct RecentDrop {
     changes: u64,
 }
 
-/// The most entries [`Engine::recent`] keeps (about 16 MiB): beyond it the oldest are
+/// The most entries [`Engine::recent`] keeps (under 20 MiB): beyond it the oldest are
 /// dropped and their answers look the table up.
 const MAX_RECENT_DROPS: usize = 1 << 18;
 
@@ -904,7 +904,7 @@ impl Engine {
     /// `catch_release_seen`; returns whether `a` is tracked.
     fn seen_address(&mut self, a: Addr) -> bool {
         let generation = self.state_generation();
-        if self.blocked_seen.contains(&a, generation) {
+        if !self.cfg.warn_blocked && self.blocked_seen.contains(&a, generation) {
             return true;
         }
         let Some(mut e) = self.watch.entry(&a) else {

@@ -201,7 +201,7 @@ impl Engine {
             return false;
         }
         let generation = self.state_generation();
-        if self.net_blocked_seen.contains(&a, generation) {
+        if !self.cfg.warn_blocked && self.net_blocked_seen.contains(&a, generation) {
             return true;
         }
         let Some(n) = self.watch.net_of(&a) else {

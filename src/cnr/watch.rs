@@ -462,7 +462,8 @@ struct Nets {
 /// shorter) hold a tracked network: 2^16 bits (8 KiB), indexed by the IPv4 /16 itself
 /// and by a hash of the IPv6 /48. Tracked networks sit in few of them, so most packets'
 /// addresses are turned away here, with one load from a bitmap small enough to stay in
-/// the nearest caches and no multiplication, before the networks' filter is asked.
+/// the nearest caches (and, for IPv6, one multiplication), before the networks' filter
+/// and its 128-bit hash are asked.
 #[derive(Debug)]
 struct Coarse {
     words: Box<[AtomicU64]>,
