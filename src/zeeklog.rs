@@ -334,16 +334,9 @@ fn push_i64(out: &mut Vec<u8>, v: i64) {
     push_scratch(out, &buf, n);
 }
 
-/// Microseconds as `%.6f` seconds, appended at once.
+/// Microseconds as `%.6f` seconds, assembled on the stack and appended at once.
 #[inline]
 fn push_micros(out: &mut Vec<u8>, us: i64) {
-    let (buf, n) = format_micros(us);
-    push_scratch(out, &buf, n);
-}
-
-/// Microseconds as `%.6f` seconds, assembled on the stack: the bytes and their length.
-#[inline]
-fn format_micros(us: i64) -> ([u8; 32], usize) {
     let mut buf = [0u8; 32];
     let at = usize::from(us < 0);
     buf[0] = b'-';
@@ -354,7 +347,7 @@ fn format_micros(us: i64) -> ([u8; 32], usize) {
     put_pair(&mut buf, n + 1, f / 10_000);
     put_pair(&mut buf, n + 3, f / 100 % 100);
     put_pair(&mut buf, n + 5, f % 100);
-    (buf, n + 7)
+    push_scratch(out, &buf, n + 7);
 }
 
 /// An address as Zeek prints it (see [`Addr::text`]).

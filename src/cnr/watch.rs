@@ -724,14 +724,7 @@ impl WatchTable {
 
     /// [`WatchTable::sweep`] over the networks.
     pub(crate) fn sweep_nets(&self, now: Time, f: impl FnMut(IpNet, &mut Entry) -> Sweep) {
-        if !self.nets.floor.due(now) {
-            return;
-        }
-        let (removed, updated, floor) = sweep_map(&self.nets.map, f);
-        self.nets.floor.set(floor);
-        if removed + updated > 0 {
-            self.changes.fetch_add(1, Ordering::Relaxed);
-        }
+        let removed = self.sweep_in(&self.nets.map, &self.nets.floor, now, f);
         if removed > 0 {
             self.nets.live.fetch_sub(removed, Ordering::Relaxed);
             self.note_net_removed(removed);
@@ -941,17 +934,30 @@ impl WatchTable {
     /// `f` sees only entries the sweep at `now` may change: while no expiry reference has
     /// passed, it sees none.
     pub(crate) fn sweep(&self, now: Time, f: impl FnMut(Addr, &mut Entry) -> Sweep) {
-        if !self.floor.due(now) {
-            return;
-        }
-        let (removed, updated, floor) = sweep_map(&self.map, f);
-        self.floor.set(floor);
-        if removed + updated > 0 {
-            self.changes.fetch_add(1, Ordering::Relaxed);
-        }
+        let removed = self.sweep_in(&self.map, &self.floor, now, f);
         if removed > 0 {
             self.note_removed(removed);
         }
+    }
+
+    /// The sweep of one map with its floor: skipped while nothing can be due, else
+    /// [`sweep_map`], the floor set anew and a change counted. How many were removed.
+    fn sweep_in<K: Copy + Eq + std::hash::Hash>(
+        &self,
+        map: &DashMap<K, Slot, foldhash::fast::RandomState>,
+        floor: &SweepFloor,
+        now: Time,
+        f: impl FnMut(K, &mut Entry) -> Sweep,
+    ) -> usize {
+        if !floor.due(now) {
+            return 0;
+        }
+        let (removed, updated, next) = sweep_map(map, f);
+        floor.set(next);
+        if removed + updated > 0 {
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
+        removed
     }
 }
 

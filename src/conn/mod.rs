@@ -380,7 +380,8 @@ pub struct ConnStats {
     pub tracked: u64,
     /// Connections not tracked because the table was full.
     pub untracked_full: u64,
-    /// Connection timers that came due (each one looked at its connection).
+    /// Connection timers that came due (an expire timer that found its connection
+    /// unchanged since the last one did not look it up).
     pub timers_fired: u64,
 }
 
