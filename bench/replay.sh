@@ -8,8 +8,10 @@
 # 100 000-address watch list if missing, builds catchd and bench/pcaploop.c, then runs every variant ROUNDS
 # times, interleaved (the 100k replay both with Zeek's connection life cycle, the default,
 # with the stateless `starts` rule, and with catch-and-release of networks), and reports the median wall time of each whole process, its
-# packets/s, and its ratio to each bare loop. Timings are wall clock on a shared machine:
-# read the spread, not just the median.
+# packets/s, and its ratio to each bare loop. Every run is pinned to one core except the
+# two "on every core" runs, which give the drops phase with the log writer thread on a core
+# of its own. Timings are wall clock on a shared machine: read the spread, not just the
+# median.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-${ROUNDS:-9}}
@@ -43,7 +45,7 @@ ONE=$OUT/one.pcap
 [ -f "$ONE" ] || tcpdump -r "$PCAP" -c 1 -w "$ONE" 2>/dev/null
 
 names=(tcpdump c_next_ex c_loop c_loop_bigbuf catchd_none catchd_100k catchd_100k_starts catchd_100k_nets
-  catchd_one_none catchd_one_100k catchd_one_100k_nets)
+  catchd_one_none catchd_one_100k catchd_one_100k_nets catchd_one_none_all catchd_one_100k_all)
 declare -A label=(
   [tcpdump]="tcpdump -r FILE -w /dev/null"
   [c_next_ex]="C pcap_next_ex loop"
@@ -56,6 +58,8 @@ declare -A label=(
   [catchd_one_none]="catchd replay, first packet only, nothing watched"
   [catchd_one_100k]="catchd replay, first packet only, 100k watched"
   [catchd_one_100k_nets]="catchd replay, first packet only, 100k watched + their networks"
+  [catchd_one_none_all]="same, nothing watched, on every core"
+  [catchd_one_100k_all]="same, 100k watched, on every core"
 )
 # Catch-and-release of networks on the same watch list: every /29 (IPv6 /125) holding 5 of
 # its addresses is dropped too, which makes 12 166 watched networks next to the 100k
@@ -79,6 +83,11 @@ run() {
       --no-progress >/dev/null ;;
     catchd_one_100k_nets) "${PIN[@]}" "$CATCHD" replay "$ONE" --drops "$WATCH" "${NETS[@]}" \
       --log-dir "$OUT/logs" --no-progress >/dev/null ;;
+    # Not pinned: the log lines are formatted and written on a thread of their own (as
+    # Zeek's log writers are), which runs beside the engine when there is a core for it.
+    catchd_one_none_all) "$CATCHD" replay "$ONE" --log-dir "$OUT/logs" --no-progress >/dev/null ;;
+    catchd_one_100k_all) "$CATCHD" replay "$ONE" --drops "$WATCH" --log-dir "$OUT/logs" \
+      --no-progress >/dev/null ;;
   esac
 }
 
@@ -130,8 +139,11 @@ nets_count=$(awk '/^networks/ {print $2}' "$OUT/last-100k-nets.txt")
   dp=$(echo "${med[catchd_one_100k]} - ${med[catchd_one_none]}" | bc -l)
   printf 'From outside: packet phase (100k watched minus its first-packet-only run) %.3f s: %.2fM packets/s,\n' \
     "$pp" "$(echo "$PACKETS / $pp / 1000000" | bc -l)"
-  printf '%.2f of C loop; drops phase (first-packet-only run with minus without the drops) %.3f s: %.0fk drops/s.\n' \
+  printf '%.2f of C loop; drops phase (first-packet-only run with minus without the drops) %.3f s: %.0fk drops/s\n' \
     "$(echo "${med[c_loop]} / $pp" | bc -l)" "$dp" "$(echo "100000 / $dp / 1000" | bc -l)"
+  dpa=$(echo "${med[catchd_one_100k_all]} - ${med[catchd_one_none_all]}" | bc -l)
+  printf 'pinned to one core; on all %s cores (the log writer beside the engine) %.3f s: %.0fk drops/s.\n' \
+    "$(nproc)" "$dpa" "$(echo "100000 / $dpa / 1000" | bc -l)"
   npp=$(echo "${med[catchd_100k_nets]} - ${med[catchd_one_100k_nets]}" | bc -l)
   printf 'With the networks (%s dropped next to the addresses): packet phase from outside %.3f s: %.2fM packets/s,\n' \
     "$nets_count" "$npp" "$(echo "$PACKETS / $npp / 1000000" | bc -l)"

@@ -201,13 +201,21 @@ impl Addr {
     /// addresses; Rust's own `Ipv6Addr` prints `::102:304`). Built on the stack, without
     /// `core::fmt`, because logs print a lot of addresses.
     pub fn text(&self) -> AddrText {
+        let mut buf = [0u8; 48];
+        let len = self.put_text(&mut buf) as u8;
+        AddrText { buf, len }
+    }
+
+    /// Writes [`text`](Addr::text) at the start of `buf` (at most 45 bytes), for a
+    /// caller that formats into a buffer of its own; returns its length.
+    #[inline]
+    pub fn put_text(&self, buf: &mut [u8; 48]) -> usize {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let b = self.0;
-        let mut buf = [0u8; 48];
         let mut n = 0;
         if self.is_v4() {
-            push_dotted(&mut buf, &mut n, &b[12..]);
-            return AddrText { buf, len: n as u8 };
+            push_dotted(buf, &mut n, &b[12..]);
+            return n;
         }
         let w: [u16; 8] = std::array::from_fn(|i| u16::from_be_bytes([b[2 * i], b[2 * i + 1]]));
         // The longest run of zero groups, if at least two long.
@@ -246,7 +254,7 @@ impl Addr {
                 n += 1;
             }
             if i == 6 && best == 0 && best_len == 6 {
-                push_dotted(&mut buf, &mut n, &b[12..]);
+                push_dotted(buf, &mut n, &b[12..]);
                 break;
             }
             let g = w[i];
@@ -261,7 +269,7 @@ impl Addr {
             }
             i += 1;
         }
-        AddrText { buf, len: n as u8 }
+        n
     }
 }
 
@@ -291,6 +299,40 @@ pub enum AddrError {
     Subnet(String),
 }
 
+/// A plain dotted quad (`198.51.100.7`: four decimal octets without leading zeros), the
+/// common case of address lists, read without the general parser; `None` for anything
+/// else, which is left to it. Accepts exactly what [`Ipv4Addr`]'s parser accepts among
+/// such strings.
+#[inline]
+fn dotted_quad(s: &[u8]) -> Option<Addr> {
+    // Gathered in a register: bytes stored one by one and read back as a whole stall.
+    let mut quad: u32 = 0;
+    let mut i = 0;
+    for k in 0..4 {
+        if k > 0 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v: u32 = 0;
+        while let Some(d) = s.get(i).filter(|d| d.is_ascii_digit()) {
+            v = v * 10 + u32::from(d - b'0');
+            i += 1;
+            if i - start > 3 {
+                return None;
+            }
+        }
+        let len = i - start;
+        if len == 0 || v > 255 || (len > 1 && s[start] == b'0') {
+            return None;
+        }
+        quad = quad << 8 | v;
+    }
+    (i == s.len()).then(|| Addr::from_v4(quad.to_be_bytes()))
+}
+
 impl FromStr for Addr {
     type Err = AddrError;
 
@@ -298,6 +340,9 @@ impl FromStr for Addr {
     /// as the address itself; any wider prefix is rejected with [`AddrError::Subnet`].
     fn from_str(s: &str) -> Result<Addr, AddrError> {
         let s = s.trim();
+        if let Some(a) = dotted_quad(s.as_bytes()) {
+            return Ok(a);
+        }
         if let Some((addr, len)) = s.split_once('/') {
             let net: IpNet = s.parse().map_err(|_| AddrError::Invalid(s.to_string()))?;
             let ip: IpAddr = addr
@@ -322,6 +367,51 @@ impl FromStr for Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The dotted-quad shortcut agrees with the standard parser: on digits and dots
+        /// it reads exactly what that parser reads, and on any string it takes, it reads
+        /// the same address.
+        #[test]
+        fn dotted_quad_agrees_with_std(
+            quad in "[0-9]{1,4}\\.[0-9]{1,4}\\.[0-9]{1,4}\\.[0-9]{1,4}",
+            dots in "[0-9.]{0,18}",
+            any in proptest::prelude::any::<String>(),
+        ) {
+            for s in [&quad, &dots] {
+                let std = s.parse::<Ipv4Addr>().ok().map(Addr::from);
+                proptest::prop_assert_eq!(dotted_quad(s.as_bytes()), std, "{}", s);
+            }
+            if let Some(a) = dotted_quad(any.as_bytes()) {
+                proptest::prop_assert_eq!(Some(a), any.parse::<Ipv4Addr>().ok().map(Addr::from));
+            }
+        }
+    }
+
+    #[test]
+    fn dotted_quad_edges() {
+        for (s, ok) in [
+            ("0.0.0.0", true),
+            ("255.255.255.255", true),
+            ("256.1.1.1", false),
+            ("01.1.1.1", false),
+            ("1.1.1", false),
+            ("1.1.1.1.", false),
+            ("1..1.1", false),
+            ("1.1.1.1/32", false),
+            ("1111.1.1.1", false),
+            ("", false),
+        ] {
+            assert_eq!(dotted_quad(s.as_bytes()).is_some(), ok, "{s}");
+        }
+        // What the shortcut leaves is still read by the general parser.
+        assert_eq!(
+            "1.1.1.1/32".parse::<Addr>().unwrap(),
+            Addr::from_v4([1, 1, 1, 1])
+        );
+        assert!("01.1.1.1".parse::<Addr>().is_err());
+        assert!(" 192.0.2.1 ".parse::<Addr>().is_ok());
+    }
 
     #[test]
     fn mapped_networks_are_ipv4_networks() {

@@ -12,10 +12,12 @@
 //! counts from the first packet. Each drop runs like a script handler in the first
 //! round of its moment.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::addr::{Addr, AddrError};
@@ -26,7 +28,7 @@ use crate::cnr::{
 use crate::conn::Sighter;
 use crate::packet::{self, LinkType, Sightings, SkipCounts};
 use crate::time::{Interval, Time};
-use crate::zeeklog::{self, Format, LogSet};
+use crate::zeeklog::{self, Format, LogSet, LogThread};
 
 /// When a drop happens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,8 +48,8 @@ pub struct DropSpec {
     pub addr: Addr,
     /// When.
     pub when: When,
-    /// The location text (may be empty).
-    pub location: String,
+    /// The location text (may be empty). Shared: a list gives most rows the same one.
+    pub location: Arc<str>,
 }
 
 /// Why a drop specification is invalid.
@@ -86,7 +88,7 @@ impl FromStr for DropSpec {
         Ok(DropSpec {
             addr: addr.parse()?,
             when,
-            location: location.to_string(),
+            location: location.into(),
         })
     }
 }
@@ -109,12 +111,18 @@ pub fn read_drops_csv(path: &Path) -> Result<Vec<DropSpec>, Error> {
         .flexible(true)
         .comment(Some(b'#'))
         .from_reader(std::io::BufReader::with_capacity(1 << 16, file));
-    let mut out = Vec::new();
-    for rec in rdr.records() {
-        let rec = rec.map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line());
-            err(line, e.to_string())
-        })?;
+    let mut out: Vec<DropSpec> = Vec::new();
+    let mut rec = csv::StringRecord::new();
+    let mut location: Arc<str> = Arc::from("");
+    loop {
+        match rdr.read_record(&mut rec) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                return Err(err(line, e.to_string()));
+            }
+        }
         let line = rec.position().map_or(0, |p| p.line());
         if rec.iter().all(str::is_empty) {
             continue;
@@ -129,10 +137,14 @@ pub fn read_drops_csv(path: &Path) -> Result<Vec<DropSpec>, Error> {
         let addr: Addr = rec[1]
             .parse()
             .map_err(|e: AddrError| err(line, e.to_string()))?;
+        let here = rec.get(2).unwrap_or("");
+        if *location != *here {
+            location = Arc::from(here);
+        }
         out.push(DropSpec {
             addr,
             when,
-            location: rec.get(2).unwrap_or("").to_string(),
+            location: Arc::clone(&location),
         });
     }
     Ok(out)
@@ -445,7 +457,10 @@ struct Pending {
 /// Drives an engine with packets and drops on packet time, writing its logs.
 pub struct Replay {
     engine: Engine,
-    logs: LogSet,
+    /// The logs, written on a thread of their own.
+    logs: LogThread,
+    /// An empty queue to give the engine when its outputs are taken.
+    spare: VecDeque<Output>,
     sighter: Sighter,
     /// Every drop, until the first packet places them in time.
     unanchored: Vec<DropSpec>,
@@ -474,10 +489,11 @@ impl Replay {
             cluster_outputs: false,
         };
         let engine = Engine::with_accepting_backend(cfg, &opts.plugin_name);
-        let logs = LogSet::create(&opts.log_dir, opts.format)?;
+        let logs = LogThread::spawn(LogSet::create(&opts.log_dir, opts.format)?)?;
         let mut r = Replay {
             engine,
             logs,
+            spare: VecDeque::new(),
             sighter: Sighter::new(opts.sightings),
             unanchored: opts.drops.clone(),
             unblocks: opts.unblocks.clone(),
@@ -487,7 +503,7 @@ impl Replay {
                 ..Summary::default()
             },
         };
-        r.flush()?;
+        r.hand_over()?;
         Ok(r)
     }
 
@@ -498,7 +514,6 @@ impl Replay {
     /// with that packet's time.
     #[inline(never)]
     fn anchor(&mut self, first: Time) -> Result<(), Error> {
-        const FLUSH_EVERY: usize = 1024;
         let started = Instant::now();
         let n_drops = self.unanchored.len();
         let mut all: Vec<(Time, usize)> = self
@@ -529,9 +544,9 @@ impl Replay {
                 (true, true) => {
                     self.engine.drop_catch_release(first, d.addr, &d.location);
                     made += 1;
-                    // Lines already made are final: write them out as they come, so the
-                    // output queue stays small (and in cache) however many drops there are.
-                    if made % FLUSH_EVERY == 0 {
+                    // Lines already made are final: hand them to the writer as they come,
+                    // so the output queue stays small however many drops there are.
+                    if made % BATCH == 0 {
                         self.flush()?;
                     }
                 }
@@ -550,19 +565,19 @@ impl Replay {
             let Replay {
                 engine,
                 logs,
+                spare,
                 summary,
                 ..
             } = self;
             let mut failed = None;
             engine.drain_with(ZEEK_ROUNDS_PER_PACKET - 1, |e, _| {
-                if failed.is_none() && e.pending_outputs() >= FLUSH_EVERY {
-                    failed = Replay::write_outputs(e, logs, summary).err();
+                if failed.is_none() && e.pending_outputs() >= BATCH {
+                    failed = Replay::hand_over_from(e, logs, spare, summary).err();
                 }
             });
             if let Some(e) = failed {
                 return Err(e);
             }
-            self.flush()?;
         }
         self.summary.drops_wall += started.elapsed();
         Ok(())
@@ -644,18 +659,38 @@ impl Replay {
         Ok(())
     }
 
+    /// Hands the engine's outputs to the log writer once a batch has gathered.
     #[inline(never)]
     fn flush(&mut self) -> Result<(), Error> {
-        Replay::write_outputs(&mut self.engine, &mut self.logs, &mut self.summary)
+        if self.engine.pending_outputs() >= BATCH {
+            self.hand_over()?;
+        }
+        Ok(())
     }
 
-    /// Writes the engine's outputs to the logs, counting them in `summary`.
-    fn write_outputs(
+    /// Hands every waiting output to the log writer.
+    fn hand_over(&mut self) -> Result<(), Error> {
+        Replay::hand_over_from(
+            &mut self.engine,
+            &mut self.logs,
+            &mut self.spare,
+            &mut self.summary,
+        )
+    }
+
+    /// Takes the engine's outputs, counts them in `summary` and hands them to the log
+    /// writer.
+    fn hand_over_from(
         engine: &mut Engine,
-        logs: &mut LogSet,
+        logs: &mut LogThread,
+        spare: &mut VecDeque<Output>,
         summary: &mut Summary,
     ) -> Result<(), Error> {
-        engine.take_outputs(|o| {
+        if !engine.has_output() {
+            return Ok(());
+        }
+        let batch = engine.swap_outputs(std::mem::take(spare));
+        for o in &batch {
             match o {
                 Output::CatchRelease(r) => {
                     if let Some(i) = Action::ALL.iter().position(|a| *a == r.action) {
@@ -673,8 +708,8 @@ impl Replay {
                 }
                 _ => {}
             }
-            logs.write(o)
-        })?;
+        }
+        *spare = logs.send(batch)?;
         Ok(())
     }
 
@@ -712,11 +747,30 @@ impl Replay {
                 }
             });
         });
-        self.flush()?;
+        self.hand_over()?;
         self.logs.close()?;
-        Ok(self.summary)
+        let Replay {
+            engine,
+            sighter,
+            unanchored,
+            unblocks,
+            summary,
+            ..
+        } = self;
+        // The tables of a large replay take a while to free: the caller has its answer
+        // that much sooner when they are freed on another thread (and a process that
+        // exits meanwhile leaves them to the operating system).
+        let tables = (engine, sighter, unanchored, unblocks);
+        let _ = std::thread::Builder::new()
+            .name("replay-free".into())
+            .spawn(move || drop(tables));
+        Ok(summary)
     }
 }
+
+/// How many outputs gather before they go to the log writer: enough that handing over is
+/// rare, few enough that a batch stays in cache.
+const BATCH: usize = 1024;
 
 /// The most sightings one packet makes (`new_connection` and an event of the same
 /// packet, e.g. `connection_established` for a first SYN-ACK whose roles were flipped).
@@ -848,11 +902,11 @@ mod tests {
     fn drop_specs_parse() {
         let d: DropSpec = "10.0.0.1".parse().unwrap();
         assert_eq!(d.when, When::FirstPacket);
-        assert_eq!(d.location, "");
+        assert_eq!(&*d.location, "");
         let d: DropSpec = "2001:db8::1@1254722767.5=scan=wide".parse().unwrap();
         assert_eq!(d.addr.to_string(), "2001:db8::1");
         assert_eq!(d.when, When::At(Time::from_timeval(1254722767, 500_000)));
-        assert_eq!(d.location, "scan=wide");
+        assert_eq!(&*d.location, "scan=wide");
         let d: DropSpec = "10.0.0.1@+10m=later".parse().unwrap();
         assert_eq!(d.when, When::AfterFirst(Interval::from_secs(600)));
         assert!(matches!(
@@ -876,7 +930,7 @@ mod tests {
         .unwrap();
         let d = read_drops_csv(&p).unwrap();
         assert_eq!(d.len(), 3);
-        assert_eq!(d[0].location, "scan, wide");
+        assert_eq!(&*d[0].location, "scan, wide");
         assert_eq!(d[1].when, When::FirstPacket);
         assert_eq!(d[2].when, When::AfterFirst(Interval::from_secs(5)));
         std::fs::write(&p, "ts,addr\n1,10.0.0.0/24\n").unwrap();

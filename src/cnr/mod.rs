@@ -429,6 +429,8 @@ impl Engine {
         self.watch.reserve(n);
         self.nc.reserve(n);
         self.queue.reserve(n);
+        // Each new rule sets its expiry timer.
+        self.timers.reserve(n);
         self.recent.reserve(n.min(MAX_RECENT_DROPS));
     }
 
@@ -497,6 +499,13 @@ impl Engine {
             shrink_deque(&mut self.out);
         }
         result
+    }
+
+    /// Takes every waiting output at once, in order, leaving `spare` (emptied) as the
+    /// queue: for a consumer that hands outputs on in batches, this moves none of them.
+    pub fn swap_outputs(&mut self, mut spare: VecDeque<Output>) -> VecDeque<Output> {
+        spare.clear();
+        std::mem::replace(&mut self.out, spare)
     }
 
     /// Whether outputs are waiting for [`poll_output`](Engine::poll_output).
