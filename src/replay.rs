@@ -653,8 +653,8 @@ impl Replay {
         if self.engine.has_pending_events() {
             self.engine.drain(rounds);
         }
-        if self.engine.has_output() {
-            self.flush()?;
+        if self.engine.pending_outputs() >= BATCH {
+            self.hand_over()?;
         }
         Ok(())
     }
