@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -48,6 +49,9 @@ pub enum Value<'a> {
     Interval(Interval),
     /// A `string`.
     Str(&'a str),
+    /// A `string` shared by many records (a location, a plugin's name): its text is
+    /// formatted once per allocation, see [`SharedText`].
+    Shared(&'a Arc<str>),
     /// A rule id, logged as a `string`.
     Rule(RuleId),
     /// An `addr`.
@@ -81,6 +85,11 @@ impl From<Interval> for Value<'_> {
 impl<'a> From<&'a str> for Value<'a> {
     fn from(v: &'a str) -> Self {
         Value::Str(v)
+    }
+}
+impl<'a> From<&'a Arc<str>> for Value<'a> {
+    fn from(v: &'a Arc<str>) -> Self {
+        Value::Shared(v)
     }
 }
 impl From<RuleId> for Value<'_> {
@@ -146,9 +155,9 @@ impl ZeekRecord for CatchReleaseRecord {
         f(self.blocked_until.into());
         f(self.watched_until.into());
         f(Value::Count(self.num_blocked));
-        f(self.location.as_deref().into());
+        f(self.location.as_ref().into());
         f(self.message.as_deref().into());
-        f(self.plugin.as_deref().into());
+        f(self.plugin.as_ref().into());
     }
 }
 
@@ -185,9 +194,9 @@ impl ZeekRecord for CatchReleaseNetRecord {
         f(self.blocked_until.into());
         f(self.watched_until.into());
         f(Value::Count(self.num_blocked));
-        f(self.location.as_deref().into());
+        f(self.location.as_ref().into());
         f(self.message.as_deref().into());
-        f(self.plugin.as_deref().into());
+        f(self.plugin.as_ref().into());
     }
 }
 
@@ -236,8 +245,8 @@ impl ZeekRecord for NetControlRecord {
         f(self.msg.as_deref().into());
         f(self.priority.map_or(Value::Unset, Value::Int));
         f(self.expire.into());
-        f(self.location.as_deref().into());
-        f(self.plugin.as_deref().into());
+        f(self.location.as_ref().into());
+        f(self.plugin.as_ref().into());
     }
 }
 
@@ -260,7 +269,7 @@ impl ZeekRecord for DropRecord {
         f(Value::Unset);
         f(Value::Unset);
         f(self.expire.into());
-        f(self.location.as_deref().into());
+        f(self.location.as_ref().into());
     }
 }
 
@@ -452,13 +461,48 @@ fn escape_tsv(s: &str, out: &mut Vec<u8>) {
     }
 }
 
+/// The formatted text of the last few shared strings a log wrote, by allocation.
+///
+/// Every record of a replay carries the same location and plugin name, as clones of one
+/// `Arc<str>`. Formatting them anew reads the string, which sits in the cache line of its
+/// reference count: the engine's thread writes that count for every record it makes, so
+/// on a writer thread each read waited for the line to come over from the other core.
+/// Matching by pointer reads only the records. An entry keeps its string alive, so its
+/// address cannot be reused for another text while it is cached.
+#[derive(Default)]
+pub struct SharedText {
+    slots: [(Option<Arc<str>>, Vec<u8>); 4],
+    next: usize,
+}
+
+impl SharedText {
+    /// Appends `s` as `format` writes it, from the cache when it holds `s`'s allocation.
+    #[inline]
+    fn push(&mut self, s: &Arc<str>, out: &mut Vec<u8>, format: fn(&str, &mut Vec<u8>)) {
+        for (k, text) in &self.slots {
+            if k.as_ref().is_some_and(|k| Arc::ptr_eq(k, s)) {
+                out.extend_from_slice(text);
+                return;
+            }
+        }
+        let start = out.len();
+        format(s, out);
+        let (k, text) = &mut self.slots[self.next];
+        self.next = (self.next + 1) % 4;
+        *k = Some(Arc::clone(s));
+        text.clear();
+        text.extend_from_slice(&out[start..]);
+    }
+}
+
 /// Appends one value in TSV form.
-fn push_tsv(v: Value<'_>, out: &mut Vec<u8>) {
+fn push_tsv(v: Value<'_>, out: &mut Vec<u8>, shared: &mut SharedText) {
     match v {
         Value::Unset => out.push(b'-'),
         Value::Time(t) => push_micros(out, t.as_micros()),
         Value::Interval(i) => push_micros(out, i.as_micros()),
         Value::Str(s) => escape_tsv(s, out),
+        Value::Shared(s) => shared.push(s, out, escape_tsv),
         Value::Rule(r) => push_u64(out, u64::from(r.get())),
         Value::Addr(a) => push_addr(out, &a),
         Value::Subnet(n) => push_subnet(out, &n),
@@ -507,7 +551,13 @@ fn quoted(out: &mut Vec<u8>, f: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// Appends one `"key":value` pair, or nothing for an unset field. Returns whether it wrote.
-fn push_json(key: &str, v: Value<'_>, first: bool, out: &mut Vec<u8>) -> bool {
+fn push_json(
+    key: &str,
+    v: Value<'_>,
+    first: bool,
+    out: &mut Vec<u8>,
+    shared: &mut SharedText,
+) -> bool {
     if matches!(v, Value::Unset) {
         return false;
     }
@@ -521,6 +571,7 @@ fn push_json(key: &str, v: Value<'_>, first: bool, out: &mut Vec<u8>) -> bool {
         Value::Time(t) => push_json_double(t.as_secs_f64(), out),
         Value::Interval(i) => push_json_double(i.as_secs_f64(), out),
         Value::Str(s) => push_json_str(s, out),
+        Value::Shared(s) => shared.push(s, out, push_json_str),
         Value::Rule(r) => quoted(out, |o| push_u64(o, u64::from(r.get()))),
         Value::Addr(a) => quoted(out, |o| push_addr(o, &a)),
         Value::Subnet(n) => quoted(out, |o| push_subnet(o, &n)),
@@ -533,23 +584,33 @@ fn push_json(key: &str, v: Value<'_>, first: bool, out: &mut Vec<u8>) -> bool {
 
 /// Appends one record as a TSV line (no newline).
 pub fn push_tsv_line<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>) {
+    push_tsv_line_with(rec, out, &mut SharedText::default());
+}
+
+/// [`push_tsv_line`] with a log's [`SharedText`].
+pub fn push_tsv_line_with<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>, shared: &mut SharedText) {
     let mut first = true;
     rec.visit(&mut |v| {
         if !first {
             out.push(b'\t');
         }
         first = false;
-        push_tsv(v, out);
+        push_tsv(v, out, shared);
     });
 }
 
 /// Appends one record as a JSON object (no newline).
 pub fn push_json_line<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>) {
+    push_json_line_with(rec, out, &mut SharedText::default());
+}
+
+/// [`push_json_line`] with a log's [`SharedText`].
+pub fn push_json_line_with<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>, shared: &mut SharedText) {
     out.push(b'{');
     let mut i = 0;
     let mut first = true;
     rec.visit(&mut |v| {
-        if push_json(R::SCHEMA.fields[i], v, first, out) {
+        if push_json(R::SCHEMA.fields[i], v, first, out, shared) {
             first = false;
         }
         i += 1;
@@ -621,6 +682,8 @@ pub struct LogFile {
     /// Lines not yet handed to the file: formatted straight into this buffer, which is
     /// written out whole when it passes [`LogFile::BUF`] (one copy, not two).
     buf: Vec<u8>,
+    /// The formatted text of the shared strings lately written.
+    shared: SharedText,
     /// When the file was opened (its `#open`), for the rotated file's name.
     opened: chrono::DateTime<chrono::Local>,
     /// Bytes in the file.
@@ -767,6 +830,7 @@ impl LogFile {
             format,
             file,
             buf: Vec::new(),
+            shared: SharedText::default(),
             opened,
             size,
         }
@@ -812,8 +876,8 @@ impl LogFile {
         }
         let before = self.buf.len();
         match self.format {
-            Format::Tsv => push_tsv_line(rec, &mut self.buf),
-            Format::Json => push_json_line(rec, &mut self.buf),
+            Format::Tsv => push_tsv_line_with(rec, &mut self.buf, &mut self.shared),
+            Format::Json => push_json_line_with(rec, &mut self.buf, &mut self.shared),
         }
         self.buf.push(b'\n');
         self.size += (self.buf.len() - before) as u64;
@@ -1177,6 +1241,33 @@ mod tests {
         ) {
             for b in [&bytes, &pick] {
                 proptest::prop_assert_eq!(any_escaped(b), b.iter().any(|&x| needs(x)), "{:?}", b);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// A log's cache of shared strings writes what formatting each string anew
+        /// writes, in TSV and JSON, whether a record shares its string with earlier ones,
+        /// carries an equal copy, or brings one more than the cache holds.
+        #[test]
+        fn shared_strings_format_as_if_new(
+            picks in proptest::collection::vec((0usize..7, proptest::prelude::any::<bool>()), 1..60),
+        ) {
+            let texts = ["bench", "a\tb", "-", "", "x\\y", "blåbær", "scan=wide"];
+            let kept: Vec<Arc<str>> = texts.iter().map(|t| Arc::from(*t)).collect();
+            let (mut tsv, mut json) = (SharedText::default(), SharedText::default());
+            for (n, (i, fresh)) in picks.into_iter().enumerate() {
+                let mut r = rec(n as i64);
+                // Either the one shared allocation, or a new one with the same text.
+                r.location = Some(if fresh { Arc::from(texts[i]) } else { Arc::clone(&kept[i]) });
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                push_tsv_line_with(&r, &mut got, &mut tsv);
+                push_tsv_line(&r, &mut want);
+                proptest::prop_assert_eq!(&got, &want);
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                push_json_line_with(&r, &mut got, &mut json);
+                push_json_line(&r, &mut want);
+                proptest::prop_assert_eq!(&got, &want);
             }
         }
     }
