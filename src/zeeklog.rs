@@ -1207,6 +1207,19 @@ impl LogThread {
     }
 }
 
+/// Dropped without [`close`](LogThread::close) (its owner stopped on an error), the writer
+/// still writes out what was queued, without the `#close` footer of a clean end, and ends
+/// before the drop returns: no thread outlives it.
+impl Drop for LogThread {
+    fn drop(&mut self) {
+        if self.thread.is_some()
+            && let Ok(mut logs) = self.join()
+        {
+            let _ = logs.flush();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1391,6 +1404,24 @@ mod tests {
                 .unwrap()
                 .starts_with("#close\t")
         );
+    }
+
+    #[test]
+    fn a_dropped_writer_writes_what_was_queued_without_a_footer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer =
+            LogThread::spawn(LogSet::create(dir.path(), Format::Tsv).unwrap()).unwrap();
+        writer
+            .send((1..=3).map(|i| Output::Drop(rec(i))).collect())
+            .unwrap();
+        drop(writer);
+        let l = lines(&dir.path().join("netcontrol_drop.log"));
+        assert_eq!(
+            l.iter().filter(|x| !x.starts_with('#')).count(),
+            3,
+            "{l:#?}"
+        );
+        assert!(!l.iter().any(|x| x.starts_with("#close")), "{l:#?}");
     }
 
     #[test]
