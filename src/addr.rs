@@ -299,40 +299,6 @@ pub enum AddrError {
     Subnet(String),
 }
 
-/// A plain dotted quad (`198.51.100.7`: four decimal octets without leading zeros), the
-/// common case of address lists, read without the general parser; `None` for anything
-/// else, which is left to it. Accepts exactly what [`Ipv4Addr`]'s parser accepts among
-/// such strings.
-#[inline]
-fn dotted_quad(s: &[u8]) -> Option<Addr> {
-    // Gathered in a register: bytes stored one by one and read back as a whole stall.
-    let mut quad: u32 = 0;
-    let mut i = 0;
-    for k in 0..4 {
-        if k > 0 {
-            if s.get(i) != Some(&b'.') {
-                return None;
-            }
-            i += 1;
-        }
-        let start = i;
-        let mut v: u32 = 0;
-        while let Some(d) = s.get(i).filter(|d| d.is_ascii_digit()) {
-            v = v * 10 + u32::from(d - b'0');
-            i += 1;
-            if i - start > 3 {
-                return None;
-            }
-        }
-        let len = i - start;
-        if len == 0 || v > 255 || (len > 1 && s[start] == b'0') {
-            return None;
-        }
-        quad = quad << 8 | v;
-    }
-    (i == s.len()).then(|| Addr::from_v4(quad.to_be_bytes()))
-}
-
 impl FromStr for Addr {
     type Err = AddrError;
 
@@ -340,9 +306,6 @@ impl FromStr for Addr {
     /// as the address itself; any wider prefix is rejected with [`AddrError::Subnet`].
     fn from_str(s: &str) -> Result<Addr, AddrError> {
         let s = s.trim();
-        if let Some(a) = dotted_quad(s.as_bytes()) {
-            return Ok(a);
-        }
         if let Some((addr, len)) = s.split_once('/') {
             let net: IpNet = s.parse().map_err(|_| AddrError::Invalid(s.to_string()))?;
             let ip: IpAddr = addr
@@ -368,43 +331,8 @@ impl FromStr for Addr {
 mod tests {
     use super::*;
 
-    proptest::proptest! {
-        /// The dotted-quad shortcut agrees with the standard parser: on digits and dots
-        /// it reads exactly what that parser reads, and on any string it takes, it reads
-        /// the same address.
-        #[test]
-        fn dotted_quad_agrees_with_std(
-            quad in "[0-9]{1,4}\\.[0-9]{1,4}\\.[0-9]{1,4}\\.[0-9]{1,4}",
-            dots in "[0-9.]{0,18}",
-            any in proptest::prelude::any::<String>(),
-        ) {
-            for s in [&quad, &dots] {
-                let std = s.parse::<Ipv4Addr>().ok().map(Addr::from);
-                proptest::prop_assert_eq!(dotted_quad(s.as_bytes()), std, "{}", s);
-            }
-            if let Some(a) = dotted_quad(any.as_bytes()) {
-                proptest::prop_assert_eq!(Some(a), any.parse::<Ipv4Addr>().ok().map(Addr::from));
-            }
-        }
-    }
-
     #[test]
-    fn dotted_quad_edges() {
-        for (s, ok) in [
-            ("0.0.0.0", true),
-            ("255.255.255.255", true),
-            ("256.1.1.1", false),
-            ("01.1.1.1", false),
-            ("1.1.1", false),
-            ("1.1.1.1.", false),
-            ("1..1.1", false),
-            ("1.1.1.1/32", false),
-            ("1111.1.1.1", false),
-            ("", false),
-        ] {
-            assert_eq!(dotted_quad(s.as_bytes()).is_some(), ok, "{s}");
-        }
-        // What the shortcut leaves is still read by the general parser.
+    fn host_prefixes_padding_and_leading_zeros() {
         assert_eq!(
             "1.1.1.1/32".parse::<Addr>().unwrap(),
             Addr::from_v4([1, 1, 1, 1])

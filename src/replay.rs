@@ -653,14 +653,11 @@ impl Replay {
         if self.engine.has_pending_events() {
             self.engine.drain(rounds);
         }
-        if self.engine.pending_outputs() >= BATCH {
-            self.hand_over()?;
-        }
-        Ok(())
+        self.flush()
     }
 
     /// Hands the engine's outputs to the log writer once a batch has gathered.
-    #[inline(never)]
+    #[inline]
     fn flush(&mut self) -> Result<(), Error> {
         if self.engine.pending_outputs() >= BATCH {
             self.hand_over()?;
@@ -669,6 +666,7 @@ impl Replay {
     }
 
     /// Hands every waiting output to the log writer.
+    #[inline(never)]
     fn hand_over(&mut self) -> Result<(), Error> {
         Replay::hand_over_from(
             &mut self.engine,

@@ -475,32 +475,6 @@ impl Engine {
         o
     }
 
-    /// Hands every waiting output to `f` in order, by reference (an output is a large
-    /// value: this spares moving each out of the queue), and drops those it took. Stops
-    /// at the first error; the output `f` failed on and those after it stay queued.
-    ///
-    /// # Errors
-    /// The first error `f` returns.
-    pub fn take_outputs<E>(
-        &mut self,
-        mut f: impl FnMut(&Output) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let mut done = 0;
-        let mut result = Ok(());
-        for o in &self.out {
-            if let Err(e) = f(o) {
-                result = Err(e);
-                break;
-            }
-            done += 1;
-        }
-        self.out.drain(..done);
-        if self.out.is_empty() {
-            shrink_deque(&mut self.out);
-        }
-        result
-    }
-
     /// Takes every waiting output at once, in order, leaving `spare` (emptied) as the
     /// queue: for a consumer that hands outputs on in batches, this moves none of them.
     pub fn swap_outputs(&mut self, mut spare: VecDeque<Output>) -> VecDeque<Output> {
