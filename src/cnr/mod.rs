@@ -786,13 +786,14 @@ impl Engine {
             return info;
         }
         let block = self.cfg.intervals.block(0);
-        match self.nc_drop(host_net(a), block, location) {
+        let (location_id, location) = self.watch.intern_location_shared(location);
+        match self.nc_drop_shared(host_net(a), block, location) {
             Some(id) => {
                 let e = Entry {
                     start: t,
                     expire_ref: t,
                     rule: Some(id),
-                    location: self.watch.intern_location(location),
+                    location: location_id,
                     reblocked: 0,
                     step: 0,
                     adopted: false,
@@ -807,6 +808,7 @@ impl Engine {
                 info
             }
             None => {
+                self.watch.release_location(location_id);
                 self.report(format!(
                     "Catch and release could not add block for {a}; failing."
                 ));

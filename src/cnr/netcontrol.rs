@@ -342,6 +342,9 @@ pub(super) struct NetControl {
     pub(super) terminating: bool,
     /// Rules removed from `entities` so far.
     entity_removals: u64,
+    /// An empty buffer for the next backend call's [`Answers`], kept so that a call does
+    /// not allocate.
+    spare_answers: Vec<Answer>,
 }
 
 impl NetControl {
@@ -354,6 +357,7 @@ impl NetControl {
             ids: None,
             terminating: false,
             entity_removals: 0,
+            spare_answers: Vec::new(),
         }
     }
 
@@ -569,10 +573,11 @@ impl Engine {
         self.out.push_back(Output::NetControl(rec));
     }
 
-    fn queue_answers(&mut self, rule: &Arc<Rule>, p: PluginId, answers: Answers) {
-        for a in answers.0 {
+    fn queue_answers(&mut self, rule: &Arc<Rule>, p: PluginId, mut answers: Answers) {
+        for a in answers.0.drain(..) {
             self.queue.push_back(Event::from_answer(rule.clone(), p, a));
         }
+        self.nc.spare_answers = answers.0;
     }
 
     /// `NetControl::add_rule`: offers the rule to backends in priority order. Returns the
@@ -625,7 +630,7 @@ impl Engine {
             if accepted.is_some_and(|prio| prio != priority) {
                 break;
             }
-            let mut answers = Answers::default();
+            let mut answers = Answers(std::mem::take(&mut self.nc.spare_answers));
             if self.nc.plugins[i]
                 .backend
                 .add_rule(self.now, &rule, &mut answers)
@@ -663,6 +668,17 @@ impl Engine {
         location: &str,
     ) -> Option<RuleId> {
         let location: Option<Arc<str>> = (!location.is_empty()).then(|| Arc::from(location));
+        self.nc_drop_shared(entity, expire, location)
+    }
+
+    /// [`nc_drop`](Engine::nc_drop) with the location already shared, as catch-and-release
+    /// keeps it.
+    pub(super) fn nc_drop_shared(
+        &mut self,
+        entity: IpNet,
+        expire: Interval,
+        location: Option<Arc<str>>,
+    ) -> Option<RuleId> {
         let id = self.add_rule(entity, expire, location.clone())?;
         self.out.push_back(Output::Drop(DropRecord {
             ts: self.now,
@@ -730,7 +746,7 @@ impl Engine {
 
     /// `remove_rule_plugin`.
     fn remove_rule_plugin(&mut self, rule: &Arc<Rule>, p: PluginId, reason: &str) -> bool {
-        let mut answers = Answers::default();
+        let mut answers = Answers(std::mem::take(&mut self.nc.spare_answers));
         let ok = match self.nc.plugin_mut(p) {
             Some(plugin) => plugin
                 .backend

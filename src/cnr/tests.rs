@@ -453,9 +453,11 @@ fn duplicate_rules_consume_ids() {
 #[test]
 fn without_backends_a_drop_fails_and_nothing_is_tracked() {
     let mut e = Engine::new(Config::default(), Vec::new());
-    let bi = e.drop_catch_release(T0, addr("10.1.1.1"), "");
+    let bi = e.drop_catch_release(T0, addr("10.1.1.1"), "scanner");
     assert!(!bi.is_known());
     assert!(e.watched().is_empty());
+    // The location was interned for the rule and is given back with it.
+    assert_eq!(e.watched().location(1), None);
     let outs: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
     assert!(
         outs.iter().any(

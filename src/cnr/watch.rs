@@ -886,13 +886,21 @@ impl WatchTable {
     }
 
     pub(crate) fn intern_location(&self, s: &str) -> u32 {
+        self.intern_location_shared(s).0
+    }
+
+    /// Interns `s` as [`intern_location`](WatchTable::intern_location) does, and also
+    /// returns the shared text, so a caller that needs it as well does not copy it.
+    pub(crate) fn intern_location_shared(&self, s: &str) -> (u32, Option<Arc<str>>) {
         if s.is_empty() {
-            return 0;
+            return (0, None);
         }
-        self.locations
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .intern(s)
+        let mut locations = self.locations.write().unwrap_or_else(|p| p.into_inner());
+        let id = locations.intern(s);
+        let text = locations.strings[id as usize - 1]
+            .as_ref()
+            .map(|(text, _)| text.clone());
+        (id, text)
     }
 
     pub(crate) fn release_location(&self, id: u32) {
