@@ -68,6 +68,7 @@ pub mod daemon;
 pub mod enforce;
 mod hot;
 mod httpd;
+pub mod hugepages;
 mod manager;
 pub mod packet;
 pub mod replay;

@@ -1,0 +1,361 @@
+//! Big tables in transparent huge pages: the binary's global allocator.
+//!
+//! catchd's large tables (the watch table's shards, NetControl's rules and entities, the
+//! timer heap, the event queue, a replay's list of drops) are written and read at random.
+//! In 4 KiB pages each first touch is a page fault and each lookup a likely TLB miss:
+//! applying 100,000 drops takes about 14,000 faults, a quarter of the engine thread's time.
+//! [`HugePageAlloc`] maps every allocation of at least [`HUGE_PAGE`] bytes itself, aligned
+//! to 2 MiB and advised `MADV_HUGEPAGE`, so that with transparent huge pages in `madvise`
+//! mode (Debian's default) or `always` the kernel backs it with 2 MiB pages: one fault
+//! per 2 MiB and one TLB entry for what took 512. Everything smaller goes to the system
+//! allocator unchanged, so small objects cost what they did.
+//!
+//! The price is memory: a big allocation is rounded up to a multiple of 2 MiB, and a
+//! touched huge page is resident as a whole. With THP set to `never` the advice is
+//! ignored and the mappings behave as ordinary 4 KiB pages.
+//!
+//! Growing a big allocation first tries to extend the mapping where it is; if the
+//! neighbouring addresses are taken, the old pages are moved (not copied) into a new
+//! aligned mapping. This module owns the `mmap` family of calls; nothing else in catchd
+//! maps anonymous memory.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::ffi::c_void;
+use std::num::NonZeroUsize;
+use std::ptr::{self, NonNull};
+
+use nix::sys::mman::{self, MRemapFlags, MapFlags, MmapAdvise, ProtFlags};
+
+/// The size of a transparent huge page on x86-64 and of the smallest allocation mapped
+/// here.
+pub const HUGE_PAGE: usize = 2 << 20;
+
+/// The base page size the kernel guarantees for any mapping's address.
+const PAGE: usize = 4096;
+
+/// The global allocator of the `catchd` binary: big allocations in huge pages, the rest
+/// from [`System`]. See the module documentation.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HugePageAlloc;
+
+/// Whether this allocator maps `layout` itself. Alignments above a page are left to the
+/// system allocator, because a mapping moved by `mremap` is only page-aligned.
+fn is_big(layout: &Layout) -> bool {
+    layout.size() >= HUGE_PAGE && layout.align() <= PAGE
+}
+
+/// The length of the mapping that holds `size` bytes.
+fn mapped_len(size: usize) -> Option<usize> {
+    size.checked_next_multiple_of(HUGE_PAGE)
+}
+
+/// Maps `len` bytes (a multiple of [`HUGE_PAGE`]) at a 2 MiB boundary and advises huge
+/// pages. Null when the kernel refuses.
+unsafe fn map_aligned(len: usize) -> *mut u8 {
+    let Some(over) = len
+        .checked_add(HUGE_PAGE - PAGE)
+        .and_then(NonZeroUsize::new)
+    else {
+        return ptr::null_mut();
+    };
+    // SAFETY: a fresh anonymous private mapping aliases nothing.
+    let Ok(base) = (unsafe {
+        mman::mmap_anonymous(
+            None,
+            over,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE,
+        )
+    }) else {
+        return ptr::null_mut();
+    };
+    let addr = base.as_ptr() as usize;
+    let start = addr.next_multiple_of(HUGE_PAGE);
+    let head = start - addr;
+    let tail = over.get() - head - len;
+    // SAFETY: both ranges lie inside the mapping just made, and nothing points into them.
+    // A failed trim only leaves address space mapped that no one uses.
+    unsafe {
+        if head > 0 {
+            let _ = mman::munmap(base, head);
+        }
+        if tail > 0 {
+            let _ = mman::munmap(nonnull(start + len), tail);
+        }
+        // Advice only: with THP off this changes nothing, and an error is not a failure.
+        let _ = mman::madvise(nonnull(start), len, MmapAdvise::MADV_HUGEPAGE);
+    }
+    start as *mut u8
+}
+
+/// Unmaps the big allocation of `size` bytes at `p`.
+unsafe fn unmap(p: *mut u8, size: usize) {
+    if let Some(len) = mapped_len(size) {
+        // SAFETY: `p` is the start of a mapping of `len` bytes made by this module.
+        let _ = unsafe { mman::munmap(nonnull(p as usize), len) };
+    }
+}
+
+fn nonnull(addr: usize) -> NonNull<c_void> {
+    NonNull::new(addr as *mut c_void).expect("mappings are never at address 0")
+}
+
+/// Resizes the big allocation at `p` from `old` to `new` bytes (both big). Null on
+/// failure, in which case the old allocation is untouched.
+unsafe fn remap(p: *mut u8, old: usize, new: usize) -> *mut u8 {
+    let (Some(old_len), Some(new_len)) = (mapped_len(old), mapped_len(new)) else {
+        return ptr::null_mut();
+    };
+    if new_len == old_len {
+        return p;
+    }
+    if new_len < old_len {
+        // SAFETY: the tail past `new_len` belongs to this allocation and is being given up.
+        let _ = unsafe { mman::munmap(nonnull(p as usize + new_len), old_len - new_len) };
+        return p;
+    }
+    let old_ptr = nonnull(p as usize);
+    // SAFETY: growing in place maps fresh pages after ours only if the range is free.
+    if unsafe { mman::mremap(old_ptr, old_len, new_len, MRemapFlags::empty(), None) }.is_ok() {
+        return p;
+    }
+    // SAFETY: `dest` is a fresh mapping of `new_len` bytes; the old pages are moved over its
+    // first `old_len` bytes, which unmaps the old range as one step.
+    unsafe {
+        let dest = map_aligned(new_len);
+        if dest.is_null() {
+            return ptr::null_mut();
+        }
+        let moved = mman::mremap(
+            old_ptr,
+            old_len,
+            old_len,
+            MRemapFlags::MREMAP_MAYMOVE | MRemapFlags::MREMAP_FIXED,
+            Some(nonnull(dest as usize)),
+        );
+        if moved.is_err() {
+            ptr::copy_nonoverlapping(p, dest, old);
+            unmap(p, old);
+        }
+        dest
+    }
+}
+
+// SAFETY: every allocation is either the system allocator's or a private mapping of at
+// least `layout.size()` bytes at an address aligned to a page (and so to `layout.align()`,
+// which `is_big` limits to a page). Which of the two owns a pointer follows from its layout
+// alone, which every call passes back.
+unsafe impl GlobalAlloc for HugePageAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if is_big(&layout) {
+            match mapped_len(layout.size()) {
+                // SAFETY: see `map_aligned`.
+                Some(len) => unsafe { map_aligned(len) },
+                None => ptr::null_mut(),
+            }
+        } else {
+            // SAFETY: forwarded as received.
+            unsafe { System.alloc(layout) }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if is_big(&layout) {
+            // Fresh anonymous pages are zero.
+            // SAFETY: as in `alloc`.
+            unsafe { self.alloc(layout) }
+        } else {
+            // SAFETY: forwarded as received.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        if is_big(&layout) {
+            // SAFETY: a big layout was allocated by `map_aligned` or `remap`.
+            unsafe { unmap(p, layout.size()) }
+        } else {
+            // SAFETY: a small layout came from the system allocator.
+            unsafe { System.dealloc(p, layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return ptr::null_mut();
+        };
+        // SAFETY: each branch hands `p` back to the allocator that made it, and copies at
+        // most the bytes both allocations hold.
+        unsafe {
+            match (is_big(&layout), is_big(&new_layout)) {
+                (false, false) => System.realloc(p, layout, new_size),
+                (true, true) => remap(p, layout.size(), new_size),
+                (old_big, _) => {
+                    let q = self.alloc(new_layout);
+                    if !q.is_null() {
+                        ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
+                        if old_big {
+                            unmap(p, layout.size());
+                        } else {
+                            System.dealloc(p, layout);
+                        }
+                    }
+                    q
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Fills `len` bytes at `p` with a pattern derived from `seed`.
+    ///
+    /// # Safety
+    /// `p` points to `len` writable bytes.
+    unsafe fn fill(p: *mut u8, len: usize, seed: u8) {
+        // SAFETY: the caller's promise.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(p, len) };
+        for i in (0..len).step_by(509) {
+            bytes[i] = seed.wrapping_add(i as u8);
+        }
+        if let Some(last) = bytes.last_mut() {
+            *last = seed ^ 0x5a;
+        }
+    }
+
+    /// Whether the first `len` bytes at `p` hold the pattern of `fill(_, full, seed)`.
+    ///
+    /// # Safety
+    /// `p` points to `len` readable bytes.
+    unsafe fn holds(p: *const u8, len: usize, full: usize, seed: u8) -> bool {
+        // SAFETY: the caller's promise.
+        let bytes = unsafe { std::slice::from_raw_parts(p, len) };
+        (0..len)
+            .step_by(509)
+            .filter(|&i| i != full - 1)
+            .all(|i| bytes[i] == seed.wrapping_add(i as u8))
+            && (len < full || bytes[full - 1] == seed ^ 0x5a)
+    }
+
+    #[test]
+    fn big_allocations_are_mapped_at_huge_page_boundaries_and_zeroed() {
+        let a = HugePageAlloc;
+        for size in [HUGE_PAGE, HUGE_PAGE + 1, 5 * HUGE_PAGE + 12345] {
+            let layout = Layout::from_size_align(size, 16).unwrap();
+            // SAFETY: every pointer is used within the layout it was allocated with.
+            unsafe {
+                let p = a.alloc_zeroed(layout);
+                assert!(!p.is_null());
+                assert_eq!(p as usize % HUGE_PAGE, 0, "{size}");
+                assert!((0..size).step_by(4096).all(|i| *p.add(i) == 0));
+                assert_eq!(*p.add(size - 1), 0);
+                fill(p, size, 7);
+                assert!(holds(p, size, size, 7));
+                a.dealloc(p, layout);
+            }
+        }
+    }
+
+    #[test]
+    fn small_and_over_aligned_allocations_go_to_the_system_allocator() {
+        let a = HugePageAlloc;
+        assert!(!is_big(&Layout::from_size_align(HUGE_PAGE - 1, 8).unwrap()));
+        assert!(!is_big(&Layout::from_size_align(HUGE_PAGE, 8192).unwrap()));
+        let layout = Layout::from_size_align(3 * HUGE_PAGE, 8192).unwrap();
+        // SAFETY: the pointer is used within its layout.
+        unsafe {
+            let p = a.alloc(layout);
+            assert!(!p.is_null());
+            assert_eq!(p as usize % 8192, 0);
+            fill(p, layout.size(), 3);
+            assert!(holds(p, layout.size(), layout.size(), 3));
+            a.dealloc(p, layout);
+        }
+    }
+
+    #[test]
+    fn an_impossible_size_is_refused_with_null() {
+        let a = HugePageAlloc;
+        let layout = Layout::from_size_align(isize::MAX as usize - 4095, 4096).unwrap();
+        // SAFETY: only the allocation that succeeded is used, within its layout.
+        unsafe {
+            assert!(a.alloc(layout).is_null());
+            let small = Layout::from_size_align(HUGE_PAGE, 16).unwrap();
+            let p = a.alloc(small);
+            assert!(a.realloc(p, small, isize::MAX as usize - 4095).is_null());
+            // The old allocation is still intact after a refused growth.
+            fill(p, HUGE_PAGE, 1);
+            assert!(holds(p, HUGE_PAGE, HUGE_PAGE, 1));
+            a.dealloc(p, small);
+        }
+    }
+
+    #[test]
+    fn growth_moves_pages_when_the_neighbourhood_is_taken() {
+        let a = HugePageAlloc;
+        let l1 = Layout::from_size_align(HUGE_PAGE, 8).unwrap();
+        // SAFETY: pointers are used within their layouts; the blocking page is mapped at an
+        // address nothing uses (`MAP_FIXED_NOREPLACE` refuses a taken one).
+        unsafe {
+            let p = a.alloc(l1);
+            fill(p, HUGE_PAGE, 9);
+            // A mapping right after `p` blocks growth in place, whatever the kernel chose.
+            let blocker = mman::mmap_anonymous(
+                Some(NonZeroUsize::new(p as usize + HUGE_PAGE).unwrap()),
+                NonZeroUsize::new(PAGE).unwrap(),
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED_NOREPLACE,
+            );
+            let q = a.realloc(p, l1, 3 * HUGE_PAGE);
+            assert!(!q.is_null());
+            assert_eq!(q as usize % HUGE_PAGE, 0);
+            assert!(holds(q, HUGE_PAGE, HUGE_PAGE, 9));
+            if blocker.is_ok() {
+                assert_ne!(p, q, "growth in place past a taken page");
+            }
+            fill(q, 3 * HUGE_PAGE, 4);
+            a.dealloc(q, Layout::from_size_align(3 * HUGE_PAGE, 8).unwrap());
+            if let Ok(b) = blocker {
+                let _ = mman::munmap(b, PAGE);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any sequence of reallocations across the threshold keeps the bytes both sizes
+        /// hold, and keeps big allocations page-aligned.
+        #[test]
+        fn realloc_keeps_contents_across_sizes(
+            sizes in proptest::collection::vec(
+                prop_oneof![1usize..4096, HUGE_PAGE - 64..HUGE_PAGE + 64, 1usize..(9 * HUGE_PAGE)],
+                1..8,
+            ),
+            align in prop_oneof![Just(1usize), Just(8), Just(16), Just(4096)],
+        ) {
+            let a = HugePageAlloc;
+            let mut layout = Layout::from_size_align(sizes[0], align).unwrap();
+            // SAFETY: each pointer is used within the layout it currently has.
+            unsafe {
+                let mut p = a.alloc(layout);
+                prop_assert!(!p.is_null());
+                fill(p, layout.size(), 11);
+                for (n, &size) in sizes[1..].iter().enumerate() {
+                    let q = a.realloc(p, layout, size);
+                    prop_assert!(!q.is_null());
+                    prop_assert_eq!(q as usize % align, 0);
+                    prop_assert!(holds(q, layout.size().min(size), layout.size(), 11 + n as u8));
+                    layout = Layout::from_size_align(size, align).unwrap();
+                    fill(q, size, 12 + n as u8);
+                    p = q;
+                }
+                a.dealloc(p, layout);
+            }
+        }
+    }
+}
