@@ -489,7 +489,7 @@ impl Replay {
             cluster_outputs: false,
         };
         let engine = Engine::with_accepting_backend(cfg, &opts.plugin_name);
-        let logs = LogThread::spawn(LogSet::create(&opts.log_dir, opts.format)?)?;
+        let logs = LogThread::spawn(LogSet::create_deferred(&opts.log_dir, opts.format)?)?;
         let mut r = Replay {
             engine,
             logs,

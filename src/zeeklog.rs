@@ -16,7 +16,7 @@
 //! This module is the only one that writes log files.
 
 use std::collections::VecDeque;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -688,6 +688,9 @@ pub struct LogFile {
     opened: chrono::DateTime<chrono::Local>,
     /// Bytes in the file.
     size: u64,
+    /// The file still holds an earlier run's bytes, to be cut before anything is written
+    /// (see [`LogSet::create_deferred`]).
+    stale: bool,
 }
 
 /// Zeek's header and rotation time format.
@@ -705,6 +708,40 @@ impl LogFile {
             source,
         })?;
         LogFile::start(dir, path, file, schema, format)
+    }
+
+    /// [`create`](LogFile::create), but an existing file is only opened: its old bytes are
+    /// cut by [`cut_stale`](LogFile::cut_stale) or the first flush, whichever comes first.
+    fn create_deferred(
+        dir: &Path,
+        schema: &'static Schema,
+        format: Format,
+    ) -> Result<LogFile, Error> {
+        let path = dir.join(format!("{}.log", schema.path));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| Error::Write {
+                path: path.clone(),
+                source,
+            })?;
+        let mut lf = LogFile::start(dir, path, file, schema, format)?;
+        lf.stale = true;
+        Ok(lf)
+    }
+
+    /// Cuts what an earlier run left in the file, if that is still to do.
+    fn cut_stale(&mut self) -> Result<(), Error> {
+        if self.stale {
+            self.file.set_len(0).map_err(|source| Error::Write {
+                path: self.path.clone(),
+                source,
+            })?;
+            self.stale = false;
+        }
+        Ok(())
     }
 
     fn start(
@@ -789,13 +826,13 @@ impl LogFile {
         if body[last_start..].starts_with(b"#close") {
             keep = last_start;
         }
-        let file = std::fs::OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .open(&path)
             .map_err(werr(&path))?;
         file.set_len(keep as u64).map_err(werr(&path))?;
         drop(file);
-        let file = std::fs::OpenOptions::new()
+        let file = OpenOptions::new()
             .append(true)
             .open(&path)
             .map_err(werr(&path))?;
@@ -833,6 +870,7 @@ impl LogFile {
             shared: SharedText::default(),
             opened,
             size,
+            stale: false,
         }
     }
 
@@ -892,6 +930,7 @@ impl LogFile {
         if self.buf.is_empty() {
             return Ok(());
         }
+        self.cut_stale()?;
         // Written bytes leave the buffer; on an error the rest stays, to be written by the
         // next flush (as a BufWriter keeps it).
         let mut done = 0;
@@ -994,6 +1033,35 @@ impl LogSet {
     /// [`Error`] if the directory or a file cannot be created.
     pub fn create(dir: &Path, format: Format) -> Result<LogSet, Error> {
         LogSet::open_with(dir, format, false)
+    }
+
+    /// [`create`](LogSet::create) for a [`LogThread`]: the files are opened (so a log
+    /// that cannot be written is an error here) but what an earlier run left in them is
+    /// cut by the writer's thread, since freeing a large file's cached pages takes a
+    /// while.
+    ///
+    /// # Errors
+    /// [`Error`] if the directory or a file cannot be created or opened.
+    pub fn create_deferred(dir: &Path, format: Format) -> Result<LogSet, Error> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(LogSet {
+            catch_release: LogFile::create_deferred(dir, &CR_SCHEMA, format)?,
+            netcontrol: LogFile::create_deferred(dir, &NC_SCHEMA, format)?,
+            drop: LogFile::create_deferred(dir, &DROP_SCHEMA, format)?,
+            net: None,
+            dir: dir.to_path_buf(),
+            format,
+            append: false,
+        })
+    }
+
+    /// Cuts what an earlier run left in files opened by
+    /// [`create_deferred`](LogSet::create_deferred).
+    fn cut_stale(&mut self) -> Result<(), Error> {
+        self.files().try_for_each(LogFile::cut_stale)
     }
 
     fn open_file(
@@ -1158,6 +1226,7 @@ impl LogThread {
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || {
+                logs.cut_stale()?;
                 for batch in from {
                     batch.iter().try_for_each(|o| logs.write(o))?;
                     // The producer may be gone already (it stopped on an error of its
@@ -1407,6 +1476,48 @@ mod tests {
     }
 
     #[test]
+    fn a_deferred_set_replaces_an_earlier_runs_logs_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = LogSet::create(dir.path(), Format::Tsv).unwrap();
+        for ts in 0..2000 {
+            old.write(&Output::Drop(rec(ts))).unwrap();
+        }
+        old.close().unwrap();
+        let drop_log = dir.path().join("netcontrol_drop.log");
+        let old_len = std::fs::metadata(&drop_log).unwrap().len();
+
+        // A short run into the same directory: nothing of the long one may remain, in the
+        // file that gets lines and in those that get only a header and footer.
+        let mut writer =
+            LogThread::spawn(LogSet::create_deferred(dir.path(), Format::Tsv).unwrap()).unwrap();
+        writer
+            .send([Output::Drop(rec(7))].into_iter().collect())
+            .unwrap();
+        writer.close().unwrap();
+        let got = lines(&drop_log);
+        assert!(std::fs::metadata(&drop_log).unwrap().len() < old_len / 10);
+        assert_eq!(got.iter().filter(|l| !l.starts_with('#')).count(), 1);
+        assert!(got[0].starts_with("#separator"));
+        assert!(got.last().unwrap().starts_with("#close\t"));
+        for log in ["netcontrol.log", "netcontrol_catch_release.log"] {
+            let got = lines(&dir.path().join(log));
+            assert!(got.iter().all(|l| l.starts_with('#')), "{log}: {got:?}");
+            assert_eq!(got.iter().filter(|l| l.starts_with("#close")).count(), 1);
+        }
+    }
+
+    #[test]
+    fn a_deferred_set_that_cannot_open_a_log_fails_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("netcontrol.log")).unwrap();
+        match LogSet::create_deferred(dir.path(), Format::Json) {
+            Err(Error::Write { path, .. }) => assert!(path.ends_with("netcontrol.log")),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a directory opened as a log"),
+        }
+    }
+
+    #[test]
     fn a_dropped_writer_writes_what_was_queued_without_a_footer() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer =
@@ -1464,7 +1575,7 @@ mod tests {
         f.flush().unwrap();
         drop(f);
         // A crash mid-line.
-        std::fs::OpenOptions::new()
+        OpenOptions::new()
             .append(true)
             .open(&path)
             .unwrap()
