@@ -5,14 +5,17 @@
 //! In 4 KiB pages each first touch is a page fault and each lookup a likely TLB miss:
 //! applying 100,000 drops takes about 14,000 faults, a quarter of the engine thread's time.
 //! [`HugePageAlloc`] maps every allocation of at least [`HUGE_PAGE`] bytes itself, aligned
-//! to 2 MiB and advised `MADV_HUGEPAGE`, so that with transparent huge pages in `madvise`
-//! mode (Debian's default) or `always` the kernel backs it with 2 MiB pages: one fault
-//! per 2 MiB and one TLB entry for what took 512. Everything smaller goes to the system
-//! allocator unchanged, so small objects cost what they did.
+//! to 2 MiB, and once [`advise`] has been called it also advises them `MADV_HUGEPAGE`, so
+//! that with transparent huge pages in `madvise` mode (Debian's default) the kernel backs
+//! them with 2 MiB pages: one fault per 2 MiB and one TLB entry for what took 512.
+//! Everything smaller goes to the system allocator unchanged, so small objects cost what
+//! they did.
 //!
-//! The price is memory: a big allocation is rounded up to a multiple of 2 MiB, and a
-//! touched huge page is resident as a whole. With THP set to `never` the advice is
-//! ignored and the mappings behave as ordinary 4 KiB pages.
+//! The price is memory, as a touched huge page is resident as a whole: about 10 % more for
+//! a replay's tables. `catchd replay`, a batch job whose tables live only as long as it
+//! does, turns the advice on; the daemon leaves it off and keeps its resident set to what
+//! it holds (its big tables are then ordinary pages, unless THP is set to `always`). With
+//! THP set to `never` the advice is ignored.
 //!
 //! Growing a big allocation first tries to extend the mapping where it is; if the
 //! neighbouring addresses are taken, the old pages are moved (not copied) into a new
@@ -23,6 +26,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::c_void;
 use std::num::NonZeroUsize;
 use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::mman::{self, MRemapFlags, MapFlags, MmapAdvise, ProtFlags};
 
@@ -32,6 +36,15 @@ pub const HUGE_PAGE: usize = 2 << 20;
 
 /// The base page size the kernel guarantees for any mapping's address.
 const PAGE: usize = 4096;
+
+/// Whether new big mappings are advised `MADV_HUGEPAGE`.
+static ADVISE: AtomicBool = AtomicBool::new(false);
+
+/// From now on, advise the big allocations [`HugePageAlloc`] makes to be backed by huge
+/// pages. Those made before stay as they are.
+pub fn advise() {
+    ADVISE.store(true, Ordering::Relaxed);
+}
 
 /// The global allocator of the `catchd` binary: big allocations in huge pages, the rest
 /// from [`System`]. See the module documentation.
@@ -50,7 +63,7 @@ fn mapped_len(size: usize) -> Option<usize> {
 }
 
 /// Maps `len` bytes (a multiple of [`HUGE_PAGE`]) at a 2 MiB boundary and advises huge
-/// pages. Null when the kernel refuses.
+/// pages if [`advise`] was called. Null when the kernel refuses.
 unsafe fn map_aligned(len: usize) -> *mut u8 {
     let Some(over) = len
         .checked_add(HUGE_PAGE - PAGE)
@@ -83,7 +96,9 @@ unsafe fn map_aligned(len: usize) -> *mut u8 {
             let _ = mman::munmap(nonnull(start + len), tail);
         }
         // Advice only: with THP off this changes nothing, and an error is not a failure.
-        let _ = mman::madvise(nonnull(start), len, MmapAdvise::MADV_HUGEPAGE);
+        if ADVISE.load(Ordering::Relaxed) {
+            let _ = mman::madvise(nonnull(start), len, MmapAdvise::MADV_HUGEPAGE);
+        }
     }
     start as *mut u8
 }
@@ -239,6 +254,43 @@ mod tests {
             .filter(|&i| i != full - 1)
             .all(|i| bytes[i] == seed.wrapping_add(i as u8))
             && (len < full || bytes[full - 1] == seed ^ 0x5a)
+    }
+
+    /// The `VmFlags` of the mapping that holds `p`, from `/proc/self/smaps` (the kernel may
+    /// have merged it with a neighbour).
+    fn vm_flags(p: *const u8) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let holds_p = |l: &&str| {
+            let range = l.split_whitespace().next().unwrap_or("");
+            let Some((lo, hi)) = range.split_once('-') else {
+                return false;
+            };
+            match (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16)) {
+                (Ok(lo), Ok(hi)) => (lo..hi).contains(&(p as usize)),
+                _ => false,
+            }
+        };
+        let mut lines = smaps.lines().skip_while(|l| !holds_p(l));
+        lines
+            .find_map(|l| l.strip_prefix("VmFlags:"))
+            .unwrap_or_else(|| panic!("no mapping holds {p:?}"))
+            .to_string()
+    }
+
+    #[test]
+    fn big_allocations_are_advised_huge_pages_once_asked() {
+        let a = HugePageAlloc;
+        let layout = Layout::from_size_align(3 * HUGE_PAGE, 16).unwrap();
+        // SAFETY: the pointers are only compared and freed with their layout.
+        unsafe {
+            let before = a.alloc(layout);
+            advise();
+            let after = a.alloc(layout);
+            assert!(!vm_flags(before).split_whitespace().any(|f| f == "hg"));
+            assert!(vm_flags(after).split_whitespace().any(|f| f == "hg"));
+            a.dealloc(before, layout);
+            a.dealloc(after, layout);
+        }
     }
 
     #[test]

@@ -107,6 +107,8 @@ fn parse_sightings(s: &str) -> Result<Sightings, String> {
 }
 
 pub(in crate::cli) fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
+    // A replay's tables (the drops, the engine's) are built at once and read at random.
+    crate::hugepages::advise();
     let mut drops = a.drops;
     for csv in &a.drops_csv {
         drops.extend(replay::read_drops_csv(csv)?);
