@@ -96,6 +96,10 @@ phase=()
 nets_phase=()
 for ((r = 1; r <= ROUNDS; r++)); do
   for n in "${names[@]}"; do
+    # Each replay starts from an empty log directory: cutting the 40 MB of logs the
+    # previous variant left (and the kernel writing them back) would otherwise be charged
+    # to whichever variant happens to run next.
+    rm -rf "$OUT/logs"
     t0=$EPOCHREALTIME
     run "$n"
     t1=$EPOCHREALTIME

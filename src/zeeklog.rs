@@ -727,8 +727,11 @@ impl LogFile {
                 path: path.clone(),
                 source,
             })?;
+        // A new (or empty) file has nothing to cut; truncating it anyway would also make
+        // ext4 write it back on close, as it does for a file replaced by truncation.
+        let stale = file.metadata().map_or(true, |m| m.len() > 0);
         let mut lf = LogFile::start(dir, path, file, schema, format)?;
-        lf.stale = true;
+        lf.stale = stale;
         Ok(lf)
     }
 
