@@ -50,7 +50,7 @@ pub enum Value<'a> {
     /// A `string`.
     Str(&'a str),
     /// A `string` shared by many records (a location, a plugin's name): its text is
-    /// formatted once per allocation, see [`SharedText`].
+    /// formatted once per allocation, see [`TextCache`].
     Shared(&'a Arc<str>),
     /// A rule id, logged as a `string`.
     Rule(RuleId),
@@ -461,7 +461,8 @@ fn escape_tsv(s: &str, out: &mut Vec<u8>) {
     }
 }
 
-/// The formatted text of the last few shared strings a log wrote, by allocation.
+/// The formatted text of values a log wrote lately: shared strings by allocation, times
+/// and intervals by value.
 ///
 /// Every record of a replay carries the same location and plugin name, as clones of one
 /// `Arc<str>`. Formatting them anew reads the string, which sits in the cache line of its
@@ -469,13 +470,61 @@ fn escape_tsv(s: &str, out: &mut Vec<u8>) {
 /// on a writer thread each read waited for the line to come over from the other core.
 /// Matching by pointer reads only the records. An entry keeps its string alive, so its
 /// address cannot be reused for another text while it is cached.
+///
+/// Times repeat too: the drops of one moment share their `ts`, their intervals and the
+/// ends of their blocks and watches, so a line's five times are usually five of the last
+/// few written. The last eight are kept, the oldest replaced first.
 #[derive(Default)]
-pub struct SharedText {
+pub struct TextCache {
     slots: [(Option<Arc<str>>, Vec<u8>); 4],
     next: usize,
+    times: [TimeText; TextCache::TIMES],
+    next_time: usize,
 }
 
-impl SharedText {
+/// One formatted time or interval: its microseconds, which of the two it is (JSON writes
+/// them by different conversions to a double), and up to 32 bytes of text (`len` 0 when
+/// unused; no formatted time is empty).
+#[derive(Clone, Copy, Default)]
+struct TimeText {
+    micros: i64,
+    interval: bool,
+    len: u8,
+    text: [u8; 32],
+}
+
+impl TextCache {
+    const TIMES: usize = 8;
+
+    /// Appends the time (or, with `interval`, the interval) of `micros` as `format` writes
+    /// it, from the cache when it holds that value.
+    #[inline]
+    fn push_time(
+        &mut self,
+        micros: i64,
+        interval: bool,
+        out: &mut Vec<u8>,
+        format: fn(&mut Vec<u8>, i64),
+    ) {
+        for t in &self.times {
+            if t.micros == micros && t.interval == interval && t.len != 0 {
+                out.extend_from_slice(&t.text[..usize::from(t.len)]);
+                return;
+            }
+        }
+        let t = &mut self.times[self.next_time];
+        self.next_time = (self.next_time + 1) % TextCache::TIMES;
+        let start = out.len();
+        format(out, micros);
+        let text = &out[start..];
+        if let (Ok(len), Some(dst)) = (u8::try_from(text.len()), t.text.get_mut(..text.len())) {
+            dst.copy_from_slice(text);
+            t.len = len;
+            t.micros = micros;
+            t.interval = interval;
+        }
+    }
+
     /// Appends `s` as `format` writes it, from the cache when it holds `s`'s allocation.
     #[inline]
     fn push(&mut self, s: &Arc<str>, out: &mut Vec<u8>, format: fn(&str, &mut Vec<u8>)) {
@@ -496,11 +545,11 @@ impl SharedText {
 }
 
 /// Appends one value in TSV form.
-fn push_tsv(v: Value<'_>, out: &mut Vec<u8>, shared: &mut SharedText) {
+fn push_tsv(v: Value<'_>, out: &mut Vec<u8>, shared: &mut TextCache) {
     match v {
         Value::Unset => out.push(b'-'),
-        Value::Time(t) => push_micros(out, t.as_micros()),
-        Value::Interval(i) => push_micros(out, i.as_micros()),
+        Value::Time(t) => shared.push_time(t.as_micros(), false, out, push_micros),
+        Value::Interval(i) => shared.push_time(i.as_micros(), true, out, push_micros),
         Value::Str(s) => escape_tsv(s, out),
         Value::Shared(s) => shared.push(s, out, escape_tsv),
         Value::Rule(r) => push_u64(out, u64::from(r.get())),
@@ -516,6 +565,16 @@ fn push_tsv(v: Value<'_>, out: &mut Vec<u8>, shared: &mut SharedText) {
 /// point or exponent.
 fn push_json_double(d: f64, out: &mut Vec<u8>) {
     let _ = write!(out, "{d:?}");
+}
+
+/// A time of `micros` microseconds as a JSON double (seconds).
+fn push_json_time(out: &mut Vec<u8>, micros: i64) {
+    push_json_double(Time::from_micros(micros).as_secs_f64(), out);
+}
+
+/// An interval of `micros` microseconds as a JSON double (seconds).
+fn push_json_interval(out: &mut Vec<u8>, micros: i64) {
+    push_json_double(Interval::from_micros(micros).as_secs_f64(), out);
 }
 
 /// A JSON string: quotes, backslashes and control characters escaped.
@@ -556,7 +615,7 @@ fn push_json(
     v: Value<'_>,
     first: bool,
     out: &mut Vec<u8>,
-    shared: &mut SharedText,
+    shared: &mut TextCache,
 ) -> bool {
     if matches!(v, Value::Unset) {
         return false;
@@ -568,8 +627,8 @@ fn push_json(
     out.push(b':');
     match v {
         Value::Unset => {}
-        Value::Time(t) => push_json_double(t.as_secs_f64(), out),
-        Value::Interval(i) => push_json_double(i.as_secs_f64(), out),
+        Value::Time(t) => shared.push_time(t.as_micros(), false, out, push_json_time),
+        Value::Interval(i) => shared.push_time(i.as_micros(), true, out, push_json_interval),
         Value::Str(s) => push_json_str(s, out),
         Value::Shared(s) => shared.push(s, out, push_json_str),
         Value::Rule(r) => quoted(out, |o| push_u64(o, u64::from(r.get()))),
@@ -584,11 +643,11 @@ fn push_json(
 
 /// Appends one record as a TSV line (no newline).
 pub fn push_tsv_line<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>) {
-    push_tsv_line_with(rec, out, &mut SharedText::default());
+    push_tsv_line_with(rec, out, &mut TextCache::default());
 }
 
-/// [`push_tsv_line`] with a log's [`SharedText`].
-pub fn push_tsv_line_with<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>, shared: &mut SharedText) {
+/// [`push_tsv_line`] with a log's [`TextCache`].
+pub fn push_tsv_line_with<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>, shared: &mut TextCache) {
     let mut first = true;
     rec.visit(&mut |v| {
         if !first {
@@ -601,11 +660,11 @@ pub fn push_tsv_line_with<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>, shared: &mu
 
 /// Appends one record as a JSON object (no newline).
 pub fn push_json_line<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>) {
-    push_json_line_with(rec, out, &mut SharedText::default());
+    push_json_line_with(rec, out, &mut TextCache::default());
 }
 
-/// [`push_json_line`] with a log's [`SharedText`].
-pub fn push_json_line_with<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>, shared: &mut SharedText) {
+/// [`push_json_line`] with a log's [`TextCache`].
+pub fn push_json_line_with<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>, shared: &mut TextCache) {
     out.push(b'{');
     let mut i = 0;
     let mut first = true;
@@ -683,7 +742,7 @@ pub struct LogFile {
     /// written out whole when it passes [`LogFile::BUF`] (one copy, not two).
     buf: Vec<u8>,
     /// The formatted text of the shared strings lately written.
-    shared: SharedText,
+    shared: TextCache,
     /// When the file was opened (its `#open`), for the rotated file's name.
     opened: chrono::DateTime<chrono::Local>,
     /// Bytes in the file.
@@ -870,7 +929,7 @@ impl LogFile {
             format,
             file,
             buf: Vec::new(),
-            shared: SharedText::default(),
+            shared: TextCache::default(),
             opened,
             size,
             stale: false,
@@ -1340,7 +1399,7 @@ mod tests {
         ) {
             let texts = ["bench", "a\tb", "-", "", "x\\y", "blåbær", "scan=wide"];
             let kept: Vec<Arc<str>> = texts.iter().map(|t| Arc::from(*t)).collect();
-            let (mut tsv, mut json) = (SharedText::default(), SharedText::default());
+            let (mut tsv, mut json) = (TextCache::default(), TextCache::default());
             for (n, (i, fresh)) in picks.into_iter().enumerate() {
                 let mut r = rec(n as i64);
                 // Either the one shared allocation, or a new one with the same text.
@@ -1355,6 +1414,59 @@ mod tests {
                 proptest::prop_assert_eq!(&got, &want);
             }
         }
+    }
+
+    proptest::proptest! {
+        /// A log's cache of times writes what formatting each time anew writes, in TSV
+        /// and JSON, for times and intervals drawn from a pool small enough to repeat and
+        /// to collide in the cache, the same microseconds as a time and as an interval
+        /// among them (JSON converts those two differently).
+        #[test]
+        fn times_format_as_if_new(
+            picks in proptest::collection::vec((0usize..10, 0usize..10), 1..80),
+            extra in proptest::prelude::any::<i64>(),
+        ) {
+            let pool = [
+                0i64,
+                -1,
+                1,
+                600_000_000,
+                3_600_000_000,
+                1_254_722_767_492_060,
+                1_700_000_000_123_456,
+                1_700_000_600_123_456,
+                extra / 2,
+                -(1 << 60),
+            ];
+            let (mut tsv, mut json) = (TextCache::default(), TextCache::default());
+            for (t, e) in picks {
+                let mut r = rec(0);
+                r.ts = Time::from_micros(pool[t]);
+                r.expire = Interval::from_micros(pool[e]);
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                push_tsv_line_with(&r, &mut got, &mut tsv);
+                push_tsv_line(&r, &mut want);
+                proptest::prop_assert_eq!(&got, &want);
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                push_json_line_with(&r, &mut got, &mut json);
+                push_json_line(&r, &mut want);
+                proptest::prop_assert_eq!(&got, &want);
+            }
+        }
+    }
+
+    #[test]
+    fn a_time_and_an_interval_of_the_same_microseconds_differ_in_json() {
+        // Why the time cache tells the two apart: a time is whole seconds plus a fraction,
+        // an interval one division, and the doubles can differ in the last place.
+        let us = -1;
+        let mut cache = TextCache::default();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        cache.push_time(us, false, &mut a, push_json_time);
+        cache.push_time(us, true, &mut b, push_json_interval);
+        assert_eq!(a, text(|o| push_json_time(o, us)).into_bytes());
+        assert_eq!(b, text(|o| push_json_interval(o, us)).into_bytes());
+        assert_ne!(a, b);
     }
 
     #[test]
