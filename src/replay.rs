@@ -100,34 +100,101 @@ impl FromStr for DropSpec {
 /// # Errors
 /// [`Error::DropsCsv`] naming the line and the problem.
 pub fn read_drops_csv(path: &Path) -> Result<Vec<DropSpec>, Error> {
-    let err = |line: u64, msg: String| Error::DropsCsv {
+    let bytes = std::fs::read(path).map_err(|e| Error::DropsCsv {
         path: path.to_path_buf(),
-        line,
+        line: 0,
+        msg: e.to_string(),
+    })?;
+    parse_drops_csv(&bytes, path, SPLIT_DROPS_CSV)
+}
+
+/// From this size on, a drops file without quotes is read in two halves at once.
+const SPLIT_DROPS_CSV: usize = 256 * 1024;
+
+/// [`read_drops_csv`] on the file's bytes. A file of at least `split` bytes with no quote
+/// in it is read in two halves, on two threads: without quotes every line break ends a
+/// record, so a cut after one splits no record. The halves' results are joined as one read
+/// would have made them, with the first error by line winning.
+fn parse_drops_csv(bytes: &[u8], path: &Path, split: usize) -> Result<Vec<DropSpec>, Error> {
+    let cut = (bytes.len() >= split && !bytes.contains(&b'"'))
+        .then(|| {
+            let mid = bytes.len() / 2;
+            bytes[mid..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|i| mid + i + 1)
+        })
+        .flatten()
+        .filter(|&c| c < bytes.len());
+    let Some(cut) = cut else {
+        return parse_drops_part(bytes, path, 0, true);
+    };
+    let (head, tail) = bytes.split_at(cut);
+    let lines_before = lines_in(head);
+    let (first, second) = std::thread::scope(|s| {
+        let second = std::thread::Builder::new()
+            .name("drops-csv".into())
+            .spawn_scoped(s, || parse_drops_part(tail, path, lines_before, false));
+        let first = parse_drops_part(head, path, 0, true);
+        let second = match second {
+            Ok(h) => h.join().ok(),
+            Err(_) => None,
+        };
+        (first, second)
+    });
+    let mut out = first?;
+    if out.is_empty() {
+        // Nothing but comments and blank lines before the cut: a header row may still
+        // come, so the rest is read as the start of the file.
+        return parse_drops_part(tail, path, lines_before, true);
+    }
+    let rest = match second {
+        Some(rest) => rest?,
+        // The thread could not be started or did not finish: read the half here.
+        None => parse_drops_part(tail, path, lines_before, false)?,
+    };
+    out.extend(rest);
+    Ok(out)
+}
+
+/// Reads the records of `bytes`, a run of whole lines of a drops file that starts after
+/// `lines_before` lines; `at_start` when no record came before it (a header may come).
+fn parse_drops_part(
+    bytes: &[u8],
+    path: &Path,
+    lines_before: u64,
+    at_start: bool,
+) -> Result<Vec<DropSpec>, Error> {
+    // csv's own line numbers skip comment lines, so lines are counted here, from the byte
+    // offset where the bad record starts (only for an error).
+    let err = |pos: Option<&csv::Position>, msg: String| Error::DropsCsv {
+        path: path.to_path_buf(),
+        line: pos.map_or(0, |p| {
+            let at = usize::try_from(p.byte()).map_or(bytes.len(), |b| b.min(bytes.len()));
+            lines_before + lines_in(&bytes[..record_start(bytes, at)]) + 1
+        }),
         msg,
     };
-    let file = std::fs::File::open(path).map_err(|e| err(0, e.to_string()))?;
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .comment(Some(b'#'))
-        .from_reader(std::io::BufReader::with_capacity(1 << 16, file));
-    let mut out: Vec<DropSpec> = Vec::new();
+        .from_reader(bytes);
+    // Rows are at least "x,y" and a line break, most much longer.
+    let mut out: Vec<DropSpec> = Vec::with_capacity(bytes.len() / 16);
     let mut rec = csv::StringRecord::new();
     let mut location: Arc<str> = Arc::from("");
     loop {
         match rdr.read_record(&mut rec) {
             Ok(true) => {}
             Ok(false) => break,
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                return Err(err(line, e.to_string()));
-            }
+            Err(e) => return Err(err(e.position(), e.to_string())),
         }
-        let line = rec.position().map_or(0, |p| p.line());
+        let line = rec.position();
         if rec.iter().all(str::is_empty) {
             continue;
         }
-        if out.is_empty() && rec.get(0) == Some("ts") && rec.get(1) == Some("addr") {
+        if at_start && out.is_empty() && rec.get(0) == Some("ts") && rec.get(1) == Some("addr") {
             continue;
         }
         if rec.len() < 2 {
@@ -148,6 +215,36 @@ pub fn read_drops_csv(path: &Path) -> Result<Vec<DropSpec>, Error> {
         });
     }
     Ok(out)
+}
+
+/// Where the record csv reports at byte `at` starts: csv's position is where it began
+/// reading, before the blank and comment lines it skipped on the way (a comment runs to a
+/// `\n`, as csv reads it).
+fn record_start(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(&b) = bytes.get(at) {
+        match b {
+            b'\r' | b'\n' => at += 1,
+            b'#' => {
+                at += bytes[at..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .unwrap_or(bytes.len() - at);
+            }
+            _ => break,
+        }
+    }
+    at
+}
+
+/// How many line breaks `bytes` holds, as csv reads them: `\r\n`, `\n` or a lone `\r`.
+fn lines_in(bytes: &[u8]) -> u64 {
+    let mut n = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')) {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Everything a replay needs.
@@ -934,5 +1031,87 @@ mod tests {
         std::fs::write(&p, "ts,addr\n1,10.0.0.0/24\n").unwrap();
         let e = read_drops_csv(&p).unwrap_err().to_string();
         assert!(e.ends_with(":2: `10.0.0.0/24` is a subnet: catch-and-release works on single addresses (a /32 or /128), not subnets"), "{e}");
+        // Lines are the file's, comment and blank lines and every kind of line end
+        // counted.
+        std::fs::write(
+            &p,
+            "# one\r\n# two\n\n,10.0.0.1\r,10.0.0.2\n# three\nts,addr\n",
+        )
+        .unwrap();
+        let e = read_drops_csv(&p).unwrap_err().to_string();
+        assert!(e.contains("d.csv:7: bad drop time"), "{e}");
+    }
+
+    /// A drops file as lines of pieces: rows good and bad, headers, comments, blank lines,
+    /// and the three line endings.
+    fn drops_file() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let row = prop_oneof![
+            4 => (
+                prop_oneof![Just(""), Just("1254722767.5"), Just("+5s"), Just("2023-11-14T22:13:20Z")],
+                prop_oneof![Just("10.0.0.1"), Just("2001:db8::2"), Just("198.18.0.9"), Just("::ffff:10.1.2.3")],
+                prop_oneof![Just(""), Just(",bench"), Just(",scan wide"), Just(",x,extra")],
+            )
+                .prop_map(|(t, a, l)| format!("{t},{a}{l}")),
+            1 => Just("ts,addr,location".to_string()),
+            1 => Just("# a comment, with commas".to_string()),
+            1 => Just(String::new()),
+            1 => Just(",,".to_string()),
+            1 => prop_oneof![
+                Just("1,10.0.0.0/24".to_string()),
+                Just("yesterday,10.0.0.1".to_string()),
+                Just("only-one-field".to_string()),
+                Just("1,not-an-address".to_string()),
+            ],
+        ];
+        let end = prop_oneof![8 => Just("\n"), 1 => Just("\r\n"), 1 => Just("\r")];
+        proptest::collection::vec((row, end), 0..40).prop_map(|lines| {
+            let mut f = Vec::new();
+            for (row, end) in lines {
+                f.extend_from_slice(row.as_bytes());
+                f.extend_from_slice(end.as_bytes());
+            }
+            f
+        })
+    }
+
+    proptest::proptest! {
+        /// Read in two halves, a file gives what one read gives: the same drops, or the
+        /// same first error on the same line.
+        #[test]
+        fn a_split_read_of_a_drops_file_is_one_read(file in drops_file()) {
+            let path = Path::new("d.csv");
+            let whole = parse_drops_csv(&file, path, usize::MAX);
+            let split = parse_drops_csv(&file, path, 0);
+            match (whole, split) {
+                (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
+                (Err(a), Err(b)) => proptest::prop_assert_eq!(a.to_string(), b.to_string()),
+                (a, b) => proptest::prop_assert!(false, "{:?} vs {:?}", a, b),
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_drops_file_is_read_in_halves_with_the_right_line_numbers() {
+        let mut f = String::from("ts,addr,location\n");
+        for i in 0..40_000u32 {
+            f.push_str(&format!(
+                ",10.{}.{}.{},bench\n",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            ));
+        }
+        f.push_str(",10.0.0.300,bad\n");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.csv");
+        std::fs::write(&p, &f[..f.len() - ",10.0.0.300,bad\n".len()]).unwrap();
+        assert!(std::fs::metadata(&p).unwrap().len() as usize >= SPLIT_DROPS_CSV);
+        let d = read_drops_csv(&p).unwrap();
+        assert_eq!(d.len(), 40_000);
+        assert_eq!(d[39_999].addr, "10.0.156.63".parse().unwrap());
+        std::fs::write(&p, &f).unwrap();
+        let e = read_drops_csv(&p).unwrap_err().to_string();
+        assert!(e.contains(":40002: "), "{e}");
     }
 }

@@ -111,7 +111,12 @@ pub(in crate::cli) fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
     crate::hugepages::advise();
     let mut drops = a.drops;
     for csv in &a.drops_csv {
-        drops.extend(replay::read_drops_csv(csv)?);
+        let read = replay::read_drops_csv(csv)?;
+        if drops.is_empty() {
+            drops = read;
+        } else {
+            drops.extend(read);
+        }
     }
     let on = a.networks
         || a.net_threshold.is_some()
