@@ -338,9 +338,9 @@ mod tests {
             assert!(a.alloc(layout).is_null());
             let small = Layout::from_size_align(HUGE_PAGE, 16).unwrap();
             let p = a.alloc(small);
+            fill(p, HUGE_PAGE, 1);
             assert!(a.realloc(p, small, isize::MAX as usize - 4095).is_null());
             // The old allocation is still intact after a refused growth.
-            fill(p, HUGE_PAGE, 1);
             assert!(holds(p, HUGE_PAGE, HUGE_PAGE, 1));
             a.dealloc(p, small);
         }

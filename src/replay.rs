@@ -127,15 +127,14 @@ fn parse_drops_csv(bytes: &[u8], path: &Path, split: usize) -> Result<Vec<DropSp
         .flatten()
         .filter(|&c| c < bytes.len());
     let Some(cut) = cut else {
-        return parse_drops_part(bytes, path, 0, true);
+        return parse_drops_part(bytes, 0..bytes.len(), path, true);
     };
-    let (head, tail) = bytes.split_at(cut);
-    let lines_before = lines_in(head);
+    let (head, tail) = (0..cut, cut..bytes.len());
     let (first, second) = std::thread::scope(|s| {
         let second = std::thread::Builder::new()
             .name("drops-csv".into())
-            .spawn_scoped(s, || parse_drops_part(tail, path, lines_before, false));
-        let first = parse_drops_part(head, path, 0, true);
+            .spawn_scoped(s, || parse_drops_part(bytes, tail.clone(), path, false));
+        let first = parse_drops_part(bytes, head, path, true);
         let second = match second {
             Ok(h) => h.join().ok(),
             Err(_) => None,
@@ -146,32 +145,34 @@ fn parse_drops_csv(bytes: &[u8], path: &Path, split: usize) -> Result<Vec<DropSp
     if out.is_empty() {
         // Nothing but comments and blank lines before the cut: a header row may still
         // come, so the rest is read as the start of the file.
-        return parse_drops_part(tail, path, lines_before, true);
+        return parse_drops_part(bytes, tail, path, true);
     }
     let rest = match second {
         Some(rest) => rest?,
         // The thread could not be started or did not finish: read the half here.
-        None => parse_drops_part(tail, path, lines_before, false)?,
+        None => parse_drops_part(bytes, tail, path, false)?,
     };
     out.extend(rest);
     Ok(out)
 }
 
-/// Reads the records of `bytes`, a run of whole lines of a drops file that starts after
-/// `lines_before` lines; `at_start` when no record came before it (a header may come).
+/// Reads the records of `file[part]`, a run of whole lines of a drops file; `at_start`
+/// when no record came before it (a header may come).
 fn parse_drops_part(
-    bytes: &[u8],
+    file: &[u8],
+    part: std::ops::Range<usize>,
     path: &Path,
-    lines_before: u64,
     at_start: bool,
 ) -> Result<Vec<DropSpec>, Error> {
-    // csv's own line numbers skip comment lines, so lines are counted here, from the byte
-    // offset where the bad record starts (only for an error).
+    let start = part.start;
+    let bytes = &file[part];
+    // csv's own line numbers skip comment lines, so lines are counted here, in the whole
+    // file up to where the bad record starts (only for an error).
     let err = |pos: Option<&csv::Position>, msg: String| Error::DropsCsv {
         path: path.to_path_buf(),
         line: pos.map_or(0, |p| {
             let at = usize::try_from(p.byte()).map_or(bytes.len(), |b| b.min(bytes.len()));
-            lines_before + lines_in(&bytes[..record_start(bytes, at)]) + 1
+            lines_in(&file[..start + record_start(bytes, at)]) + 1
         }),
         msg,
     };

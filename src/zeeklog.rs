@@ -545,13 +545,13 @@ impl TextCache {
 }
 
 /// Appends one value in TSV form.
-fn push_tsv(v: Value<'_>, out: &mut Vec<u8>, shared: &mut TextCache) {
+fn push_tsv(v: Value<'_>, out: &mut Vec<u8>, cache: &mut TextCache) {
     match v {
         Value::Unset => out.push(b'-'),
-        Value::Time(t) => shared.push_time(t.as_micros(), false, out, push_micros),
-        Value::Interval(i) => shared.push_time(i.as_micros(), true, out, push_micros),
+        Value::Time(t) => cache.push_time(t.as_micros(), false, out, push_micros),
+        Value::Interval(i) => cache.push_time(i.as_micros(), true, out, push_micros),
         Value::Str(s) => escape_tsv(s, out),
-        Value::Shared(s) => shared.push(s, out, escape_tsv),
+        Value::Shared(s) => cache.push(s, out, escape_tsv),
         Value::Rule(r) => push_u64(out, u64::from(r.get())),
         Value::Addr(a) => push_addr(out, &a),
         Value::Subnet(n) => push_subnet(out, &n),
@@ -615,7 +615,7 @@ fn push_json(
     v: Value<'_>,
     first: bool,
     out: &mut Vec<u8>,
-    shared: &mut TextCache,
+    cache: &mut TextCache,
 ) -> bool {
     if matches!(v, Value::Unset) {
         return false;
@@ -627,10 +627,10 @@ fn push_json(
     out.push(b':');
     match v {
         Value::Unset => {}
-        Value::Time(t) => shared.push_time(t.as_micros(), false, out, push_json_time),
-        Value::Interval(i) => shared.push_time(i.as_micros(), true, out, push_json_interval),
+        Value::Time(t) => cache.push_time(t.as_micros(), false, out, push_json_time),
+        Value::Interval(i) => cache.push_time(i.as_micros(), true, out, push_json_interval),
         Value::Str(s) => push_json_str(s, out),
-        Value::Shared(s) => shared.push(s, out, push_json_str),
+        Value::Shared(s) => cache.push(s, out, push_json_str),
         Value::Rule(r) => quoted(out, |o| push_u64(o, u64::from(r.get()))),
         Value::Addr(a) => quoted(out, |o| push_addr(o, &a)),
         Value::Subnet(n) => quoted(out, |o| push_subnet(o, &n)),
@@ -647,14 +647,14 @@ pub fn push_tsv_line<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>) {
 }
 
 /// [`push_tsv_line`] with a log's [`TextCache`].
-pub fn push_tsv_line_with<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>, shared: &mut TextCache) {
+pub fn push_tsv_line_with<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>, cache: &mut TextCache) {
     let mut first = true;
     rec.visit(&mut |v| {
         if !first {
             out.push(b'\t');
         }
         first = false;
-        push_tsv(v, out, shared);
+        push_tsv(v, out, cache);
     });
 }
 
@@ -664,12 +664,12 @@ pub fn push_json_line<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>) {
 }
 
 /// [`push_json_line`] with a log's [`TextCache`].
-pub fn push_json_line_with<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>, shared: &mut TextCache) {
+pub fn push_json_line_with<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>, cache: &mut TextCache) {
     out.push(b'{');
     let mut i = 0;
     let mut first = true;
     rec.visit(&mut |v| {
-        if push_json(R::SCHEMA.fields[i], v, first, out, shared) {
+        if push_json(R::SCHEMA.fields[i], v, first, out, cache) {
             first = false;
         }
         i += 1;
@@ -741,8 +741,8 @@ pub struct LogFile {
     /// Lines not yet handed to the file: formatted straight into this buffer, which is
     /// written out whole when it passes [`LogFile::BUF`] (one copy, not two).
     buf: Vec<u8>,
-    /// The formatted text of the shared strings lately written.
-    shared: TextCache,
+    /// The formatted text of the shared strings and times lately written.
+    cache: TextCache,
     /// When the file was opened (its `#open`), for the rotated file's name.
     opened: chrono::DateTime<chrono::Local>,
     /// Bytes in the file.
@@ -929,7 +929,7 @@ impl LogFile {
             format,
             file,
             buf: Vec::new(),
-            shared: TextCache::default(),
+            cache: TextCache::default(),
             opened,
             size,
             stale: false,
@@ -976,8 +976,8 @@ impl LogFile {
         }
         let before = self.buf.len();
         match self.format {
-            Format::Tsv => push_tsv_line_with(rec, &mut self.buf, &mut self.shared),
-            Format::Json => push_json_line_with(rec, &mut self.buf, &mut self.shared),
+            Format::Tsv => push_tsv_line_with(rec, &mut self.buf, &mut self.cache),
+            Format::Json => push_json_line_with(rec, &mut self.buf, &mut self.cache),
         }
         self.buf.push(b'\n');
         self.size += (self.buf.len() - before) as u64;
@@ -1082,8 +1082,19 @@ pub struct LogSet {
     net: Option<LogFile>,
     dir: PathBuf,
     format: Format,
-    /// Whether files are appended to (a daemon) rather than made anew (a replay).
-    append: bool,
+    /// How its files are opened, the network log's too when its first line comes.
+    opening: Opening,
+}
+
+/// How a [`LogSet`] opens its files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opening {
+    /// Made anew (truncated): [`LogFile::create`].
+    Create,
+    /// Made anew, an earlier run's bytes cut later: [`LogFile::create_deferred`].
+    CreateDeferred,
+    /// Appended to, as a daemon does across restarts: [`LogFile::open_append`].
+    Append,
 }
 
 static NET_SCHEMA: Schema = CatchReleaseNetRecord::SCHEMA;
@@ -1094,7 +1105,7 @@ impl LogSet {
     /// # Errors
     /// [`Error`] if the directory or a file cannot be created.
     pub fn create(dir: &Path, format: Format) -> Result<LogSet, Error> {
-        LogSet::open_with(dir, format, false)
+        LogSet::open_with(dir, format, Opening::Create)
     }
 
     /// [`create`](LogSet::create) for a [`LogThread`]: the files are opened (so a log
@@ -1105,19 +1116,7 @@ impl LogSet {
     /// # Errors
     /// [`Error`] if the directory or a file cannot be created or opened.
     pub fn create_deferred(dir: &Path, format: Format) -> Result<LogSet, Error> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        Ok(LogSet {
-            catch_release: LogFile::create_deferred(dir, &CR_SCHEMA, format)?,
-            netcontrol: LogFile::create_deferred(dir, &NC_SCHEMA, format)?,
-            drop: LogFile::create_deferred(dir, &DROP_SCHEMA, format)?,
-            net: None,
-            dir: dir.to_path_buf(),
-            format,
-            append: false,
-        })
+        LogSet::open_with(dir, format, Opening::CreateDeferred)
     }
 
     /// Cuts what an earlier run left in files opened by
@@ -1130,24 +1129,24 @@ impl LogSet {
         dir: &Path,
         schema: &'static Schema,
         format: Format,
-        append: bool,
+        opening: Opening,
     ) -> Result<LogFile, Error> {
-        if append {
-            LogFile::open_append(dir, schema, format)
-        } else {
-            LogFile::create(dir, schema, format)
+        match opening {
+            Opening::Create => LogFile::create(dir, schema, format),
+            Opening::CreateDeferred => LogFile::create_deferred(dir, schema, format),
+            Opening::Append => LogFile::open_append(dir, schema, format),
         }
     }
 
-    fn open_with(dir: &Path, format: Format, append: bool) -> Result<LogSet, Error> {
-        let open = |schema| LogSet::open_file(dir, schema, format, append);
+    fn open_with(dir: &Path, format: Format, opening: Opening) -> Result<LogSet, Error> {
+        let open = |schema| LogSet::open_file(dir, schema, format, opening);
         std::fs::create_dir_all(dir).map_err(|source| Error::Dir {
             path: dir.to_path_buf(),
             source,
         })?;
         // A network log kept from an earlier run is appended to from the start.
         let net_path = dir.join(format!("{}.log", NET_SCHEMA.path));
-        let net = if append && net_path.exists() {
+        let net = if opening == Opening::Append && net_path.exists() {
             Some(open(&NET_SCHEMA)?)
         } else {
             None
@@ -1159,7 +1158,7 @@ impl LogSet {
             net,
             dir: dir.to_path_buf(),
             format,
-            append,
+            opening,
         })
     }
 
@@ -1178,7 +1177,7 @@ impl LogSet {
                         &self.dir,
                         &NET_SCHEMA,
                         self.format,
-                        self.append,
+                        self.opening,
                     )?);
                 }
                 match self.net.as_mut() {
@@ -1202,7 +1201,7 @@ impl LogSet {
     /// # Errors
     /// [`Error`] if the directory or a file cannot be created or opened.
     pub fn open_append(dir: &Path, format: Format) -> Result<LogSet, Error> {
-        LogSet::open_with(dir, format, true)
+        LogSet::open_with(dir, format, Opening::Append)
     }
 
     fn files(&mut self) -> impl Iterator<Item = &mut LogFile> {
@@ -1389,6 +1388,24 @@ mod tests {
         }
     }
 
+    /// Checks that `r` formats with the logs' caches `tsv` and `json` as it does with fresh
+    /// ones, in TSV and in JSON.
+    fn formats_as_if_new(
+        r: &DropRecord,
+        tsv: &mut TextCache,
+        json: &mut TextCache,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        push_tsv_line_with(r, &mut got, tsv);
+        push_tsv_line(r, &mut want);
+        proptest::prop_assert_eq!(&got, &want);
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        push_json_line_with(r, &mut got, json);
+        push_json_line(r, &mut want);
+        proptest::prop_assert_eq!(&got, &want);
+        Ok(())
+    }
+
     proptest::proptest! {
         /// A log's cache of shared strings writes what formatting each string anew
         /// writes, in TSV and JSON, whether a record shares its string with earlier ones,
@@ -1404,14 +1421,7 @@ mod tests {
                 let mut r = rec(n as i64);
                 // Either the one shared allocation, or a new one with the same text.
                 r.location = Some(if fresh { Arc::from(texts[i]) } else { Arc::clone(&kept[i]) });
-                let (mut got, mut want) = (Vec::new(), Vec::new());
-                push_tsv_line_with(&r, &mut got, &mut tsv);
-                push_tsv_line(&r, &mut want);
-                proptest::prop_assert_eq!(&got, &want);
-                let (mut got, mut want) = (Vec::new(), Vec::new());
-                push_json_line_with(&r, &mut got, &mut json);
-                push_json_line(&r, &mut want);
-                proptest::prop_assert_eq!(&got, &want);
+                formats_as_if_new(&r, &mut tsv, &mut json)?;
             }
         }
     }
@@ -1443,14 +1453,7 @@ mod tests {
                 let mut r = rec(0);
                 r.ts = Time::from_micros(pool[t]);
                 r.expire = Interval::from_micros(pool[e]);
-                let (mut got, mut want) = (Vec::new(), Vec::new());
-                push_tsv_line_with(&r, &mut got, &mut tsv);
-                push_tsv_line(&r, &mut want);
-                proptest::prop_assert_eq!(&got, &want);
-                let (mut got, mut want) = (Vec::new(), Vec::new());
-                push_json_line_with(&r, &mut got, &mut json);
-                push_json_line(&r, &mut want);
-                proptest::prop_assert_eq!(&got, &want);
+                formats_as_if_new(&r, &mut tsv, &mut json)?;
             }
         }
     }
