@@ -71,6 +71,7 @@ mod httpd;
 pub mod hugepages;
 mod manager;
 pub mod packet;
+mod prefetch;
 pub mod replay;
 mod runtime;
 pub mod scan;

@@ -636,7 +636,14 @@ impl Replay {
         let at_first = all.iter().take_while(|(t, _)| *t == first).count();
         self.engine.reserve_drops(at_first);
         let mut made = 0;
-        for (t, i) in all {
+        for (k, &(t, i)) in all.iter().enumerate() {
+            // The tables' slots for a drop a few ahead start loading now.
+            if let Some(&(ahead_t, ahead)) = all.get(k + PREFETCH_AHEAD)
+                && ahead_t == first
+                && ahead < n_drops
+            {
+                self.engine.prefetch_drop(specs[ahead].addr);
+            }
             let d = &specs[i];
             match (t == first, i < n_drops) {
                 (true, true) => {
@@ -863,6 +870,11 @@ impl Replay {
         Ok(summary)
     }
 }
+
+/// How many drops ahead [`Replay::anchor`] asks for the table slots a drop will write
+/// ([`Engine::prefetch_drop`]): far enough that they arrive in time (a drop takes about
+/// as long as a few cache misses), near enough that they are still in cache when used.
+const PREFETCH_AHEAD: usize = 8;
 
 /// How many outputs gather before they go to the log writer: enough that handing over is
 /// rare, few enough that a batch stays in cache.

@@ -434,6 +434,15 @@ impl Engine {
         self.recent.reserve(n.min(MAX_RECENT_DROPS));
     }
 
+    /// Starts loading the table slots that dropping the new address `a` will write, for a
+    /// caller making many drops at once: called a few drops ahead, it lets the cache misses
+    /// of one drop overlap with the work of the ones before. A hint: it changes nothing.
+    #[inline]
+    pub fn prefetch_drop(&self, a: Addr) {
+        self.watch.prefetch_put(&a);
+        self.nc.prefetch_drop_rule(a);
+    }
+
     /// How many outputs wait for [`Engine::poll_output`].
     pub fn pending_outputs(&self) -> usize {
         self.out.len()

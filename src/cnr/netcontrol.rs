@@ -333,7 +333,8 @@ pub(super) struct NetControl {
     plugins: Vec<Registered>,
     rules: HashMap<RuleId, RuleState, SequentialIds>,
     /// `rule_entities`: at most one rule per (entity, type).
-    entities: HashMap<(IpNet, RuleType), RuleId, foldhash::fast::RandomState>,
+    /// (hashbrown's own map, whose table [`crate::prefetch`] can see into.)
+    entities: hashbrown::HashMap<(IpNet, RuleType), RuleId, foldhash::fast::RandomState>,
     /// `rule_counter`.
     counter: u32,
     /// Assigns ids instead of the counter, when set.
@@ -352,7 +353,7 @@ impl NetControl {
         NetControl {
             plugins: Vec::new(),
             rules: HashMap::default(),
-            entities: HashMap::default(),
+            entities: hashbrown::HashMap::default(),
             counter: 1,
             ids: None,
             terminating: false,
@@ -380,6 +381,18 @@ impl NetControl {
     #[inline]
     pub(super) fn entity_removals(&self) -> u64 {
         self.entity_removals
+    }
+
+    /// Starts loading what adding a DROP rule for the host `a` will touch in
+    /// `rule_entities` (a hint: see [`crate::prefetch`]).
+    #[inline]
+    pub(super) fn prefetch_drop_rule(&self, a: Addr) {
+        use std::hash::BuildHasher as _;
+        let hash = self
+            .entities
+            .hasher()
+            .hash_one((host_net(a), RuleType::Drop));
+        crate::prefetch::insert_slot(self.entities.raw_table(), hash);
     }
 
     /// Whether a DROP rule exists for exactly this host (`[e, DROP] in rule_entities`).

@@ -840,6 +840,17 @@ impl WatchTable {
     }
 
     /// Inserts a new entry or overwrites an existing one.
+    /// Starts loading what [`put`](WatchTable::put)ting a new entry for `a` will touch, for
+    /// a caller that knows its next addresses (a hint: see [`crate::prefetch`]).
+    #[inline]
+    pub(crate) fn prefetch_put(&self, a: &Addr) {
+        let hash = self.map.hash_usize(a);
+        // A shard being written is skipped rather than waited for.
+        if let Some(table) = self.map.shards()[self.map.determine_shard(hash)].try_read() {
+            crate::prefetch::insert_slot(&table, hash as u64);
+        }
+    }
+
     pub(crate) fn put(&self, a: Addr, e: &Entry) {
         // Filter first: a reader that finds the entry must not be turned away.
         self.filter.insert(&a);
