@@ -572,9 +572,9 @@ impl Replay {
     ///
     /// # Errors
     /// [`Error::Log`] if the logs cannot be created.
-    pub fn new(opts: &Options) -> Result<Replay, Error> {
+    pub fn new(opts: Options) -> Result<Replay, Error> {
         let cfg = Config {
-            intervals: opts.intervals.clone(),
+            intervals: opts.intervals,
             warn_blocked: opts.warn_blocked,
             sweep_interval: opts.sweep_interval,
             max_timer_expires: Some(ZEEK_MAX_TIMER_EXPIRES),
@@ -582,7 +582,7 @@ impl Replay {
             // in cache while the trace streams through it.
             watch_capacity: opts.drops.len(),
             start: Time::ZERO,
-            networks: opts.networks.clone(),
+            networks: opts.networks,
             // No cluster to publish to.
             cluster_outputs: false,
         };
@@ -593,10 +593,10 @@ impl Replay {
             logs,
             spare: VecDeque::new(),
             sighter: Sighter::new(opts.sightings),
-            unanchored: opts.drops.clone(),
-            unblocks: opts.unblocks.clone(),
+            unanchored: opts.drops,
+            unblocks: opts.unblocks,
             summary: Summary {
-                log_dir: opts.log_dir.clone(),
+                log_dir: opts.log_dir,
                 json: opts.format == Format::Json,
                 ..Summary::default()
             },
@@ -890,7 +890,7 @@ const MAX_PACKET_SIGHTINGS: usize = 4;
 /// [`Error::Capture`] if a file cannot be opened (before anything is written), or
 /// [`Error::Log`] on a write error. A file damaged part way is not an error: it is read up
 /// to the damage, with a warning, and listed in the summary.
-pub fn run(opts: &Options) -> Result<Summary, Error> {
+pub fn run(opts: Options) -> Result<Summary, Error> {
     let mut files = opts
         .files
         .iter()

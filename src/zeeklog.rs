@@ -292,6 +292,25 @@ fn push_fixed<const N: usize>(out: &mut Vec<u8>, put: impl FnOnce(&mut [u8; N]) 
     out.truncate(at + n);
 }
 
+/// Appends the first `len` bytes of `text`. All 32 are copied when there is room (and the
+/// length then set), which the compiler does with two stores instead of a call to
+/// `memcpy` for a length it does not know.
+#[inline(always)]
+fn push_padded(out: &mut Vec<u8>, text: &[u8; 32], len: usize) {
+    let at = out.len();
+    let len = len.min(32);
+    match out.spare_capacity_mut().first_chunk_mut::<32>() {
+        Some(window) => {
+            for (w, b) in window.iter_mut().zip(text) {
+                w.write(*b);
+            }
+            // SAFETY: the first `len` (at most 32) bytes past the length were just written.
+            unsafe { out.set_len(at + len) };
+        }
+        None => out.extend_from_slice(&text[..len]),
+    }
+}
+
 /// "00" to "99", for writing two digits at a time.
 const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
 2021222324252627282930313233343536373839\
@@ -508,7 +527,7 @@ impl TextCache {
     ) {
         for t in &self.times {
             if t.micros == micros && t.interval == interval && t.len != 0 {
-                out.extend_from_slice(&t.text[..usize::from(t.len)]);
+                push_padded(out, &t.text, usize::from(t.len));
                 return;
             }
         }
@@ -1358,6 +1377,24 @@ mod tests {
         let mut v = Vec::new();
         f(&mut v);
         String::from_utf8(v).unwrap()
+    }
+
+    /// A padded copy appends exactly the bytes asked for, with room for all 32 and without
+    /// (when it falls back to a plain copy), after what was there.
+    #[test]
+    fn a_padded_copy_appends_only_the_length() {
+        let mut text = [b'x'; 32];
+        text[..5].copy_from_slice(b"12.50");
+        for room in [0, 31, 32, 100] {
+            let mut out = Vec::with_capacity(3 + room);
+            out.extend_from_slice(b"ab\t");
+            push_padded(&mut out, &text, 5);
+            assert_eq!(out, b"ab\t12.50", "room {room}");
+            push_padded(&mut out, &text, 0);
+            push_padded(&mut out, &text, 32);
+            assert_eq!(out.len(), 8 + 32, "room {room}");
+            assert_eq!(&out[8..13], b"12.50");
+        }
     }
 
     #[test]

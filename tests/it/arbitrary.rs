@@ -90,7 +90,7 @@ fn replay_bytes(bytes: &[u8]) {
         progress: false,
     };
     // A damaged file may be refused or read up to the damage: either way, no panic.
-    let _ = catchd::replay::run(&opts);
+    let _ = catchd::replay::run(opts);
 }
 
 proptest! {

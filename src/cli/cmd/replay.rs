@@ -159,6 +159,6 @@ pub(in crate::cli) fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
         plugin_name: a.plugin,
         progress: !a.no_progress,
     };
-    let summary = replay::run(&opts)?;
+    let summary = replay::run(opts)?;
     print_stdout(&format!("{summary}\n"))
 }
