@@ -1,8 +1,8 @@
 //! Cache hints: telling the CPU which memory the next steps will touch, so that its loads
 //! overlap with work instead of stalling it.
 //!
-//! Applying a batch of drops (a replay's, a block list's) writes one new entry into each
-//! of two big hash tables per address: the watch table and NetControl's `rule_entities`.
+//! Applying a batch of drops (a replay's, at its first packet) writes one new entry into
+//! each of two big hash tables per address: the watch table and NetControl's `rule_entities`.
 //! Their slots are spread at random over megabytes, so each write waits for a cache miss.
 //! The addresses of the whole batch are known in advance, though, so the caller asks for
 //! the slots of an address a few drops ahead ([`insert_slot`]) and by the time that drop is
@@ -31,8 +31,10 @@ pub(crate) fn line<T>(p: *const T) {
 
 /// Starts loading what inserting an element with `hash` into `table` will touch: the
 /// control bytes of its home bucket, and the three cache lines from the home bucket on,
-/// which hold the buckets the element lands in when home is taken (the first free bucket
-/// is most often home or one just past it).
+/// which hold the bucket the element lands in for most inserts (home, or the first free
+/// one after it). Filling a table reserved for 100,000 entries, they held it for three
+/// inserts in four with the watch table's 44-byte entries and seven in eight with
+/// `rule_entities`' 24-byte ones.
 ///
 /// hashbrown 0.14 probes for the element of hash `h` from bucket `h & (buckets - 1)`; its
 /// control bytes start at [`RawTable::data_end`], and bucket `i` is the element just below

@@ -839,7 +839,6 @@ impl WatchTable {
         self.map.get(a).map(|r| Entry::unpack(r.value()))
     }
 
-    /// Inserts a new entry or overwrites an existing one.
     /// Starts loading what [`put`](WatchTable::put)ting a new entry for `a` will touch, for
     /// a caller that knows its next addresses (a hint: see [`crate::prefetch`]).
     #[inline]
@@ -851,6 +850,7 @@ impl WatchTable {
         }
     }
 
+    /// Inserts a new entry or overwrites an existing one.
     pub(crate) fn put(&self, a: Addr, e: &Entry) {
         // Filter first: a reader that finds the entry must not be turned away.
         self.filter.insert(&a);
