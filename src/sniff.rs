@@ -174,8 +174,9 @@ impl Sensor {
                                 crate::shutdown::panic_text(&*p)
                             ),
                         };
-                        st.failed.store(true, Ordering::Relaxed);
+                        // Logged first: once the capture shows as down, why is in the log.
                         tracing::error!(interface = %options.interface, "Capture stopped: {why}; opening it again.");
+                        st.failed.store(true, Ordering::Relaxed);
                         live = None;
                     }
                     if !wait(&stop, backoff) {
