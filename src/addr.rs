@@ -192,17 +192,15 @@ const OCTETS: [([u8; 4], u8); 256] = {
     t
 };
 
-/// Writes the octets `b` as a dotted quad at `buf[*n..]` (at most 16 bytes).
-fn push_dotted(buf: &mut [u8; 48], n: &mut usize, b: &[u8]) {
+/// Writes the four octets `b` as a dotted quad at `buf[*n..]` (at most 16 bytes).
+fn push_dotted(buf: &mut [u8; 48], n: &mut usize, b: &[u8; 4]) {
     for o in b {
         let (digits, len) = &OCTETS[usize::from(*o)];
-        if let Some(dst) = buf.get_mut(*n..*n + 4) {
-            dst.copy_from_slice(digits);
-            *n += usize::from(*len);
-        }
+        buf[*n..*n + 4].copy_from_slice(digits);
+        *n += usize::from(*len);
     }
     // The dot after the last octet.
-    *n = n.saturating_sub(usize::from(!b.is_empty()));
+    *n -= 1;
 }
 
 impl Addr {
@@ -224,9 +222,10 @@ impl Addr {
     pub fn put_text(&self, buf: &mut [u8; 48]) -> usize {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let b = self.0;
+        let last4 = [b[12], b[13], b[14], b[15]];
         let mut n = 0;
         if self.is_v4() {
-            push_dotted(buf, &mut n, &b[12..]);
+            push_dotted(buf, &mut n, &last4);
             return n;
         }
         let w: [u16; 8] = std::array::from_fn(|i| u16::from_be_bytes([b[2 * i], b[2 * i + 1]]));
@@ -266,7 +265,7 @@ impl Addr {
                 n += 1;
             }
             if i == 6 && best == 0 && best_len == 6 {
-                push_dotted(buf, &mut n, &b[12..]);
+                push_dotted(buf, &mut n, &last4);
                 break;
             }
             let g = w[i];
