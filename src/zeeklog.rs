@@ -696,6 +696,16 @@ pub fn push_json_line_with<R: ZeekRecord>(rec: &R, out: &mut Vec<u8>, cache: &mu
     out.push(b'}');
 }
 
+/// Appends one record as a line of a log in `format`, newline included.
+#[inline]
+fn push_line<R: ZeekRecord>(format: Format, rec: &R, out: &mut Vec<u8>, cache: &mut TextCache) {
+    match format {
+        Format::Tsv => push_tsv_line_with(rec, out, cache),
+        Format::Json => push_json_line_with(rec, out, cache),
+    }
+    out.push(b'\n');
+}
+
 fn into_string(v: Vec<u8>) -> String {
     // Only ASCII and whole Rust strings are ever pushed.
     String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
@@ -994,11 +1004,7 @@ impl LogFile {
             self.buf.reserve(LogFile::BUF + 4096);
         }
         let before = self.buf.len();
-        match self.format {
-            Format::Tsv => push_tsv_line_with(rec, &mut self.buf, &mut self.cache),
-            Format::Json => push_json_line_with(rec, &mut self.buf, &mut self.cache),
-        }
-        self.buf.push(b'\n');
+        push_line(self.format, rec, &mut self.buf, &mut self.cache);
         self.size += (self.buf.len() - before) as u64;
         self.spill()
     }
@@ -1091,6 +1097,33 @@ impl LogFile {
 static CR_SCHEMA: Schema = CatchReleaseRecord::SCHEMA;
 static NC_SCHEMA: Schema = NetControlRecord::SCHEMA;
 static DROP_SCHEMA: Schema = DropRecord::SCHEMA;
+
+/// The log line an engine output is, if it is one.
+enum LogLine<'a> {
+    CatchRelease(&'a CatchReleaseRecord),
+    NetControl(&'a NetControlRecord),
+    Drop(&'a DropRecord),
+    CatchReleaseNet(&'a CatchReleaseNetRecord),
+}
+
+impl LogLine<'_> {
+    #[inline]
+    fn of(o: &Output) -> Option<LogLine<'_>> {
+        match o {
+            Output::CatchRelease(r) => Some(LogLine::CatchRelease(r)),
+            Output::NetControl(r) => Some(LogLine::NetControl(r)),
+            Output::Drop(r) => Some(LogLine::Drop(r)),
+            Output::CatchReleaseNet(r) => Some(LogLine::CatchReleaseNet(r)),
+            Output::Forgotten { .. }
+            | Output::Error(_)
+            | Output::BlockNew { .. }
+            | Output::BlockDelete { .. }
+            | Output::NetBlockNew { .. }
+            | Output::NetBlockDelete { .. }
+            | Output::NetForgotten { .. } => None,
+        }
+    }
+}
 
 /// The three NetControl logs of a run, and catchd's fourth for catch-and-release of
 /// networks, which is made (as Zeek makes a log) with its first line.
@@ -1186,31 +1219,12 @@ impl LogSet {
     /// # Errors
     /// [`Error::Write`] on an I/O error.
     pub fn write(&mut self, o: &Output) -> Result<(), Error> {
-        match o {
-            Output::CatchRelease(r) => self.catch_release.write(r),
-            Output::NetControl(r) => self.netcontrol.write(r),
-            Output::Drop(r) => self.drop.write(r),
-            Output::CatchReleaseNet(r) => {
-                if self.net.is_none() {
-                    self.net = Some(LogSet::open_file(
-                        &self.dir,
-                        &NET_SCHEMA,
-                        self.format,
-                        self.opening,
-                    )?);
-                }
-                match self.net.as_mut() {
-                    Some(f) => f.write(r),
-                    None => Ok(()),
-                }
-            }
-            Output::Forgotten { .. }
-            | Output::Error(_)
-            | Output::BlockNew { .. }
-            | Output::BlockDelete { .. }
-            | Output::NetBlockNew { .. }
-            | Output::NetBlockDelete { .. }
-            | Output::NetForgotten { .. } => Ok(()),
+        match LogLine::of(o) {
+            Some(LogLine::CatchRelease(r)) => self.catch_release.write(r),
+            Some(LogLine::NetControl(r)) => self.netcontrol.write(r),
+            Some(LogLine::Drop(r)) => self.drop.write(r),
+            Some(LogLine::CatchReleaseNet(r)) => self.net_log()?.write(r),
+            None => Ok(()),
         }
     }
 
@@ -1221,6 +1235,35 @@ impl LogSet {
     /// [`Error`] if the directory or a file cannot be created or opened.
     pub fn open_append(dir: &Path, format: Format) -> Result<LogSet, Error> {
         LogSet::open_with(dir, format, Opening::Append)
+    }
+
+    /// Appends lines formatted elsewhere (see [`Lines`]), each buffer to its log.
+    ///
+    /// # Errors
+    /// [`Error`] on an I/O error, or if the network log cannot be created.
+    pub fn write_lines(&mut self, lines: &Lines) -> Result<(), Error> {
+        for (f, bytes) in [
+            (&mut self.catch_release, &lines.catch_release),
+            (&mut self.netcontrol, &lines.netcontrol),
+            (&mut self.drop, &lines.drop),
+        ] {
+            if !bytes.is_empty() {
+                f.put(bytes)?;
+            }
+        }
+        if !lines.net.is_empty() {
+            self.net_log()?.put(&lines.net)?;
+        }
+        Ok(())
+    }
+
+    /// The network log, made with its first line.
+    fn net_log(&mut self) -> Result<&mut LogFile, Error> {
+        let net = match self.net.take() {
+            Some(f) => f,
+            None => LogSet::open_file(&self.dir, &NET_SCHEMA, self.format, self.opening)?,
+        };
+        Ok(self.net.insert(net))
     }
 
     fn files(&mut self) -> impl Iterator<Item = &mut LogFile> {
@@ -1276,9 +1319,74 @@ impl LogSet {
     }
 }
 
+/// Log lines formatted away from a [`LogSet`], one buffer per log, for
+/// [`LogSet::write_lines`]: what a [`LogThread`]'s producer makes of a batch when the
+/// writer is behind.
+#[derive(Default)]
+pub struct Lines {
+    catch_release: Vec<u8>,
+    netcontrol: Vec<u8>,
+    drop: Vec<u8>,
+    net: Vec<u8>,
+}
+
+impl Lines {
+    fn clear(&mut self) {
+        self.catch_release.clear();
+        self.netcontrol.clear();
+        self.drop.clear();
+        self.net.clear();
+    }
+}
+
+/// Formats engine outputs into [`Lines`] exactly as a [`LogSet`] of the same format
+/// writes them (the caches only spare work; they never change a byte).
+pub struct Formatter {
+    format: Format,
+    caches: [TextCache; 4],
+}
+
+impl Formatter {
+    /// A formatter for logs in `format`.
+    pub fn new(format: Format) -> Formatter {
+        Formatter {
+            format,
+            caches: Default::default(),
+        }
+    }
+
+    /// Appends the log lines of `outputs` to `lines`; outputs that are not log lines are
+    /// skipped, as [`LogSet::write`] skips them.
+    pub fn format<'a>(&mut self, outputs: impl IntoIterator<Item = &'a Output>, lines: &mut Lines) {
+        let [cr, nc, drop, net] = &mut self.caches;
+        let f = self.format;
+        for o in outputs {
+            match LogLine::of(o) {
+                Some(LogLine::CatchRelease(r)) => push_line(f, r, &mut lines.catch_release, cr),
+                Some(LogLine::NetControl(r)) => push_line(f, r, &mut lines.netcontrol, nc),
+                Some(LogLine::Drop(r)) => push_line(f, r, &mut lines.drop, drop),
+                Some(LogLine::CatchReleaseNet(r)) => push_line(f, r, &mut lines.net, net),
+                None => {}
+            }
+        }
+    }
+}
+
+/// What the producer hands the writer: outputs to format and write, or lines it
+/// formatted itself.
+enum Batch {
+    Outputs(VecDeque<Output>),
+    Lines(Box<Lines>),
+}
+
 /// A [`LogSet`] on a thread of its own, as Zeek runs each log writer in a thread: the
 /// producer hands over whole batches of engine outputs, and formatting and writing the
 /// lines overlap with its work on another core.
+///
+/// When the writer is behind (its queue is full), the producer formats the batch itself
+/// instead of waiting idle, and hands over the lines: the two threads then share the
+/// formatting, and the writer, which also does the `write` calls, stops being the one
+/// the other waits for. Batches are written in the order they were sent either way.
 ///
 /// A batch comes back once written, still holding its outputs, so they are dropped (and
 /// their strings freed) on the thread that made them, and its memory is used again. At
@@ -1287,9 +1395,15 @@ impl LogSet {
 /// and the next [`send`](LogThread::send) or [`close`](LogThread::close) returns it;
 /// lines of batches still queued then are not written.
 pub struct LogThread {
-    to: Option<std::sync::mpsc::SyncSender<VecDeque<Output>>>,
-    back: std::sync::mpsc::Receiver<VecDeque<Output>>,
+    to: Option<std::sync::mpsc::SyncSender<Batch>>,
+    back: std::sync::mpsc::Receiver<Batch>,
     thread: Option<std::thread::JoinHandle<Result<LogSet, Error>>>,
+    formatter: Formatter,
+    /// Emptied queues and line buffers come back here to be used again.
+    spare_outputs: Vec<VecDeque<Output>>,
+    spare_lines: Vec<Lines>,
+    /// Batches the producer formatted itself, for the run's summary and tests.
+    formatted_here: u64,
 }
 
 impl LogThread {
@@ -1300,15 +1414,33 @@ impl LogThread {
     ///
     /// # Errors
     /// [`Error::Spawn`] if the thread cannot be started.
-    pub fn spawn(mut logs: LogSet) -> Result<LogThread, Error> {
-        let (to, from) = std::sync::mpsc::sync_channel::<VecDeque<Output>>(LogThread::IN_FLIGHT);
+    pub fn spawn(logs: LogSet) -> Result<LogThread, Error> {
+        LogThread::spawn_gated(logs, None)
+    }
+
+    /// [`spawn`](LogThread::spawn), with a writer that starts only once `gate` yields
+    /// (or is dropped): lets a test fill the queue.
+    fn spawn_gated(
+        mut logs: LogSet,
+        gate: Option<std::sync::mpsc::Receiver<()>>,
+    ) -> Result<LogThread, Error> {
+        let (to, from) = std::sync::mpsc::sync_channel::<Batch>(LogThread::IN_FLIGHT);
         let (give_back, back) = std::sync::mpsc::channel();
+        let format = logs.format;
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || {
+                if let Some(gate) = gate {
+                    let _ = gate.recv();
+                }
                 logs.cut_stale()?;
                 for batch in from {
-                    batch.iter().try_for_each(|o| logs.write(o))?;
+                    match &batch {
+                        Batch::Outputs(outputs) => {
+                            outputs.iter().try_for_each(|o| logs.write(o))?;
+                        }
+                        Batch::Lines(lines) => logs.write_lines(lines)?,
+                    }
                     // The producer may be gone already (it stopped on an error of its
                     // own); the batch is then dropped here.
                     let _ = give_back.send(batch);
@@ -1320,23 +1452,80 @@ impl LogThread {
             to: Some(to),
             back,
             thread: Some(thread),
+            formatter: Formatter::new(format),
+            spare_outputs: Vec::new(),
+            spare_lines: Vec::new(),
+            formatted_here: 0,
         })
     }
 
-    /// Queues `batch` to be written, waiting while [`IN_FLIGHT`](LogThread::IN_FLIGHT)
-    /// batches are queued, and returns an empty queue to fill next: a written batch,
-    /// emptied here, when one has come back.
+    /// Queues `batch` to be written and returns an empty queue to fill next. When
+    /// [`IN_FLIGHT`](LogThread::IN_FLIGHT) batches are queued already, formats `batch`
+    /// here and queues the lines, waiting only if the writer is still that far behind
+    /// after that.
     ///
     /// # Errors
     /// The error that stopped the writer, if it stopped.
     pub fn send(&mut self, batch: VecDeque<Output>) -> Result<VecDeque<Output>, Error> {
-        let sent = self.to.as_ref().map(|to| to.send(batch));
+        let next = match self.try_queue(batch)? {
+            None => None,
+            Some(batch) => Some(self.format_and_queue(batch)?),
+        };
+        Ok(self.take_back(next))
+    }
+
+    /// Queues `batch` unless the queue is full, when it is given back.
+    fn try_queue(&mut self, batch: VecDeque<Output>) -> Result<Option<VecDeque<Output>>, Error> {
+        use std::sync::mpsc::TrySendError;
+        match self
+            .to
+            .as_ref()
+            .map(|to| to.try_send(Batch::Outputs(batch)))
+        {
+            Some(Ok(())) => Ok(None),
+            Some(Err(TrySendError::Full(Batch::Outputs(batch)))) => Ok(Some(batch)),
+            Some(Err(_)) | None => Err(self.join().err().unwrap_or(Error::WriterPanicked)),
+        }
+    }
+
+    /// Formats `batch` here, queues its lines (waiting for room), and returns it emptied.
+    fn format_and_queue(&mut self, mut batch: VecDeque<Output>) -> Result<VecDeque<Output>, Error> {
+        let mut lines = self.spare_lines.pop().unwrap_or_default();
+        self.formatter.format(&batch, &mut lines);
+        self.formatted_here += 1;
+        let sent = self
+            .to
+            .as_ref()
+            .map(|to| to.send(Batch::Lines(Box::new(lines))));
         if !matches!(sent, Some(Ok(()))) {
             return Err(self.join().err().unwrap_or(Error::WriterPanicked));
         }
-        let mut next = self.back.try_recv().unwrap_or_default();
-        next.clear();
-        Ok(next)
+        batch.clear();
+        Ok(batch)
+    }
+
+    /// Takes back what the writer is done with, emptied, to use again, and returns a
+    /// queue to fill next: `next` if it is one already.
+    fn take_back(&mut self, next: Option<VecDeque<Output>>) -> VecDeque<Output> {
+        while let Ok(done) = self.back.try_recv() {
+            match done {
+                Batch::Outputs(mut outputs) => {
+                    outputs.clear();
+                    self.spare_outputs.push(outputs);
+                }
+                Batch::Lines(mut lines) => {
+                    lines.clear();
+                    self.spare_lines.push(*lines);
+                }
+            }
+        }
+        next.or_else(|| self.spare_outputs.pop())
+            .unwrap_or_default()
+    }
+
+    /// How many batches were formatted by the producer because the writer was behind.
+    pub fn formatted_here(&self) -> u64 {
+        self.formatted_here
     }
 
     fn join(&mut self) -> Result<LogSet, Error> {
@@ -1628,6 +1817,154 @@ mod tests {
                 .unwrap()
                 .starts_with("#close\t")
         );
+    }
+
+    /// Outputs of a real engine with every kind of log line: drops of addresses (with a
+    /// location, with a quote and a tab in it), their answers, a network caught from
+    /// them, sightings, unblocks and forgetting, and outputs that are not log lines.
+    fn engine_outputs() -> Vec<Output> {
+        use crate::cnr::{Config, Engine, NetShape, Networks, ZEEK_ROUNDS_PER_PACKET};
+        let cfg = Config {
+            intervals: "10s,1m".parse().unwrap(),
+            networks: Some(Networks {
+                shape: NetShape::default(),
+                threshold: 3,
+                window: Interval::from_secs(60),
+                intervals: "20s,2m".parse().unwrap(),
+            }),
+            cluster_outputs: true,
+            ..Config::default()
+        };
+        let mut e = Engine::with_accepting_backend(cfg, "Debug-All");
+        let t0 = Time::from_timeval(1_700_000_000, 250_000);
+        let at = |s: i64| t0 + Interval::from_secs(s);
+        let mut out = Vec::new();
+        let take = |e: &mut Engine, out: &mut Vec<Output>| {
+            while let Some(o) = e.poll_output() {
+                out.push(o);
+            }
+        };
+        for (i, a) in [
+            "192.0.2.1",
+            "192.0.2.2",
+            "2001:db8::1",
+            "192.0.2.3",
+            "192.0.2.1",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let location = if i == 1 {
+                "scan\t\"q\" \\ é"
+            } else {
+                "ssh brute force"
+            };
+            e.drop_catch_release(at(0), a.parse::<Addr>().unwrap(), location);
+            e.drain(ZEEK_ROUNDS_PER_PACKET - 1);
+            take(&mut e, &mut out);
+        }
+        for s in [5, 30, 31, 45, 200, 400] {
+            let now = at(s);
+            e.advance(now);
+            let seen = e.sighting(now, "192.0.2.2".parse().unwrap());
+            e.drain(seen.rounds(ZEEK_ROUNDS_PER_PACKET));
+            take(&mut e, &mut out);
+        }
+        e.unblock_catch_release(at(401), "2001:db8::1".parse::<Addr>().unwrap(), "operator");
+        e.drain(ZEEK_ROUNDS_PER_PACKET - 1);
+        e.advance(at(100_000));
+        e.drain(ZEEK_ROUNDS_PER_PACKET);
+        take(&mut e, &mut out);
+        out
+    }
+
+    /// The four logs' text, `#open` and `#close` lines left out.
+    fn bodies(dir: &Path) -> Vec<(String, Vec<String>)> {
+        [
+            "netcontrol_catch_release",
+            "netcontrol",
+            "netcontrol_drop",
+            "netcontrol_catch_release_net",
+        ]
+        .iter()
+        .filter_map(|name| {
+            let p = dir.join(format!("{name}.log"));
+            p.exists().then(|| {
+                let body = lines(&p)
+                    .into_iter()
+                    .filter(|l| !l.starts_with("#open") && !l.starts_with("#close"))
+                    .collect();
+                (name.to_string(), body)
+            })
+        })
+        .collect()
+    }
+
+    /// When the writer is behind, the producer formats the batch itself: the logs are the
+    /// same, byte for byte, as a set writing every output, in TSV and in JSON, with the
+    /// batches the producer formatted written in their turn.
+    #[test]
+    fn batches_formatted_by_the_producer_write_the_same_logs() {
+        let outputs = engine_outputs();
+        let kinds = |f: fn(&Output) -> bool| outputs.iter().filter(|o| f(o)).count();
+        assert!(kinds(|o| matches!(o, Output::CatchRelease(_))) > 5);
+        assert!(kinds(|o| matches!(o, Output::NetControl(_))) > 5);
+        assert!(kinds(|o| matches!(o, Output::Drop(_))) > 3);
+        assert!(kinds(|o| matches!(o, Output::CatchReleaseNet(_))) > 1);
+        assert!(kinds(|o| matches!(o, Output::BlockNew { .. })) > 1);
+        for format in [Format::Tsv, Format::Json] {
+            let direct = tempfile::tempdir().unwrap();
+            let threaded = tempfile::tempdir().unwrap();
+            let mut set = LogSet::create(direct.path(), format).unwrap();
+            for o in &outputs {
+                set.write(o).unwrap();
+            }
+            set.close().unwrap();
+
+            // All of them formatted away from the set, then written as lines.
+            let formatted = tempfile::tempdir().unwrap();
+            let mut set = LogSet::create(formatted.path(), format).unwrap();
+            let mut lines = Lines::default();
+            Formatter::new(format).format(&outputs, &mut lines);
+            set.write_lines(&lines).unwrap();
+            set.close().unwrap();
+            assert_eq!(
+                bodies(formatted.path()),
+                bodies(direct.path()),
+                "{format:?}"
+            );
+
+            // Batches of three outputs; the writer waits at its gate until the queue is
+            // full and one batch has come back to be formatted here.
+            let (open, gate) = std::sync::mpsc::channel();
+            let mut writer = LogThread::spawn_gated(
+                LogSet::create(threaded.path(), format).unwrap(),
+                Some(gate),
+            )
+            .unwrap();
+            let mut batches = outputs.chunks(3).map(|c| c.iter().cloned().collect());
+            for _ in 0..LogThread::IN_FLIGHT {
+                let queued = writer.try_queue(batches.next().unwrap()).unwrap();
+                assert!(
+                    queued.is_none(),
+                    "room for {} batches",
+                    LogThread::IN_FLIGHT
+                );
+            }
+            let full = writer.try_queue(batches.next().unwrap()).unwrap();
+            let full = full.expect("the fifth batch is given back");
+            open.send(()).unwrap();
+            let emptied = writer.format_and_queue(full).unwrap();
+            assert!(emptied.is_empty());
+            for b in batches {
+                assert!(writer.send(b).unwrap().is_empty());
+            }
+            assert!(writer.formatted_here() >= 1);
+            writer.close().unwrap();
+            let (got, want) = (bodies(threaded.path()), bodies(direct.path()));
+            assert_eq!(got.len(), 4, "{format:?}: all four logs");
+            assert_eq!(got, want, "{format:?}");
+        }
     }
 
     #[test]
