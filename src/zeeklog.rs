@@ -1402,7 +1402,7 @@ pub struct LogThread {
     /// Emptied queues and line buffers come back here to be used again.
     spare_outputs: Vec<VecDeque<Output>>,
     spare_lines: Vec<Lines>,
-    /// Batches the producer formatted itself, for the run's summary and tests.
+    /// Batches the producer formatted itself (see [`LogThread::formatted_here`]).
     formatted_here: u64,
 }
 
