@@ -97,18 +97,21 @@ run() {
 }
 
 declare -A times
+# Runs variant $1 once and adds its wall time to times[$1]. Each replay starts from an
+# empty log directory: cutting the 40 MB of logs the previous variant left (and the kernel
+# writing them back) would otherwise be charged to whichever variant happens to run next.
+timed() {
+  rm -rf "$OUT/logs"
+  local t0=$EPOCHREALTIME
+  run "$1"
+  local t1=$EPOCHREALTIME
+  times[$1]+="$(echo "$t1 - $t0" | bc -l) "
+}
 phase=()
 nets_phase=()
 for ((r = 1; r <= ROUNDS; r++)); do
   for n in "${names[@]}"; do
-    # Each replay starts from an empty log directory: cutting the 40 MB of logs the
-    # previous variant left (and the kernel writing them back) would otherwise be charged
-    # to whichever variant happens to run next.
-    rm -rf "$OUT/logs"
-    t0=$EPOCHREALTIME
-    run "$n"
-    t1=$EPOCHREALTIME
-    times[$n]+="$(echo "$t1 - $t0" | bc -l) "
+    timed "$n"
   done
   # The 100k replay's own split: time applying the drops vs time on packets.
   phase+=("$(awk '/^timing/ {print $2, $6}' "$OUT/last-100k.txt")")
@@ -118,11 +121,7 @@ done
 # The pair takes a tenth of a second a round and varies most: three times the rounds.
 for ((r = 1; r <= 3 * ROUNDS; r++)); do
   for n in "${names_all[@]}"; do
-    rm -rf "$OUT/logs"
-    t0=$EPOCHREALTIME
-    run "$n"
-    t1=$EPOCHREALTIME
-    times[$n]+="$(echo "$t1 - $t0" | bc -l) "
+    timed "$n"
   done
 done
 echo "unpinned rounds done" >&2

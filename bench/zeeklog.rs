@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 
 use catchd::cnr::{Config, Engine, Output};
 use catchd::time::Time;
-use catchd::zeeklog::{TextCache, push_json_line_with, push_tsv_line_with};
+use catchd::zeeklog::{Format, Formatter, Lines};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const DROPS: u32 = 1024;
@@ -26,28 +26,6 @@ fn outputs() -> Vec<Output> {
     }
     e.drain(2);
     std::iter::from_fn(|| e.poll_output()).collect()
-}
-
-fn format_all(outs: &[Output], json: bool, caches: &mut [TextCache; 3], buf: &mut Vec<u8>) {
-    for o in outs {
-        macro_rules! line {
-            ($r:expr, $c:expr) => {
-                if json {
-                    push_json_line_with($r, buf, $c)
-                } else {
-                    push_tsv_line_with($r, buf, $c)
-                }
-            };
-        }
-        let [cr, nc, dr] = caches;
-        match o {
-            Output::CatchRelease(r) => line!(r, cr),
-            Output::NetControl(r) => line!(r, nc),
-            Output::Drop(r) => line!(r, dr),
-            _ => continue,
-        }
-        buf.push(b'\n');
-    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -65,14 +43,15 @@ fn bench(c: &mut Criterion) {
     assert_eq!(lines, 5 * DROPS as usize + 3);
     let mut g = c.benchmark_group("log_lines");
     g.throughput(Throughput::Elements(lines as u64));
-    for (name, json) in [("tsv", false), ("json", true)] {
-        let mut caches: [TextCache; 3] = Default::default();
-        let mut buf = Vec::with_capacity(1 << 20);
+    for (name, format) in [("tsv", Format::Tsv), ("json", Format::Json)] {
+        // What a log writer does with a batch, or the replay when the writer is behind.
+        let mut formatter = Formatter::new(format);
+        let mut lines = Lines::default();
         g.bench_function(name, |b| {
             b.iter(|| {
-                buf.clear();
-                format_all(black_box(&outs), json, &mut caches, &mut buf);
-                black_box(buf.len())
+                lines.clear();
+                formatter.format(black_box(&outs), &mut lines);
+                black_box(lines.bytes())
             })
         });
     }

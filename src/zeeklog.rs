@@ -1331,7 +1331,13 @@ pub struct Lines {
 }
 
 impl Lines {
-    fn clear(&mut self) {
+    /// Bytes held, all logs together.
+    pub fn bytes(&self) -> usize {
+        self.catch_release.len() + self.netcontrol.len() + self.drop.len() + self.net.len()
+    }
+
+    /// Empties the buffers, keeping their memory.
+    pub fn clear(&mut self) {
         self.catch_release.clear();
         self.netcontrol.clear();
         self.drop.clear();
