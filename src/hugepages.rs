@@ -17,6 +17,11 @@
 //! it holds (its big tables are then ordinary pages, unless THP is set to `always`). With
 //! THP set to `never` the advice is ignored.
 //!
+//! With glibc, [`advise`] also follows the main heap, where the small allocations go: glibc
+//! grows it 32 MiB at a time from then on, and the first small allocation seen in new heap
+//! advises that part `MADV_HUGEPAGE` too (what glibc's `glibc.malloc.hugetlb=1` tunable
+//! does, which only the environment a process starts with can set).
+//!
 //! Growing a big allocation first tries to extend the mapping where it is; if the
 //! neighbouring addresses are taken, the old pages are moved (not copied) into a new
 //! aligned mapping. This module owns the `mmap` family of calls; nothing else in catchd
@@ -41,28 +46,30 @@ const PAGE: usize = 4096;
 static ADVISE: AtomicBool = AtomicBool::new(false);
 
 /// From now on, advise the big allocations [`HugePageAlloc`] makes to be backed by huge
-/// pages, and (with glibc) the heap's growth too: see [`heap`]. Those made before stay as
-/// they are.
+/// pages, and (with glibc) the main heap as it grows (see the module documentation). Those
+/// made before stay as they are.
 pub fn advise() {
     ADVISE.store(true, Ordering::Relaxed);
     heap::follow();
 }
 
-/// Small allocations in huge pages, with glibc: what its `glibc.malloc.hugetlb=1` tunable
-/// does, which can only be set in the environment a process starts with.
-///
-/// A replay makes one small allocation per rule (the `Arc<Rule>` that events and backends
-/// share): 100,000 drops grow glibc's main heap by 8 MB, 2,000 page faults that took a
-/// tenth of the time applying them. Once [`follow`] is called, glibc grows the heap
-/// [`STEP`] at a time, and the first small allocation that [`HugePageAlloc`] sees land in
-/// new heap advises the new part `MADV_HUGEPAGE`, so that it is faulted in 2 MiB at a time.
-///
-/// Only the main heap, which grows at the program break, is followed; other threads'
-/// arenas (mappings of their own, far away) are left alone. glibc is told to keep the
-/// heap's top instead of giving it back after each free (`M_TRIM_THRESHOLD`), so the heap
-/// only grows: a replay is a batch job, and its memory goes back when it ends.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod heap {
+    //! Small allocations in huge pages, with glibc: what its `glibc.malloc.hugetlb=1` tunable
+    //! does, which can only be set in the environment a process starts with.
+    //!
+    //! A replay makes one small allocation per rule (the `Arc<Rule>` that events and backends
+    //! share): 100,000 drops grow glibc's main heap by 8 MB, 2,000 page faults that took a
+    //! tenth of the time applying them. Once [`follow`] is called, glibc grows the heap
+    //! [`STEP`] at a time, and the first small allocation that
+    //! [`HugePageAlloc`](super::HugePageAlloc) sees land in new heap advises the new part
+    //! `MADV_HUGEPAGE`, so that it is faulted in 2 MiB at a time.
+    //!
+    //! Only the main heap, which grows at the program break, is followed; other threads'
+    //! arenas (mappings of their own, far away) are left alone. glibc is told to keep the
+    //! heap's top instead of giving it back after each free (`M_TRIM_THRESHOLD`), so the heap
+    //! only grows: a replay is a batch job, and its memory goes back when it ends.
+
     use std::ffi::c_void;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
